@@ -59,7 +59,7 @@ export function presetConfig(name: string, vocabSize: number): BertConfig {
   if (!preset) {
     throw new InvalidArgument(`unknown arch '${name}': expected one of ${Object.keys(PRESETS).join(", ")} or a config.json`);
   }
-  return validateConfig({ ...preset, vocab_size: vocabSize });
+  return validateConfig({ ...preset, vocab_size: vocabSize } as BertConfig);
 }
 
 /** Parses a Hugging Face config.json (text or object), filling BERT defaults and checking every dimension. */
