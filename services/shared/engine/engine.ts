@@ -1,0 +1,140 @@
+/**
+ * The one interface every backend implements (native OpenBLAS engine, TensorFlow.js on tensorflow/wasm/cpu).
+ * The trainer and the inference service only ever talk to this; `select.ts` picks the backend.
+ *
+ * Letters: B batch, T sequence length, C hidden, V vocab, K labels. All batch arrays are row-major (B, T).
+ */
+import type { BertConfig } from "../model/config.ts";
+
+export type BackendName = "native" | "tensorflow" | "wasm" | "cpu";
+
+/** Which head sits on the encoder. `pretrain` = MLM (tied decoder) + NSP. `ner` = token classification. */
+export type TaskKind = "pretrain" | "classify" | "multilabel" | "pair" | "ner";
+
+export interface HeadSpec {
+  task: TaskKind;
+  /** K, for classify/multilabel/pair/ner. */
+  numLabels?: number;
+  /** Linear-chain CRF over the token-classification logits (ner only). */
+  crf?: boolean;
+}
+
+/** A named tensor in Hugging Face layout (torch.nn.Linear weights are [out, in]). */
+export interface NamedTensor {
+  shape: number[];
+  data: Float32Array;
+}
+export type Weights = Map<string, NamedTensor>;
+
+export interface Batch {
+  B: number;
+  T: number;
+  inputIds: Int32Array; // (B, T)
+  tokenTypeIds: Int32Array; // (B, T)
+  attentionMask: Int32Array; // (B, T) 1 = real token, 0 = padding
+  /** pretrain: (B, T) original id at masked positions, -100 elsewhere. */
+  mlmLabels?: Int32Array;
+  /** pretrain: (B) 0 = B follows A, 1 = random (HF convention). */
+  nspLabels?: Int32Array;
+  /** classify/pair: (B) class index. */
+  labels?: Int32Array;
+  /** multilabel: (B, K) 0/1 targets. */
+  multiLabels?: Float32Array;
+  /** ner: (B, T) tag index, -100 for ignored positions (specials, padding, continuation pieces). */
+  tokenLabels?: Int32Array;
+}
+
+export interface StepStats {
+  /** Total loss of the batch (MLM + NSP for pretraining). */
+  loss: number;
+  mlmLoss?: number;
+  nspLoss?: number;
+  /** Correct / counted predictions, so callers can aggregate accuracies over many batches. */
+  mlmCorrect?: number;
+  mlmCount?: number;
+  nspCorrect?: number;
+  nspCount?: number;
+  correct?: number;
+  count?: number;
+}
+
+export interface ForwardOutput {
+  /** classify/pair/multilabel: (B, K); ner: (B, T, K); pretrain: MLM logits (B, T, V) only when asked. */
+  logits: Float32Array;
+  /** pretrain: NSP logits (B, 2). */
+  nspLogits?: Float32Array;
+  /** ner with CRF: Viterbi best path (B, T). */
+  paths?: Int32Array;
+  /** Final hidden states (B, T, C) when `wantHidden` (for Embed). */
+  hidden?: Float32Array;
+  /** Pooler output (B, C) when `wantHidden`. */
+  pooled?: Float32Array;
+}
+
+export interface OptimizerConfig {
+  lr: number; // peak learning rate
+  weightDecay: number; // AdamW decoupled decay; bias and LayerNorm excluded, as BERT does
+  beta1: number;
+  beta2: number;
+  eps: number;
+  warmupSteps: number;
+  totalSteps: number; // linear decay to 0 at totalSteps
+  maxGradNorm: number; // global-norm clipping; 0 disables
+  gradAccumSteps: number;
+}
+
+export const DEFAULT_OPTIMIZER: OptimizerConfig = {
+  lr: 1e-4,
+  weightDecay: 0.01,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-6,
+  warmupSteps: 0,
+  totalSteps: 1,
+  maxGradNorm: 1.0,
+  gradAccumSteps: 1,
+};
+
+/** Everything needed to continue training bit-identically. */
+export interface TrainState {
+  step: number; // optimizer steps taken
+  microStep: number; // micro-batches accumulated since the last optimizer step
+  /** AdamW first and second moments, keyed like the weights. */
+  moments: Map<string, { m: Float32Array; v: Float32Array }>;
+  /** Dropout RNG state (opaque, JSON-serialisable). */
+  rng: unknown;
+}
+
+export interface Engine {
+  readonly backend: BackendName;
+  readonly config: BertConfig;
+  readonly head: HeadSpec;
+  /** Forward + backward on one micro-batch; applies AdamW when `gradAccumSteps` micro-batches have accumulated. */
+  trainStep(batch: Batch): StepStats;
+  /** Inference: dropout off, no gradients. `mlmLogits` for fill-mask; `wantHidden` for embeddings. */
+  forward(batch: Batch, options?: { wantHidden?: boolean; mlmLogits?: boolean }): ForwardOutput;
+  /** Evaluation loss/accuracy without updating weights (dropout off). */
+  evaluate(batch: Batch): StepStats;
+  /** Learning rate the next optimizer step will use (warmup then linear decay). */
+  learningRate(): number;
+  getWeights(): Weights;
+  /** Loads weights by HF name; missing or unexpected tensors and shape mismatches throw InvalidArgument naming them. */
+  setWeights(weights: Weights, options?: { allowMissingHead?: boolean }): void;
+  getTrainState(): TrainState;
+  setTrainState(state: TrainState): void;
+  /** Per-kernel time of the steps since the last call (the `--profile` flag of the bench). */
+  profile?(): Record<string, number>;
+  dispose(): void;
+}
+
+export interface EngineOptions {
+  config: BertConfig;
+  head: HeadSpec;
+  optimizer?: Partial<OptimizerConfig>;
+  seed?: number;
+  /** Worker threads for BLAS/kernels; default all cores. */
+  threads?: number;
+  /** Largest B*T the engine preallocates for; larger batches are refused with both values in the message. */
+  maxBatch?: number;
+  maxSeqLen?: number;
+}
