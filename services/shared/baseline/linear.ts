@@ -1,0 +1,137 @@
+/**
+ * The floor every BERT result is reported against: a linear classifier over hashed character unigrams and
+ * bigrams (multinomial logistic regression, AdaGrad), the usual strong baseline for Chinese text classification.
+ * Deterministic for a seed; no dependencies, so the demo report and the quality runs share it.
+ */
+
+export interface LinearBaselineOptions {
+  /** Hashed feature space; 2^18 keeps collisions rare for a few hundred thousand distinct bigrams. */
+  buckets?: number;
+  epochs?: number;
+  learningRate?: number;
+  /** L2 penalty per update, small: the features are sparse counts. */
+  l2?: number;
+  seed?: number;
+}
+
+export interface LinearBaseline {
+  labels: string[];
+  predict(text: string): { label: string; scores: number[] };
+}
+
+/** FNV-1a over a short string: fast, stable across runs and platforms. */
+function hashString(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** Character unigrams and bigrams (code points, whitespace dropped), hashed into `buckets` with counts. */
+export function charNgramFeatures(text: string, buckets: number): Map<number, number> {
+  const chars = Array.from(text).filter((c) => c.trim() !== "");
+  const features = new Map<number, number>();
+  const add = (gram: string) => {
+    const index = hashString(gram) % buckets;
+    features.set(index, (features.get(index) ?? 0) + 1);
+  };
+  for (let i = 0; i < chars.length; i++) {
+    add(chars[i]!);
+    if (i + 1 < chars.length) add(chars[i]! + chars[i + 1]!);
+  }
+  // Normalise so long and short texts train at the same effective step size.
+  const norm = Math.sqrt([...features.values()].reduce((a, v) => a + v * v, 0)) || 1;
+  for (const [k, v] of features) features.set(k, v / norm);
+  return features;
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function trainLinearBaseline(
+  examples: { text: string; label: string }[],
+  options: LinearBaselineOptions = {},
+): LinearBaseline {
+  const buckets = options.buckets ?? 1 << 18;
+  const epochs = options.epochs ?? 8;
+  const lr = options.learningRate ?? 0.5;
+  const l2 = options.l2 ?? 1e-6;
+  if (examples.length === 0) throw new RangeError("Cannot train the linear baseline: no examples");
+  const labels = [...new Set(examples.map((e) => e.label))].sort();
+  const K = labels.length;
+  const labelIndex = new Map(labels.map((l, i) => [l, i]));
+  const weights = new Float32Array(buckets * K);
+  const bias = new Float32Array(K);
+  const gradSq = new Float32Array(buckets * K).fill(1e-8);
+  const featurised = examples.map((e) => ({
+    x: charNgramFeatures(e.text, buckets),
+    y: labelIndex.get(e.label)!,
+  }));
+  const order = featurised.map((_, i) => i);
+  const random = mulberry32(options.seed ?? 42);
+  const scores = new Float64Array(K);
+
+  const score = (x: Map<number, number>) => {
+    for (let k = 0; k < K; k++) scores[k] = bias[k]!;
+    for (const [f, v] of x) for (let k = 0; k < K; k++) scores[k]! += weights[f * K + k]! * v;
+    let max = -Infinity;
+    for (let k = 0; k < K; k++) max = Math.max(max, scores[k]!);
+    let sum = 0;
+    for (let k = 0; k < K; k++) sum += scores[k] = Math.exp(scores[k]! - max);
+    for (let k = 0; k < K; k++) scores[k]! /= sum;
+    return scores;
+  };
+
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    for (const i of order) {
+      const { x, y } = featurised[i]!;
+      const p = score(x);
+      for (let k = 0; k < K; k++) {
+        const g = p[k]! - (k === y ? 1 : 0);
+        bias[k]! -= 0.1 * lr * g;
+        for (const [f, v] of x) {
+          const w = f * K + k;
+          const grad = g * v + l2 * weights[w]!;
+          gradSq[w]! += grad * grad;
+          weights[w]! -= (lr * grad) / Math.sqrt(gradSq[w]!);
+        }
+      }
+    }
+  }
+
+  return {
+    labels,
+    predict(text: string) {
+      const p = score(charNgramFeatures(text, buckets));
+      let best = 0;
+      for (let k = 1; k < K; k++) if (p[k]! > p[best]!) best = k;
+      return { label: labels[best]!, scores: Array.from(p) };
+    },
+  };
+}
+
+/** The majority-class floor: the accuracy of always answering the most frequent training label. */
+export function majorityBaseline(
+  train: { label: string }[],
+  test: { label: string }[],
+): { label: string; accuracy: number } {
+  const counts = new Map<string, number>();
+  for (const e of train) counts.set(e.label, (counts.get(e.label) ?? 0) + 1);
+  const label = [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]![0];
+  const accuracy = test.length ? test.filter((e) => e.label === label).length / test.length : 0;
+  return { label, accuracy };
+}
