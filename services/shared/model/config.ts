@@ -46,18 +46,38 @@ const COMMON = {
 /** Presets by name (Turc et al. 2019 for mini/small; Devlin et al. 2019 for base). Parameter counts at V=21128. */
 export const PRESETS: Record<string, Omit<BertConfig, "vocab_size">> = {
   // ~11.2M parameters at V=21128
-  "bert-mini": { ...COMMON, hidden_size: 256, num_hidden_layers: 4, num_attention_heads: 4, intermediate_size: 1024 },
+  "bert-mini": {
+    ...COMMON,
+    hidden_size: 256,
+    num_hidden_layers: 4,
+    num_attention_heads: 4,
+    intermediate_size: 1024,
+  },
   // ~28.5M parameters at V=21128
-  "bert-small": { ...COMMON, hidden_size: 512, num_hidden_layers: 4, num_attention_heads: 8, intermediate_size: 2048 },
+  "bert-small": {
+    ...COMMON,
+    hidden_size: 512,
+    num_hidden_layers: 4,
+    num_attention_heads: 8,
+    intermediate_size: 2048,
+  },
   // ~102M parameters at V=21128 (bert-base-chinese)
-  "bert-base": { ...COMMON, hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 3072 },
+  "bert-base": {
+    ...COMMON,
+    hidden_size: 768,
+    num_hidden_layers: 12,
+    num_attention_heads: 12,
+    intermediate_size: 3072,
+  },
 };
 
 /** A preset by name with the vocabulary size filled in; unknown names are an InvalidArgument listing the known ones. */
 export function presetConfig(name: string, vocabSize: number): BertConfig {
   const preset = PRESETS[name];
   if (!preset) {
-    throw new InvalidArgument(`unknown arch '${name}': expected one of ${Object.keys(PRESETS).join(", ")} or a config.json`);
+    throw new InvalidArgument(
+      `unknown arch '${name}': expected one of ${Object.keys(PRESETS).join(", ")} or a config.json`,
+    );
   }
   return validateConfig({ ...preset, vocab_size: vocabSize } as BertConfig);
 }
@@ -106,10 +126,14 @@ export function validateConfig(config: BertConfig): BertConfig {
   }
   for (const key of ["hidden_dropout_prob", "attention_probs_dropout_prob"] as const) {
     const p = config[key];
-    if (!(p >= 0 && p < 1)) throw new InvalidArgument(`config ${key} must be in [0, 1): current value is ${p}`);
+    if (!(p >= 0 && p < 1)) {
+      throw new InvalidArgument(`config ${key} must be in [0, 1): current value is ${p}`);
+    }
   }
   if (!(config.layer_norm_eps > 0)) {
-    throw new InvalidArgument(`config layer_norm_eps must be positive: current value is ${config.layer_norm_eps}`);
+    throw new InvalidArgument(
+      `config layer_norm_eps must be positive: current value is ${config.layer_norm_eps}`,
+    );
   }
   return config;
 }
