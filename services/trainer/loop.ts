@@ -1,0 +1,344 @@
+/**
+ * The training loop as a library, independent of gRPC: micro-batches from a `BatchSource` into
+ * `engine.trainStep`, progress events, periodic evaluation with early stopping, checkpoints every N steps,
+ * exact resume from the newest complete checkpoint.
+ *
+ * Exact resume rests on three things being restored together from one checkpoint: the engine (weights,
+ * AdamW moments, schedule position, dropout RNG), the data source's cursor, and this loop's own state
+ * (curves, best metric, counters). Checkpoints are only taken at optimizer-step boundaries (no half-
+ * accumulated gradients to save), and evaluation never touches the training RNG or the training cursor.
+ */
+import type { Batch, Engine, StepStats, Weights } from "../shared/engine/engine.ts";
+import type { ObjectStore } from "../shared/store/store.ts";
+import { Cancelled, FailedPrecondition } from "../shared/errors.ts";
+import type { Point } from "../shared/report/svg.ts";
+import {
+  checkpointPrefix,
+  loadBest,
+  loadLatestCheckpoint,
+  pruneCheckpoints,
+  saveBest,
+  saveCheckpoint,
+} from "./checkpoint.ts";
+
+/** Where training micro-batches come from. The cursor is the position after the last batch returned. */
+export interface BatchSource {
+  /** The next micro-batch, or null when the data is exhausted (fine-tuning after its last epoch). */
+  next(): Promise<Batch | null>;
+  /** JSON-serialisable position; `restore(cursor())` continues with exactly the batches that would follow. */
+  cursor(): unknown;
+  restore(cursor: unknown): Promise<void> | void;
+  /** Epoch of the batch returned last (0-based). */
+  epoch(): number;
+  close?(): Promise<void> | void;
+}
+
+export type TrainerEvent =
+  | {
+    type: "step";
+    step: number;
+    totalSteps: number;
+    epoch: number;
+    loss: number;
+    learningRate: number;
+    tokensPerSecond: number;
+    etaSeconds: number;
+    mlmAccuracy?: number;
+    nspAccuracy?: number;
+    accuracy?: number;
+  }
+  | { type: "eval"; step: number; metrics: Record<string, number>; best: boolean }
+  | { type: "checkpoint"; step: number; key: string }
+  | { type: "resumed"; step: number; key: string }
+  | { type: "early_stop"; step: number; bestStep: number; metric: string; value: number }
+  | { type: "diverged"; step: number; lastCheckpointStep: number | null; message: string }
+  | { type: "message"; message: string };
+
+export interface EarlyStopping {
+  /** Metric name as `evaluate` returns it, e.g. `accuracy`, `f1`, `loss`. */
+  metric: string;
+  mode: "max" | "min";
+  /** Evaluations without improvement before stopping; 0 never stops early (but still keeps the best). */
+  patience: number;
+}
+
+export interface LoopOptions {
+  jobId: string;
+  store: ObjectStore;
+  engine: Engine;
+  source: BatchSource;
+  /** Optimizer steps to take (each `gradAccumSteps` micro-batches). */
+  totalSteps: number;
+  gradAccumSteps?: number;
+  /** Steps between checkpoints; one is always written at the end. @default 100 */
+  checkpointEvery?: number;
+  /** Complete checkpoints kept. @default 2 */
+  keepCheckpoints?: number;
+  /** Steps between step events (averaged over the window). @default 10 */
+  logEvery?: number;
+  /** Steps between evaluations; one also runs at the end. 0 disables periodic ones. @default 0 */
+  evalEvery?: number;
+  /** Metrics on held-out data; must not change the engine's training state. */
+  evaluate?: () => Promise<Record<string, number>>;
+  earlyStopping?: EarlyStopping;
+  emit: (event: TrainerEvent) => void | Promise<void>;
+  signal?: AbortSignal;
+}
+
+/** The loop's bookkeeping, saved in every checkpoint so curves and early stopping survive a restart. */
+export interface LoopState {
+  curves: Record<string, Point[]>;
+  evalCurves: Record<string, Point[]>;
+  window: { loss: number; batches: number; sums: Record<string, number> };
+  best: { step: number; value: number; metrics: Record<string, number> } | null;
+  evalsSinceBest: number;
+  stoppedEarly: boolean;
+  tokens: number;
+  lastEval: Record<string, number> | null;
+}
+
+export interface LoopResult {
+  step: number;
+  state: LoopState;
+  /** The weights to publish: the best evaluation's when early stopping tracked one, else the final ones. */
+  weights: Weights;
+  weightsFrom: "final" | "best";
+  /** Weights at the end of training, whatever the best was. */
+  finalWeights: Weights;
+  /** Tokens per second over the steps this process ran (not counting resume). */
+  tokensPerSecond: number;
+  stepsThisRun: number;
+}
+
+function freshState(): LoopState {
+  return {
+    curves: {},
+    evalCurves: {},
+    window: { loss: 0, batches: 0, sums: {} },
+    best: null,
+    evalsSinceBest: 0,
+    stoppedEarly: false,
+    tokens: 0,
+    lastEval: null,
+  };
+}
+
+function push(curves: Record<string, Point[]>, name: string, point: Point) {
+  (curves[name] ??= []).push(point);
+}
+
+function addStats(window: LoopState["window"], stats: StepStats) {
+  window.loss += stats.loss;
+  window.batches++;
+  for (const key of ["mlmCorrect", "mlmCount", "nspCorrect", "nspCount", "correct", "count"] as const) {
+    const v = stats[key];
+    if (v !== undefined) window.sums[key] = (window.sums[key] ?? 0) + v;
+  }
+}
+
+function ratio(sums: Record<string, number>, num: string, den: string): number | undefined {
+  const d = sums[den];
+  return d ? (sums[num] ?? 0) / d : undefined;
+}
+
+function better(value: number, best: number, mode: "max" | "min"): boolean {
+  return mode === "max" ? value > best : value < best;
+}
+
+/** Real (non-padding) tokens of a batch: the throughput that matters to a user. */
+function realTokens(batch: Batch): number {
+  let n = 0;
+  for (let i = 0; i < batch.attentionMask.length; i++) n += batch.attentionMask[i]!;
+  return n;
+}
+
+/**
+ * Runs (or resumes) a training job to `totalSteps`, early stopping or the end of the data. Throws
+ * `Cancelled` after writing a resumable checkpoint when the signal aborts, and `FailedPrecondition` when
+ * the loss stops being finite (the last good checkpoint stays in place).
+ */
+export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult> {
+  const { jobId, store, engine, source, totalSteps, emit } = options;
+  const gradAccum = options.gradAccumSteps ?? 1;
+  const checkpointEvery = Math.max(1, options.checkpointEvery ?? 100);
+  const keep = options.keepCheckpoints ?? 2;
+  const logEvery = Math.max(1, options.logEvery ?? 10);
+  const evalEvery = options.evalEvery ?? 0;
+  if (!Number.isInteger(totalSteps) || totalSteps < 1) {
+    throw new FailedPrecondition(`totalSteps must be a positive integer: current value is ${totalSteps}`);
+  }
+
+  let state = freshState();
+  let step = 0;
+  let lastCheckpointStep: number | null = null;
+  const resumed = await loadLatestCheckpoint(store, jobId);
+  if (resumed) {
+    engine.setWeights(resumed.weights);
+    engine.setTrainState(resumed.trainState);
+    await source.restore(resumed.state.cursor);
+    state = resumed.state.loop as LoopState;
+    step = resumed.step;
+    lastCheckpointStep = step;
+    await emit({ type: "resumed", step, key: checkpointPrefix(jobId, step) });
+  }
+
+  const checkpoint = async () => {
+    const trainState = engine.getTrainState();
+    const key = await saveCheckpoint(store, jobId, {
+      step,
+      weights: engine.getWeights(),
+      trainState,
+      state: {
+        step,
+        microStep: trainState.microStep,
+        rng: trainState.rng,
+        cursor: source.cursor(),
+        loop: state,
+      },
+    });
+    lastCheckpointStep = step;
+    await pruneCheckpoints(store, jobId, keep);
+    await emit({ type: "checkpoint", step, key });
+  };
+
+  const runEvaluation = async () => {
+    if (!options.evaluate) return;
+    const metrics = await options.evaluate();
+    state.lastEval = metrics;
+    for (const [name, value] of Object.entries(metrics)) push(state.evalCurves, name, [step, value]);
+    let isBest = false;
+    const es = options.earlyStopping;
+    if (es) {
+      const value = metrics[es.metric];
+      if (value === undefined) {
+        throw new FailedPrecondition(
+          `early stopping metric '${es.metric}' is not among the evaluation metrics: ${
+            Object.keys(metrics).join(", ")
+          }`,
+        );
+      }
+      if (!state.best || better(value, state.best.value, es.mode)) {
+        state.best = { step, value, metrics };
+        state.evalsSinceBest = 0;
+        isBest = true;
+        await saveBest(store, jobId, step, engine.getWeights(), metrics);
+      } else {
+        state.evalsSinceBest++;
+        if (es.patience > 0 && state.evalsSinceBest >= es.patience) {
+          state.stoppedEarly = true;
+          await emit({
+            type: "early_stop",
+            step,
+            bestStep: state.best.step,
+            metric: es.metric,
+            value: state.best.value,
+          });
+        }
+      }
+    }
+    await emit({ type: "eval", step, metrics, best: isBest });
+  };
+
+  const started = performance.now();
+  const startStep = step;
+  let tokensThisRun = 0;
+  let windowStart = performance.now(), windowTokens = 0;
+  let exhausted = false;
+
+  while (step < totalSteps && !state.stoppedEarly && !exhausted) {
+    const learningRate = engine.learningRate();
+    let micro = 0;
+    for (; micro < gradAccum; micro++) {
+      const batch = await source.next();
+      if (!batch) {
+        exhausted = true;
+        break;
+      }
+      const stats = engine.trainStep(batch);
+      if (!Number.isFinite(stats.loss)) {
+        const message =
+          `loss is ${stats.loss} at step ${step + 1} (epoch ${source.epoch() + 1}): training diverged; ` +
+          (lastCheckpointStep === null
+            ? "no checkpoint was written yet"
+            : `the last good checkpoint is step ${lastCheckpointStep} (${
+              checkpointPrefix(jobId, lastCheckpointStep)
+            })`) +
+          "; try a lower --lr or more --warmup";
+        await emit({ type: "diverged", step: step + 1, lastCheckpointStep, message });
+        throw new FailedPrecondition(message);
+      }
+      addStats(state.window, stats);
+      const tokens = realTokens(batch);
+      state.tokens += tokens;
+      tokensThisRun += tokens;
+      windowTokens += tokens;
+    }
+    if (micro < gradAccum) break; // a partial accumulation at the very end of the data is dropped
+    step++;
+
+    if (step % logEvery === 0 || step === totalSteps) {
+      const w = state.window;
+      const elapsed = (performance.now() - windowStart) / 1000;
+      const tokensPerSecond = elapsed > 0 ? windowTokens / elapsed : 0;
+      const secondsPerStep = (performance.now() - started) / 1000 / Math.max(1, step - startStep);
+      const loss = w.loss / Math.max(1, w.batches);
+      const event: TrainerEvent = {
+        type: "step",
+        step,
+        totalSteps,
+        epoch: source.epoch(),
+        loss,
+        learningRate,
+        tokensPerSecond,
+        etaSeconds: secondsPerStep * (totalSteps - step),
+      };
+      push(state.curves, "loss", [step, loss]);
+      push(state.curves, "learning_rate", [step, learningRate]);
+      const mlm = ratio(w.sums, "mlmCorrect", "mlmCount");
+      const nsp = ratio(w.sums, "nspCorrect", "nspCount");
+      const acc = ratio(w.sums, "correct", "count");
+      if (mlm !== undefined) push(state.curves, "mlm_accuracy", [step, event.mlmAccuracy = mlm]);
+      if (nsp !== undefined) push(state.curves, "nsp_accuracy", [step, event.nspAccuracy = nsp]);
+      if (acc !== undefined) push(state.curves, "accuracy", [step, event.accuracy = acc]);
+      state.window = { loss: 0, batches: 0, sums: {} };
+      windowStart = performance.now();
+      windowTokens = 0;
+      await emit(event);
+    }
+    const last = step === totalSteps;
+    if ((evalEvery > 0 && step % evalEvery === 0) || last) await runEvaluation();
+    if (step % checkpointEvery === 0 || last || state.stoppedEarly) await checkpoint();
+    if (options.signal?.aborted) {
+      if (lastCheckpointStep !== step) await checkpoint();
+      throw new Cancelled(
+        `job ${jobId} cancelled at step ${step}; resumable from ${checkpointPrefix(jobId, step)}`,
+      );
+    }
+  }
+  if (exhausted && lastCheckpointStep !== step) {
+    // The data ran out before totalSteps: evaluate and checkpoint where it ended.
+    if (!state.lastEval || state.evalCurves.loss?.at(-1)?.[0] !== step) await runEvaluation();
+    await checkpoint();
+  }
+
+  const finalWeights = engine.getWeights();
+  let weights = finalWeights;
+  let weightsFrom: LoopResult["weightsFrom"] = "final";
+  if (options.earlyStopping && state.best && state.best.step !== step) {
+    const best = await loadBest(store, jobId);
+    if (best) {
+      weights = best.weights;
+      weightsFrom = "best";
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    step,
+    state,
+    weights,
+    weightsFrom,
+    finalWeights,
+    tokensPerSecond: seconds > 0 ? tokensThisRun / seconds : 0,
+    stepsThisRun: step - startStep,
+  };
+}
