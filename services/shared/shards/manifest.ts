@@ -1,0 +1,147 @@
+/**
+ * The manifest of a shard set. A shard set is a store artifact (store/publish.ts): `shards/<name>/` holds
+ * `shard-NNNNN.bin` parts and `MANIFEST.json`, written last, whose `metadata` is a {@linkcode ShardManifest}.
+ * An interrupted build leaves parts but no manifest, and readers refuse it.
+ *
+ * @module
+ */
+import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.ts";
+import type { ObjectStore } from "../store/store.ts";
+import { listArtifacts, MANIFEST_NAME, readManifest as readArtifactManifest } from "../store/publish.ts";
+import { FORMAT_VERSION } from "./format.ts";
+
+export const SHARDS_PREFIX = "shards/";
+
+/** Every setting create_pretraining_data.py takes, plus ours. Recorded whole in the manifest. */
+export interface PretrainingSettings {
+  maxSeqLength: number;
+  maxPredictionsPerSeq: number;
+  maskedLmProb: number;
+  shortSeqProb: number;
+  dupeFactor: number;
+  seed: number;
+  /** Whole-word masking; `wwmSegmenter` names what found the Chinese words. */
+  wholeWordMask: boolean;
+  wwmSegmenter?: string;
+  /** Probability of a random next segment (the paper's 50%). */
+  randomNextProb: number;
+  /** Text (whole documents) one worker turns into instances at once; random next segments come from the same block. */
+  blockBytes: number;
+  maxShardBytes: number;
+}
+
+export interface ShardEntry {
+  /** Object name relative to the set's prefix, e.g. `shard-00000.bin`. */
+  file: string;
+  instances: number;
+  bytes: number;
+  sha256: string;
+}
+
+export interface ShardManifest {
+  format: "bertforge-shards";
+  formatVersion: number;
+  kind: "pretraining";
+  name: string;
+  /** uint16 or uint32 ids in the shard files. */
+  idBytes: 2 | 4;
+  instances: number;
+  /** Tokens over all instances ([CLS]/[SEP] included). */
+  tokens: number;
+  /** Masked-LM predictions over all instances. */
+  maskedTokens: number;
+  /** Instances whose B is a random next (NSP label 1). */
+  randomNext: number;
+  bytes: number;
+  shards: ShardEntry[];
+  vocab: {
+    name?: string;
+    sha256: string;
+    size: number;
+    clsId: number;
+    sepId: number;
+    maskId: number;
+    padId: number;
+  };
+  corpus: {
+    name: string;
+    sha256: string;
+    bytes: number;
+    documents: number;
+    sentences: number;
+    files: string[];
+  };
+  settings: PretrainingSettings;
+  /** What built it (lineage): `bertforge` plus the git commit when known. */
+  builder: { name: string; version?: string };
+}
+
+export function shardSetPrefix(name: string): string {
+  validateShardSetName(name);
+  return `${SHARDS_PREFIX}${name}`;
+}
+
+/** Shard set names are one key segment: letters, digits, `-`, `_`, `.`; not starting with `.`. */
+export function validateShardSetName(name: string, field = "name"): string {
+  if (typeof name !== "string" || !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(name)) {
+    throw new InvalidArgument(
+      `${field} must be 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.': got ${
+        JSON.stringify(name)
+      }`,
+    );
+  }
+  return name;
+}
+
+/** Reads and checks the manifest of a complete shard set. */
+export async function readManifest(store: ObjectStore, name: string): Promise<ShardManifest> {
+  const prefix = shardSetPrefix(name);
+  if (!(await store.exists(`${prefix}/${MANIFEST_NAME}`))) {
+    const parts = store.list(`${prefix}/`, { recursive: true })[Symbol.asyncIterator]();
+    const hasParts = !(await parts.next()).done;
+    await parts.return?.();
+    if (hasParts) {
+      throw new FailedPrecondition(
+        `shard set '${name}' is incomplete (no ${MANIFEST_NAME}: its build was interrupted or is still running)`,
+      );
+    }
+    throw new NotFound(`shard set '${name}' does not exist (no ${prefix}/${MANIFEST_NAME})`);
+  }
+  const artifact = await readArtifactManifest(store, prefix);
+  const manifest = artifact.metadata as unknown as ShardManifest;
+  checkManifest(manifest, `${prefix}/${MANIFEST_NAME}`);
+  return manifest;
+}
+
+function checkManifest(manifest: ShardManifest, key: string): void {
+  if (manifest?.format !== "bertforge-shards") {
+    throw new FailedPrecondition(
+      `${key}: metadata.format must be "bertforge-shards": got ${JSON.stringify(manifest?.format)}`,
+    );
+  }
+  if (manifest.formatVersion !== FORMAT_VERSION) {
+    throw new FailedPrecondition(
+      `${key}: shard formatVersion ${manifest.formatVersion} is not supported (this reader reads ${FORMAT_VERSION})`,
+    );
+  }
+  if (!Array.isArray(manifest.shards)) {
+    throw new FailedPrecondition(`${key}: metadata.shards must be an array`);
+  }
+  const total = manifest.shards.reduce((sum, shard) => sum + shard.instances, 0);
+  if (total !== manifest.instances) {
+    throw new FailedPrecondition(
+      `${key}: shards hold ${total} instances but instances says ${manifest.instances}`,
+    );
+  }
+}
+
+/** Complete shard sets in the store (those with a manifest), sorted by name. */
+export async function listShardSets(store: ObjectStore): Promise<ShardManifest[]> {
+  const manifests: ShardManifest[] = [];
+  for (const prefix of await listArtifacts(store, SHARDS_PREFIX)) {
+    const name = prefix.slice(SHARDS_PREFIX.length);
+    if (name.includes("/")) continue;
+    manifests.push(await readManifest(store, name));
+  }
+  return manifests;
+}

@@ -1,0 +1,92 @@
+/**
+ * Masked-LM predictions exactly as google-research/bert create_pretraining_data.py
+ * `create_masked_lm_predictions` makes them, on ids instead of token strings. Shared by the sharding
+ * build (static masks) and the trainer's reader (dynamic masks re-drawn per epoch, as RoBERTa).
+ *
+ * @module
+ */
+import type { Rng } from "./rng.ts";
+import { pythonRound } from "./rng.ts";
+
+export interface MaskingSettings {
+  /** Fraction of the tokens (specials included, as the reference counts) to predict. @default 0.15 */
+  maskedLmProb: number;
+  /** Cap on predictions per instance. @default 20 for seq 128 */
+  maxPredictionsPerSeq: number;
+  /** Random replacements are drawn uniformly from 0..vocabSize-1, as the reference draws from the whole vocab. */
+  vocabSize: number;
+  maskId: number;
+  clsId: number;
+  sepId: number;
+  /**
+   * Whole-word masking: a word (a token with `wordStarts` 1 and the tokens after it with 0) is chosen or
+   * skipped as a unit, as the reference's `--do_whole_word_mask` and Chinese-BERT-wwm do.
+   */
+  wholeWord: boolean;
+}
+
+export interface MaskedLm {
+  /** Input ids with the chosen positions replaced. */
+  inputIds: Uint32Array;
+  /** Ascending positions to predict. */
+  positions: Uint16Array;
+  /** Original ids at those positions. */
+  labels: Uint32Array;
+}
+
+/**
+ * Chooses and replaces the positions to predict in `ids` (the unmasked sequence, `[CLS] A [SEP] B [SEP]`).
+ * `wordStarts` (1 = the token starts a word) is only read when `settings.wholeWord`.
+ */
+export function createMaskedLmPredictions(
+  ids: Uint32Array,
+  wordStarts: Uint8Array | undefined,
+  settings: MaskingSettings,
+  rng: Rng,
+): MaskedLm {
+  const { clsId, sepId } = settings;
+  // Candidate groups: one position each, or one whole word each under whole-word masking.
+  const candidates: number[][] = [];
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
+    if (id === clsId || id === sepId) continue;
+    if (settings.wholeWord && wordStarts && candidates.length > 0 && !wordStarts[i]) {
+      candidates[candidates.length - 1]!.push(i);
+    } else {
+      candidates.push([i]);
+    }
+  }
+  rng.shuffle(candidates);
+
+  const output = ids.slice();
+  const numToPredict = Math.min(
+    settings.maxPredictionsPerSeq,
+    Math.max(1, pythonRound(ids.length * settings.maskedLmProb)),
+  );
+  const chosen: number[] = [];
+  const covered = new Uint8Array(ids.length);
+  for (const group of candidates) {
+    if (chosen.length >= numToPredict) break;
+    // A whole word that would exceed the budget is skipped rather than cut, as the reference does.
+    if (chosen.length + group.length > numToPredict) continue;
+    if (group.some((i) => covered[i])) continue;
+    for (const index of group) {
+      covered[index] = 1;
+      // 80% of the time, replace with [MASK]
+      if (rng.random() < 0.8) {
+        output[index] = settings.maskId;
+      } else if (rng.random() < 0.5) {
+        // 10% of the time, keep the original token
+      } else {
+        // 10% of the time, replace with a random token of the vocabulary
+        output[index] = rng.randint(0, settings.vocabSize - 1);
+      }
+      chosen.push(index);
+    }
+  }
+  chosen.sort((a, b) => a - b);
+  const positions = Uint16Array.from(chosen);
+  const labels = new Uint32Array(chosen.length);
+  for (let k = 0; k < chosen.length; k++) labels[k] = ids[chosen[k]!]!;
+  return { inputIds: output, positions, labels };
+}
