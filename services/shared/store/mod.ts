@@ -51,7 +51,7 @@ export function openStore(settings: StoreSettings): ObjectStore {
  * otherwise the folder `BERTFORGE_STORE_DIR` (default `.bertforge/store`).
  */
 export function storeSettingsFromEnv(
-  env: (name: string) => string | undefined = Deno.env.get,
+  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
 ): StoreSettings {
   const url = env("BERTFORGE_S3_URL");
   if (url) {
