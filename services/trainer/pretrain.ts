@@ -1,0 +1,375 @@
+/**
+ * A pretraining job: MLM + NSP on a shard set, as in the BERT paper. A held-out slice of the shards (never
+ * trained on) is evaluated every `evalEvery` steps for MLM accuracy, NSP accuracy and perplexity.
+ */
+import type { Batch, Engine, HeadSpec } from "../shared/engine/engine.ts";
+import { type BertConfig, parseConfig, presetConfig } from "../shared/model/config.ts";
+import { configForHead, initWeights } from "../shared/model/checkpoint.ts";
+import { FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
+import { InstanceStream, ShardSet } from "../shared/shards/reader.ts";
+import { originalIds, type PretrainInstance } from "../shared/shards/format.ts";
+import { pretrainBatch } from "../shared/shards/batch.ts";
+import type { ShardCursor } from "../shared/shards/reader.ts";
+import type { ObjectStore } from "../shared/store/store.ts";
+import { type BatchSource, runTrainingLoop } from "./loop.ts";
+import {
+  createJobEngine,
+  curvePictures,
+  type JobOutcome,
+  lineageJson,
+  type TrainerJobContext,
+} from "./jobs.ts";
+import { loadModel, publishModel, validateName } from "./models.ts";
+import { publishTarget } from "./publish_target.ts";
+
+export interface PretrainJobSpec {
+  /** Model name to publish. */
+  name: string;
+  shards: string;
+  /** A preset name, or absent when `configJson` is given. */
+  arch?: string;
+  configJson?: string;
+  steps: number;
+  batchSize?: number;
+  learningRate?: number;
+  warmupSteps?: number;
+  seed?: number;
+  gradAccum?: number;
+  checkpointEvery?: number;
+  evalEvery?: number;
+  keepCheckpoints?: number;
+  weightDecay?: number;
+  initModel?: { name: string; version?: string };
+  dynamicMasking?: boolean;
+  /** Steps between progress events. @default about 200 events per job */
+  logEvery?: number;
+}
+
+/** The spec with every default filled in, as recorded in lineage and used by the job. */
+export function resolvePretrainSpec(
+  spec: PretrainJobSpec,
+): Required<Omit<PretrainJobSpec, "arch" | "configJson" | "initModel">> & PretrainJobSpec {
+  validateName(spec.name, "name");
+  validateName(spec.shards, "pretrain.shards");
+  if (!Number.isInteger(spec.steps) || spec.steps < 1) {
+    throw new InvalidArgument(`pretrain.steps must be a positive integer: current value is ${spec.steps}`);
+  }
+  if (!spec.arch && !spec.configJson) throw new InvalidArgument("pretrain needs arch or config_json");
+  const steps = spec.steps;
+  const positive = (field: string, v: number | undefined, fallback: number) => {
+    if (v === undefined || v === 0) return fallback;
+    if (!(v > 0)) throw new InvalidArgument(`pretrain.${field} must be positive: current value is ${v}`);
+    return v;
+  };
+  const resolved = {
+    ...spec,
+    batchSize: positive("batch_size", spec.batchSize, 32),
+    learningRate: positive("learning_rate", spec.learningRate, 1e-4),
+    warmupSteps: spec.warmupSteps ?? Math.round(steps * 0.1),
+    seed: spec.seed ?? 42,
+    gradAccum: positive("grad_accum", spec.gradAccum, 1),
+    checkpointEvery: positive("checkpoint_every", spec.checkpointEvery, Math.min(1000, steps)),
+    evalEvery: spec.evalEvery ?? 0,
+    keepCheckpoints: positive("keep_checkpoints", spec.keepCheckpoints, 3),
+    weightDecay: spec.weightDecay ?? 0.01,
+    dynamicMasking: spec.dynamicMasking ?? false,
+    logEvery: positive("log_every", spec.logEvery, Math.max(1, Math.round(steps / 200))),
+  };
+  if (resolved.evalEvery === 0) resolved.evalEvery = resolved.checkpointEvery;
+  if (resolved.warmupSteps > steps) {
+    throw new InvalidArgument(`pretrain.warmup_steps ${resolved.warmupSteps} exceeds steps ${steps}`);
+  }
+  return resolved;
+}
+
+/** A cheap content hash of an instance's original tokens, to keep held-out instances out of training. */
+function instanceKey(instance: PretrainInstance): string {
+  const ids = originalIds(instance);
+  let h1 = 0x811c9dc5, h2 = 0x01000193 ^ ids.length;
+  for (let i = 0; i < ids.length; i++) {
+    h1 = Math.imul(h1 ^ ids[i]!, 0x01000193);
+    h2 = Math.imul(h2 ^ ids[i]!, 0x5bd1e995) ^ (h2 >>> 13);
+  }
+  return `${(h1 >>> 0).toString(36)}.${(h2 >>> 0).toString(36)}.${instance.segmentALength}`;
+}
+
+/**
+ * The held-out slice: the last instances of the last shard (about 5%, a whole number of batches, at most
+ * 8 batches), or none when the set is too small to spare them.
+ */
+async function heldOut(set: ShardSet, B: number): Promise<PretrainInstance[]> {
+  const total = set.manifest.instances;
+  const wanted = Math.min(8 * B, Math.floor((total * 0.05) / B) * B);
+  if (wanted < B || total < 4 * B) return [];
+  const last = await set.loadShard(set.manifest.shards.length - 1);
+  const n = Math.min(wanted, Math.floor(last.count / B) * B);
+  const out: PretrainInstance[] = [];
+  for (let i = last.count - n; i < last.count; i++) out.push(last.get(i));
+  return out;
+}
+
+/** Shard instances in the reader's shuffled order, minus the held-out ones, as (B, T) micro-batches. */
+class ShardBatchSource implements BatchSource {
+  constructor(
+    private stream: InstanceStream,
+    private readonly open: (cursor: ShardCursor) => InstanceStream,
+    private readonly exclude: Set<string>,
+    private readonly B: number,
+    private readonly T: number,
+    private readonly padId: number,
+  ) {}
+  async next(): Promise<Batch | null> {
+    const instances: PretrainInstance[] = [];
+    while (instances.length < this.B) {
+      const instance = await this.stream.next();
+      if (!instance) return null;
+      if (this.exclude.size && this.exclude.has(instanceKey(instance))) continue;
+      instances.push(instance);
+    }
+    return pretrainBatch(instances, this.T, this.padId);
+  }
+  cursor(): unknown {
+    return this.stream.cursor();
+  }
+  restore(cursor: unknown): void {
+    this.stream = this.open(cursor as ShardCursor);
+  }
+  epoch(): number {
+    return this.stream.epoch;
+  }
+}
+
+async function readVocab(
+  store: ObjectStore,
+  set: ShardSet,
+): Promise<{ vocabText: string; tokenizerJson?: string }> {
+  const name = set.manifest.vocab.name;
+  if (!name) {
+    throw new FailedPrecondition(`shards ${set.name} do not name their vocab (manifest vocab.name is empty)`);
+  }
+  let vocabText: string;
+  try {
+    vocabText = await store.getText(`vocabs/${name}/vocab.txt`);
+  } catch (error) {
+    if (error instanceof NotFound) {
+      throw new NotFound(
+        `vocab ${name} of shards ${set.name} is not in the store (vocabs/${name}/vocab.txt)`,
+      );
+    }
+    throw error;
+  }
+  const tokenizerJson = await store.getText(`vocabs/${name}/tokenizer.json`).catch(() => undefined);
+  return tokenizerJson === undefined ? { vocabText } : { vocabText, tokenizerJson };
+}
+
+/** Pretrain metrics on held-out instances: loss, MLM/NSP accuracy, perplexity exp(mean MLM loss). */
+function evaluatePretrain(engine: Engine, batches: Batch[]): Record<string, number> {
+  let loss = 0, mlmLoss = 0, mlmCorrect = 0, mlmCount = 0, nspCorrect = 0, nspCount = 0;
+  for (const batch of batches) {
+    const s = engine.evaluate(batch);
+    loss += s.loss;
+    mlmLoss += (s.mlmLoss ?? s.loss) * (s.mlmCount ?? 1);
+    mlmCorrect += s.mlmCorrect ?? 0;
+    mlmCount += s.mlmCount ?? 0;
+    nspCorrect += s.nspCorrect ?? 0;
+    nspCount += s.nspCount ?? 0;
+  }
+  const meanMlm = mlmCount ? mlmLoss / mlmCount : NaN;
+  return {
+    loss: loss / batches.length,
+    mlm_accuracy: mlmCount ? mlmCorrect / mlmCount : 0,
+    nsp_accuracy: nspCount ? nspCorrect / nspCount : 0,
+    perplexity: Math.exp(meanMlm),
+  };
+}
+
+export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobContext): Promise<JobOutcome> {
+  const spec = resolvePretrainSpec(rawSpec);
+  const { store } = ctx;
+  const set = await ShardSet.open(store, spec.shards);
+  const manifest = set.manifest;
+  const vocab = await readVocab(store, set);
+  const T = manifest.settings.maxSeqLength;
+  const B = spec.batchSize;
+
+  let config: BertConfig;
+  if (spec.configJson) {
+    config = parseConfig(spec.configJson);
+    if (config.vocab_size !== manifest.vocab.size) {
+      throw new InvalidArgument(
+        `pretrain.config_json vocab_size ${config.vocab_size} does not match the vocab of shards ${spec.shards} (${manifest.vocab.size} entries)`,
+      );
+    }
+  } else {
+    config = presetConfig(spec.arch!, manifest.vocab.size);
+  }
+  if (T > config.max_position_embeddings) {
+    throw new InvalidArgument(
+      `shards ${spec.shards} have seq_len ${T}, more than the config's max_position_embeddings ${config.max_position_embeddings}`,
+    );
+  }
+  const head: HeadSpec = { task: "pretrain" };
+  let initial = initWeights(config, head, spec.seed);
+  let initRef: { name: string; version: string; prefix: string; sha256?: string } | undefined;
+  if (spec.initModel) {
+    const base = await loadModel(store, spec.initModel, {
+      head,
+      seed: spec.seed,
+      field: "pretrain.init_model",
+    });
+    if (base.config.vocab_size !== config.vocab_size || base.config.hidden_size !== config.hidden_size) {
+      throw new InvalidArgument(
+        `pretrain.init_model ${base.name}/${base.version} (vocab_size ${base.config.vocab_size}, hidden_size ${base.config.hidden_size}) does not fit the config (vocab_size ${config.vocab_size}, hidden_size ${config.hidden_size})`,
+      );
+    }
+    config = { ...base.config, ...{ id2label: undefined, label2id: undefined } };
+    delete config.id2label;
+    delete config.label2id;
+    initial = base.weights;
+    initRef = { name: base.name, version: base.version, prefix: base.prefix };
+  }
+
+  const engine = await createJobEngine({
+    config,
+    head,
+    optimizer: {
+      lr: spec.learningRate,
+      warmupSteps: spec.warmupSteps,
+      totalSteps: spec.steps,
+      weightDecay: spec.weightDecay,
+      gradAccumSteps: spec.gradAccum,
+    },
+    seed: spec.seed,
+    maxBatch: B,
+    maxSeqLen: T,
+    ...(ctx.backend ? { backend: ctx.backend } : {}),
+    ...(ctx.threads ? { threads: ctx.threads } : {}),
+  });
+  try {
+    engine.setWeights(initial);
+    const held = await heldOut(set, B);
+    const exclude = new Set(held.map(instanceKey));
+    const evalBatches: Batch[] = [];
+    for (let i = 0; i + B <= held.length; i += B) {
+      evalBatches.push(pretrainBatch(held.slice(i, i + B), T, manifest.vocab.padId));
+    }
+    await ctx.emit({
+      type: "message",
+      message:
+        `pretraining ${engine.backend} ${
+          spec.arch ?? "config"
+        } L=${config.num_hidden_layers} C=${config.hidden_size}` +
+        ` on ${manifest.instances} instances (${held.length} held out), B=${B} T=${T}, ${spec.steps} steps`,
+    });
+    const streamOptions = { seed: spec.seed, dynamicMasking: spec.dynamicMasking };
+    const source = new ShardBatchSource(
+      InstanceStream.over(set, streamOptions),
+      (cursor) => InstanceStream.over(set, { ...streamOptions, cursor }),
+      exclude,
+      B,
+      T,
+      manifest.vocab.padId,
+    );
+    const result = await runTrainingLoop({
+      jobId: ctx.jobId,
+      store,
+      engine,
+      source,
+      totalSteps: spec.steps,
+      gradAccumSteps: spec.gradAccum,
+      checkpointEvery: spec.checkpointEvery,
+      keepCheckpoints: spec.keepCheckpoints,
+      logEvery: spec.logEvery,
+      evalEvery: spec.evalEvery,
+      ...(evalBatches.length
+        ? { evaluate: () => Promise.resolve(evaluatePretrain(engine, evalBatches)) }
+        : {}),
+      emit: ctx.emit,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
+
+    const target = await publishTarget(store, ctx.jobId, spec.name);
+    const finalEval = result.state.lastEval ?? {};
+    const metrics: Record<string, number> = {
+      ...Object.fromEntries(Object.entries(finalEval).map(([k, v]) => [`eval_${k}`, v])),
+      train_loss: result.state.curves.loss?.at(-1)?.[1] ?? NaN,
+      steps: result.step,
+      tokens: result.state.tokens,
+      tokens_per_s: result.tokensPerSecond,
+    };
+    const lineage = await lineageJson({
+      artifact: { name: spec.name, version: target.version, prefix: `models/${spec.name}/${target.version}` },
+      inputs: [
+        {
+          role: "shards",
+          kind: "shards",
+          name: spec.shards,
+          prefix: `shards/${spec.shards}/`,
+          sha256: await manifestHash(store, spec.shards),
+        },
+        {
+          role: "vocab",
+          kind: "vocab",
+          name: manifest.vocab.name ?? "",
+          sha256: manifest.vocab.sha256,
+          prefix: `vocabs/${manifest.vocab.name}/`,
+        },
+        { role: "corpus", kind: "corpus", name: manifest.corpus.name, sha256: manifest.corpus.sha256 },
+        ...(initRef ? [{ role: "base_model", kind: "model", ...initRef }] : []),
+      ],
+      settings: {
+        task: "pretrain",
+        ...rawSpec,
+        ...spec,
+        backend: engine.backend,
+        seq_len: T,
+        held_out_instances: held.length,
+      },
+      jobId: ctx.jobId,
+    });
+    const published = await publishModel(store, {
+      name: spec.name,
+      version: target.version,
+      config: configForHead(config, head),
+      head,
+      weights: result.weights,
+      vocabText: vocab.vocabText,
+      ...(vocab.tokenizerJson !== undefined ? { tokenizerJson: vocab.tokenizerJson } : {}),
+      extraFiles: {
+        "metrics.json": JSON.stringify(
+          {
+            task: "pretrain",
+            ...metrics,
+            curves: result.state.curves,
+            eval_curves: result.state.evalCurves,
+          },
+          null,
+          2,
+        ) + "\n",
+        "lineage.json": lineage,
+        ...curvePictures(result.state),
+      },
+      metadata: { source: "trained", job_id: ctx.jobId, metrics },
+    });
+    const weightsPart = published.manifest.parts.find((p) => p.name === "model.safetensors");
+    return {
+      model: {
+        name: published.name,
+        version: published.version,
+        prefix: published.prefix,
+        ...(weightsPart ? { sha256: weightsPart.sha256 } : {}),
+        sizeBytes: published.manifest.parts.reduce((a, p) => a + p.size, 0),
+      },
+      metrics,
+      tokensPerSecond: result.tokensPerSecond,
+      steps: result.step,
+    };
+  } finally {
+    engine.dispose();
+  }
+}
+
+async function manifestHash(store: ObjectStore, shards: string): Promise<string> {
+  const { Sha256 } = await import("../shared/store/hash.ts");
+  return new Sha256().update(await store.get(`shards/${shards}/manifest.json`)).hex();
+}
