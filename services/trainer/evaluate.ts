@@ -1,0 +1,245 @@
+/**
+ * Evaluation of fine-tuned models: predictions from `engine.forward` (dropout off) scored with the task's
+ * metrics: accuracy, precision/recall/F1, micro/macro F1 and loss; entity-level scores for NER as seqeval
+ * computes them (services/shared/data/metrics.ts), a confusion matrix for single-label tasks.
+ *
+ * Every batch has the same (B, T): the native engine preallocates for one shape, so the last, partial
+ * batch is filled with dummy `[CLS] [SEP]` rows whose outputs are ignored.
+ */
+import type { Batch, Engine, HeadSpec } from "../shared/engine/engine.ts";
+import {
+  alignedTagSequences,
+  entityScores,
+  multiLabelScores,
+  nerBatch,
+  type NerFeature,
+  textBatch,
+  type TextFeature,
+} from "../shared/data/mod.ts";
+import { InvalidArgument } from "../shared/errors.ts";
+
+export type Feature = TextFeature | NerFeature;
+
+/** A (B, T) batch of `rows`, filled up to B with dummy rows (ignored labels) when there are fewer. */
+export function makeBatch(
+  rows: readonly Feature[],
+  head: HeadSpec,
+  B: number,
+  T: number,
+  ids: { cls: number; sep: number; pad: number },
+): Batch {
+  const K = head.numLabels ?? 0;
+  if (head.task === "ner") {
+    const filled = [...rows as NerFeature[]];
+    while (filled.length < B) {
+      filled.push({ ids: [ids.cls, ids.sep], tokenLabels: [-100, -100], source: { file: "", line: 0 } });
+    }
+    return nerBatch(filled, T, ids.pad);
+  }
+  const filled = [...rows as TextFeature[]];
+  while (filled.length < B) {
+    const dummy: TextFeature = {
+      ids: [ids.cls, ids.sep],
+      typeIds: [0, 0],
+      label: 0,
+      source: { file: "", line: 0 },
+    };
+    if (head.task === "multilabel") dummy.multiLabel = new Uint8Array(K);
+    filled.push(dummy);
+  }
+  return textBatch(filled, T, ids.pad);
+}
+
+// ------------------------------------------------------------------------------------------ metrics
+
+function f1(p: number, r: number): number {
+  return p + r > 0 ? (2 * p * r) / (p + r) : 0;
+}
+
+export interface ClassificationReport {
+  metrics: Record<string, number>;
+  perLabel: Record<string, number>;
+  confusion?: number[][];
+}
+
+/**
+ * Single-label metrics from true and predicted indexes. `precision`/`recall`/`f1` are those of the positive
+ * class for binary tasks (label index 1, as scikit-learn's default `pos_label=1`), macro averages otherwise.
+ */
+export function classificationMetrics(
+  gold: number[],
+  pred: number[],
+  labels: string[],
+): ClassificationReport {
+  const K = labels.length;
+  const confusion = Array.from({ length: K }, () => new Array<number>(K).fill(0));
+  for (let i = 0; i < gold.length; i++) {
+    if (gold[i]! >= 0) confusion[gold[i]!]![pred[i]!]!++;
+  }
+  const perLabel: Record<string, number> = {};
+  let macroP = 0, macroR = 0, macroF = 0, correct = 0, total = 0;
+  const p: number[] = [], r: number[] = [];
+  for (let k = 0; k < K; k++) {
+    const tp = confusion[k]![k]!;
+    const support = confusion[k]!.reduce((a, b) => a + b, 0);
+    const predicted = confusion.reduce((a, row) => a + row[k]!, 0);
+    p[k] = predicted ? tp / predicted : 0;
+    r[k] = support ? tp / support : 0;
+    correct += tp;
+    total += support;
+    macroP += p[k]!;
+    macroR += r[k]!;
+    macroF += f1(p[k]!, r[k]!);
+    perLabel[`${labels[k]}/precision`] = p[k]!;
+    perLabel[`${labels[k]}/recall`] = r[k]!;
+    perLabel[`${labels[k]}/f1`] = f1(p[k]!, r[k]!);
+    perLabel[`${labels[k]}/support`] = support;
+  }
+  const accuracy = total ? correct / total : 0;
+  const binary = K === 2;
+  const metrics = {
+    accuracy,
+    precision: binary ? p[1]! : macroP / K,
+    recall: binary ? r[1]! : macroR / K,
+    f1: binary ? f1(p[1]!, r[1]!) : macroF / K,
+    // Single-label micro F1 equals accuracy (every error is one FP and one FN).
+    micro_f1: accuracy,
+    macro_f1: macroF / K,
+  };
+  return { metrics, perLabel, confusion };
+}
+
+// --------------------------------------------------------------------------------------- evaluation
+
+export interface EvaluationResult extends ClassificationReport {
+  examples: number;
+}
+
+function logSoftmaxAt(logits: Float32Array, offset: number, K: number, target: number): number {
+  let max = -Infinity;
+  for (let k = 0; k < K; k++) max = Math.max(max, logits[offset + k]!);
+  let sum = 0;
+  for (let k = 0; k < K; k++) sum += Math.exp(logits[offset + k]! - max);
+  return logits[offset + target]! - max - Math.log(sum);
+}
+
+function argmax(logits: Float32Array, offset: number, K: number): number {
+  let best = 0;
+  for (let k = 1; k < K; k++) if (logits[offset + k]! > logits[offset + best]!) best = k;
+  return best;
+}
+
+/** Runs the model over `features` (dropout off) and scores its predictions for the head's task. */
+export function evaluateFeatures(
+  engine: Engine,
+  head: HeadSpec,
+  features: readonly Feature[],
+  labels: readonly string[],
+  options: { B: number; T: number; ids: { cls: number; sep: number; pad: number }; threshold?: number },
+): EvaluationResult {
+  const { B, T } = options;
+  const K = labels.length;
+  if (head.numLabels !== undefined && head.numLabels !== K) {
+    throw new InvalidArgument(`the model has ${head.numLabels} labels but the data's label set has ${K}`);
+  }
+  const threshold = options.threshold ?? 0.5;
+  const gold: number[] = [], pred: number[] = [];
+  const goldMulti: Uint8Array[] = [], predMulti: Uint8Array[] = [];
+  const goldTags: string[][] = [], predTags: string[][] = [];
+  let loss = 0, lossCount = 0;
+  for (let start = 0; start < features.length; start += B) {
+    const rows = features.slice(start, start + B);
+    const out = engine.forward(makeBatch(rows, head, B, T, options.ids));
+    rows.forEach((feature, b) => {
+      if (head.task === "ner") {
+        const f = feature as NerFeature;
+        const n = Math.min(T, f.tokenLabels.length);
+        const predicted = new Int32Array(n);
+        for (let t = 0; t < n; t++) {
+          predicted[t] = out.paths ? out.paths[b * T + t]! : argmax(out.logits, (b * T + t) * K, K);
+          const target = f.tokenLabels[t]!;
+          if (!out.paths && target >= 0) {
+            loss -= logSoftmaxAt(out.logits, (b * T + t) * K, K, target);
+            lossCount++;
+          }
+        }
+        const aligned = alignedTagSequences(f.tokenLabels.slice(0, n), predicted, labels);
+        goldTags.push(aligned.gold);
+        predTags.push(aligned.predicted);
+        return;
+      }
+      const f = feature as TextFeature;
+      if (head.task === "multilabel") {
+        const y = new Uint8Array(K);
+        for (let k = 0; k < K; k++) {
+          const z = out.logits[b * K + k]!;
+          y[k] = 1 / (1 + Math.exp(-z)) >= threshold ? 1 : 0;
+          const t = f.multiLabel![k]!;
+          // BCE with logits, in the numerically stable form.
+          loss += Math.max(z, 0) - z * t + Math.log1p(Math.exp(-Math.abs(z)));
+          lossCount++;
+        }
+        goldMulti.push(f.multiLabel!);
+        predMulti.push(y);
+        return;
+      }
+      gold.push(f.label);
+      pred.push(argmax(out.logits, b * K, K));
+      if (f.label >= 0) {
+        loss -= logSoftmaxAt(out.logits, b * K, K, f.label);
+        lossCount++;
+      }
+    });
+  }
+  let report: ClassificationReport;
+  if (head.task === "multilabel") {
+    const s = multiLabelScores(goldMulti, predMulti);
+    const perLabel: Record<string, number> = {};
+    s.perLabel.forEach((x, k) => Object.assign(perLabel, prfEntries(labels[k]!, x)));
+    report = {
+      metrics: {
+        accuracy: s.subsetAccuracy,
+        precision: s.micro.precision,
+        recall: s.micro.recall,
+        f1: s.micro.f1,
+        micro_f1: s.micro.f1,
+        macro_f1: s.macro.f1,
+      },
+      perLabel,
+    };
+  } else if (head.task === "ner") {
+    const s = entityScores(goldTags, predTags);
+    const perLabel: Record<string, number> = {};
+    let macro = 0;
+    for (const [type, x] of Object.entries(s.perType)) {
+      Object.assign(perLabel, prfEntries(type, x));
+      macro += x.f1;
+    }
+    let tokens = 0, right = 0;
+    goldTags.forEach((g, i) => g.forEach((tag, t) => (tokens++, tag === predTags[i]![t] && right++)));
+    report = {
+      metrics: {
+        precision: s.precision,
+        recall: s.recall,
+        f1: s.f1,
+        micro_f1: s.f1,
+        macro_f1: Object.keys(s.perType).length ? macro / Object.keys(s.perType).length : 0,
+        accuracy: tokens ? right / tokens : 0,
+      },
+      perLabel,
+    };
+  } else {
+    report = classificationMetrics(gold, pred, [...labels]);
+  }
+  if (lossCount) report.metrics.loss = loss / lossCount;
+  return { ...report, examples: features.length };
+}
+
+function prfEntries(name: string, x: { precision: number; recall: number; f1: number; support: number }) {
+  return {
+    [`${name}/precision`]: x.precision,
+    [`${name}/recall`]: x.recall,
+    [`${name}/f1`]: x.f1,
+    [`${name}/support`]: x.support,
+  };
+}
