@@ -1,0 +1,374 @@
+/*
+ * bertforge native engine: the elementwise and reduction kernels (everything that is not a GEMM).
+ * Loaded through Deno FFI by ../kernels.ts; kernels.ts also holds a TypeScript twin of every function here,
+ * used when this library is absent. Keep the two in step: kernels_test.ts compares them.
+ *
+ * Letters: B batch, T sequence length, C channels, NH heads, N rows (usually B*T), D row width, V vocab.
+ * Conventions, after karpathy/llm.c train_gpt2.c: forward functions write their outputs; backward functions
+ * write the gradient of their input (din) and ADD into parameter gradients (dw, db).
+ *
+ * Determinism: every reduction is split by a fixed rule that does not depend on the thread count (rows for
+ * per-row work, columns for sums over rows, fixed chunks for the global norm), so results are bit-identical
+ * for any OMP_NUM_THREADS. Dropout uses a counter-based hash, so its mask depends only on (seed, offset + i).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+#define SQRT_2_OVER_PI_INV 0.7071067811865476f /* 1/sqrt(2) */
+#define INV_SQRT_2PI 0.3989422804014327f
+
+void bf_set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
+int bf_version(void) { return 1; }
+
+/* ---------------------------------------------------------------- dropout RNG */
+
+static inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+/* One uniform 32-bit draw for element counter c of stream `seed`: a pure function, so any thread can make it. */
+static inline uint32_t draw32(uint32_t seed, uint64_t c) {
+  uint32_t key = mix32(seed ^ mix32((uint32_t)(c >> 32) + 0x9e3779b9U));
+  return mix32(mix32((uint32_t)c ^ key) + key);
+}
+
+static inline uint32_t keep_threshold(float p) { return (uint32_t)((double)p * 4294967296.0); }
+
+/* out[i] = keep(i) ? in[i] / (1 - p) : 0, keep(i) = draw(offset + i) >= p * 2^32. Backward is the same call on
+ * the upstream gradient with the same (seed, offset). In place is fine. */
+void bf_dropout(float* out, const float* inp, int n, float p, uint32_t seed, double offset) {
+  if (p <= 0.0f) {
+    if (out != inp) memcpy(out, inp, sizeof(float) * (size_t)n);
+    return;
+  }
+  const uint64_t base = (uint64_t)offset;
+  const uint32_t thresh = keep_threshold(p);
+  const float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++) out[i] = draw32(seed, base + (uint64_t)i) >= thresh ? inp[i] * scale : 0.0f;
+}
+
+/* out (N,D) = residual + dropout(inp + bias): the tail of an attention-output or FFN-output block, before LayerNorm. */
+void bf_residual_dropout(float* out, const float* inp, const float* bias, const float* residual, int N, int D,
+                         float p, uint32_t seed, double offset) {
+  const uint64_t base = (uint64_t)offset;
+  const uint32_t thresh = keep_threshold(p);
+  const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    const float* x = inp + (size_t)r * D;
+    const float* res = residual + (size_t)r * D;
+    float* o = out + (size_t)r * D;
+    for (int j = 0; j < D; j++) {
+      float v = x[j] + bias[j];
+      if (p > 0.0f) v = draw32(seed, base + (uint64_t)r * D + j) >= thresh ? v * scale : 0.0f;
+      o[j] = res[j] + v;
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- embeddings */
+
+/* out (B,T,C) = wte[ids] + wpe[t] + wtt[types] */
+void bf_embed_fwd(float* out, const int32_t* ids, const int32_t* types, const float* wte, const float* wpe,
+                  const float* wtt, int B, int T, int C) {
+#pragma omp parallel for schedule(static)
+  for (int bt = 0; bt < B * T; bt++) {
+    const int t = bt % T;
+    const float* we = wte + (size_t)ids[bt] * C;
+    const float* pe = wpe + (size_t)t * C;
+    const float* te = wtt + (size_t)types[bt] * C;
+    float* o = out + (size_t)bt * C;
+    for (int c = 0; c < C; c++) o[c] = we[c] + pe[c] + te[c];
+  }
+}
+
+/* Scatter-add of dout (B,T,C) into the three tables. Split by columns so repeated ids never race and the sum
+ * order (row order) is fixed. Rows whose id is pad_id get no gradient, as torch.nn.Embedding(padding_idx). */
+void bf_embed_bwd(float* dwte, float* dwpe, float* dwtt, const float* dout, const int32_t* ids,
+                  const int32_t* types, int B, int T, int C, int pad_id) {
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int c0 = (int)((long)C * tid / nt), c1 = (int)((long)C * (tid + 1) / nt);
+    for (int bt = 0; bt < B * T; bt++) {
+      const float* g = dout + (size_t)bt * C;
+      const int t = bt % T;
+      float* pe = dwpe + (size_t)t * C;
+      float* te = dwtt + (size_t)types[bt] * C;
+      for (int c = c0; c < c1; c++) {
+        pe[c] += g[c];
+        te[c] += g[c];
+      }
+      if (ids[bt] != pad_id) {
+        float* we = dwte + (size_t)ids[bt] * C;
+        for (int c = c0; c < c1; c++) we[c] += g[c];
+      }
+    }
+  }
+}
+
+/* out (M,C) = inp[idx[m]] ; the rows of the MLM head. */
+void bf_gather_rows(float* out, const float* inp, const int32_t* idx, int M, int C) {
+#pragma omp parallel for schedule(static)
+  for (int m = 0; m < M; m++) memcpy(out + (size_t)m * C, inp + (size_t)idx[m] * C, sizeof(float) * C);
+}
+
+/* dinp[idx[m]] += dout[m]; idx holds distinct rows. */
+void bf_scatter_add_rows(float* dinp, const float* dout, const int32_t* idx, int M, int C) {
+#pragma omp parallel for schedule(static)
+  for (int m = 0; m < M; m++) {
+    float* d = dinp + (size_t)idx[m] * C;
+    const float* g = dout + (size_t)m * C;
+    for (int c = 0; c < C; c++) d[c] += g[c];
+  }
+}
+
+/* ---------------------------------------------------------------- layernorm */
+
+void bf_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                      int N, int C, float eps) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    const float* x = inp + (size_t)r * C;
+    float m = 0.0f;
+    for (int c = 0; c < C; c++) m += x[c];
+    m /= C;
+    float var = 0.0f;
+    for (int c = 0; c < C; c++) {
+      const float d = x[c] - m;
+      var += d * d;
+    }
+    var /= C;
+    const float s = 1.0f / sqrtf(var + eps);
+    float* o = out + (size_t)r * C;
+    for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
+    mean[r] = m;
+    rstd[r] = s;
+  }
+}
+
+/* In the forward pass y = xhat * w + b with xhat = (x - mean) * rstd, so
+ *   dw += sum_rows dy * xhat, db += sum_rows dy,
+ *   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * w.
+ * dinp may alias dout. */
+void bf_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* mean,
+                      const float* rstd, const float* w, int N, int C) {
+  /* parameter gradients first (dinp may overwrite dout), split by columns */
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int c0 = (int)((long)C * tid / nt), c1 = (int)((long)C * (tid + 1) / nt);
+    for (int r = 0; r < N; r++) {
+      const float* x = inp + (size_t)r * C;
+      const float* dy = dout + (size_t)r * C;
+      const float m = mean[r], s = rstd[r];
+      for (int c = c0; c < c1; c++) {
+        dw[c] += dy[c] * ((x[c] - m) * s);
+        db[c] += dy[c];
+      }
+    }
+  }
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    const float* x = inp + (size_t)r * C;
+    const float* dy = dout + (size_t)r * C;
+    float* dx = dinp + (size_t)r * C;
+    const float m = mean[r], s = rstd[r];
+    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+    for (int c = 0; c < C; c++) {
+      const float dn = dy[c] * w[c];
+      dnorm_mean += dn;
+      dnorm_norm_mean += dn * ((x[c] - m) * s);
+    }
+    dnorm_mean /= C;
+    dnorm_norm_mean /= C;
+    for (int c = 0; c < C; c++) {
+      const float xhat = (x[c] - m) * s;
+      dx[c] = s * (dy[c] * w[c] - dnorm_mean - xhat * dnorm_norm_mean);
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- bias, GELU */
+
+void bf_bias_add(float* out, const float* bias, int N, int D) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    float* o = out + (size_t)r * D;
+    for (int j = 0; j < D; j++) o[j] += bias[j];
+  }
+}
+
+/* dbias (D) += column sums of dout (N,D), split by columns. */
+void bf_bias_grad(float* dbias, const float* dout, int N, int D) {
+#pragma omp parallel
+  {
+    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int j0 = (int)((long)D * tid / nt), j1 = (int)((long)D * (tid + 1) / nt);
+    for (int r = 0; r < N; r++) {
+      const float* g = dout + (size_t)r * D;
+      for (int j = j0; j < j1; j++) dbias[j] += g[j];
+    }
+  }
+}
+
+static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * SQRT_2_OVER_PI_INV)); }
+/* d/dx x*Phi(x) = Phi(x) + x*phi(x) */
+static inline float gelu_grad(float x) {
+  return 0.5f * (1.0f + erff(x * SQRT_2_OVER_PI_INV)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
+}
+
+void bf_gelu_fwd(float* out, const float* inp, int n) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++) out[i] = gelu(inp[i]);
+}
+
+/* h (N,D) += bias; g = gelu(h): the first FFN GEMM's epilogue (h is kept for backward). */
+void bf_bias_gelu_fwd(float* h, float* g, const float* bias, int N, int D) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    float* hr = h + (size_t)r * D;
+    float* gr = g + (size_t)r * D;
+    for (int j = 0; j < D; j++) {
+      const float x = hr[j] + bias[j];
+      hr[j] = x;
+      gr[j] = gelu(x);
+    }
+  }
+}
+
+/* dinp = dout * gelu'(inp); dinp may alias dout. */
+void bf_gelu_bwd(float* dinp, const float* inp, const float* dout, int n) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++) dinp[i] = dout[i] * gelu_grad(inp[i]);
+}
+
+/* ---------------------------------------------------------------- attention softmax */
+
+/* probs (B,NH,T,T) = softmax_j(scale * scores + addmask[b, j]) in place; addmask (B,T) is 0 for real tokens and
+ * the most negative float for padding (HF's extended attention mask). */
+void bf_softmax_fwd(float* att, const float* addmask, int B, int NH, int T, float scale) {
+  const int rows = B * NH * T;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; r++) {
+    const int b = r / (NH * T);
+    const float* am = addmask + (size_t)b * T;
+    float* x = att + (size_t)r * T;
+    float mx = -INFINITY;
+    for (int j = 0; j < T; j++) {
+      const float v = x[j] * scale + am[j];
+      x[j] = v;
+      mx = v > mx ? v : mx;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < T; j++) {
+      const float e = expf(x[j] - mx);
+      x[j] = e;
+      sum += e;
+    }
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < T; j++) x[j] *= inv;
+  }
+}
+
+/* In the forward pass p = softmax(scale * s + mask), so ds = scale * p * (dp - sum_j dp_j p_j). In place is fine. */
+void bf_softmax_bwd(float* dscores, const float* dprobs, const float* probs, int rows, int T, float scale) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; r++) {
+    const float* p = probs + (size_t)r * T;
+    const float* dp = dprobs + (size_t)r * T;
+    float* ds = dscores + (size_t)r * T;
+    float dot = 0.0f;
+    for (int j = 0; j < T; j++) dot += dp[j] * p[j];
+    for (int j = 0; j < T; j++) ds[j] = scale * p[j] * (dp[j] - dot);
+  }
+}
+
+/* ---------------------------------------------------------------- classification losses */
+
+/* Row-wise softmax cross-entropy over logits (N,V), labels (N) with < 0 = ignored.
+ * losses[r] = -log softmax(logits[r])[label] (0 when ignored), preds[r] = argmax (as float).
+ * want_grad: logits are overwritten with grad_scale * (softmax - onehot) (0 on ignored rows). */
+void bf_softmax_ce(float* logits, const int32_t* labels, float* losses, float* preds, int N, int V,
+                   float grad_scale, int want_grad) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < N; r++) {
+    float* x = logits + (size_t)r * V;
+    const int y = labels[r];
+    float mx = x[0];
+    int arg = 0;
+    for (int j = 1; j < V; j++)
+      if (x[j] > mx) {
+        mx = x[j];
+        arg = j;
+      }
+    preds[r] = (float)arg;
+    if (y < 0) {
+      losses[r] = 0.0f;
+      if (want_grad) memset(x, 0, sizeof(float) * V);
+      continue;
+    }
+    double sum = 0.0;
+    for (int j = 0; j < V; j++) sum += expf(x[j] - mx);
+    const float lse = mx + (float)log(sum);
+    losses[r] = lse - x[y];
+    if (want_grad) {
+      const float inv = (float)(1.0 / sum);
+      for (int j = 0; j < V; j++) x[j] = grad_scale * (expf(x[j] - mx) * inv);
+      x[y] -= grad_scale;
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- optimizer */
+
+/* torch.optim.AdamW on n elements; g is multiplied by grad_scale first (clipping and accumulation). */
+void bf_adamw(float* p, const float* g, float* m, float* v, int n, float lr, float beta1, float beta2, float eps,
+              float wd, float bc1, float bc2, float grad_scale) {
+  const float decay = 1.0f - lr * wd;
+  const float step = lr / bc1;
+  const float rbc2 = 1.0f / sqrtf(bc2);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++) {
+    const float gi = g[i] * grad_scale;
+    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - step * mi / (sqrtf(vi) * rbc2 + eps);
+  }
+}
+
+#define NORM_CHUNK 65536
+/* sum of squares in double over fixed chunks, the chunk sums added in order: the same bits for any thread count. */
+double bf_sumsq(const float* x, double n_d) {
+  const long n = (long)n_d;
+  const long chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
+  double* partial = (double*)malloc(sizeof(double) * (size_t)(chunks > 0 ? chunks : 1));
+#pragma omp parallel for schedule(static)
+  for (long k = 0; k < chunks; k++) {
+    const long i0 = k * NORM_CHUNK, i1 = i0 + NORM_CHUNK < n ? i0 + NORM_CHUNK : n;
+    double s = 0.0;
+    for (long i = i0; i < i1; i++) s += (double)x[i] * x[i];
+    partial[k] = s;
+  }
+  double total = 0.0;
+  for (long k = 0; k < chunks; k++) total += partial[k];
+  free(partial);
+  return total;
+}
+
+void bf_fill(float* x, double n_d, float value) {
+  const long n = (long)n_d;
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < n; i++) x[i] = value;
+}

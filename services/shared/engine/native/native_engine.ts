@@ -1,0 +1,1273 @@
+/**
+ * The native CPU engine: post-LN BERT exactly as Hugging Face BertModel, with explicit forward and backward
+ * passes over preallocated arenas, every GEMM on OpenBLAS (blas_ffi.ts), the rest in kernels.c (kernels.ts).
+ * Modelled on karpathy/llm.c train_gpt2.c: forward saves what backward needs, backward adds into zeroed
+ * parameter gradients, and the chain rule is spelled out where it is applied.
+ *
+ * Letters: B batch, T sequence length, C hidden, NH heads, HS head size (C/NH), F intermediate, V vocab,
+ * L layers, K labels, NT = B*T tokens, M masked positions.
+ *
+ * Memory: four parameter-sized arenas (params, grads, AdamW m and v, each one Float32Array in the layout of
+ * params.ts) and one activation arena sized at creation for maxBatch*maxSeqLen tokens. A step allocates no
+ * typed arrays; a batch larger than the arena is refused with both sizes in the message.
+ *
+ * Dropout draws come from a counter-based hash (kernels.c draw32): the RNG state is (seed, offset), each dropout
+ * site takes the next `n` counters, and backward replays the same counters instead of storing masks.
+ */
+import { InvalidArgument } from "../../errors.ts";
+import type { BertConfig } from "../../model/config.ts";
+import type {
+  Batch,
+  Engine,
+  EngineOptions,
+  ForwardOutput,
+  HeadSpec,
+  OptimizerConfig,
+  StepStats,
+  TrainState,
+  Weights,
+} from "../engine.ts";
+import { DEFAULT_OPTIMIZER } from "../engine.ts";
+import { addressOf, type Blas, loadBlas } from "./blas_ffi.ts";
+import { draw32, type Kernels, loadKernels } from "./kernels.ts";
+import { canonicalName, hasPooler, isIgnorableName, type ParamSpec, paramSpecs } from "./params.ts";
+import { crfDecode, crfLoss } from "./crf.ts";
+
+const IGNORE = -100;
+/** HF's extended attention mask: (1 - mask) * finfo(float32).min */
+const MASK_VALUE = -3.4028234663852886e38;
+/** Cap on the MLM logits chunk (rows * V floats): bounds memory for large vocabularies. */
+const LOGITS_CHUNK_FLOATS = 1 << 24;
+
+/** A Float32Array view with its address, for the GEMMs that take raw pointers. */
+interface Buf {
+  a: Float32Array;
+  p: number;
+}
+
+/** Plans named regions, then allocates one ArrayBuffer and hands out views (llm.c malloc_and_point). */
+class Arena {
+  private sizes: Array<[string, number]> = [];
+  private offsets = new Map<string, number>();
+  buffer: ArrayBuffer | null = null;
+  total = 0;
+  plan(name: string, floats: number): void {
+    this.offsets.set(name, this.total);
+    this.sizes.push([name, floats]);
+    this.total += Math.ceil(floats / 16) * 16; // 64-byte aligned regions
+  }
+  allocate(): void {
+    this.buffer = new ArrayBuffer(this.total * 4);
+  }
+  f32(name: string): Buf {
+    const size = this.sizes.find(([n]) => n === name)![1];
+    const a = new Float32Array(this.buffer!, this.offsets.get(name)! * 4, size);
+    return { a, p: addressOf(a) };
+  }
+  i32(name: string): Int32Array {
+    const size = this.sizes.find(([n]) => n === name)![1];
+    return new Int32Array(this.buffer!, this.offsets.get(name)! * 4, size);
+  }
+}
+
+interface LayerParams {
+  qkvw: Buf; // (3C, C) query, key, value weights stacked
+  qkvb: Buf; // (3C)
+  attow: Buf; // (C, C)
+  attob: Buf; // (C)
+  ln1w: Buf; // (C)
+  ln1b: Buf; // (C)
+  fcw: Buf; // (F, C)
+  fcb: Buf; // (F)
+  projw: Buf; // (C, F)
+  projb: Buf; // (C)
+  ln2w: Buf; // (C)
+  ln2b: Buf; // (C)
+}
+
+interface LayerActs {
+  qkv: Buf; // (NT, 3C)
+  att: Buf; // (B, NH, T, T) attention probabilities before dropout
+  atty: Buf; // (NT, C) attention output, heads side by side
+  pre1: Buf; // (NT, C) x + dropout(atty Wo + bo), the input of LayerNorm 1
+  mean1: Buf; // (NT)
+  rstd1: Buf; // (NT)
+  x1: Buf; // (NT, C)
+  h: Buf; // (NT, F) FFN pre-activation
+  g: Buf; // (NT, F) gelu(h)
+  pre2: Buf; // (NT, C) x1 + dropout(g Wproj + bproj)
+  mean2: Buf; // (NT)
+  rstd2: Buf; // (NT)
+}
+
+type Group = "params" | "grads";
+
+interface Tensors {
+  wte: Buf; // (V, C)
+  wpe: Buf; // (maxPos, C)
+  wtt: Buf; // (typeVocab, C)
+  embLnW: Buf;
+  embLnB: Buf;
+  layers: LayerParams[];
+  poolW: Buf; // (C, C)
+  poolB: Buf;
+  mlmW: Buf; // (C, C) transform dense
+  mlmB: Buf;
+  mlmLnW: Buf;
+  mlmLnB: Buf;
+  decB: Buf; // (V) cls.predictions.bias
+  nspW: Buf; // (2, C)
+  nspB: Buf;
+  clsW: Buf; // (K, C)
+  clsB: Buf;
+  crfT: Buf; // (K, K)
+  crfS: Buf; // (K)
+  crfE: Buf; // (K)
+}
+
+export interface NativeEngineOptions extends EngineOptions {
+  /** "ts" forces the TypeScript kernels (tests compare them with the C ones). */
+  kernels?: "c" | "ts";
+}
+
+export class NativeEngine implements Engine {
+  readonly backend = "native" as const;
+  readonly config: BertConfig;
+  readonly head: HeadSpec;
+  readonly kernels: Kernels;
+  readonly blas: Blas;
+  readonly threads: number;
+  readonly maxTokens: number;
+  readonly maxSeqLen: number;
+  private readonly opt: OptimizerConfig;
+  private readonly specs: ParamSpec[];
+  private readonly specByName: Map<string, ParamSpec>;
+  private readonly numParams: number;
+  private readonly numDecay: number;
+  private params: Float32Array;
+  private grads: Float32Array;
+  private m: Float32Array;
+  private v: Float32Array;
+  private P: Tensors;
+  private G: Tensors;
+  private acts: Arena;
+  private X: Buf[]; // L+1 of (NT, C): X[0] embeddings output, X[l+1] output of layer l
+  private LA: LayerActs[];
+  private A: Record<string, Buf>;
+  private I: Record<string, Int32Array>;
+  private step = 0;
+  private microStep = 0;
+  private rngSeed: number;
+  private rngOffset = 0;
+  /** dropout counter offsets of the current step's sites, replayed by backward */
+  private siteOffsets: Float64Array;
+  private site = 0;
+  /** dropout probabilities the last encoder forward used (0 in eval), so backward replays exactly those */
+  private fwdDropH = 0;
+  private fwdDropA = 0;
+  private K: number;
+  private logitsRows: number;
+  private profiling = false;
+  private profileTimes = new Map<string, number>();
+  private lastMark = 0;
+  private disposed = false;
+
+  constructor(options: NativeEngineOptions) {
+    this.config = options.config;
+    this.head = { ...options.head };
+    const c = this.config;
+    const task = this.head.task;
+    if (!["pretrain", "classify", "multilabel", "pair", "ner"].includes(task)) {
+      throw new InvalidArgument(
+        `head task must be pretrain|classify|multilabel|pair|ner: current value is ${task}`,
+      );
+    }
+    this.K = task === "pretrain" ? 2 : this.head.numLabels ?? 0;
+    if (task !== "pretrain" && !(Number.isInteger(this.K) && this.K >= 1)) {
+      throw new InvalidArgument(
+        `head numLabels must be a positive integer for task '${task}': current value is ${this.K}`,
+      );
+    }
+    if (this.head.crf && task !== "ner") {
+      throw new InvalidArgument(`head crf is only valid for task 'ner': task is '${task}'`);
+    }
+    this.opt = { ...DEFAULT_OPTIMIZER, ...(options.optimizer ?? {}) };
+    const envThreads = Number(Deno.env.get("BERTFORGE_THREADS") ?? "");
+    this.threads = options.threads ?? (envThreads > 0 ? envThreads : navigator.hardwareConcurrency ?? 1);
+    this.blas = loadBlas();
+    this.kernels = loadKernels(options.kernels);
+    this.blas.setThreads(this.threads);
+    this.kernels.setThreads(this.threads);
+    this.rngSeed = (options.seed ?? 0) >>> 0;
+
+    const maxBatch = options.maxBatch ?? 32;
+    this.maxSeqLen = Math.min(options.maxSeqLen ?? 128, c.max_position_embeddings);
+    if (!(Number.isInteger(maxBatch) && maxBatch >= 1)) {
+      throw new InvalidArgument(`maxBatch must be a positive integer: current value is ${maxBatch}`);
+    }
+    if (!(Number.isInteger(this.maxSeqLen) && this.maxSeqLen >= 1)) {
+      throw new InvalidArgument(
+        `maxSeqLen must be a positive integer: current value is ${options.maxSeqLen}`,
+      );
+    }
+    this.maxTokens = maxBatch * this.maxSeqLen;
+
+    this.specs = paramSpecs(c, this.head);
+    this.specByName = new Map(this.specs.map((s) => [s.name, s]));
+    this.numParams = this.specs.reduce((a, s) => a + s.size, 0);
+    this.numDecay = this.specs.filter((s) => s.decay).reduce((a, s) => a + s.size, 0);
+    this.params = new Float32Array(this.numParams);
+    this.grads = new Float32Array(this.numParams);
+    this.m = new Float32Array(this.numParams);
+    this.v = new Float32Array(this.numParams);
+    this.P = this.pointTensors("params");
+    this.G = this.pointTensors("grads");
+    this.initWeights();
+
+    // ---- activations, sized for maxTokens; attention for maxBatch sequences of maxSeqLen
+    const C = c.hidden_size, F = c.intermediate_size, NH = c.num_attention_heads, L = c.num_hidden_layers;
+    const NT = this.maxTokens, NA = maxBatch * NH * this.maxSeqLen * this.maxSeqLen;
+    this.logitsRows = Math.max(1, Math.min(NT, Math.floor(LOGITS_CHUNK_FLOATS / c.vocab_size)));
+    const ar = new Arena();
+    const kMax = Math.max(this.K, 2);
+    ar.plan("addmask", NT); // (B, T)
+    ar.plan("emb", NT * C); // (NT, C) word + position + type, before LayerNorm
+    ar.plan("embMean", NT);
+    ar.plan("embRstd", NT);
+    for (let l = 0; l <= L; l++) ar.plan(`X${l}`, NT * C);
+    for (let l = 0; l < L; l++) {
+      ar.plan(`qkv${l}`, NT * 3 * C);
+      ar.plan(`att${l}`, NA);
+      for (const n of ["atty", "pre1", "x1", "pre2"]) ar.plan(`${n}${l}`, NT * C);
+      for (const n of ["mean1", "rstd1", "mean2", "rstd2"]) ar.plan(`${n}${l}`, NT);
+      ar.plan(`h${l}`, NT * F);
+      ar.plan(`g${l}`, NT * F);
+    }
+    // scratch shared by all layers
+    ar.plan("attDrop", NA); // (B, NH, T, T) attention probabilities after dropout
+    ar.plan("tmp", NT * C);
+    ar.plan("dX", NT * C);
+    ar.plan("dPre", NT * C);
+    ar.plan("dTmp", NT * C);
+    ar.plan("dQKV", NT * 3 * C);
+    ar.plan("dH", NT * F);
+    ar.plan("dAtt", NA);
+    // heads
+    ar.plan("pooled", NT * C); // (B, C) tanh output (sized NT: B <= NT)
+    ar.plan("pooledDrop", NT * C); // (B, C)
+    ar.plan("dPooled", NT * C);
+    ar.plan("headX", NT * C); // (NT, C) ner: dropout(X_L)
+    ar.plan("smallLogits", NT * kMax); // (B, K) or (NT, K)
+    ar.plan("losses", NT);
+    ar.plan("preds", NT);
+    ar.plan("labelsI", NT); // int32 labels of the CE in flight
+    if (task === "pretrain") {
+      ar.plan("mlmIdx", NT); // int32 (M) flat positions with a label
+      ar.plan("mlmLabels", NT); // int32 (M)
+      ar.plan("hm", NT * C); // (M, C) gathered hidden states
+      ar.plan("mt", NT * C); // (M, C) transform dense output (pre-gelu)
+      ar.plan("mg", NT * C); // (M, C) gelu
+      ar.plan("mz", NT * C); // (M, C) LayerNorm output, the decoder input
+      ar.plan("mMean", NT);
+      ar.plan("mRstd", NT);
+      ar.plan("logits", this.logitsRows * c.vocab_size); // (rows, V) one chunk of MLM logits
+    }
+    ar.allocate();
+    this.acts = ar;
+    this.X = Array.from({ length: L + 1 }, (_, l) => ar.f32(`X${l}`));
+    this.LA = Array.from({ length: L }, (_, l) => ({
+      qkv: ar.f32(`qkv${l}`),
+      att: ar.f32(`att${l}`),
+      atty: ar.f32(`atty${l}`),
+      pre1: ar.f32(`pre1${l}`),
+      mean1: ar.f32(`mean1${l}`),
+      rstd1: ar.f32(`rstd1${l}`),
+      x1: ar.f32(`x1${l}`),
+      h: ar.f32(`h${l}`),
+      g: ar.f32(`g${l}`),
+      pre2: ar.f32(`pre2${l}`),
+      mean2: ar.f32(`mean2${l}`),
+      rstd2: ar.f32(`rstd2${l}`),
+    }));
+    const names = [
+      "addmask",
+      "emb",
+      "embMean",
+      "embRstd",
+      "attDrop",
+      "tmp",
+      "dX",
+      "dPre",
+      "dTmp",
+      "dQKV",
+      "dH",
+      "dAtt",
+      "pooled",
+      "pooledDrop",
+      "dPooled",
+      "headX",
+      "smallLogits",
+      "losses",
+      "preds",
+    ];
+    if (task === "pretrain") names.push("hm", "mt", "mg", "mz", "mMean", "mRstd", "logits");
+    this.A = Object.fromEntries(names.map((n) => [n, ar.f32(n)]));
+    this.I = { labelsI: ar.i32("labelsI") };
+    if (task === "pretrain") {
+      this.I.mlmIdx = ar.i32("mlmIdx");
+      this.I.mlmLabels = ar.i32("mlmLabels");
+    }
+    this.siteOffsets = new Float64Array(3 * L + 4);
+  }
+
+  // ------------------------------------------------------------------------------------------ parameters
+
+  private pointTensors(group: Group): Tensors {
+    const arena = group === "params" ? this.params : this.grads;
+    const view = (name: string, size?: number): Buf => {
+      const s = this.specByName.get(name);
+      if (!s) return { a: new Float32Array(0), p: 0 };
+      const a = arena.subarray(s.offset, s.offset + (size ?? s.size));
+      return { a, p: addressOf(a) };
+    };
+    const C = this.config.hidden_size;
+    const layers: LayerParams[] = [];
+    for (let l = 0; l < this.config.num_hidden_layers; l++) {
+      const p = `bert.encoder.layer.${l}`;
+      layers.push({
+        qkvw: view(`${p}.attention.self.query.weight`, 3 * C * C),
+        qkvb: view(`${p}.attention.self.query.bias`, 3 * C),
+        attow: view(`${p}.attention.output.dense.weight`),
+        attob: view(`${p}.attention.output.dense.bias`),
+        ln1w: view(`${p}.attention.output.LayerNorm.weight`),
+        ln1b: view(`${p}.attention.output.LayerNorm.bias`),
+        fcw: view(`${p}.intermediate.dense.weight`),
+        fcb: view(`${p}.intermediate.dense.bias`),
+        projw: view(`${p}.output.dense.weight`),
+        projb: view(`${p}.output.dense.bias`),
+        ln2w: view(`${p}.output.LayerNorm.weight`),
+        ln2b: view(`${p}.output.LayerNorm.bias`),
+      });
+    }
+    return {
+      wte: view("bert.embeddings.word_embeddings.weight"),
+      wpe: view("bert.embeddings.position_embeddings.weight"),
+      wtt: view("bert.embeddings.token_type_embeddings.weight"),
+      embLnW: view("bert.embeddings.LayerNorm.weight"),
+      embLnB: view("bert.embeddings.LayerNorm.bias"),
+      layers,
+      poolW: view("bert.pooler.dense.weight"),
+      poolB: view("bert.pooler.dense.bias"),
+      mlmW: view("cls.predictions.transform.dense.weight"),
+      mlmB: view("cls.predictions.transform.dense.bias"),
+      mlmLnW: view("cls.predictions.transform.LayerNorm.weight"),
+      mlmLnB: view("cls.predictions.transform.LayerNorm.bias"),
+      decB: view("cls.predictions.bias"),
+      nspW: view("cls.seq_relationship.weight"),
+      nspB: view("cls.seq_relationship.bias"),
+      clsW: view("classifier.weight"),
+      clsB: view("classifier.bias"),
+      crfT: view("crf.transitions"),
+      crfS: view("crf.start_transitions"),
+      crfE: view("crf.end_transitions"),
+    };
+  }
+
+  /** HF _init_weights: Linear/Embedding ~ N(0, initializer_range), padding row 0, LayerNorm 1/0, biases 0. */
+  private initWeights(): void {
+    // a stream of its own, so init never shares counters with dropout
+    const seed = (this.rngSeed ^ 0x5bd1e995) >>> 0;
+    let counter = 0;
+    const std = this.config.initializer_range;
+    for (const s of this.specs) {
+      const w = this.params.subarray(s.offset, s.offset + s.size);
+      if (s.init === "ones") w.fill(1);
+      else if (s.init === "zeros") w.fill(0);
+      else if (s.init === "crf") {
+        // pytorch-crf: uniform(-0.1, 0.1)
+        for (let i = 0; i < s.size; i++) w[i] = ((draw32(seed, counter++) + 0.5) / 4294967296) * 0.2 - 0.1;
+      } else {
+        for (let i = 0; i < s.size; i += 2) {
+          // Box-Muller on two 32-bit draws
+          const u1 = (draw32(seed, counter++) + 0.5) / 4294967296;
+          const u2 = (draw32(seed, counter++) + 0.5) / 4294967296;
+          const r = Math.sqrt(-2 * Math.log(u1)) * std;
+          w[i] = r * Math.cos(2 * Math.PI * u2);
+          if (i + 1 < s.size) w[i + 1] = r * Math.sin(2 * Math.PI * u2);
+        }
+      }
+    }
+    const pad = this.config.pad_token_id;
+    if (pad >= 0 && pad < this.config.vocab_size) {
+      const C = this.config.hidden_size;
+      this.P.wte.a.fill(0, pad * C, pad * C + C);
+    }
+  }
+
+  getWeights(): Weights {
+    const out: Weights = new Map();
+    for (const s of this.specs) {
+      out.set(s.name, { shape: [...s.shape], data: this.params.slice(s.offset, s.offset + s.size) });
+    }
+    return out;
+  }
+
+  setWeights(weights: Weights, options?: { allowMissingHead?: boolean }): void {
+    const seen = new Set<string>();
+    const unexpected: string[] = [];
+    const staged: Array<[ParamSpec, Float32Array]> = [];
+    for (const [rawName, tensor] of weights) {
+      const name = canonicalName(rawName);
+      const spec = this.specByName.get(name);
+      if (!spec) {
+        if (!isIgnorableName(name)) unexpected.push(rawName);
+        continue;
+      }
+      const shape = tensor.shape.join(",");
+      if (shape !== spec.shape.join(",") || tensor.data.length !== spec.size) {
+        throw new InvalidArgument(
+          `weights tensor '${rawName}' has shape [${tensor.shape}] (${tensor.data.length} values): expected [${spec.shape}]`,
+        );
+      }
+      seen.add(name);
+      staged.push([spec, tensor.data]);
+    }
+    if (unexpected.length) {
+      throw new InvalidArgument(`weights hold unexpected tensors: ${unexpected.join(", ")}`);
+    }
+    const missing = this.specs.filter((s) => !seen.has(s.name) && !(options?.allowMissingHead && s.head));
+    if (missing.length) {
+      throw new InvalidArgument(`weights are missing tensors: ${missing.map((s) => s.name).join(", ")}`);
+    }
+    for (const [spec, data] of staged) this.params.set(data, spec.offset);
+  }
+
+  getTrainState(): TrainState {
+    const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
+    for (const s of this.specs) {
+      moments.set(s.name, {
+        m: this.m.slice(s.offset, s.offset + s.size),
+        v: this.v.slice(s.offset, s.offset + s.size),
+      });
+    }
+    return {
+      step: this.step,
+      microStep: this.microStep,
+      moments,
+      rng: { kind: "counter-hash-v1", seed: this.rngSeed, offset: this.rngOffset },
+    };
+  }
+
+  setTrainState(state: TrainState): void {
+    const rng = state.rng as { kind?: string; seed?: number; offset?: number } | undefined;
+    if (
+      !rng || rng.kind !== "counter-hash-v1" || typeof rng.seed !== "number" || typeof rng.offset !== "number"
+    ) {
+      throw new InvalidArgument(`train state rng is not a native engine RNG state: ${JSON.stringify(rng)}`);
+    }
+    if (!(Number.isInteger(state.step) && state.step >= 0)) {
+      throw new InvalidArgument(`train state step must be an integer >= 0: current value is ${state.step}`);
+    }
+    for (const s of this.specs) {
+      const mv = state.moments.get(s.name);
+      if (!mv) throw new InvalidArgument(`train state moments are missing tensor '${s.name}'`);
+      if (mv.m.length !== s.size || mv.v.length !== s.size) {
+        throw new InvalidArgument(
+          `train state moments of '${s.name}' hold ${mv.m.length} values: expected ${s.size}`,
+        );
+      }
+    }
+    for (const s of this.specs) {
+      const mv = state.moments.get(s.name)!;
+      this.m.set(mv.m, s.offset);
+      this.v.set(mv.v, s.offset);
+    }
+    this.step = state.step;
+    this.microStep = state.microStep ?? 0;
+    this.rngSeed = rng.seed >>> 0;
+    this.rngOffset = rng.offset;
+  }
+
+  learningRate(): number {
+    const { lr, warmupSteps, totalSteps } = this.opt;
+    const s = this.step;
+    if (s < warmupSteps) return (lr * s) / Math.max(1, warmupSteps);
+    return lr * Math.max(0, (totalSteps - s) / Math.max(1, totalSteps - warmupSteps));
+  }
+
+  // ------------------------------------------------------------------------------------------ profiling
+
+  /** Starts (or stops) per-kernel timing; `profile()` returns and resets the totals in ms. */
+  setProfiling(on: boolean): void {
+    this.profiling = on;
+    this.lastMark = performance.now();
+  }
+
+  profile(): Record<string, number> {
+    const out = Object.fromEntries([...this.profileTimes].sort((a, b) => b[1] - a[1]));
+    this.profileTimes.clear();
+    return out;
+  }
+
+  /** Charges the time since the previous mark to `name`. */
+  private mark(name: string): void {
+    if (!this.profiling) return;
+    const now = performance.now();
+    this.profileTimes.set(name, (this.profileTimes.get(name) ?? 0) + now - this.lastMark);
+    this.lastMark = now;
+  }
+
+  // ------------------------------------------------------------------------------------------ batches
+
+  private checkBatch(batch: Batch, training: boolean): void {
+    if (this.disposed) throw new InvalidArgument("native engine was disposed");
+    const c = this.config;
+    const { B, T } = batch;
+    if (!(Number.isInteger(B) && B >= 1)) {
+      throw new InvalidArgument(`batch B must be a positive integer: current value is ${B}`);
+    }
+    if (!(Number.isInteger(T) && T >= 1)) {
+      throw new InvalidArgument(`batch T must be a positive integer: current value is ${T}`);
+    }
+    if (T > this.maxSeqLen) {
+      throw new InvalidArgument(
+        `batch T = ${T} exceeds the engine's maxSeqLen = ${this.maxSeqLen} (create the engine with a larger maxSeqLen)`,
+      );
+    }
+    if (B * T > this.maxTokens) {
+      throw new InvalidArgument(
+        `batch B*T = ${B}*${T} = ${
+          B * T
+        } tokens exceeds the engine's preallocated maxBatch*maxSeqLen = ${this.maxTokens}`,
+      );
+    }
+    const NT = B * T;
+    const len = (field: string, arr: { length: number } | undefined, n: number, dims: string) => {
+      if (!arr) throw new InvalidArgument(`batch ${field} is required for task '${this.head.task}'`);
+      if (arr.length !== n) {
+        throw new InvalidArgument(
+          `batch ${field} must hold ${dims} = ${n} values: current length is ${arr.length}`,
+        );
+      }
+    };
+    const range = (field: string, arr: Int32Array, hi: number, allowIgnore: boolean) => {
+      for (let i = 0; i < arr.length; i++) {
+        const x = arr[i];
+        if ((x < 0 || x >= hi) && !(allowIgnore && x === IGNORE)) {
+          throw new InvalidArgument(
+            `batch ${field}[${i}] must be in [0, ${hi})${
+              allowIgnore ? " or -100" : ""
+            }: current value is ${x}`,
+          );
+        }
+      }
+    };
+    len("inputIds", batch.inputIds, NT, "B*T");
+    len("tokenTypeIds", batch.tokenTypeIds, NT, "B*T");
+    len("attentionMask", batch.attentionMask, NT, "B*T");
+    range("inputIds", batch.inputIds, c.vocab_size, false);
+    range("tokenTypeIds", batch.tokenTypeIds, c.type_vocab_size, false);
+    if (!training) return;
+    const K = this.K;
+    switch (this.head.task) {
+      case "pretrain":
+        len("mlmLabels", batch.mlmLabels, NT, "B*T");
+        range("mlmLabels", batch.mlmLabels!, c.vocab_size, true);
+        if (batch.nspLabels) {
+          len("nspLabels", batch.nspLabels, B, "B");
+          range("nspLabels", batch.nspLabels, 2, false);
+        }
+        break;
+      case "classify":
+      case "pair":
+        len("labels", batch.labels, B, "B");
+        range("labels", batch.labels!, K, false);
+        break;
+      case "multilabel":
+        len("multiLabels", batch.multiLabels, B * K, "B*K");
+        break;
+      case "ner":
+        len("tokenLabels", batch.tokenLabels, NT, "B*T");
+        range("tokenLabels", batch.tokenLabels!, K, true);
+        break;
+    }
+  }
+
+  /** The next `n` dropout counters, recorded for backward. */
+  private takeDropout(n: number): number {
+    const off = this.rngOffset;
+    this.siteOffsets[this.site++] = off;
+    this.rngOffset += n;
+    return off;
+  }
+
+  // ------------------------------------------------------------------------------------------ encoder
+
+  private gemm(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    a: number,
+    lda: number,
+    b: number,
+    ldb: number,
+    beta: number,
+    c: number,
+    ldc: number,
+  ): void {
+    this.blas.sgemm(transA, transB, M, N, K, 1, a, lda, b, ldb, beta, c, ldc);
+  }
+
+  /** X[L] (NT, C) from the batch; with `train`, dropout on and counters recorded. */
+  private encoderForward(batch: Batch, train: boolean): void {
+    const k = this.kernels, c = this.config, P = this.P, A = this.A;
+    const { B, T } = batch;
+    const C = c.hidden_size, F = c.intermediate_size, NH = c.num_attention_heads, HS = C / NH;
+    const NT = B * T, C3 = 3 * C;
+    const pH = train ? c.hidden_dropout_prob : 0, pA = train ? c.attention_probs_dropout_prob : 0;
+    this.fwdDropH = pH;
+    this.fwdDropA = pA;
+    const seed = this.rngSeed;
+    const scale = 1 / Math.sqrt(HS);
+    this.site = 0;
+    this.lastMark = performance.now();
+
+    const am = A.addmask.a;
+    for (let i = 0; i < NT; i++) am[i] = batch.attentionMask[i] ? 0 : MASK_VALUE;
+    // embeddings: LayerNorm(word + position + type), then dropout
+    k.embedFwd(A.emb.a, batch.inputIds, batch.tokenTypeIds, P.wte.a, P.wpe.a, P.wtt.a, B, T, C);
+    k.layernormFwd(
+      this.X[0].a,
+      A.embMean.a,
+      A.embRstd.a,
+      A.emb.a,
+      P.embLnW.a,
+      P.embLnB.a,
+      NT,
+      C,
+      c.layer_norm_eps,
+    );
+    if (pH > 0) k.dropout(this.X[0].a, this.X[0].a, NT * C, pH, seed, this.takeDropout(NT * C));
+    this.mark("embeddings");
+
+    for (let l = 0; l < c.num_hidden_layers; l++) {
+      const W = P.layers[l], S = this.LA[l], x = this.X[l];
+      // qkv (NT, 3C) = x Wqkv^T + bqkv
+      this.gemm(false, true, NT, C3, C, x.p, C, W.qkvw.p, C, 0, S.qkv.p, C3);
+      this.mark("gemm_qkv");
+      k.biasAdd(S.qkv.a, W.qkvb.a, NT, C3);
+      this.mark("bias_add");
+      // scores (B, NH, T, T) = Q K^T per (b, h); Q and K of a head are strided columns of qkv
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < NH; h++) {
+          const q = S.qkv.p + 4 * (b * T * C3 + h * HS);
+          const sc = S.att.p + 4 * ((b * NH + h) * T * T);
+          this.gemm(false, true, T, T, HS, q, C3, q + 4 * C, C3, 0, sc, T);
+        }
+      }
+      this.mark("gemm_attn_scores");
+      const nAtt = B * NH * T * T;
+      k.softmaxFwd(S.att.a, am, B, NH, T, scale);
+      this.mark("softmax");
+      let probs = S.att;
+      if (pA > 0) {
+        k.dropout(A.attDrop.a, S.att.a, nAtt, pA, seed, this.takeDropout(nAtt));
+        probs = A.attDrop;
+        this.mark("dropout");
+      }
+      // atty (NT, C), head h in columns h*HS.. = P_bh (T, T) V_bh (T, HS)
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < NH; h++) {
+          const pv = probs.p + 4 * ((b * NH + h) * T * T);
+          const vv = S.qkv.p + 4 * (b * T * C3 + 2 * C + h * HS);
+          this.gemm(false, false, T, HS, T, pv, T, vv, C3, 0, S.atty.p + 4 * (b * T * C + h * HS), C);
+        }
+      }
+      this.mark("gemm_attn_values");
+      // pre1 = x + dropout(atty Wo^T + bo); x1 = LayerNorm(pre1)
+      this.gemm(false, true, NT, C, C, S.atty.p, C, W.attow.p, C, 0, A.tmp.p, C);
+      this.mark("gemm_attn_out");
+      k.residualDropout(
+        S.pre1.a,
+        A.tmp.a,
+        W.attob.a,
+        x.a,
+        NT,
+        C,
+        pH,
+        seed,
+        pH > 0 ? this.takeDropout(NT * C) : 0,
+      );
+      this.mark("residual_dropout");
+      k.layernormFwd(S.x1.a, S.mean1.a, S.rstd1.a, S.pre1.a, W.ln1w.a, W.ln1b.a, NT, C, c.layer_norm_eps);
+      this.mark("layernorm");
+      // h = x1 W1^T + b1 (NT, F); g = gelu(h)
+      this.gemm(false, true, NT, F, C, S.x1.p, C, W.fcw.p, C, 0, S.h.p, F);
+      this.mark("gemm_ffn1");
+      k.biasGeluFwd(S.h.a, S.g.a, W.fcb.a, NT, F);
+      this.mark("gelu");
+      // pre2 = x1 + dropout(g W2^T + b2); X[l+1] = LayerNorm(pre2)
+      this.gemm(false, true, NT, C, F, S.g.p, F, W.projw.p, F, 0, A.tmp.p, C);
+      this.mark("gemm_ffn2");
+      k.residualDropout(
+        S.pre2.a,
+        A.tmp.a,
+        W.projb.a,
+        S.x1.a,
+        NT,
+        C,
+        pH,
+        seed,
+        pH > 0 ? this.takeDropout(NT * C) : 0,
+      );
+      this.mark("residual_dropout");
+      k.layernormFwd(
+        this.X[l + 1].a,
+        S.mean2.a,
+        S.rstd2.a,
+        S.pre2.a,
+        W.ln2w.a,
+        W.ln2b.a,
+        NT,
+        C,
+        c.layer_norm_eps,
+      );
+      this.mark("layernorm");
+    }
+  }
+
+  /** From dX = dLoss/dX[L] (NT, C) down to the embedding tables. Replays the forward's dropout counters. */
+  private encoderBackward(batch: Batch): void {
+    const k = this.kernels, c = this.config, P = this.P, G = this.G, A = this.A;
+    const { B, T } = batch;
+    const C = c.hidden_size, F = c.intermediate_size, NH = c.num_attention_heads, HS = C / NH;
+    const NT = B * T, C3 = 3 * C, L = c.num_hidden_layers;
+    const pH = this.fwdDropH, pA = this.fwdDropA;
+    const seed = this.rngSeed, scale = 1 / Math.sqrt(HS);
+    const nAtt = B * NH * T * T;
+    // forward took sites in the order: emb, then per layer (att, attout, ffnout)
+    const siteOf = (l: number, which: number) => {
+      let i = pH > 0 ? 1 : 0;
+      const perLayer = (pA > 0 ? 1 : 0) + (pH > 0 ? 2 : 0);
+      i += l * perLayer;
+      if (which === 0) return this.siteOffsets[i];
+      i += pA > 0 ? 1 : 0;
+      return this.siteOffsets[i + (which - 1)];
+    };
+    const dX = A.dX, dPre = A.dPre, dTmp = A.dTmp, dQKV = A.dQKV, dH = A.dH, dAtt = A.dAtt;
+
+    for (let l = L - 1; l >= 0; l--) {
+      const W = P.layers[l], D = G.layers[l], S = this.LA[l], x = this.X[l];
+      // X[l+1] = LayerNorm(pre2): dPre = dLN(dX)
+      k.layernormBwd(dPre.a, D.ln2w.a, D.ln2b.a, dX.a, S.pre2.a, S.mean2.a, S.rstd2.a, W.ln2w.a, NT, C);
+      this.mark("layernorm_bwd");
+      // pre2 = x1 + dropout(g W2^T + b2): the branch sees dropout(dPre), the residual sees dPre
+      if (pH > 0) k.dropout(dTmp.a, dPre.a, NT * C, pH, seed, siteOf(l, 2));
+      else dTmp.a.set(dPre.a.subarray(0, NT * C));
+      this.mark("dropout");
+      k.biasGrad(D.projb.a, dTmp.a, NT, C);
+      this.mark("bias_grad");
+      this.gemm(true, false, C, F, NT, dTmp.p, C, S.g.p, F, 1, D.projw.p, F); // dW2 += dTmp^T g
+      this.mark("gemm_ffn2_dw");
+      this.gemm(false, false, NT, F, C, dTmp.p, C, W.projw.p, F, 0, dH.p, F); // dg = dTmp W2
+      this.mark("gemm_ffn2_dx");
+      k.geluBwd(dH.a, S.h.a, dH.a, NT * F); // dh = dg * gelu'(h)
+      this.mark("gelu_bwd");
+      k.biasGrad(D.fcb.a, dH.a, NT, F);
+      this.mark("bias_grad");
+      this.gemm(true, false, F, C, NT, dH.p, F, S.x1.p, C, 1, D.fcw.p, C); // dW1 += dh^T x1
+      this.mark("gemm_ffn1_dw");
+      dX.a.set(dPre.a.subarray(0, NT * C)); // dx1 = dPre (residual) + dh W1
+      this.gemm(false, false, NT, C, F, dH.p, F, W.fcw.p, C, 1, dX.p, C);
+      this.mark("gemm_ffn1_dx");
+      // x1 = LayerNorm(pre1), pre1 = x + dropout(atty Wo^T + bo)
+      k.layernormBwd(dPre.a, D.ln1w.a, D.ln1b.a, dX.a, S.pre1.a, S.mean1.a, S.rstd1.a, W.ln1w.a, NT, C);
+      this.mark("layernorm_bwd");
+      if (pH > 0) k.dropout(dTmp.a, dPre.a, NT * C, pH, seed, siteOf(l, 1));
+      else dTmp.a.set(dPre.a.subarray(0, NT * C));
+      this.mark("dropout");
+      k.biasGrad(D.attob.a, dTmp.a, NT, C);
+      this.mark("bias_grad");
+      this.gemm(true, false, C, C, NT, dTmp.p, C, S.atty.p, C, 1, D.attow.p, C); // dWo += dTmp^T atty
+      this.mark("gemm_attn_out_dw");
+      this.gemm(false, false, NT, C, C, dTmp.p, C, W.attow.p, C, 0, dX.p, C); // datty (in dX) = dTmp Wo
+      this.mark("gemm_attn_out_dx");
+      // attention: probs' = dropout(softmax(scale Q K^T + mask)), atty = probs' V
+      let probs = S.att;
+      if (pA > 0) {
+        k.dropout(A.attDrop.a, S.att.a, nAtt, pA, seed, siteOf(l, 0)); // replay the dropped probabilities
+        probs = A.attDrop;
+        this.mark("dropout");
+      }
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < NH; h++) {
+          const dy = dX.p + 4 * (b * T * C + h * HS); // (T, HS) stride C
+          const vv = S.qkv.p + 4 * (b * T * C3 + 2 * C + h * HS);
+          const da = dAtt.p + 4 * ((b * NH + h) * T * T);
+          const pr = probs.p + 4 * ((b * NH + h) * T * T);
+          this.gemm(false, true, T, T, HS, dy, C, vv, C3, 0, da, T); // dprobs' = datty V^T
+          this.gemm(true, false, T, HS, T, pr, T, dy, C, 0, dQKV.p + 4 * (b * T * C3 + 2 * C + h * HS), C3); // dV
+        }
+      }
+      this.mark("gemm_attn_values_bwd");
+      if (pA > 0) k.dropout(dAtt.a, dAtt.a, nAtt, pA, seed, siteOf(l, 0));
+      k.softmaxBwd(dAtt.a, dAtt.a, S.att.a, B * NH * T, T, scale); // dscores, with the 1/sqrt(HS) folded in
+      this.mark("softmax_bwd");
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < NH; h++) {
+          const q = S.qkv.p + 4 * (b * T * C3 + h * HS);
+          const ds = dAtt.p + 4 * ((b * NH + h) * T * T);
+          const dq = dQKV.p + 4 * (b * T * C3 + h * HS);
+          this.gemm(false, false, T, HS, T, ds, T, q + 4 * C, C3, 0, dq, C3); // dQ = dS K
+          this.gemm(true, false, T, HS, T, ds, T, q, C3, 0, dq + 4 * C, C3); // dK = dS^T Q
+        }
+      }
+      this.mark("gemm_attn_scores_bwd");
+      k.biasGrad(D.qkvb.a, dQKV.a, NT, C3);
+      this.mark("bias_grad");
+      this.gemm(true, false, C3, C, NT, dQKV.p, C3, x.p, C, 1, D.qkvw.p, C); // dWqkv += dqkv^T x
+      this.mark("gemm_qkv_dw");
+      dX.a.set(dPre.a.subarray(0, NT * C)); // dx = dPre (residual) + dqkv Wqkv
+      this.gemm(false, false, NT, C, C3, dQKV.p, C3, W.qkvw.p, C, 1, dX.p, C);
+      this.mark("gemm_qkv_dx");
+    }
+    // X[0] = dropout(LayerNorm(word + position + type))
+    if (pH > 0) k.dropout(dTmp.a, dX.a, NT * C, pH, seed, this.siteOffsets[0]);
+    else dTmp.a.set(dX.a.subarray(0, NT * C));
+    k.layernormBwd(
+      dPre.a,
+      G.embLnW.a,
+      G.embLnB.a,
+      dTmp.a,
+      A.emb.a,
+      A.embMean.a,
+      A.embRstd.a,
+      P.embLnW.a,
+      NT,
+      C,
+    );
+    k.embedBwd(
+      G.wte.a,
+      G.wpe.a,
+      G.wtt.a,
+      dPre.a,
+      batch.inputIds,
+      batch.tokenTypeIds,
+      B,
+      T,
+      C,
+      this.config.pad_token_id,
+    );
+    this.mark("embeddings_bwd");
+  }
+
+  // ------------------------------------------------------------------------------------------ heads
+
+  /** pooled (B, C) = tanh(X_L[:, 0] Wp^T + bp) */
+  private poolerForward(B: number, T: number): void {
+    const C = this.config.hidden_size, XL = this.X[this.config.num_hidden_layers], pooled = this.A.pooled;
+    this.gemm(false, true, B, C, C, XL.p, T * C, this.P.poolW.p, C, 0, pooled.p, C);
+    this.kernels.biasAdd(pooled.a, this.P.poolB.a, B, C);
+    for (let i = 0; i < B * C; i++) pooled.a[i] = Math.tanh(pooled.a[i]);
+  }
+
+  /** dPooled (B, C) → pooler grads, and dX[:, 0] += ... (dX must already hold the other contributions). */
+  private poolerBackward(B: number, T: number): void {
+    const C = this.config.hidden_size, XL = this.X[this.config.num_hidden_layers];
+    const dp = this.A.dPooled, pooled = this.A.pooled.a;
+    for (let i = 0; i < B * C; i++) dp.a[i] *= 1 - pooled[i] * pooled[i]; // tanh' = 1 - tanh^2
+    this.kernels.biasGrad(this.G.poolB.a, dp.a, B, C);
+    this.gemm(true, false, C, C, B, dp.p, C, XL.p, T * C, 1, this.G.poolW.p, C);
+    this.gemm(false, false, B, C, C, dp.p, C, this.P.poolW.p, C, 1, this.A.dX.p, T * C);
+  }
+
+  /**
+   * Softmax cross-entropy over `rows` logits of width K at `logits` with int labels; mean over counted rows.
+   * Overwrites logits with d(scale * loss) when grad. Returns loss, correct, count.
+   */
+  private crossEntropy(
+    logits: Buf,
+    labels: Int32Array,
+    rows: number,
+    K: number,
+    scale: number,
+    grad: boolean,
+  ) {
+    let count = 0;
+    for (let r = 0; r < rows; r++) if (labels[r] >= 0) count++;
+    const A = this.A;
+    this.kernels.softmaxCe(logits.a, labels, A.losses.a, A.preds.a, rows, K, count ? scale / count : 0, grad);
+    let loss = 0, correct = 0;
+    for (let r = 0; r < rows; r++) {
+      if (labels[r] < 0) continue;
+      loss += A.losses.a[r];
+      if (A.preds.a[r] === labels[r]) correct++;
+    }
+    return { loss: count ? loss / count : 0, correct, count };
+  }
+
+  /**
+   * The head on X[L]: loss and stats; with `grad`, dX = dLoss/dX[L] and head parameter grads (scaled by
+   * `scale`, 1/gradAccumSteps in training). With `out`, fills the inference outputs instead of needing labels.
+   */
+  private headForwardBackward(batch: Batch, train: boolean, grad: boolean, scale: number): StepStats {
+    const k = this.kernels, c = this.config, A = this.A, P = this.P, G = this.G;
+    const { B, T } = batch;
+    const C = c.hidden_size, NT = B * T, K = this.K;
+    const XL = this.X[c.num_hidden_layers];
+    const pH = train ? c.hidden_dropout_prob : 0;
+    if (grad) k.fill(A.dX.a, NT * C, 0);
+    const task = this.head.task;
+    let stats: StepStats;
+    if (task === "pretrain") {
+      const mlm = this.mlmForwardBackward(batch, grad, scale);
+      this.mark("mlm_head");
+      stats = { loss: mlm.loss, mlmLoss: mlm.loss, mlmCorrect: mlm.correct, mlmCount: mlm.count };
+      if (batch.nspLabels) {
+        this.poolerForward(B, T);
+        const logits = A.smallLogits;
+        this.gemm(false, true, B, 2, C, A.pooled.p, C, P.nspW.p, C, 0, logits.p, 2);
+        k.biasAdd(logits.a, P.nspB.a, B, 2);
+        const labels = this.I.labelsI.subarray(0, B);
+        labels.set(batch.nspLabels);
+        const nsp = this.crossEntropy(logits, labels, B, 2, scale, grad);
+        stats.loss += nsp.loss;
+        stats.nspLoss = nsp.loss;
+        stats.nspCorrect = nsp.correct;
+        stats.nspCount = nsp.count;
+        if (grad) {
+          k.biasGrad(G.nspB.a, logits.a, B, 2);
+          this.gemm(true, false, 2, C, B, logits.p, 2, A.pooled.p, C, 1, G.nspW.p, C);
+          this.gemm(false, false, B, C, 2, logits.p, 2, P.nspW.p, C, 0, A.dPooled.p, C);
+          this.poolerBackward(B, T);
+        }
+        this.mark("nsp_head");
+      }
+      return stats;
+    }
+    if (task === "classify" || task === "pair" || task === "multilabel") {
+      this.poolerForward(B, T);
+      const pd = A.pooledDrop;
+      const site = pH > 0 ? this.takeDropout(B * C) : 0;
+      k.dropout(pd.a, A.pooled.a, B * C, pH, this.rngSeed, site);
+      const logits = A.smallLogits;
+      this.gemm(false, true, B, K, C, pd.p, C, P.clsW.p, C, 0, logits.p, K);
+      k.biasAdd(logits.a, P.clsB.a, B, K);
+      if (task === "multilabel") {
+        stats = this.bceWithLogits(logits.a, batch.multiLabels!, B * K, scale, grad);
+      } else {
+        const labels = this.I.labelsI.subarray(0, B);
+        labels.set(batch.labels!);
+        const ce = this.crossEntropy(logits, labels, B, K, scale, grad);
+        stats = { loss: ce.loss, correct: ce.correct, count: ce.count };
+      }
+      if (grad) {
+        k.biasGrad(G.clsB.a, logits.a, B, K);
+        this.gemm(true, false, K, C, B, logits.p, K, pd.p, C, 1, G.clsW.p, C);
+        this.gemm(false, false, B, C, K, logits.p, K, P.clsW.p, C, 0, A.dPooled.p, C);
+        k.dropout(A.dPooled.a, A.dPooled.a, B * C, pH, this.rngSeed, site);
+        this.poolerBackward(B, T);
+      }
+      this.mark("head");
+      return stats;
+    }
+    // ner: logits (NT, K) = dropout(X_L) Wc^T + bc
+    const hx = A.headX;
+    const site = pH > 0 ? this.takeDropout(NT * C) : 0;
+    k.dropout(hx.a, XL.a, NT * C, pH, this.rngSeed, site);
+    const logits = A.smallLogits;
+    this.gemm(false, true, NT, K, C, hx.p, C, P.clsW.p, C, 0, logits.p, K);
+    k.biasAdd(logits.a, P.clsB.a, NT, K);
+    const labels = batch.tokenLabels!;
+    if (this.head.crf) {
+      const emit = logits.a.subarray(0, NT * K);
+      const crfP = { transitions: P.crfT.a, start: P.crfS.a, end: P.crfE.a };
+      const dEmit = grad ? A.tmp.a.subarray(0, NT * K) : null;
+      const loss = crfLoss(
+        emit,
+        labels,
+        batch.attentionMask,
+        B,
+        T,
+        K,
+        crfP,
+        scale,
+        dEmit,
+        grad ? { transitions: G.crfT.a, start: G.crfS.a, end: G.crfE.a } : null,
+      );
+      const paths = this.I.labelsI.subarray(0, NT);
+      crfDecode(emit, batch.attentionMask, B, T, K, crfP, paths);
+      let correct = 0, count = 0;
+      for (let i = 0; i < NT; i++) {
+        if (labels[i] < 0) continue;
+        count++;
+        if (paths[i] === labels[i]) correct++;
+      }
+      stats = { loss, correct, count };
+      if (dEmit) logits.a.set(dEmit);
+    } else {
+      const ce = this.crossEntropy(logits, labels, NT, K, scale, grad);
+      stats = { loss: ce.loss, correct: ce.correct, count: ce.count };
+    }
+    if (grad) {
+      k.biasGrad(G.clsB.a, logits.a, NT, K);
+      this.gemm(true, false, K, C, NT, logits.p, K, hx.p, C, 1, G.clsW.p, C);
+      this.gemm(false, false, NT, C, K, logits.p, K, P.clsW.p, C, 0, A.dTmp.p, C);
+      k.dropout(A.dX.a, A.dTmp.a, NT * C, pH, this.rngSeed, site);
+    }
+    this.mark("head");
+    return stats;
+  }
+
+  /** Mean over n of BCEWithLogits; with grad, x is overwritten with d(scale * loss)/dx. */
+  private bceWithLogits(
+    x: Float32Array,
+    y: Float32Array,
+    n: number,
+    scale: number,
+    grad: boolean,
+  ): StepStats {
+    let loss = 0, correct = 0;
+    for (let i = 0; i < n; i++) {
+      const z = x[i];
+      loss += Math.max(z, 0) - z * y[i] + Math.log1p(Math.exp(-Math.abs(z)));
+      if ((z > 0 ? 1 : 0) === y[i]) correct++;
+      if (grad) x[i] = (scale / n) * (1 / (1 + Math.exp(-z)) - y[i]);
+    }
+    return { loss: loss / n, correct, count: n };
+  }
+
+  /**
+   * MLM on the labelled positions only: hm = X_L[idx] (M, C); z = LayerNorm(gelu(hm Wt^T + bt));
+   * logits = z wte^T + bias (M, V) in chunks of rows, each chunk turned into its gradient at once.
+   */
+  private mlmForwardBackward(batch: Batch, grad: boolean, scale: number) {
+    const k = this.kernels, c = this.config, A = this.A, P = this.P, G = this.G;
+    const { B, T } = batch;
+    const C = c.hidden_size, V = c.vocab_size, NT = B * T;
+    const idx = this.I.mlmIdx, lab = this.I.mlmLabels;
+    let M = 0;
+    for (let i = 0; i < NT; i++) {
+      if (batch.mlmLabels![i] !== IGNORE) {
+        idx[M] = i;
+        lab[M] = batch.mlmLabels![i];
+        M++;
+      }
+    }
+    if (M === 0) return { loss: 0, correct: 0, count: 0 };
+    this.mlmTransform(M, idx);
+    let loss = 0, correct = 0;
+    const logits = A.logits, R = this.logitsRows;
+    for (let r0 = 0; r0 < M; r0 += R) {
+      const rows = Math.min(R, M - r0);
+      const z = A.mz.p + 4 * r0 * C;
+      this.gemm(false, true, rows, V, C, z, C, P.wte.p, C, 0, logits.p, V);
+      k.biasAdd(logits.a, P.decB.a, rows, V);
+      k.softmaxCe(logits.a, lab.subarray(r0, r0 + rows), A.losses.a, A.preds.a, rows, V, scale / M, grad);
+      for (let r = 0; r < rows; r++) {
+        loss += A.losses.a[r];
+        if (A.preds.a[r] === lab[r0 + r]) correct++;
+      }
+      if (grad) {
+        // logits = z wte^T + bias, so dbias += colsum, dwte += dlogits^T z, dz = dlogits wte
+        k.biasGrad(G.decB.a, logits.a, rows, V);
+        this.gemm(true, false, V, C, rows, logits.p, V, z, C, 1, G.wte.p, C);
+        this.gemm(false, false, rows, C, V, logits.p, V, P.wte.p, C, 0, A.dPre.p + 4 * r0 * C, C);
+      }
+    }
+    if (grad) {
+      // z = LN(g), g = gelu(t), t = hm Wt^T + bt; dhm scattered back into dX
+      const dz = A.dPre, dhm = A.dTmp;
+      k.layernormBwd(dz.a, G.mlmLnW.a, G.mlmLnB.a, dz.a, A.mg.a, A.mMean.a, A.mRstd.a, P.mlmLnW.a, M, C);
+      k.geluBwd(dz.a, A.mt.a, dz.a, M * C);
+      k.biasGrad(G.mlmB.a, dz.a, M, C);
+      this.gemm(true, false, C, C, M, dz.p, C, A.hm.p, C, 1, G.mlmW.p, C);
+      this.gemm(false, false, M, C, C, dz.p, C, P.mlmW.p, C, 0, dhm.p, C);
+      k.scatterAddRows(A.dX.a, dhm.a, idx, M, C);
+    }
+    return { loss: loss / M, correct, count: M };
+  }
+
+  /** mz (M, C) = LayerNorm(gelu(X_L[idx] Wt^T + bt)) */
+  private mlmTransform(M: number, idx: Int32Array): void {
+    const k = this.kernels, c = this.config, A = this.A, P = this.P, C = c.hidden_size;
+    k.gatherRows(A.hm.a, this.X[c.num_hidden_layers].a, idx, M, C);
+    this.gemm(false, true, M, C, C, A.hm.p, C, P.mlmW.p, C, 0, A.mt.p, C);
+    k.biasGeluFwd(A.mt.a, A.mg.a, P.mlmB.a, M, C);
+    k.layernormFwd(A.mz.a, A.mMean.a, A.mRstd.a, A.mg.a, P.mlmLnW.a, P.mlmLnB.a, M, C, c.layer_norm_eps);
+  }
+
+  // ------------------------------------------------------------------------------------------ public steps
+
+  trainStep(batch: Batch): StepStats {
+    this.checkBatch(batch, true);
+    const accum = this.opt.gradAccumSteps;
+    this.encoderForward(batch, true);
+    const stats = this.headForwardBackward(batch, true, true, 1 / accum);
+    this.encoderBackward(batch);
+    this.microStep++;
+    if (this.microStep >= accum) {
+      this.optimizerStep();
+      this.microStep = 0;
+    }
+    return stats;
+  }
+
+  private optimizerStep(): void {
+    const k = this.kernels, o = this.opt;
+    const norm = Math.sqrt(k.sumsq(this.grads, this.numParams));
+    const clip = o.maxGradNorm > 0 ? Math.min(1, o.maxGradNorm / (norm + 1e-6)) : 1;
+    const lr = this.learningRate();
+    const t = this.step + 1;
+    const bc1 = 1 - Math.pow(o.beta1, t), bc2 = 1 - Math.pow(o.beta2, t);
+    const n0 = this.numDecay, n1 = this.numParams - this.numDecay;
+    const sub = (a: Float32Array, from: number, n: number) => a.subarray(from, from + n);
+    k.adamw(
+      this.params,
+      this.grads,
+      this.m,
+      this.v,
+      n0,
+      lr,
+      o.beta1,
+      o.beta2,
+      o.eps,
+      o.weightDecay,
+      bc1,
+      bc2,
+      clip,
+    );
+    if (n1 > 0) {
+      k.adamw(
+        sub(this.params, n0, n1),
+        sub(this.grads, n0, n1),
+        sub(this.m, n0, n1),
+        sub(this.v, n0, n1),
+        n1,
+        lr,
+        o.beta1,
+        o.beta2,
+        o.eps,
+        0,
+        bc1,
+        bc2,
+        clip,
+      );
+    }
+    k.fill(this.grads, this.numParams, 0);
+    this.step++;
+    this.mark("adamw");
+  }
+
+  evaluate(batch: Batch): StepStats {
+    this.checkBatch(batch, true);
+    this.encoderForward(batch, false);
+    return this.headForwardBackward(batch, false, false, 1);
+  }
+
+  forward(batch: Batch, options?: { wantHidden?: boolean; mlmLogits?: boolean }): ForwardOutput {
+    this.checkBatch(batch, false);
+    this.encoderForward(batch, false);
+    const c = this.config, A = this.A, P = this.P, k = this.kernels;
+    const { B, T } = batch;
+    const C = c.hidden_size, NT = B * T, K = this.K;
+    const XL = this.X[c.num_hidden_layers];
+    const out: ForwardOutput = { logits: new Float32Array(0) };
+    const pooler = hasPooler(this.head);
+    if (pooler) this.poolerForward(B, T);
+    const task = this.head.task;
+    if (task === "pretrain") {
+      this.gemm(false, true, B, 2, C, A.pooled.p, C, P.nspW.p, C, 0, A.smallLogits.p, 2);
+      k.biasAdd(A.smallLogits.a, P.nspB.a, B, 2);
+      out.nspLogits = A.smallLogits.a.slice(0, B * 2);
+      if (options?.mlmLogits) out.logits = this.fullMlmLogits(NT);
+    } else if (task === "ner") {
+      this.gemm(false, true, NT, K, C, XL.p, C, P.clsW.p, C, 0, A.smallLogits.p, K);
+      k.biasAdd(A.smallLogits.a, P.clsB.a, NT, K);
+      out.logits = A.smallLogits.a.slice(0, NT * K);
+      if (this.head.crf) {
+        out.paths = new Int32Array(NT);
+        const crfP = { transitions: P.crfT.a, start: P.crfS.a, end: P.crfE.a };
+        crfDecode(out.logits, batch.attentionMask, B, T, K, crfP, out.paths);
+      }
+    } else {
+      this.gemm(false, true, B, K, C, A.pooled.p, C, P.clsW.p, C, 0, A.smallLogits.p, K);
+      k.biasAdd(A.smallLogits.a, P.clsB.a, B, K);
+      out.logits = A.smallLogits.a.slice(0, B * K);
+    }
+    if (options?.wantHidden) {
+      out.hidden = XL.a.slice(0, NT * C);
+      if (pooler) out.pooled = A.pooled.a.slice(0, B * C);
+    }
+    return out;
+  }
+
+  /** (NT, V) MLM logits at every position, for fill-mask. */
+  private fullMlmLogits(NT: number): Float32Array {
+    const c = this.config, C = c.hidden_size, V = c.vocab_size;
+    const idx = this.I.mlmIdx;
+    for (let i = 0; i < NT; i++) idx[i] = i;
+    this.mlmTransform(NT, idx);
+    const out = new Float32Array(NT * V);
+    const outP = addressOf(out);
+    this.gemm(false, true, NT, V, C, this.A.mz.p, C, this.P.wte.p, C, 0, outP, V);
+    this.kernels.biasAdd(out, this.P.decB.a, NT, V);
+    return out;
+  }
+
+  /** The live parameter tensor (no copy): tests perturb weights in place through it. */
+  parameterView(name: string): Float32Array {
+    const s = this.specByName.get(name);
+    if (!s) throw new InvalidArgument(`parameter '${name}' does not exist in this model`);
+    return this.params.subarray(s.offset, s.offset + s.size);
+  }
+
+  /** Names of the parameters, in HF terms. */
+  parameterNames(): string[] {
+    return this.specs.map((s) => s.name);
+  }
+
+  /** Parameter gradients accumulated so far, keyed like the weights (tests and debugging). */
+  getGradients(): Weights {
+    const out: Weights = new Map();
+    for (const s of this.specs) {
+      out.set(s.name, { shape: [...s.shape], data: this.grads.slice(s.offset, s.offset + s.size) });
+    }
+    return out;
+  }
+
+  /**
+   * Forward + backward without an optimizer step: fills the gradients (zeroed first) of `scale * loss`.
+   * With `train` false dropout is off, which is what gradient checks need.
+   */
+  computeGradients(batch: Batch, train = false): StepStats {
+    this.checkBatch(batch, true);
+    this.grads.fill(0);
+    const saved = this.rngOffset;
+    this.encoderForward(batch, train);
+    const stats = this.headForwardBackward(batch, train, true, 1);
+    this.encoderBackward(batch);
+    if (!train) this.rngOffset = saved;
+    return stats;
+  }
+
+  /** Bytes held by the engine's arenas. */
+  memoryBytes(): number {
+    return 4 * 4 * this.numParams + (this.acts.buffer?.byteLength ?? 0);
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.params =
+      this.grads =
+      this.m =
+      this.v =
+        new Float32Array(0);
+    this.acts.buffer = null;
+    this.X = [];
+    this.LA = [];
+    this.A = {};
+  }
+}
