@@ -1,0 +1,176 @@
+/**
+ * Labelled examples → token ids the engine trains on, with a report of everything that did not fit.
+ *
+ * Text tasks go through the tokenizer's `encode` (`[CLS] A [SEP] (B [SEP])`, `longest_first` truncation
+ * to `maxLength`). NER aligns character-level tags to tokens: the units (characters of the text) are
+ * joined back into the text, the basic tokenizer + WordPiece split it, and each word takes the tag of
+ * its first character on its first piece; the other pieces get -100 (ignored by the loss). A Chinese
+ * character is a word of its own, so it keeps its tag; a Latin word or a number spread over several
+ * tagged characters is one word whose first piece carries the tag of its first character.
+ *
+ * @module
+ */
+import type { WordPieceTokenizer } from "../wordpiece/mod.ts";
+import type { DataTask, NerExample, SourceRef, TextExample } from "./formats.ts";
+import type { LabelSet } from "./labels.ts";
+import { getEntities } from "./metrics.ts";
+
+/** Ignore index of the losses: special tokens, continuation pieces and padding. */
+export const IGNORE_INDEX = -100;
+
+/** What the tokenizer has to offer for encoding (WordPieceTokenizer satisfies it). */
+export type DataTokenizer = Pick<
+  WordPieceTokenizer,
+  "encode" | "tokenizeWords" | "clsId" | "sepId" | "padId"
+>;
+
+export interface TextFeature {
+  ids: number[];
+  typeIds: number[];
+  /** classify/pair: class index. */
+  label: number;
+  /** multilabel: one 0/1 per class. */
+  multiLabel?: Uint8Array;
+  source: SourceRef;
+}
+
+export interface NerFeature {
+  ids: number[];
+  /** Tag index on the first piece of each word, -100 on specials and continuation pieces. */
+  tokenLabels: number[];
+  source: SourceRef;
+}
+
+/** What encoding changed: nothing is dropped without being counted here. */
+export interface EncodeReport {
+  examples: number;
+  maxLength: number;
+  /** Examples that lost tokens to `maxLength`. */
+  truncated: number;
+  /** Tokens cut off over all examples. */
+  tokensTruncated: number;
+  /** NER: entities in the data, and those that no longer appear among the aligned token tags (cut off, or starting inside a word, or on characters the tokenizer drops). */
+  entities?: number;
+  entitiesLost?: number;
+  /** Where the first few truncations/losses happened, as `file:line`. */
+  samples: string[];
+}
+
+const MAX_SAMPLES = 10;
+
+function note(report: EncodeReport, source: SourceRef): void {
+  if (report.samples.length < MAX_SAMPLES) report.samples.push(`${source.file}:${source.line}`);
+}
+
+export function encodeTextExamples(
+  examples: readonly TextExample[],
+  tokenizer: DataTokenizer,
+  labels: LabelSet,
+  options: { task: Exclude<DataTask, "ner">; maxLength: number },
+): { features: TextFeature[]; report: EncodeReport } {
+  const { task, maxLength } = options;
+  const report: EncodeReport = {
+    examples: examples.length,
+    maxLength,
+    truncated: 0,
+    tokensTruncated: 0,
+    samples: [],
+  };
+  const features = examples.map((example) => {
+    const pair = task === "pair" ? example.textB : undefined;
+    const full = tokenizer.encode(example.text, pair);
+    const encoding = full.ids.length > maxLength ? tokenizer.encode(example.text, pair, { maxLength }) : full;
+    if (encoding.ids.length < full.ids.length) {
+      report.truncated++;
+      report.tokensTruncated += full.ids.length - encoding.ids.length;
+      note(report, example.source);
+    }
+    const feature: TextFeature = {
+      ids: encoding.ids,
+      typeIds: encoding.typeIds,
+      label: -1,
+      source: example.source,
+    };
+    if (task === "multilabel") {
+      feature.multiLabel = new Uint8Array(labels.size);
+      for (const label of example.labels) feature.multiLabel[labels.index(label, example.source)] = 1;
+    } else {
+      feature.label = labels.index(example.labels[0]!, example.source);
+    }
+    return feature;
+  });
+  return { features, report };
+}
+
+/** Code point ranges of each unit in the text the units join into. */
+function joinUnits(units: readonly string[]): { text: string; unitOfCodePoint: Int32Array } {
+  // Character-level files join without separators; word-level ones (CoNLL) need spaces between words.
+  const wordLevel = units.some((unit) => [...unit].length > 1);
+  const separator = wordLevel ? " " : "";
+  const text = units.join(separator);
+  const unitOfCodePoint = new Int32Array([...text].length).fill(-1);
+  let at = 0;
+  units.forEach((unit, u) => {
+    const length = [...unit].length;
+    unitOfCodePoint.fill(u, at, at + length);
+    at += length + separator.length;
+  });
+  return { text, unitOfCodePoint };
+}
+
+export function encodeNerExamples(
+  examples: readonly NerExample[],
+  tokenizer: DataTokenizer,
+  labels: LabelSet,
+  options: { maxLength: number },
+): { features: NerFeature[]; report: EncodeReport } {
+  const { maxLength } = options;
+  const report: EncodeReport = {
+    examples: examples.length,
+    maxLength,
+    truncated: 0,
+    tokensTruncated: 0,
+    entities: 0,
+    entitiesLost: 0,
+    samples: [],
+  };
+  const budget = maxLength - 2; // [CLS] and [SEP]
+  const features = examples.map((example) => {
+    const tagIds = example.tags.map((tag) => labels.index(tag, example.source));
+    const { text, unitOfCodePoint } = joinUnits(example.units);
+    const ids: number[] = [tokenizer.clsId];
+    const tokenLabels: number[] = [IGNORE_INDEX];
+    const alignedTags: string[] = [];
+    let total = 0;
+    for (const word of tokenizer.tokenizeWords(text)) {
+      const unit = unitOfCodePoint[word.start] ?? -1;
+      word.ids.forEach((id, piece) => {
+        total++;
+        if (ids.length - 1 >= budget) return;
+        ids.push(id);
+        const label = piece === 0 && unit >= 0 ? tagIds[unit]! : IGNORE_INDEX;
+        tokenLabels.push(label);
+        if (label !== IGNORE_INDEX) alignedTags.push(labels.labels[label]!);
+      });
+    }
+    ids.push(tokenizer.sepId);
+    tokenLabels.push(IGNORE_INDEX);
+    const kept = ids.length - 2;
+    let lost = false;
+    if (kept < total) {
+      report.truncated++;
+      report.tokensTruncated += total - kept;
+      lost = true;
+    }
+    const gold = getEntities(example.tags).length;
+    const aligned = getEntities(alignedTags).length;
+    report.entities! += gold;
+    if (aligned < gold) {
+      report.entitiesLost! += gold - aligned;
+      lost = true;
+    }
+    if (lost) note(report, example.source);
+    return { ids, tokenLabels, source: example.source };
+  });
+  return { features, report };
+}
