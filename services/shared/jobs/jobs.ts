@@ -544,6 +544,9 @@ export class JobManager {
     if ("result" in outcome) record.result = outcome.result;
     if (outcome.error) record.error = outcome.error;
     await this.#transition(record, state, outcome.error?.message ?? state.toLowerCase());
+    // Ended jobs are read back from the store; memory holds only live ones.
+    this.#records.delete(record.id);
+    this.#logs.delete(record.id);
   }
 
   /** Writes the event, then the state (so a reader of state.json never sees a seq not yet stored). */
