@@ -1,0 +1,419 @@
+/**
+ * A fine-tuning job: a model from the store (bertforge-pretrained or an imported Hugging Face checkpoint)
+ * plus a task head, trained on a labelled data set, evaluated every epoch (or every `evalEvery` steps),
+ * the best evaluation's weights kept and published.
+ *
+ * Defaults follow the BERT paper's fine-tuning recipe: learning rate 5e-5 (3e-5 for base-size models),
+ * 10% linear warmup then linear decay, max length 128, batch 32, 3 epochs.
+ */
+import type { Batch, HeadSpec, TaskKind } from "../shared/engine/engine.ts";
+import {
+  type DataTask,
+  encodeNerExamples,
+  type EncodeReport,
+  encodeTextExamples,
+  epochBatches,
+  LabelSet,
+  type NerExample,
+  type TextExample,
+  trainEvalSplit,
+} from "../shared/data/mod.ts";
+import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
+import { FailedPrecondition, InvalidArgument } from "../shared/errors.ts";
+import { confusionMatrixSvg } from "../shared/report/svg.ts";
+import { type BatchSource, runTrainingLoop } from "./loop.ts";
+import { evaluateFeatures, type EvaluationResult, type Feature, makeBatch } from "./evaluate.ts";
+import {
+  createJobEngine,
+  curvePictures,
+  type JobOutcome,
+  lineageJson,
+  type TrainerJobContext,
+} from "./jobs.ts";
+import { loadModel, publishModel, validateName } from "./models.ts";
+import { readDataset } from "./datasets.ts";
+import { publishTarget } from "./publish_target.ts";
+
+export type FinetuneTask = Exclude<TaskKind, "pretrain">;
+export const FINETUNE_TASKS: FinetuneTask[] = ["classify", "multilabel", "pair", "ner"];
+
+export interface FinetuneJobSpec {
+  name: string;
+  base: { name: string; version?: string };
+  task: FinetuneTask;
+  crf?: boolean;
+  trainDataset: string;
+  evalDataset?: string;
+  epochs?: number;
+  batchSize?: number;
+  learningRate?: number;
+  maxLength?: number;
+  seed?: number;
+  warmupRatio?: number;
+  earlyStoppingPatience?: number;
+  labels?: string[];
+  threshold?: number;
+  evalEvery?: number;
+  checkpointEvery?: number;
+  keepCheckpoints?: number;
+  weightDecay?: number;
+  logEvery?: number;
+}
+
+/** The metric early stopping and "best checkpoint" watch, per task. */
+export function selectionMetric(task: FinetuneTask): string {
+  return task === "multilabel" ? "micro_f1" : task === "ner" ? "f1" : "accuracy";
+}
+
+export function validateFinetuneSpec(spec: FinetuneJobSpec): FinetuneJobSpec {
+  validateName(spec.name, "name");
+  validateName(spec.base?.name ?? "", "finetune.base.name");
+  validateName(spec.trainDataset, "finetune.train_dataset");
+  if (spec.evalDataset) validateName(spec.evalDataset, "finetune.eval_dataset");
+  if (!FINETUNE_TASKS.includes(spec.task)) {
+    throw new InvalidArgument(
+      `finetune.task must be one of ${FINETUNE_TASKS.join(", ")}: got ${JSON.stringify(spec.task)}`,
+    );
+  }
+  if (spec.crf && spec.task !== "ner") {
+    throw new InvalidArgument(`finetune.crf is for task ner only: task is ${spec.task}`);
+  }
+  const checkPositive = (field: string, v: number | undefined) => {
+    if (v !== undefined && v !== 0 && !(v > 0)) {
+      throw new InvalidArgument(`finetune.${field} must be positive: current value is ${v}`);
+    }
+  };
+  checkPositive("epochs", spec.epochs);
+  checkPositive("batch_size", spec.batchSize);
+  checkPositive("learning_rate", spec.learningRate);
+  checkPositive("max_length", spec.maxLength);
+  if (spec.warmupRatio !== undefined && !(spec.warmupRatio >= 0 && spec.warmupRatio < 1)) {
+    throw new InvalidArgument(
+      `finetune.warmup_ratio must be in [0, 1): current value is ${spec.warmupRatio}`,
+    );
+  }
+  if (spec.threshold !== undefined && !(spec.threshold > 0 && spec.threshold < 1)) {
+    throw new InvalidArgument(`finetune.threshold must be in (0, 1): current value is ${spec.threshold}`);
+  }
+  return spec;
+}
+
+/** Features in a per-epoch seeded order, (B, T) batches, the last partial batch of an epoch dropped. */
+class FeatureBatchSource implements BatchSource {
+  #epoch = 0;
+  #batch = 0;
+  #order: Uint32Array[] = [];
+  #orderEpoch = -1;
+  constructor(
+    private readonly features: Feature[],
+    private readonly head: HeadSpec,
+    private readonly B: number,
+    private readonly T: number,
+    private readonly epochs: number,
+    private readonly seed: number,
+    private readonly ids: { cls: number; sep: number; pad: number },
+  ) {}
+  #ensureOrder() {
+    if (this.#orderEpoch === this.#epoch) return;
+    this.#order = epochBatches(this.features.length, this.B, {
+      seed: this.seed,
+      epoch: this.#epoch,
+      dropLast: true,
+    });
+    this.#orderEpoch = this.#epoch;
+  }
+  next(): Promise<Batch | null> {
+    this.#ensureOrder();
+    if (this.#batch >= this.#order.length) {
+      this.#epoch++;
+      this.#batch = 0;
+      this.#ensureOrder();
+    }
+    if (this.#epoch >= this.epochs || this.#order.length === 0) return Promise.resolve(null);
+    const indices = this.#order[this.#batch++]!;
+    const rows = Array.from(indices, (i) => this.features[i]!);
+    return Promise.resolve(makeBatch(rows, this.head, this.B, this.T, this.ids));
+  }
+  cursor(): unknown {
+    return { epoch: this.#epoch, batch: this.#batch };
+  }
+  restore(cursor: unknown): void {
+    const c = cursor as { epoch: number; batch: number };
+    this.#epoch = c.epoch;
+    this.#batch = c.batch;
+  }
+  epoch(): number {
+    return Math.min(this.#epoch, this.epochs - 1);
+  }
+}
+
+export interface PreparedData {
+  labels: LabelSet;
+  train: Feature[];
+  eval: Feature[];
+  reports: { train: EncodeReport; eval: EncodeReport };
+  hashes: { train: string; eval?: string };
+}
+
+function encode(
+  task: FinetuneTask,
+  examples: TextExample[] | NerExample[],
+  tokenizer: WordPieceTokenizer,
+  labels: LabelSet,
+  maxLength: number,
+): { features: Feature[]; report: EncodeReport } {
+  if (task === "ner") return encodeNerExamples(examples as NerExample[], tokenizer, labels, { maxLength });
+  return encodeTextExamples(examples as TextExample[], tokenizer, labels, {
+    task: task as Exclude<DataTask, "ner">,
+    maxLength,
+  });
+}
+
+export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobContext): Promise<JobOutcome> {
+  const spec = validateFinetuneSpec(rawSpec);
+  const { store } = ctx;
+  const seed = spec.seed ?? 42;
+  const maxLength = spec.maxLength || 128;
+
+  // Data first: its label set fixes the head's size.
+  const train = await readDataset(store, spec.trainDataset, spec.task, "finetune.train_dataset");
+  const evalData = spec.evalDataset
+    ? await readDataset(store, spec.evalDataset, spec.task, "finetune.eval_dataset")
+    : null;
+  let trainExamples = train.examples as Array<TextExample | NerExample>;
+  let evalExamples: Array<TextExample | NerExample>;
+  if (evalData) evalExamples = evalData.examples;
+  else {
+    const split = trainEvalSplit(trainExamples, { evalFraction: 0.1, seed });
+    trainExamples = split.train;
+    evalExamples = split.eval;
+  }
+  let labels: LabelSet;
+  if (spec.labels?.length) labels = new LabelSet(spec.labels);
+  else if (spec.task === "ner") {
+    labels = LabelSet.ofNerExamples([...trainExamples, ...evalExamples] as NerExample[]);
+  } else labels = LabelSet.ofTextExamples([...trainExamples, ...evalExamples] as TextExample[]);
+  if (spec.task !== "multilabel" && spec.task !== "ner" && labels.size < 2) {
+    throw new InvalidArgument(
+      `finetune.train_dataset ${spec.trainDataset} has only one label (${labels.labels[0]})`,
+    );
+  }
+  const head: HeadSpec = { task: spec.task, numLabels: labels.size, ...(spec.crf ? { crf: true } : {}) };
+
+  const base = await loadModel(store, spec.base, { head, seed, field: "finetune.base" });
+  const config = { ...base.config };
+  if (maxLength > config.max_position_embeddings) {
+    throw new InvalidArgument(
+      `finetune.max_length ${maxLength} exceeds the base model's max_position_embeddings ${config.max_position_embeddings}`,
+    );
+  }
+  const tokenizer = base.tokenizerJson
+    ? WordPieceTokenizer.fromTokenizerJson(base.tokenizerJson)
+    : WordPieceTokenizer.fromVocabText(base.vocabText);
+  if (tokenizer.idToToken.length > config.vocab_size) {
+    throw new InvalidArgument(
+      `finetune.base ${base.name}/${base.version}: vocab.txt has ${tokenizer.idToToken.length} tokens but config.json vocab_size is ${config.vocab_size}`,
+    );
+  }
+
+  const trainEnc = encode(
+    spec.task,
+    trainExamples as TextExample[] | NerExample[],
+    tokenizer,
+    labels,
+    maxLength,
+  );
+  const evalEnc = encode(
+    spec.task,
+    evalExamples as TextExample[] | NerExample[],
+    tokenizer,
+    labels,
+    maxLength,
+  );
+  if (trainEnc.features.length === 0) {
+    throw new InvalidArgument(
+      `finetune.train_dataset ${spec.trainDataset} holds no examples after the eval split`,
+    );
+  }
+  const T = maxLength;
+  const B = Math.min(spec.batchSize || 32, trainEnc.features.length);
+  const epochs = spec.epochs || 3;
+  const stepsPerEpoch = Math.floor(trainEnc.features.length / B);
+  const totalSteps = stepsPerEpoch * epochs;
+  const isBase = config.hidden_size >= 768;
+  const lr = spec.learningRate || (isBase ? 3e-5 : 5e-5);
+  const warmupSteps = Math.round(totalSteps * (spec.warmupRatio ?? 0.1));
+  const ids = { cls: tokenizer.clsId, sep: tokenizer.sepId, pad: tokenizer.padId };
+
+  const engine = await createJobEngine({
+    config,
+    head,
+    optimizer: { lr, warmupSteps, totalSteps, weightDecay: spec.weightDecay ?? 0.01, gradAccumSteps: 1 },
+    seed,
+    maxBatch: B,
+    maxSeqLen: T,
+    ...(ctx.backend ? { backend: ctx.backend } : {}),
+    ...(ctx.threads ? { threads: ctx.threads } : {}),
+  });
+  try {
+    engine.setWeights(base.weights);
+    const describe = (what: string, r: EncodeReport) =>
+      `${what}: ${r.examples} examples, ${r.truncated} truncated to ${r.maxLength} tokens` +
+      (r.entitiesLost ? `, ${r.entitiesLost} of ${r.entities} entities lost to truncation/alignment` : "") +
+      (r.samples.length ? ` (e.g. ${r.samples.slice(0, 3).join(", ")})` : "");
+    await ctx.emit({ type: "message", message: describe("train", trainEnc.report) });
+    await ctx.emit({ type: "message", message: describe("eval", evalEnc.report) });
+    await ctx.emit({
+      type: "message",
+      message:
+        `fine-tuning ${base.name}/${base.version} for ${spec.task}${
+          spec.crf ? " + CRF" : ""
+        } (${labels.size} labels) on ` +
+        `${engine.backend}: ${epochs} epochs x ${stepsPerEpoch} steps, B=${B} T=${T} lr=${lr} warmup=${warmupSteps}` +
+        (base.initialized?.length ? `; new head tensors: ${base.initialized.join(", ")}` : ""),
+    });
+    if (totalSteps === 0) throw new FailedPrecondition("finetune: no full batch of training data");
+
+    const evalOptions = { B, T, ids, ...(spec.threshold !== undefined ? { threshold: spec.threshold } : {}) };
+    let lastReport: EvaluationResult | null = null;
+    const evaluate = () => {
+      lastReport = evaluateFeatures(engine, head, evalEnc.features, labels.labels, evalOptions);
+      return Promise.resolve(lastReport.metrics);
+    };
+    const metric = selectionMetric(spec.task);
+    const result = await runTrainingLoop({
+      jobId: ctx.jobId,
+      store,
+      engine,
+      source: new FeatureBatchSource(trainEnc.features, head, B, T, epochs, seed, ids),
+      totalSteps,
+      checkpointEvery: spec.checkpointEvery || stepsPerEpoch,
+      keepCheckpoints: spec.keepCheckpoints || 2,
+      logEvery: spec.logEvery || Math.max(1, Math.round(totalSteps / 200)),
+      evalEvery: spec.evalEvery || stepsPerEpoch,
+      ...(evalEnc.features.length ? { evaluate } : {}),
+      ...(evalEnc.features.length
+        ? { earlyStopping: { metric, mode: "max" as const, patience: spec.earlyStoppingPatience ?? 0 } }
+        : {}),
+      emit: ctx.emit,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
+
+    // Score what gets published (the best weights), so metrics.json describes the files beside it.
+    engine.setWeights(result.weights);
+    const final = evalEnc.features.length
+      ? evaluateFeatures(engine, head, evalEnc.features, labels.labels, evalOptions)
+      : null;
+    const metrics: Record<string, number> = {
+      ...(final?.metrics ?? {}),
+      train_loss: result.state.curves.loss?.at(-1)?.[1] ?? NaN,
+      steps: result.step,
+      best_step: result.state.best?.step ?? result.step,
+      eval_examples: evalEnc.features.length,
+      train_examples: trainEnc.features.length,
+      tokens_per_s: result.tokensPerSecond,
+    };
+    const target = await publishTarget(store, ctx.jobId, spec.name);
+    const pictures = curvePictures(result.state);
+    if (final?.confusion) {
+      pictures["confusion.svg"] = confusionMatrixSvg(
+        final.confusion,
+        [...labels.labels],
+        `Confusion matrix (${evalEnc.features.length} eval examples)`,
+      );
+    }
+    const lineage = await lineageJson({
+      artifact: { name: spec.name, version: target.version, prefix: `models/${spec.name}/${target.version}` },
+      inputs: [
+        {
+          role: "base_model",
+          kind: "model",
+          name: base.name,
+          version: base.version,
+          prefix: `${base.prefix}/`,
+          sha256: base.manifest.parts.find((p) => p.name === "model.safetensors")?.sha256 ?? "",
+        },
+        {
+          role: "train_dataset",
+          kind: "dataset",
+          name: spec.trainDataset,
+          sha256: train.info.sha256,
+          prefix: `datasets/${spec.trainDataset}/`,
+        },
+        ...(evalData
+          ? [{
+            role: "eval_dataset",
+            kind: "dataset",
+            name: spec.evalDataset!,
+            sha256: evalData.info.sha256,
+            prefix: `datasets/${spec.evalDataset}/`,
+          }]
+          : []),
+        { role: "vocab", kind: "vocab", name: `${base.name}/${base.version}`, sha256: tokenizer.hash() },
+      ],
+      settings: {
+        ...spec,
+        seed,
+        max_length: maxLength,
+        batch_size: B,
+        epochs,
+        learning_rate: lr,
+        warmup_steps: warmupSteps,
+        total_steps: totalSteps,
+        backend: engine.backend,
+        eval_split: evalData ? "eval_dataset" : "10% of train_dataset",
+        weights: result.weightsFrom,
+      },
+      jobId: ctx.jobId,
+    });
+    const configOut = {
+      ...config,
+      bertforge_max_length: maxLength,
+      ...(spec.task === "multilabel" ? { bertforge_threshold: spec.threshold ?? 0.5 } : {}),
+    };
+    const published = await publishModel(store, {
+      name: spec.name,
+      version: target.version,
+      config: configOut,
+      head,
+      labels: [...labels.labels],
+      weights: result.weights,
+      vocabText: tokenizer.vocabText(),
+      tokenizerJson: base.tokenizerJson ?? tokenizer.toTokenizerJson(),
+      extraFiles: {
+        "metrics.json": JSON.stringify(
+          {
+            task: spec.task,
+            crf: !!spec.crf,
+            ...metrics,
+            per_label: final?.perLabel ?? {},
+            labels: labels.labels,
+            confusion_matrix: final?.confusion ?? null,
+            curves: result.state.curves,
+            eval_curves: result.state.evalCurves,
+          },
+          null,
+          2,
+        ) + "\n",
+        "lineage.json": lineage,
+        ...pictures,
+      },
+      metadata: { source: "trained", job_id: ctx.jobId, metrics },
+    });
+    const weightsPart = published.manifest.parts.find((p) => p.name === "model.safetensors");
+    return {
+      model: {
+        name: published.name,
+        version: published.version,
+        prefix: published.prefix,
+        ...(weightsPart ? { sha256: weightsPart.sha256 } : {}),
+        sizeBytes: published.manifest.parts.reduce((a, p) => a + p.size, 0),
+      },
+      metrics,
+      tokensPerSecond: result.tokensPerSecond,
+      steps: result.step,
+    };
+  } finally {
+    engine.dispose();
+  }
+}
