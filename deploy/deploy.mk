@@ -50,10 +50,10 @@ images:
 
 up:
 	@test -f $(ENV_FILE) || { echo "$(ENV_FILE) is missing: cp deploy/.env.example $(ENV_FILE) and set the credentials"; exit 1; }
-	$(DOCKER) compose -f $(COMPOSE_FILE) --env-file $(ENV_FILE) up -d --build
+	$(DOCKER) compose -p bertforge -f $(COMPOSE_FILE) --env-file $(ENV_FILE) up -d --build
 
 down:
-	$(DOCKER) compose -f $(COMPOSE_FILE) --env-file $(ENV_FILE) down
+	$(DOCKER) compose -p bertforge -f $(COMPOSE_FILE) --env-file $(ENV_FILE) down
 
 helm-test: deploy-tools
 	$(HELM) lint --strict charts/bertforge
