@@ -2,37 +2,7 @@ import assert from "node:assert/strict";
 import { Unavailable } from "../errors.ts";
 import { S3Store } from "./s3.ts";
 import { runStoreConformance } from "./store_conformance.ts";
-
-/**
- * A real S3 server (s3rver, Koa on node:http) in a child process on a loopback port, its data in a
- * temp folder. A child process keeps the server's memory out of the client's measurements.
- */
-async function startS3(port = 0): Promise<{ url: string; stop: () => Promise<void> }> {
-  const directory = await Deno.makeTempDir({ prefix: "bertforge-s3rver-" });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./_s3rver_child.ts", import.meta.url).pathname, directory, String(port)],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await lines.read();
-    if (done) throw new Error("s3rver child exited before listening");
-    text += value;
-  }
-  lines.releaseLock();
-  const { port: bound } = JSON.parse(text.split("\n")[0]);
-  return {
-    url: `http://127.0.0.1:${bound}`,
-    stop: async () => {
-      child.kill("SIGTERM");
-      await child.stdout.cancel().catch(() => {});
-      await child.status;
-      await Deno.remove(directory, { recursive: true });
-    },
-  };
-}
+import { startS3rver as startS3 } from "./testing.ts";
 
 // minio keeps sockets alive between requests, which Deno's sanitizers would report as leaks.
 const options = { sanitizeOps: false, sanitizeResources: false };
@@ -45,13 +15,7 @@ Deno.test({
     try {
       // The bucket does not exist yet: the store creates it on first use. The smallest part size
       // S3 allows makes the larger objects of the suite go through multipart uploads.
-      const store = new S3Store({
-        url: s3.url,
-        bucket: "conformance",
-        accessKey: "S3RVER",
-        secretKey: "S3RVER",
-        partSize: 5 * 1024 * 1024,
-      });
+      const store = s3.store("conformance", 5 * 1024 * 1024);
       await runStoreConformance(t, store, {
         serverDeviations: {
           // s3rver 3.7.1 lib/stores/filesystem.js: its walk skips folders below a common prefix, so
