@@ -1,0 +1,266 @@
+/**
+ * Native engine: gradient checks by central differences for every head (dropout off), determinism, resume,
+ * arena limits and setWeights errors. Sizes are small and odd (after google-research/bert modeling_test.py)
+ * so a swapped dimension fails loudly: B=3, T=7, V=99, C=32, NH=4, F=37, L=2.
+ */
+import { assert, assertEquals, assertThrows } from "@std/assert";
+import { InvalidArgument } from "../../errors.ts";
+import type { BertConfig } from "../../model/config.ts";
+import type { Batch, HeadSpec } from "../engine.ts";
+import { NativeEngine } from "./native_engine.ts";
+
+const B = 3, T = 7, V = 99, K = 5;
+
+export function tinyConfig(overrides: Partial<BertConfig> = {}): BertConfig {
+  return {
+    vocab_size: V,
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    intermediate_size: 37,
+    hidden_act: "gelu",
+    hidden_dropout_prob: 0.1,
+    attention_probs_dropout_prob: 0.1,
+    max_position_embeddings: 16,
+    type_vocab_size: 2,
+    // larger than BERT's 0.02 so gradients stand well above float32 noise in the differences
+    initializer_range: 0.2,
+    layer_norm_eps: 1e-12,
+    pad_token_id: 0,
+    ...overrides,
+  };
+}
+
+/** Deterministic pseudo-random ints. */
+function ints(n: number, hi: number, seed: number): Int32Array {
+  let s = seed >>> 0;
+  return Int32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s % hi;
+  });
+}
+
+export function tinyBatch(head: HeadSpec, seed = 7): Batch {
+  const NT = B * T;
+  const inputIds = ints(NT, V - 1, seed).map((x) => x + 1);
+  // padding at the end of the last sequence
+  const attentionMask = new Int32Array(NT).fill(1);
+  attentionMask.fill(0, NT - 2);
+  inputIds.fill(0, NT - 2);
+  const tokenTypeIds = Int32Array.from({ length: NT }, (_, i) => (i % T >= 4 ? 1 : 0));
+  const batch: Batch = { B, T, inputIds, tokenTypeIds, attentionMask };
+  const r = ints(NT, 1000, seed + 1);
+  switch (head.task) {
+    case "pretrain":
+      batch.mlmLabels = Int32Array.from(
+        { length: NT },
+        (_, i) => (r[i] % 3 === 0 && attentionMask[i] ? r[i] % V : -100),
+      );
+      batch.mlmLabels[2] = 5; // at least one
+      batch.nspLabels = new Int32Array([0, 1, 1]);
+      break;
+    case "classify":
+    case "pair":
+      batch.labels = new Int32Array([0, 3, 4]);
+      break;
+    case "multilabel":
+      batch.multiLabels = Float32Array.from({ length: B * K }, (_, i) => r[i] % 2);
+      break;
+    case "ner":
+      batch.tokenLabels = Int32Array.from({ length: NT }, (_, i) => {
+        if (!attentionMask[i] || i % T === 0) return -100; // [CLS] and padding ignored
+        return i % 5 === 3 ? -100 : r[i] % K; // a continuation piece now and then
+      });
+      break;
+  }
+  return batch;
+}
+
+function lcgDirection(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s & 1 ? 1 : -1;
+  });
+}
+
+/**
+ * For every parameter tensor: the directional derivative along a random ±1 direction by central differences
+ * against g·d from backward. eps is scaled so the step has norm ~0.05 whatever the tensor size.
+ */
+function gradCheck(head: HeadSpec, kernels: "c" | "ts" = "c"): void {
+  const engine = new NativeEngine({
+    config: tinyConfig(),
+    head,
+    seed: 3,
+    maxBatch: B,
+    maxSeqLen: T,
+    kernels,
+  });
+  const batch = tinyBatch(head);
+  engine.computeGradients(batch, false);
+  const grads = engine.getGradients();
+  const failures: string[] = [];
+  let checked = 0;
+  for (const name of engine.parameterNames()) {
+    const w = engine.parameterView(name);
+    const g = grads.get(name)!.data;
+    const d = lcgDirection(w.length, name.length * 131 + w.length);
+    if (name === "bert.embeddings.word_embeddings.weight") d.fill(0, 0, 32); // padding row: no gradient by design
+    let analytic = 0;
+    for (let i = 0; i < w.length; i++) analytic += g[i] * d[i];
+    const eps = 0.05 / Math.sqrt(w.length);
+    const base = Float32Array.from(w);
+    for (let i = 0; i < w.length; i++) w[i] = base[i] + eps * d[i];
+    const plus = engine.evaluate(batch).loss;
+    for (let i = 0; i < w.length; i++) w[i] = base[i] - eps * d[i];
+    const minus = engine.evaluate(batch).loss;
+    w.set(base);
+    const numeric = (plus - minus) / (2 * eps);
+    const tol = 0.03 * Math.max(Math.abs(analytic), Math.abs(numeric)) + 2e-3;
+    checked++;
+    if (!(Math.abs(numeric - analytic) <= tol)) {
+      failures.push(`${name}: numeric ${numeric.toExponential(4)} analytic ${analytic.toExponential(4)}`);
+    }
+  }
+  engine.dispose();
+  assert(checked > 10);
+  assertEquals(failures, [], `gradient mismatches for ${JSON.stringify(head)}`);
+}
+
+Deno.test("native engine: gradients match finite differences, pretrain head (MLM + NSP)", () => {
+  gradCheck({ task: "pretrain" });
+});
+Deno.test("native engine: gradients match finite differences, classify head", () => {
+  gradCheck({ task: "classify", numLabels: K });
+});
+Deno.test("native engine: gradients match finite differences, pair head", () => {
+  gradCheck({ task: "pair", numLabels: K });
+});
+Deno.test("native engine: gradients match finite differences, multilabel head", () => {
+  gradCheck({ task: "multilabel", numLabels: K });
+});
+Deno.test("native engine: gradients match finite differences, ner head", () => {
+  gradCheck({ task: "ner", numLabels: K });
+});
+Deno.test("native engine: gradients match finite differences, ner head with CRF", () => {
+  gradCheck({ task: "ner", numLabels: K, crf: true });
+});
+Deno.test("native engine: gradients match finite differences with the TypeScript kernels", () => {
+  gradCheck({ task: "pretrain" }, "ts");
+});
+
+function trainRun(steps: number, kernels: "c" | "ts" = "c", resumeAt = -1): Float32Array {
+  const head: HeadSpec = { task: "pretrain" };
+  const opts = {
+    config: tinyConfig(),
+    head,
+    seed: 11,
+    maxBatch: B,
+    maxSeqLen: T,
+    kernels,
+    optimizer: { lr: 1e-3, warmupSteps: 2, totalSteps: steps, gradAccumSteps: 2 },
+  };
+  let engine = new NativeEngine(opts);
+  for (let s = 0; s < steps * 2; s++) {
+    if (s === resumeAt) {
+      // a fresh process: new engine, weights and train state carried over
+      const weights = engine.getWeights(), state = engine.getTrainState();
+      engine.dispose();
+      engine = new NativeEngine({ ...opts, seed: 999 });
+      engine.setWeights(weights);
+      // the RNG state travels as JSON in checkpoints
+      engine.setTrainState({ ...state, rng: JSON.parse(JSON.stringify(state.rng)) });
+    }
+    engine.trainStep(tinyBatch(head, 100 + s));
+  }
+  const flat = Float32Array.from(engine.getWeights().values().flatMap((t) => t.data));
+  engine.dispose();
+  return flat;
+}
+
+Deno.test("native engine: the same seed gives bit-identical weights after N steps", () => {
+  const a = trainRun(4), b = trainRun(4);
+  assertEquals(a, b);
+});
+
+Deno.test("native engine: restoring weights + train state mid-run equals the uninterrupted run", () => {
+  const straight = trainRun(4);
+  const resumed = trainRun(4, "c", 4);
+  assertEquals(resumed, straight);
+});
+
+Deno.test("native engine: C and TypeScript kernels train to the same weights (1e-4)", () => {
+  const c = trainRun(2, "c"), ts = trainRun(2, "ts");
+  let worst = 0;
+  for (let i = 0; i < c.length; i++) worst = Math.max(worst, Math.abs(c[i] - ts[i]));
+  assert(worst < 1e-4, `largest difference ${worst}`);
+});
+
+Deno.test("native engine: a batch over the preallocated size is refused naming both sizes", () => {
+  const engine = new NativeEngine({
+    config: tinyConfig(),
+    head: { task: "classify", numLabels: K },
+    maxBatch: 2,
+    maxSeqLen: 7,
+  });
+  const batch = tinyBatch({ task: "classify", numLabels: K });
+  const err = assertThrows(() => engine.trainStep(batch), InvalidArgument);
+  assert(err.message.includes("21") && err.message.includes("14"), err.message);
+  const long = { ...batch, B: 1, T: 21 };
+  const err2 = assertThrows(() => engine.forward(long), InvalidArgument);
+  assert(err2.message.includes("maxSeqLen = 7") && err2.message.includes("T = 21"), err2.message);
+  engine.dispose();
+});
+
+Deno.test("native engine: setWeights names missing, unexpected and misshapen tensors", () => {
+  const head: HeadSpec = { task: "classify", numLabels: K };
+  const engine = new NativeEngine({ config: tinyConfig(), head, maxBatch: B, maxSeqLen: T });
+  const weights = engine.getWeights();
+  const missing = new Map(weights);
+  missing.delete("bert.encoder.layer.1.output.dense.bias");
+  const e1 = assertThrows(() => engine.setWeights(missing), InvalidArgument);
+  assert(e1.message.includes("bert.encoder.layer.1.output.dense.bias"), e1.message);
+  const extra = new Map(weights);
+  extra.set("bert.encoder.layer.7.output.dense.bias", { shape: [32], data: new Float32Array(32) });
+  const e2 = assertThrows(() => engine.setWeights(extra), InvalidArgument);
+  assert(e2.message.includes("bert.encoder.layer.7.output.dense.bias"), e2.message);
+  const bad = new Map(weights);
+  bad.set("classifier.weight", { shape: [4, 32], data: new Float32Array(128) });
+  const e3 = assertThrows(() => engine.setWeights(bad), InvalidArgument);
+  assert(e3.message.includes("classifier.weight") && e3.message.includes("5,32"), e3.message);
+  // a pretraining checkpoint fine-tunes: head tensors absent with allowMissingHead, cls.* ignored
+  const pretrained = new Map([...weights].filter(([n]) => !n.startsWith("classifier")));
+  pretrained.set("cls.predictions.bias", { shape: [V], data: new Float32Array(V) });
+  engine.setWeights(pretrained, { allowMissingHead: true });
+  assertThrows(() => engine.setWeights(pretrained), InvalidArgument, "classifier.weight");
+  engine.dispose();
+});
+
+Deno.test("native engine: forward outputs have the documented shapes; CRF paths stop at padding", () => {
+  const ner = new NativeEngine({
+    config: tinyConfig(),
+    head: { task: "ner", numLabels: K, crf: true },
+    maxBatch: B,
+    maxSeqLen: T,
+  });
+  const batch = tinyBatch({ task: "ner", numLabels: K });
+  const out = ner.forward(batch, { wantHidden: true });
+  assertEquals(out.logits.length, B * T * K);
+  assertEquals(out.hidden!.length, B * T * 32);
+  assertEquals(out.paths!.length, B * T);
+  assertEquals([...out.paths!.subarray(B * T - 2)], [-1, -1]);
+  assert([...out.paths!.subarray(0, T)].every((k) => k >= 0 && k < K));
+  ner.dispose();
+  const pre = new NativeEngine({
+    config: tinyConfig(),
+    head: { task: "pretrain" },
+    maxBatch: B,
+    maxSeqLen: T,
+  });
+  const p = pre.forward(tinyBatch({ task: "pretrain" }), { mlmLogits: true, wantHidden: true });
+  assertEquals(p.logits.length, B * T * V);
+  assertEquals(p.nspLogits!.length, B * 2);
+  assertEquals(p.pooled!.length, B * 32);
+  pre.dispose();
+});
