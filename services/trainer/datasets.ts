@@ -33,7 +33,9 @@ const FORMATS: LabelledFormat[] = ["csv", "jsonl", "bio", "cluener"];
 export function formatOf(file: string, explicit?: string): LabelledFormat {
   if (explicit) {
     if (!FORMATS.includes(explicit as LabelledFormat)) {
-      throw new InvalidArgument(`format must be one of ${FORMATS.join(", ")}: got ${JSON.stringify(explicit)}`);
+      throw new InvalidArgument(
+        `format must be one of ${FORMATS.join(", ")}: got ${JSON.stringify(explicit)}`,
+      );
     }
     return explicit as LabelledFormat;
   }
@@ -72,7 +74,14 @@ export function parseDataset(
 /** Checks and stores one data file as data set `name`. */
 export async function storeDataset(
   store: ObjectStore,
-  options: { name: string; file: string; bytes: Uint8Array; format?: string; overwrite?: boolean; description?: string },
+  options: {
+    name: string;
+    file: string;
+    bytes: Uint8Array;
+    format?: string;
+    overwrite?: boolean;
+    description?: string;
+  },
 ): Promise<DatasetInfo> {
   validateName(options.name, "header.name");
   const format = formatOf(options.file, options.format);
@@ -86,7 +95,7 @@ export async function storeDataset(
   if (parsed.examples.length === 0) throw new InvalidArgument(`${options.file}: holds no examples`);
   const labels = new Set<string>();
   for (const e of parsed.examples) {
-    if ("tags" in e) for (const t of e.tags) t !== "O" && labels.add(t.slice(2));
+    if ("tags" in e) { for (const t of e.tags) t !== "O" && labels.add(t.slice(2)); }
     else for (const l of e.labels) labels.add(l);
   }
   const fileName = options.file.split("/").pop()!.replace(/[^A-Za-z0-9_.-]/g, "_") || `data.${format}`;

@@ -11,6 +11,8 @@ import { originalIds, type PretrainInstance } from "../shared/shards/format.ts";
 import { pretrainBatch } from "../shared/shards/batch.ts";
 import type { ShardCursor } from "../shared/shards/reader.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
+import { manifestKey } from "../shared/store/publish.ts";
+import { Sha256 } from "../shared/store/hash.ts";
 import { type BatchSource, runTrainingLoop } from "./loop.ts";
 import {
   createJobEngine,
@@ -370,6 +372,5 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
 }
 
 async function manifestHash(store: ObjectStore, shards: string): Promise<string> {
-  const { Sha256 } = await import("../shared/store/hash.ts");
-  return new Sha256().update(await store.get(`shards/${shards}/manifest.json`)).hex();
+  return new Sha256().update(await store.get(manifestKey(`shards/${shards}`))).hex();
 }

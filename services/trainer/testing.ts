@@ -93,7 +93,14 @@ export async function writeTinyShards(
       sepId: 3,
       maskId: 4,
     },
-    corpus: { name: `${name}-corpus`, sha256: "0".repeat(64), bytes: 0, documents: count, sentences: 0, files: [] },
+    corpus: {
+      name: `${name}-corpus`,
+      sha256: "0".repeat(64),
+      bytes: 0,
+      documents: count,
+      sentences: 0,
+      files: [],
+    },
     settings: {
       maxSeqLength: T,
       maxPredictionsPerSeq: Math.ceil(T * 0.15),
