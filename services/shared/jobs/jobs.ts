@@ -466,8 +466,10 @@ export class JobManager {
     let pendingProgress: { done: number; total?: number; message?: string } | null = null;
     const emit = (event: JobEventInput): Promise<void> => {
       if (!event || typeof event.type !== "string" || event.type === "state") {
-        throw new InvalidArgument(
-          `event type must be a string other than "state": got ${JSON.stringify(event?.type)}`,
+        return Promise.reject(
+          new InvalidArgument(
+            `event type must be a string other than "state": got ${JSON.stringify(event?.type)}`,
+          ),
         );
       }
       if (event.progress) record.progress = event.progress;

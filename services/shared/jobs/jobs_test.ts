@@ -298,3 +298,58 @@ Deno.test({
     }
   },
 });
+
+Deno.test("JobManager.close leaves running jobs RUNNING for the next manager; resumes stop after maxAttempts", async () => {
+  await withStore(async (dir) => {
+    let attempts = 0;
+    const crashy = (manager: JobManager) =>
+      manager.register("crashy", {
+        onInterrupted: "resume",
+        maxAttempts: 2,
+        run: async (ctx) => {
+          attempts++;
+          await ctx.emit({ type: "log", message: `attempt ${ctx.resumeInfo.attempt}` });
+          await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+          ctx.signal.throwIfAborted();
+        },
+      });
+    const first = crashy(new JobManager(new LocalStore(dir)));
+    const id = await first.submit("crashy", {});
+    for await (const event of first.watch(id)) if (event.type === "log") break;
+    await first.close(); // a graceful shutdown: the job is not CANCELLED, it waits for recovery
+    assert.equal((await first.get(id)).state, "RUNNING");
+    await assert.rejects(() => first.submit("crashy", {}), /shut down/);
+
+    const second = crashy(new JobManager(new LocalStore(dir)));
+    assert.deepEqual((await second.recover()).resumed, [id]);
+    for await (const event of second.watch(id)) if (event.message === "attempt 2") break;
+    await second.close();
+
+    const third = crashy(new JobManager(new LocalStore(dir)));
+    assert.deepEqual((await third.recover()).failed, [id]);
+    const record = await third.get(id);
+    assert.equal(record.state, "FAILED");
+    assert.match(record.error!.message, /interrupted 2 times \(maxAttempts 2\)/);
+    assert.equal(attempts, 2);
+  });
+});
+
+Deno.test("JobManager.watch: NotFound for unknown jobs, and a signal ends a watch early", async () => {
+  await withStore(async (_dir, store) => {
+    const manager = new JobManager(store, { pollIntervalMs: 10 });
+    await assert.rejects(() => collect(manager.watch("20990101000000000-x-abcdef")), NotFound);
+    const release = gate();
+    manager.register("wait", { run: () => release.promise });
+    const id = await manager.submit("wait", {});
+    const controller = new AbortController();
+    const seen: JobEvent[] = [];
+    for await (const event of manager.watch(id, { signal: controller.signal })) {
+      seen.push(event);
+      if (event.state === "RUNNING") controller.abort();
+    }
+    assert.deepEqual(states(seen), ["QUEUED", "RUNNING"]);
+    release.open();
+    await manager.idle();
+    assert.equal((await manager.get(id)).state, "SUCCEEDED");
+  });
+});

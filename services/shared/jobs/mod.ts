@@ -3,7 +3,7 @@
  * once, persisted under `jobs/<id>/` in the store, watched as a stream of events, cancellable, and
  * recovered after a crash.
  *
- * ```ts
+ * ```ts ignore
  * import { JobManager } from "../shared/jobs/mod.ts";
  * import { storeFromEnv } from "../shared/store/mod.ts";
  *

@@ -40,10 +40,9 @@ export class LocalStore extends BaseStore {
   async put(key: string, data: PutData, _options: PutOptions = {}): Promise<ObjectInfo> {
     validateKey(key);
     const path = this.#path(key);
-    await this.#ensureParent(key, path);
     const temp = `${path}${TEMP_MARKER}${crypto.randomUUID().slice(0, 8)}`;
     const hasher = new Sha256();
-    const file = await Deno.open(temp, { write: true, createNew: true });
+    const file = await this.#createTemp(key, path, temp);
     try {
       try {
         for await (const chunk of chunksOf(data)) {
@@ -71,6 +70,19 @@ export class LocalStore extends BaseStore {
     }
     await syncDirectory(dirname(path));
     return { key, size: hasher.bytes, sha256: hasher.hex(), lastModified: new Date() };
+  }
+
+  /** Creates the parent folders and the temporary file. */
+  async #createTemp(key: string, path: string, temp: string): Promise<Deno.FsFile> {
+    for (let attempt = 1;; attempt++) {
+      await this.#ensureParent(key, path);
+      try {
+        return await Deno.open(temp, { write: true, createNew: true });
+      } catch (error) {
+        // A concurrent delete pruned the folder we just made: make it again.
+        if (!(error instanceof Deno.errors.NotFound) || attempt === 5) throw error;
+      }
+    }
   }
 
   async #ensureParent(key: string, path: string): Promise<void> {

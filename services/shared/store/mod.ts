@@ -2,7 +2,7 @@
  * The object store: one bucket of artifacts (`corpora/`, `vocabs/`, `shards/`, `jobs/`, `models/`)
  * behind one interface, kept in a local folder (the embedded default) or in S3 (MinIO).
  *
- * ```ts
+ * ```ts ignore
  * import { openStore, publish, readManifest, storeFromEnv } from "../shared/store/mod.ts";
  *
  * const store = storeFromEnv(); // BERTFORGE_STORE_DIR or BERTFORGE_S3_*; default .bertforge/store

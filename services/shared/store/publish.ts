@@ -55,7 +55,7 @@ export function manifestKey(prefix: string): string {
  * (shards); {@linkcode publish} does the same in one call for parts already at hand.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const writer = await ArtifactWriter.begin(store, "shards/wiki");
  * await writer.put("00000.bin", shardStream);
  * await writer.commit({ seqLen: 128 }); // the artifact exists from here on
