@@ -1,0 +1,246 @@
+/**
+ * OpenTelemetry tracing for bertforge. Off unless configured by the standard variables
+ * (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `OTEL_TRACES_EXPORTER` =
+ * `otlp`|`console`; `OTEL_SDK_DISABLED=true` wins) or given an exporter (tests pass an in-memory one).
+ * While off, every helper here is a cheap no-op.
+ *
+ * The trace context travels in gRPC metadata as the W3C `traceparent`/`tracestate` headers: the rpc layer
+ * injects it on every client call ({@linkcode tracingClientInterceptor}) and continues it on every server
+ * call ({@linkcode startServerSpan}), so one trace shows bertctl → sharding → tokenizer → store.
+ */
+import {
+  type Attributes,
+  type Context,
+  context,
+  INVALID_SPAN_CONTEXT,
+  propagation,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Tracer,
+} from "@opentelemetry/api";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { Resource } from "@opentelemetry/resources";
+import {
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  SimpleSpanProcessor,
+  type SpanExporter,
+  type SpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
+import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
+import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
+import * as grpc from "@grpc/grpc-js";
+
+export interface TelemetryOptions {
+  /** `service.name` of every span (`bertforge-tokenizer`, `bertctl`, ...). */
+  serviceName: string;
+  /** Export here instead of what the environment says; turns tracing on. */
+  exporter?: SpanExporter;
+  /** Export each span as it ends instead of in batches (tests). @default false, true with `exporter` */
+  simple?: boolean;
+  /** @default Deno.env.get */
+  env?: (name: string) => string | undefined;
+}
+
+export interface Telemetry {
+  readonly enabled: boolean;
+  /** Exports what is buffered. */
+  forceFlush(): Promise<void>;
+  /** Flushes, then unregisters the provider so a later setupTelemetry() can register again. */
+  shutdown(): Promise<void>;
+}
+
+const TRACER_NAME = "bertforge";
+let active: { provider: NodeTracerProvider; serviceName: string } | undefined;
+
+function defaultEnv(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Which exporter the standard variables ask for, or undefined when tracing stays off. */
+export function exporterFromEnv(
+  env: (name: string) => string | undefined = defaultEnv,
+): SpanExporter | undefined {
+  if ((env("OTEL_SDK_DISABLED") ?? "").toLowerCase() === "true") return undefined;
+  const named = (env("OTEL_TRACES_EXPORTER") ?? "").toLowerCase().split(",").map((s) => s.trim()).filter(
+    Boolean,
+  );
+  if (named.includes("none")) return undefined;
+  if (named.includes("console")) return new ConsoleSpanExporter();
+  const endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || env("OTEL_EXPORTER_OTLP_ENDPOINT");
+  // The OTLP/HTTP exporter reads the endpoint, headers and timeout variables itself.
+  if (named.includes("otlp") || endpoint) return new OTLPTraceExporter();
+  return undefined;
+}
+
+/**
+ * Turns tracing on for this process when configured; otherwise returns a disabled handle. Safe to call
+ * once per process (a second call while one is active returns a disabled handle and changes nothing).
+ */
+export function setupTelemetry(options: TelemetryOptions): Telemetry {
+  const exporter = options.exporter ?? exporterFromEnv(options.env ?? defaultEnv);
+  if (!exporter || active) {
+    return { enabled: false, forceFlush: () => Promise.resolve(), shutdown: () => Promise.resolve() };
+  }
+  const simple = options.simple ?? options.exporter !== undefined;
+  const processor: SpanProcessor = simple
+    ? new SimpleSpanProcessor(exporter)
+    : new BatchSpanProcessor(exporter);
+  const provider = new NodeTracerProvider({
+    resource: new Resource({ [ATTR_SERVICE_NAME]: options.serviceName }),
+    spanProcessors: [processor],
+  });
+  // register() installs the AsyncLocalStorage context manager, so the active span follows awaits.
+  provider.register({ propagator: new W3CTraceContextPropagator() });
+  const handle = { provider, serviceName: options.serviceName };
+  active = handle;
+  return {
+    enabled: true,
+    forceFlush: () => provider.forceFlush(),
+    shutdown: async () => {
+      if (active !== handle) return;
+      active = undefined;
+      try {
+        await provider.shutdown();
+      } finally {
+        trace.disable();
+        context.disable();
+        propagation.disable();
+      }
+    },
+  };
+}
+
+/** True while a tracer provider set up here is active. */
+export function tracingEnabled(): boolean {
+  return active !== undefined;
+}
+
+export function tracer(): Tracer {
+  return trace.getTracer(TRACER_NAME);
+}
+
+const metadataSetter = {
+  set(carrier: grpc.Metadata, key: string, value: string) {
+    carrier.set(key, value);
+  },
+};
+
+const metadataGetter = {
+  get(carrier: grpc.Metadata, key: string): string[] | undefined {
+    const values = carrier.get(key);
+    return values.length > 0 ? values.map(String) : undefined;
+  },
+  keys(carrier: grpc.Metadata): string[] {
+    return Object.keys(carrier.getMap());
+  },
+};
+
+/** Writes the trace context of `ctx` into gRPC metadata (`traceparent`, `tracestate`). */
+export function injectTraceContext(metadata: grpc.Metadata, ctx: Context = context.active()): void {
+  propagation.inject(ctx, metadata, metadataSetter);
+}
+
+/** The context a caller sent in gRPC metadata (the root context when it sent none). */
+export function extractTraceContext(metadata: grpc.Metadata): Context {
+  return propagation.extract(context.active(), metadata, metadataGetter);
+}
+
+function rpcAttributes(path: string): Attributes {
+  // path: "/bertforge.v1.TokenizerService/Tokenize"
+  const [service = "", method = ""] = path.replace(/^\//, "").split("/");
+  return { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method };
+}
+
+export interface ServerSpan {
+  /** The context to run the handler in (the span is its active span). */
+  readonly context: Context;
+  readonly span: Span;
+  /** Ends the span with the call's gRPC status. */
+  end(code: number, message?: string): void;
+}
+
+/** Starts the SERVER span of an incoming call, continuing the caller's trace from its metadata. */
+export function startServerSpan(path: string, metadata: grpc.Metadata): ServerSpan {
+  const parent = tracingEnabled() ? extractTraceContext(metadata) : context.active();
+  const span = tracer().startSpan(path.replace(/^\//, ""), {
+    kind: SpanKind.SERVER,
+    attributes: rpcAttributes(path),
+  }, parent);
+  return {
+    context: trace.setSpan(parent, span),
+    span,
+    end(code, message) {
+      span.setAttribute("rpc.grpc.status_code", code);
+      if (code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, ...(message ? { message } : {}) });
+      span.end();
+    },
+  };
+}
+
+/**
+ * A grpc-js client interceptor: each call gets a CLIENT span, child of the active span, and carries its
+ * context to the server in metadata. The rpc layer's client() installs it.
+ */
+export function tracingClientInterceptor(): grpc.Interceptor {
+  return (options, nextCall) => {
+    if (!tracingEnabled()) return new grpc.InterceptingCall(nextCall(options));
+    const path = options.method_definition.path;
+    const parent = context.active();
+    const span = tracer().startSpan(path.replace(/^\//, ""), {
+      kind: SpanKind.CLIENT,
+      attributes: rpcAttributes(path),
+    }, parent);
+    const spanContext = trace.setSpan(parent, span);
+    const call = nextCall(options);
+    return new grpc.InterceptingCall(call, {
+      start(metadata, _listener, next) {
+        injectTraceContext(metadata, spanContext);
+        next(metadata, {
+          onReceiveStatus(status, nextStatus) {
+            span.setAttribute("rpc.grpc.status_code", status.code);
+            if (status.code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: status.details });
+            span.end();
+            nextStatus(status);
+          },
+        });
+      },
+    });
+  };
+}
+
+/**
+ * Runs `fn` inside a new INTERNAL span (a trainer step, a store write), recording a thrown error.
+ * Attributes may be added inside through the span argument (`span.setAttribute("loss", 2.1)`).
+ */
+export async function withSpan<T>(
+  name: string,
+  attributes: Attributes,
+  fn: (span: Span) => Promise<T> | T,
+): Promise<T> {
+  if (!tracingEnabled()) return await fn(trace.wrapSpanContext(INVALID_SPAN_CONTEXT));
+  return await tracer().startActiveSpan(name, { attributes }, async (span) => {
+    try {
+      return await fn(span);
+    } catch (error) {
+      span.recordException(error as Error);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });
+      throw error;
+    } finally {
+      span.end();
+    }
+  });
+}
+
+/** The id of the active trace (32 hex digits), or undefined when none: handy in log lines. */
+export function activeTraceId(): string | undefined {
+  const spanContext = trace.getSpanContext(context.active());
+  return spanContext && trace.isSpanContextValid(spanContext) ? spanContext.traceId : undefined;
+}

@@ -1,0 +1,24 @@
+/**
+ * The trainer service process: `deno run -A services/trainer/main.ts [--port N] [--store DIR] ...` (flags and
+ * variables: services/shared/config/settings.ts). Placeholder until its issue lands: every RPC of
+ * TrainerService answers UNIMPLEMENTED, while health and reflection already work, so the fleet starts.
+ *
+ * Owners: return the real handlers from `handlers()` (keep them in service.ts), open what they need from
+ * `settings` (the store through openConfiguredStore), and keep `start()`'s signature: fleet and the e2e
+ * tests call it.
+ */
+import type { Settings } from "../shared/config/mod.ts";
+import { type Handlers, type RunningServer, serve } from "../shared/rpc/mod.ts";
+import { runMain } from "../shared/rpc/main.ts";
+
+/** The TrainerService handlers by method name; none yet. */
+export function handlers(_settings: Settings): Handlers {
+  return {};
+}
+
+/** Starts the service with these settings; resolves once it listens. */
+export async function start(settings: Settings): Promise<RunningServer> {
+  return await serve({ service: "TrainerService", settings, handlers: handlers(settings) });
+}
+
+if (import.meta.main) await runMain("trainer", start);
