@@ -1,0 +1,189 @@
+/**
+ * `deno task bench train [--arch bert-mini] [--seq-len 128] [--batch 32] [--steps 5] [--backend native]
+ *   [--profile] [--no-torch] [--no-forward] [--vocab 21128] [--threads N]`
+ *
+ * Full MLM+NSP training steps (forward, backward, AdamW) on random ids with 15% masked positions, then the
+ * PyTorch reference (tests/bench/train_torch.py, /usr/bin/python3) on the same config and the ratio, then
+ * forward-only inference against torch.no_grad. Prints compact JSON lines; `--profile` adds the time per
+ * kernel of the measured steps.
+ */
+import { parseArgs } from "@std/cli";
+import { presetConfig } from "../../services/shared/model/config.ts";
+import type { Batch, Engine } from "../../services/shared/engine/engine.ts";
+import { NativeEngine } from "../../services/shared/engine/native/native_engine.ts";
+
+function randomBatch(B: number, T: number, V: number, seed: number): Batch {
+  let s = seed >>> 0;
+  const next = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
+  const NT = B * T;
+  const inputIds = Int32Array.from({ length: NT }, () => 1 + Math.floor(next() * (V - 1)));
+  const mlmLabels = Int32Array.from({ length: NT }, (_, i) => (next() < 0.15 ? inputIds[i] : -100));
+  return {
+    B,
+    T,
+    inputIds,
+    tokenTypeIds: Int32Array.from({ length: NT }, (_, i) => (i % T >= T / 2 ? 1 : 0)),
+    attentionMask: new Int32Array(NT).fill(1),
+    mlmLabels,
+    nspLabels: Int32Array.from({ length: B }, () => (next() < 0.5 ? 1 : 0)),
+  };
+}
+
+/** Peak resident set of this process (VmHWM), in MB. */
+function peakRssMb(): number {
+  try {
+    const status = Deno.readTextFileSync("/proc/self/status");
+    const m = status.match(/VmHWM:\s+(\d+) kB/);
+    if (m) return Math.round(Number(m[1]) / 1024);
+  } catch {
+    // not Linux: fall through to the current RSS
+  }
+  return Math.round(Deno.memoryUsage().rss / 1048576);
+}
+
+async function createEngine(
+  backend: string,
+  options: ConstructorParameters<typeof NativeEngine>[0],
+): Promise<Engine> {
+  if (backend === "native") return new NativeEngine(options);
+  const mod = await import("../../services/shared/engine/tfjs/mod.ts");
+  return await mod.createTfjsEngine({ ...options, backend: backend as "cpu" });
+}
+
+async function torch(args: string[]): Promise<Record<string, unknown> | null> {
+  const script = new URL("./train_torch.py", import.meta.url).pathname;
+  try {
+    const out = await new Deno.Command("/usr/bin/python3", { args: [script, ...args], stderr: "piped" })
+      .output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    if (!out.success || !text) {
+      console.error(`train_torch.py failed: ${new TextDecoder().decode(out.stderr).slice(-500)}`);
+      return null;
+    }
+    return JSON.parse(text.split("\n").at(-1)!);
+  } catch (e) {
+    console.error(`cannot run /usr/bin/python3 for the PyTorch reference: ${(e as Error).message}`);
+    return null;
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, {
+    string: ["arch", "backend"],
+    boolean: ["profile", "torch", "forward"],
+    default: {
+      arch: "bert-mini",
+      "seq-len": 128,
+      batch: 32,
+      steps: 5,
+      warmup: 1,
+      vocab: 21128,
+      backend: "native",
+      profile: false,
+      torch: true,
+      forward: true,
+    },
+    negatable: ["torch", "forward"],
+  });
+  const arch = args.arch, T = Number(args["seq-len"]), B = Number(args.batch), steps = Number(args.steps);
+  const warmup = Number(args.warmup), V = Number(args.vocab), backend = args.backend;
+  const threads = args.threads ? Number(args.threads) : undefined;
+  const config = presetConfig(arch, V);
+  const engine = await createEngine(backend, {
+    config,
+    head: { task: "pretrain" },
+    seed: 1,
+    maxBatch: B,
+    maxSeqLen: T,
+    threads,
+    optimizer: { lr: 1e-4, totalSteps: steps + warmup },
+  });
+  const batches = [0, 1].map((i) => randomBatch(B, T, V, 17 + i));
+  for (let i = 0; i < warmup; i++) engine.trainStep(batches[i % 2]);
+  const native = engine instanceof NativeEngine ? engine : null;
+  native?.setProfiling(args.profile);
+  native?.profile();
+  let loss = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) loss = engine.trainStep(batches[i % 2]).loss;
+  const msPerStep = (performance.now() - t0) / steps;
+  const ours = {
+    bench: "train_step",
+    impl: "bertforge",
+    backend,
+    arch,
+    seq_len: T,
+    batch: B,
+    ms_per_step: Math.round(msPerStep * 10) / 10,
+    tokens_per_s: Math.round((B * T * 1000) / msPerStep),
+    peak_rss_mb: peakRssMb(),
+    loss: Math.round(loss * 1e4) / 1e4,
+    threads: native?.threads,
+    kernels: native?.kernels.impl,
+  };
+  console.log(JSON.stringify(ours));
+  if (native && args.profile) {
+    const prof = native.profile();
+    const perStep = Object.fromEntries(
+      Object.entries(prof).map(([k, v]) => [k, Math.round((v / steps) * 10) / 10]),
+    );
+    console.log(
+      JSON.stringify({ bench: "train_step_profile", impl: "bertforge", backend, ms_per_step: perStep }),
+    );
+  }
+  const common = ["--arch", arch, "--seq-len", String(T), "--batch", String(B), "--vocab", String(V)];
+  if (args.torch) {
+    const ref = await torch([...common, "--steps", String(steps), "--warmup", String(warmup)]);
+    if (ref) {
+      console.log(JSON.stringify(ref));
+      console.log(JSON.stringify({
+        bench: "train_step_ratio",
+        impl: "bertforge",
+        backend,
+        vs: "pytorch",
+        arch,
+        seq_len: T,
+        batch: B,
+        ratio: Math.round((ours.tokens_per_s / (ref.tokens_per_s as number)) * 100) / 100,
+      }));
+    }
+  }
+  if (args.forward) {
+    // inference: batch 32 x 128 (or the training shape when smaller), dropout off
+    const fb = randomBatch(B, T, V, 99);
+    native?.setProfiling(false);
+    engine.forward(fb);
+    const reps = Math.max(3, steps);
+    const f0 = performance.now();
+    for (let i = 0; i < reps; i++) engine.forward(fb);
+    const ms = (performance.now() - f0) / reps;
+    const fwd = {
+      bench: "forward",
+      impl: "bertforge",
+      backend,
+      arch,
+      seq_len: T,
+      batch: B,
+      ms_per_batch: Math.round(ms * 100) / 100,
+      tokens_per_s: Math.round((B * T * 1000) / ms),
+    };
+    console.log(JSON.stringify(fwd));
+    if (args.torch) {
+      const ref = await torch([...common, "--steps", String(reps), "--mode", "forward"]);
+      if (ref) {
+        console.log(JSON.stringify(ref));
+        console.log(JSON.stringify({
+          bench: "forward_ratio",
+          impl: "bertforge",
+          backend,
+          vs: "pytorch",
+          arch,
+          ratio: Math.round((fwd.tokens_per_s / (ref.tokens_per_s as number)) * 100) / 100,
+        }));
+      }
+    }
+  }
+  engine.dispose();
+}
+
+if (import.meta.main) await main(Deno.args);
