@@ -3,7 +3,7 @@
  * pictures and files written beside a published model.
  */
 import type { Engine, EngineOptions } from "../shared/engine/engine.ts";
-import { FailedPrecondition } from "../shared/errors.ts";
+import { createEngine, requestedBackend } from "../shared/engine/select.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { lossCurveSvg, metricCurvesSvg, type Point } from "../shared/report/svg.ts";
 import type { LoopState, TrainerEvent } from "./loop.ts";
@@ -39,25 +39,12 @@ export function setEngineFactory(factory: EngineFactory | null): void {
 
 export async function createJobEngine(options: EngineOptions & { backend?: string }): Promise<Engine> {
   if (engineFactory) return await engineFactory(options);
-  const backend = options.backend || Deno.env.get("BERTFORGE_BACKEND") || "auto";
   const threadsEnv = Number(Deno.env.get("BERTFORGE_THREADS") ?? "");
-  const withThreads = {
+  return await createEngine({
     ...options,
+    backend: requestedBackend(options.backend || undefined),
     ...(options.threads === undefined && threadsEnv > 0 ? { threads: threadsEnv } : {}),
-  };
-  let select: { createEngine?: (o: EngineOptions & { backend: string }) => Promise<Engine> | Engine } | null =
-    null;
-  try {
-    select = await import("../shared/engine/mod.ts");
-  } catch {
-    select = null; // the backend selector is not there: the native engine is the CPU default
-  }
-  if (select?.createEngine) return await select.createEngine({ ...withThreads, backend });
-  if (backend !== "auto" && backend !== "native") {
-    throw new FailedPrecondition(`backend ${backend} is not available in this build (only native)`);
-  }
-  const native = await import("../shared/engine/native/mod.ts");
-  return native.createNativeEngine(withThreads);
+  });
 }
 
 let codeVersionCache: string | undefined;

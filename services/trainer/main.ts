@@ -1,24 +1,48 @@
 /**
- * The trainer service process: `deno run -A services/trainer/main.ts [--port N] [--store DIR] ...` (flags and
- * variables: services/shared/config/settings.ts). Placeholder until its issue lands: every RPC of
- * TrainerService answers UNIMPLEMENTED, while health and reflection already work, so the fleet starts.
+ * The trainer service process: `deno run -A services/trainer/main.ts [--port N] [--store DIR] [--backend B]
+ * [--threads N] ...` (flags and variables: services/shared/config/settings.ts). Default port: base + 3.
  *
- * Owners: return the real handlers from `handlers()` (keep them in service.ts), open what they need from
- * `settings` (the store through openConfiguredStore), and keep `start()`'s signature: fleet and the e2e
- * tests call it.
+ * On start it resumes every job a previous process left unfinished, from the job's last complete
+ * checkpoint; on SIGTERM/SIGINT the running job writes a checkpoint and stays RUNNING in the store, so the
+ * next start picks it up.
  */
-import type { Settings } from "../shared/config/mod.ts";
+import { createLogger, openConfiguredStore, type Settings } from "../shared/config/mod.ts";
 import { type Handlers, type RunningServer, serve } from "../shared/rpc/mod.ts";
 import { runMain } from "../shared/rpc/main.ts";
+import { Trainer } from "./service.ts";
 
-/** The TrainerService handlers by method name; none yet. */
-export function handlers(_settings: Settings): Handlers {
-  return {};
+function trainerFor(settings: Settings): Trainer {
+  return new Trainer({
+    store: openConfiguredStore(settings),
+    ...(settings.backend && settings.backend !== "auto" ? { backend: settings.backend } : {}),
+    ...(settings.threads ? { threads: settings.threads } : {}),
+    log: createLogger("trainer", settings.logLevel),
+  });
 }
 
-/** Starts the service with these settings; resolves once it listens. */
+/** The TrainerService handlers by method name, over a trainer of their own (tests; `start` is the real thing). */
+export function handlers(settings: Settings): Handlers {
+  return trainerFor(settings).handlers();
+}
+
+/** Starts the service with these settings; resolves once it listens and unfinished jobs are queued again. */
 export async function start(settings: Settings): Promise<RunningServer> {
-  return await serve({ service: "TrainerService", settings, handlers: handlers(settings) });
+  const log = createLogger("trainer", settings.logLevel);
+  const trainer = trainerFor(settings);
+  const server = await serve({
+    service: "TrainerService",
+    settings,
+    handlers: trainer.handlers(),
+    onShutdown: async () => {
+      await trainer.close();
+      await trainer.store.close();
+    },
+  });
+  const recovered = await trainer.recover();
+  if (recovered.resumed.length || recovered.requeued.length || recovered.failed.length) {
+    log.info("recovered jobs of a previous run", recovered);
+  }
+  return server;
 }
 
 if (import.meta.main) await runMain("trainer", start);

@@ -1,0 +1,762 @@
+/**
+ * TrainerService handlers (protos/bertforge/v1/trainer.proto): thin translations between proto messages
+ * and the trainer library (pretrain.ts, finetune.ts, models.ts, datasets.ts, evaluate.ts). Jobs run on the
+ * shared JobManager: one at a time, the rest queued, and every unfinished job resumed from its last
+ * complete checkpoint when the service starts again.
+ */
+import { type JobEvent, type JobEventInput, JobManager, type JobRecord } from "../shared/jobs/jobs.ts";
+import type { CallContext, Handlers, Message } from "../shared/rpc/serve.ts";
+import type { ObjectStore } from "../shared/store/store.ts";
+import { FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
+import { type Logger } from "../shared/config/log.ts";
+import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
+import {
+  encodeNerExamples,
+  encodeTextExamples,
+  LabelSet,
+  type NerExample,
+  type TextExample,
+} from "../shared/data/mod.ts";
+import { headFromConfig, loadModelDir } from "../shared/model/checkpoint.ts";
+import type { HeadSpec } from "../shared/engine/engine.ts";
+import { type PretrainJobSpec, resolvePretrainSpec, runPretrainJob } from "./pretrain.ts";
+import { type FinetuneJobSpec, type FinetuneTask, runFinetuneJob, validateFinetuneSpec } from "./finetune.ts";
+import { createJobEngine, formatEvent, type JobOutcome, type TrainerJobContext } from "./jobs.ts";
+import type { TrainerEvent } from "./loop.ts";
+import {
+  freshVersion,
+  listModels,
+  loadModel,
+  modelPrefix,
+  publishModel,
+  resolveModel,
+  validateName,
+} from "./models.ts";
+import { readDataset, storeDataset } from "./datasets.ts";
+import { evaluateFeatures } from "./evaluate.ts";
+import { readManifest } from "../shared/store/publish.ts";
+import { join } from "node:path";
+
+const TASK_ENUM: Record<string, FinetuneTask | "pretrain"> = {
+  TASK_TYPE_PRETRAIN: "pretrain",
+  TASK_TYPE_CLASSIFY: "classify",
+  TASK_TYPE_MULTILABEL: "multilabel",
+  TASK_TYPE_PAIR: "pair",
+  TASK_TYPE_NER: "ner",
+};
+const TASK_NAME: Record<string, string> = Object.fromEntries(
+  Object.entries(TASK_ENUM).map(([k, v]) => [v, k]),
+);
+
+/** A stored job spec: what SubmitJob asked for, with the fields the library takes. */
+export type StoredSpec =
+  | { kind: "pretrain"; name: string; backend?: string; requestId?: string; pretrain: PretrainJobSpec }
+  | { kind: "finetune"; name: string; backend?: string; requestId?: string; finetune: FinetuneJobSpec };
+
+export interface TrainerOptions {
+  store: ObjectStore;
+  /** Default engine backend for jobs that do not name one. */
+  backend?: string;
+  threads?: number;
+  log?: Logger;
+  /** Jobs run at once. @default 1 */
+  concurrency?: number;
+  /** Resumes of one job after crashes before it is failed instead. @default 100 */
+  maxAttempts?: number;
+}
+
+function opt<T>(value: T | null | undefined): T | undefined {
+  return value === null || value === undefined ? undefined : value;
+}
+
+function num(value: unknown): number {
+  return typeof value === "string" ? Number(value) : (value as number) ?? 0;
+}
+
+/** SubmitJobRequest → the spec the job will run with (defaults left to the job, validated now). */
+export function specFromRequest(request: Message): StoredSpec {
+  const name = request.name ?? "";
+  validateName(name, "name");
+  const backend = request.backend || undefined;
+  const requestId = request.request_id || undefined;
+  const common = { name, ...(backend ? { backend } : {}), ...(requestId ? { requestId } : {}) };
+  if (request.pretrain) {
+    const p = request.pretrain;
+    const spec: PretrainJobSpec = {
+      name,
+      shards: p.shards ?? "",
+      steps: num(p.steps),
+      ...(p.arch ? { arch: p.arch } : {}),
+      ...(p.config_json ? { configJson: p.config_json } : {}),
+      ...(num(p.batch_size) ? { batchSize: num(p.batch_size) } : {}),
+      ...(p.learning_rate ? { learningRate: p.learning_rate } : {}),
+      ...(opt(p.warmup_steps) !== undefined ? { warmupSteps: num(p.warmup_steps) } : {}),
+      ...(opt(p.seed) !== undefined ? { seed: num(p.seed) } : {}),
+      ...(num(p.grad_accum) ? { gradAccum: num(p.grad_accum) } : {}),
+      ...(num(p.checkpoint_every) ? { checkpointEvery: num(p.checkpoint_every) } : {}),
+      ...(num(p.eval_every) ? { evalEvery: num(p.eval_every) } : {}),
+      ...(num(p.keep_checkpoints) ? { keepCheckpoints: num(p.keep_checkpoints) } : {}),
+      ...(opt(p.weight_decay) !== undefined ? { weightDecay: p.weight_decay } : {}),
+      ...(p.init_model?.name
+        ? { initModel: { name: p.init_model.name, version: p.init_model.version || undefined } }
+        : {}),
+      ...(p.dynamic_masking ? { dynamicMasking: true } : {}),
+    };
+    if (spec.arch && spec.configJson) {
+      throw new InvalidArgument("pretrain: give arch or config_json, not both");
+    }
+    resolvePretrainSpec(spec); // throws InvalidArgument naming the field
+    return { kind: "pretrain", ...common, pretrain: spec };
+  }
+  if (request.finetune) {
+    const f = request.finetune;
+    const task = TASK_ENUM[f.task ?? ""];
+    if (!task || task === "pretrain") {
+      throw new InvalidArgument(`finetune.task must be CLASSIFY, MULTILABEL, PAIR or NER: got ${f.task}`);
+    }
+    const spec: FinetuneJobSpec = {
+      name,
+      base: { name: f.base?.name ?? "", ...(f.base?.version ? { version: f.base.version } : {}) },
+      task,
+      trainDataset: f.train_dataset ?? "",
+      ...(f.crf ? { crf: true } : {}),
+      ...(f.eval_dataset ? { evalDataset: f.eval_dataset } : {}),
+      ...(num(f.epochs) ? { epochs: num(f.epochs) } : {}),
+      ...(num(f.batch_size) ? { batchSize: num(f.batch_size) } : {}),
+      ...(f.learning_rate ? { learningRate: f.learning_rate } : {}),
+      ...(num(f.max_length) ? { maxLength: num(f.max_length) } : {}),
+      ...(opt(f.seed) !== undefined ? { seed: num(f.seed) } : {}),
+      ...(opt(f.warmup_ratio) !== undefined ? { warmupRatio: f.warmup_ratio } : {}),
+      ...(num(f.early_stopping_patience) ? { earlyStoppingPatience: num(f.early_stopping_patience) } : {}),
+      ...(f.labels?.length ? { labels: [...f.labels] } : {}),
+      ...(opt(f.threshold) !== undefined ? { threshold: f.threshold } : {}),
+      ...(num(f.eval_every) ? { evalEvery: num(f.eval_every) } : {}),
+      ...(num(f.checkpoint_every) ? { checkpointEvery: num(f.checkpoint_every) } : {}),
+    };
+    validateFinetuneSpec(spec);
+    return { kind: "finetune", ...common, finetune: spec };
+  }
+  throw new InvalidArgument("spec must be pretrain or finetune");
+}
+
+/** A trainer event as a JobManager event (type, message, progress, data). */
+export function toJobEvent(event: TrainerEvent): JobEventInput {
+  const message = formatEvent(event);
+  switch (event.type) {
+    case "step":
+      return {
+        type: "progress",
+        message,
+        progress: { done: event.step, total: event.totalSteps, unit: "steps" },
+        data: event,
+      };
+    case "eval":
+      return { type: "eval", message, data: event };
+    case "checkpoint":
+      return { type: "checkpoint", message, data: event };
+    default:
+      return { type: "log", message, data: event };
+  }
+}
+
+const EVENT_TYPE: Record<string, string> = {
+  state: "JOB_EVENT_TYPE_STATE",
+  progress: "JOB_EVENT_TYPE_PROGRESS",
+  eval: "JOB_EVENT_TYPE_EVAL",
+  checkpoint: "JOB_EVENT_TYPE_CHECKPOINT",
+  log: "JOB_EVENT_TYPE_LOG",
+  artifact: "JOB_EVENT_TYPE_ARTIFACT",
+};
+
+function modelRef(
+  model: { name: string; version: string; prefix?: string; sha256?: string; sizeBytes?: number },
+) {
+  return {
+    kind: "ARTIFACT_KIND_MODEL",
+    name: model.name,
+    version: model.version,
+    prefix: `${model.prefix ?? modelPrefix(model.name, model.version)}/`,
+    sha256: model.sha256 ?? "",
+    size_bytes: String(model.sizeBytes ?? 0),
+  };
+}
+
+/** A stored job event → common.proto JobEvent. */
+export function protoEvent(jobId: string, event: JobEvent, state: string, startedAt?: string): Message {
+  const data = (event.data ?? {}) as Record<string, unknown> & Partial<TrainerEvent>;
+  const out: Message = {
+    job_id: jobId,
+    seq: event.seq,
+    time: event.time,
+    type: EVENT_TYPE[event.type] ?? "JOB_EVENT_TYPE_LOG",
+    state: `JOB_STATE_${event.state ?? state}`,
+    message: event.message ?? "",
+    elapsed_seconds: startedAt ? Math.max(0, (Date.parse(event.time) - Date.parse(startedAt)) / 1000) : 0,
+    metrics: {},
+  };
+  if (event.progress) {
+    out.step = String(event.progress.done);
+    out.total = String(event.progress.total ?? 0);
+    out.unit = event.progress.unit ?? "steps";
+  }
+  if (data.type === "step") {
+    out.loss = data.loss;
+    out.learning_rate = data.learningRate;
+    out.tokens_per_s = data.tokensPerSecond;
+    out.eta_seconds = data.etaSeconds;
+    out.epoch = data.epoch;
+    if (data.mlmAccuracy !== undefined) out.mlm_accuracy = data.mlmAccuracy;
+    if (data.nspAccuracy !== undefined) out.nsp_accuracy = data.nspAccuracy;
+    if (data.accuracy !== undefined) out.metrics.accuracy = data.accuracy;
+  } else if (data.type === "eval") {
+    out.step = String(data.step);
+    const metrics = data.metrics as Record<string, number>;
+    for (const [k, v] of Object.entries(metrics)) {
+      if (Number.isFinite(v)) out.metrics[k === "loss" ? "eval_loss" : k] = v;
+    }
+    if (metrics.mlm_accuracy !== undefined) out.mlm_accuracy = metrics.mlm_accuracy;
+    if (metrics.nsp_accuracy !== undefined) out.nsp_accuracy = metrics.nsp_accuracy;
+  } else if (data.type === "checkpoint") {
+    out.step = String(data.step);
+    out.checkpoint = {
+      kind: "ARTIFACT_KIND_CHECKPOINT",
+      name: jobId,
+      version: String(data.step),
+      prefix: data.key,
+    };
+  } else if (event.type === "artifact" && data.model) {
+    out.artifact = modelRef(data.model as JobOutcome["model"]);
+  }
+  return out;
+}
+
+export class Trainer {
+  readonly store: ObjectStore;
+  readonly manager: JobManager;
+  readonly #options: TrainerOptions;
+  readonly #requestIds = new Map<string, string>();
+
+  constructor(options: TrainerOptions) {
+    this.store = options.store;
+    this.#options = options;
+    this.manager = new JobManager(options.store, { concurrency: options.concurrency ?? 1 });
+    const maxAttempts = options.maxAttempts ?? 100;
+    this.manager.register<StoredSpec, JobOutcome>("pretrain", {
+      run: (ctx) => this.#run(ctx.jobId, ctx.spec, ctx.signal, ctx.emit),
+      onInterrupted: "resume",
+      maxAttempts,
+    });
+    this.manager.register<StoredSpec, JobOutcome>("finetune", {
+      run: (ctx) => this.#run(ctx.jobId, ctx.spec, ctx.signal, ctx.emit),
+      onInterrupted: "resume",
+      maxAttempts,
+    });
+  }
+
+  /** Takes over the jobs a previous process left unfinished (they resume from their checkpoints). */
+  recover(): ReturnType<JobManager["recover"]> {
+    return this.manager.recover();
+  }
+
+  async #run(
+    jobId: string,
+    spec: StoredSpec,
+    signal: AbortSignal,
+    emit: (event: JobEventInput) => Promise<void>,
+  ): Promise<JobOutcome> {
+    const ctx: TrainerJobContext = {
+      jobId,
+      store: this.store,
+      signal,
+      emit: (event) => {
+        this.#options.log?.debug(formatEvent(event), { job: jobId });
+        return emit(toJobEvent(event));
+      },
+      ...(spec.backend || this.#options.backend ? { backend: spec.backend || this.#options.backend } : {}),
+      ...(this.#options.threads ? { threads: this.#options.threads } : {}),
+    };
+    const outcome = spec.kind === "pretrain"
+      ? await runPretrainJob(spec.pretrain, ctx)
+      : await runFinetuneJob(spec.finetune, ctx);
+    await emit({
+      type: "artifact",
+      message: `published ${outcome.model.prefix}/`,
+      data: { model: outcome.model },
+    });
+    this.#options.log?.info("job published a model", { job: jobId, model: outcome.model.prefix });
+    return outcome;
+  }
+
+  /** Checks what a spec names exists, so a typo fails SubmitJob with NOT_FOUND instead of a failed job. */
+  async #checkInputs(spec: StoredSpec): Promise<void> {
+    if (spec.kind === "pretrain") {
+      const { ShardSet } = await import("../shared/shards/reader.ts");
+      await ShardSet.open(this.store, spec.pretrain.shards).catch((error) => {
+        if (error instanceof NotFound) {
+          throw new NotFound(`pretrain.shards: no shard set named ${spec.pretrain.shards}`);
+        }
+        throw error;
+      });
+      if (spec.pretrain.initModel) {
+        await resolveModel(this.store, spec.pretrain.initModel, "pretrain.init_model");
+      }
+      return;
+    }
+    const f = spec.finetune;
+    const base = await resolveModel(this.store, f.base, "finetune.base");
+    const config = await this.store.getJson<{ max_position_embeddings?: number }>(
+      `${base.prefix}/config.json`,
+    );
+    if (f.maxLength && config.max_position_embeddings && f.maxLength > config.max_position_embeddings) {
+      throw new InvalidArgument(
+        `finetune.max_length ${f.maxLength} exceeds max_position_embeddings ${config.max_position_embeddings} of ${base.name}/${base.version}`,
+      );
+    }
+    for (
+      const [field, name] of [["finetune.train_dataset", f.trainDataset], [
+        "finetune.eval_dataset",
+        f.evalDataset,
+      ]]
+    ) {
+      if (!name) continue;
+      await readManifest(this.store, `datasets/${name}`).catch((error) => {
+        if (error instanceof NotFound) throw new NotFound(`${field}: no data set named ${name}`);
+        throw error;
+      });
+    }
+  }
+
+  async submit(request: Message): Promise<JobRecord> {
+    const spec = specFromRequest(request);
+    if (spec.requestId) {
+      const known = this.#requestIds.get(spec.requestId) ?? await this.#findRequest(spec.requestId);
+      if (known) return await this.manager.get(known);
+    }
+    await this.#checkInputs(spec);
+    const id = await this.manager.submit(spec.kind, spec);
+    if (spec.requestId) this.#requestIds.set(spec.requestId, id);
+    return await this.manager.get(id);
+  }
+
+  async #findRequest(requestId: string): Promise<string | undefined> {
+    const { jobs } = await this.manager.list({ pageSize: 1000 });
+    for (const job of jobs) {
+      const spec = await this.manager.getSpec<StoredSpec>(job.id).catch(() => null);
+      if (spec?.requestId === requestId) return job.id;
+    }
+    return undefined;
+  }
+
+  async jobMessage(record: JobRecord): Promise<Message> {
+    const spec = await this.manager.getSpec<StoredSpec>(record.id).catch(() => null);
+    const result = record.result as JobOutcome | undefined;
+    const progress: Message | null = record.progress
+      ? {
+        job_id: record.id,
+        type: "JOB_EVENT_TYPE_PROGRESS",
+        state: `JOB_STATE_${record.state}`,
+        step: String(record.progress.done),
+        total: String(record.progress.total ?? 0),
+        unit: record.progress.unit ?? "steps",
+        metrics: {},
+      }
+      : null;
+    let queuePosition = 0;
+    if (record.state === "QUEUED") {
+      const { jobs } = await this.manager.list({ state: "QUEUED", pageSize: 1000 });
+      const queued = jobs.map((j) => j.id).sort();
+      queuePosition = queued.indexOf(record.id) + 1;
+    }
+    return {
+      id: record.id,
+      kind: record.kind,
+      name: spec?.name ?? "",
+      state: `JOB_STATE_${record.state}`,
+      spec_json: spec ? JSON.stringify(spec) : "",
+      created_at: record.createdAt,
+      started_at: record.startedAt ?? "",
+      finished_at: record.finishedAt ?? "",
+      progress,
+      error: record.error ? `${record.error.code}: ${record.error.message}` : "",
+      outputs: result?.model ? [modelRef(result.model)] : [],
+      queue_position: queuePosition,
+      restarts: Math.max(0, record.attempt - 1),
+    };
+  }
+
+  async *watch(jobId: string, afterSeq: number, signal?: AbortSignal): AsyncIterable<Message> {
+    const record = await this.manager.get(jobId);
+    let startedAt = record.startedAt;
+    let state: string = record.state;
+    for await (const event of this.manager.watch(jobId, { afterSeq, ...(signal ? { signal } : {}) })) {
+      if (event.state) state = event.state;
+      if (event.state === "RUNNING" && !startedAt) startedAt = event.time;
+      yield protoEvent(jobId, event, state, startedAt);
+    }
+  }
+
+  handlers(): Handlers {
+    return {
+      SubmitJob: async (request: Message) => ({ job: await this.jobMessage(await this.submit(request)) }),
+      GetJob: async (request: Message) => ({
+        job: await this.jobMessage(await this.manager.get(request.job_id)),
+      }),
+      ListJobs: async (request: Message) => {
+        const states = (request.filter?.states ?? []).map((s: string) => s.replace(/^JOB_STATE_/, ""));
+        const pageSize = Math.min(1000, num(request.page?.page_size) || 100);
+        const { jobs, nextPageToken } = await this.manager.list({
+          pageSize,
+          ...(request.page?.page_token ? { pageToken: request.page.page_token } : {}),
+          ...(states.length === 1 ? { state: states[0] } : {}),
+          ...(request.filter?.kind ? { kind: request.filter.kind } : {}),
+        });
+        const mine = jobs.filter((j) =>
+          (j.kind === "pretrain" || j.kind === "finetune") &&
+          (states.length <= 1 || states.includes(j.state))
+        );
+        return {
+          jobs: await Promise.all(mine.map((j) => this.jobMessage(j))),
+          page: { next_page_token: nextPageToken, total_size: 0 },
+        };
+      },
+      CancelJob: async (request: Message) => ({
+        job: await this.jobMessage(await this.manager.cancel(request.job_id)),
+      }),
+      WatchJob: (request: Message, ctx: CallContext) =>
+        mapStream(this.watch(request.job_id, num(request.after_seq), ctx.signal), (event) => ({ event })),
+      ListModels: async (request: Message) => {
+        const models = await listModels(this.store, request.name || undefined);
+        const pageSize = Math.min(1000, num(request.page?.page_size) || 100);
+        const start = Number(request.page?.page_token || 0);
+        const page = models.slice(start, start + pageSize);
+        return {
+          models: page.map((m) =>
+            modelSummary(m.name, m.version, m.config, m.manifest.metadata, m.sizeBytes, m.manifest.createdAt)
+          ),
+          page: {
+            next_page_token: start + pageSize < models.length ? String(start + pageSize) : "",
+            total_size: models.length,
+          },
+        };
+      },
+      UploadDataset: async (requests: AsyncIterable<Message>) => {
+        const upload = await collectUpload(requests);
+        const [file, bytes] = upload.files[0] ?? [];
+        if (!file || !bytes) throw new InvalidArgument("upload holds no file chunk");
+        if (upload.files.length > 1) {
+          throw new InvalidArgument(`a data set is one file: got ${upload.files.length}`);
+        }
+        const info = await storeDataset(this.store, {
+          name: upload.header.name ?? "",
+          file,
+          bytes,
+          ...(upload.header.format ? { format: upload.header.format } : {}),
+          overwrite: !!upload.header.overwrite,
+          ...(upload.header.description ? { description: upload.header.description } : {}),
+        });
+        return {
+          dataset: {
+            kind: "ARTIFACT_KIND_DATASET",
+            name: info.name,
+            prefix: `datasets/${info.name}/`,
+            sha256: info.sha256,
+            size_bytes: String(bytes.length),
+            version: "",
+          },
+          format: info.format,
+          examples: String(info.examples),
+          labels: info.labels,
+        };
+      },
+      ImportModel: async (requests: AsyncIterable<Message>) => ({
+        model: await this.importModel(await collectUpload(requests)),
+      }),
+      ExportModel: (request: Message, ctx: CallContext) => this.exportModel(request, ctx),
+      Evaluate: (request: Message) => this.evaluate(request),
+    };
+  }
+
+  async importModel(upload: Upload): Promise<Message> {
+    const name = validateName(upload.header.name ?? "", "header.name");
+    const dir = await Deno.makeTempDir({ prefix: "bertforge-import-" });
+    try {
+      for (const [path, bytes] of upload.files) {
+        if (path.includes("..") || path.startsWith("/")) {
+          throw new InvalidArgument(`file path ${path} must be relative`);
+        }
+        const base = path.split("/").pop()!;
+        await Deno.writeFile(join(dir, base), bytes);
+      }
+      const names = upload.files.map(([p]) => p.split("/").pop()!);
+      for (const required of ["config.json", "vocab.txt"]) {
+        if (!names.includes(required)) {
+          throw new InvalidArgument(`import: ${required} is missing from the upload`);
+        }
+      }
+      if (!names.includes("model.safetensors")) {
+        throw new InvalidArgument(
+          names.includes("pytorch_model.bin")
+            ? "import: model.safetensors is missing; pytorch_model.bin is not read: convert it first (python -c \"from transformers import AutoModel; AutoModel.from_pretrained('DIR').save_pretrained('OUT', safe_serialization=True)\")"
+            : "import: model.safetensors is missing from the upload",
+        );
+      }
+      let model;
+      try {
+        model = await loadModelDir(dir);
+      } catch (error) {
+        if (error instanceof NotFound) throw new InvalidArgument(`import: ${error.message}`);
+        throw error;
+      }
+      const vocabSize = model.vocabText.split("\n").filter((l, i, a) => l !== "" || i < a.length - 1).length;
+      if (vocabSize > model.config.vocab_size) {
+        throw new InvalidArgument(
+          `import: vocab.txt has ${vocabSize} tokens but config.json vocab_size is ${model.config.vocab_size}`,
+        );
+      }
+      const head: HeadSpec = model.head ?? { task: "pretrain" };
+      const { expectedTensors } = await import("../shared/model/checkpoint.ts");
+      const missing = [...expectedTensors(model.config, { task: "pretrain" }).keys()]
+        .filter((n) => n.startsWith("bert.") && !n.startsWith("bert.pooler") && !model.weights.has(n));
+      if (missing.length) {
+        throw new InvalidArgument(
+          `import: model.safetensors lacks encoder tensors: ${missing.slice(0, 5).join(", ")}${
+            missing.length > 5 ? ", ..." : ""
+          }`,
+        );
+      }
+      const labels = model.config.id2label && head.task !== "pretrain"
+        ? LabelSet.fromId2Label(model.config.id2label).labels.slice()
+        : undefined;
+      const published = await publishModel(this.store, {
+        name,
+        version: await freshVersion(this.store, name),
+        config: model.config,
+        head,
+        ...(labels ? { labels } : {}),
+        weights: model.weights,
+        vocabText: model.vocabText,
+        ...(model.tokenizerJson !== undefined ? { tokenizerJson: model.tokenizerJson } : {}),
+        extraFiles: {
+          "lineage.json": JSON.stringify(
+            {
+              artifact: { kind: "ARTIFACT_KIND_MODEL", name, prefix: "" },
+              inputs: [],
+              settings: { source: "imported", files: names.join(",") },
+              created_at: new Date().toISOString(),
+            },
+            null,
+            2,
+          ) + "\n",
+        },
+        metadata: { source: "imported" },
+      });
+      const manifest = published.manifest;
+      return modelSummary(
+        name,
+        published.version,
+        await this.store.getJson(`${published.prefix}/config.json`),
+        manifest.metadata,
+        manifest.parts.reduce((a, p) => a + p.size, 0),
+        manifest.createdAt,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }
+
+  async *exportModel(request: Message, ctx: CallContext): AsyncIterable<Message> {
+    const format = request.format === "EXPORT_FORMAT_ONNX" ? "onnx" : "hf";
+    if (format === "onnx") {
+      throw new FailedPrecondition(
+        "export format onnx is not available in this build yet; use EXPORT_FORMAT_HF",
+      );
+    }
+    const resolved = await resolveModel(this.store, {
+      name: request.model?.name ?? "",
+      version: request.model?.version || undefined,
+    });
+    const manifest = await readManifest(this.store, resolved.prefix);
+    const config = await this.store.getJson(`${resolved.prefix}/config.json`);
+    yield {
+      model: modelSummary(
+        resolved.name,
+        resolved.version,
+        config as Record<string, unknown>,
+        manifest.metadata,
+        manifest.parts.reduce((a, p) => a + p.size, 0),
+        manifest.createdAt,
+      ),
+    };
+    const CHUNK = 1 << 20;
+    for (const part of manifest.parts) {
+      const stream = await this.store.getStream(`${resolved.prefix}/${part.name}`);
+      let pending = new Uint8Array(0);
+      for await (const chunk of stream) {
+        if (ctx.signal.aborted) return;
+        const merged = new Uint8Array(pending.length + chunk.length);
+        merged.set(pending);
+        merged.set(chunk, pending.length);
+        pending = merged;
+        while (pending.length >= CHUNK) {
+          yield { file: { path: part.name, data: pending.subarray(0, CHUNK), eof: false, sha256: "" } };
+          pending = pending.slice(CHUNK);
+        }
+      }
+      yield { file: { path: part.name, data: pending, eof: true, sha256: part.sha256 } };
+    }
+  }
+
+  async evaluate(request: Message): Promise<Message> {
+    const ref = { name: request.model?.name ?? "", version: request.model?.version || undefined };
+    const resolved = await resolveModel(this.store, ref, "model");
+    const config = await this.store.getJson<Record<string, unknown>>(`${resolved.prefix}/config.json`);
+    const modelHead = headFromConfig(config as never);
+    const asked = TASK_ENUM[request.task ?? ""];
+    const task = asked ?? modelHead?.task;
+    if (!task || task === "pretrain" || !modelHead || modelHead.task === "pretrain") {
+      throw new FailedPrecondition(
+        `model ${resolved.name}/${resolved.version} has a ${
+          modelHead?.task ?? "bare encoder"
+        } head: evaluation needs a fine-tuned classify, multilabel, pair or ner model`,
+      );
+    }
+    if (modelHead.task !== task) {
+      throw new FailedPrecondition(
+        `model ${resolved.name}/${resolved.version} has a ${modelHead.task} head, not ${task}`,
+      );
+    }
+    const data = await readDataset(this.store, request.dataset ?? "", task, "dataset");
+    const model = await loadModel(this.store, { name: resolved.name, version: resolved.version }, {
+      head: modelHead,
+    });
+    const labels = LabelSet.fromId2Label(model.config.id2label ?? {});
+    const tokenizer = model.tokenizerJson
+      ? WordPieceTokenizer.fromTokenizerJson(model.tokenizerJson)
+      : WordPieceTokenizer.fromVocabText(model.vocabText);
+    const maxLength = num(request.max_length) || num(model.config.bertforge_max_length) || 128;
+    if (maxLength > model.config.max_position_embeddings) {
+      throw new InvalidArgument(
+        `max_length ${maxLength} exceeds max_position_embeddings ${model.config.max_position_embeddings}`,
+      );
+    }
+    const features = task === "ner"
+      ? encodeNerExamples(data.examples as NerExample[], tokenizer, labels, { maxLength }).features
+      : encodeTextExamples(data.examples as TextExample[], tokenizer, labels, { task, maxLength }).features;
+    const B = Math.max(1, Math.min(num(request.batch_size) || 64, features.length));
+    const engine = await createJobEngine({
+      config: model.config,
+      head: modelHead,
+      seed: 0,
+      maxBatch: B,
+      maxSeqLen: maxLength,
+      ...(this.#options.backend ? { backend: this.#options.backend } : {}),
+      ...(this.#options.threads ? { threads: this.#options.threads } : {}),
+    });
+    try {
+      engine.setWeights(model.weights);
+      const threshold = opt(request.threshold) ?? (model.config.bertforge_threshold as number | undefined);
+      const result = evaluateFeatures(engine, modelHead, features, labels.labels, {
+        B,
+        T: maxLength,
+        ids: { cls: tokenizer.clsId, sep: tokenizer.sepId, pad: tokenizer.padId },
+        ...(threshold !== undefined ? { threshold } : {}),
+      });
+      return {
+        model: { name: resolved.name, version: resolved.version },
+        task: TASK_NAME[task],
+        metrics: result.metrics,
+        examples: String(result.examples),
+        per_label: result.perLabel,
+        labels: result.confusion ? labels.labels : [],
+        confusion_matrix: result.confusion ? result.confusion.flat().map(String) : [],
+      };
+    } finally {
+      engine.dispose();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.manager.close();
+  }
+}
+
+function modelSummary(
+  name: string,
+  version: string,
+  config: Record<string, unknown>,
+  metadata: Record<string, unknown>,
+  sizeBytes: number,
+  createdAt: string,
+): Message {
+  const head = headFromConfig(config as never);
+  const id2label = (config.id2label ?? {}) as Record<string, string>;
+  return {
+    model: { name, version },
+    task: TASK_NAME[head?.task ?? "pretrain"] ?? "TASK_TYPE_UNSPECIFIED",
+    labels: head && head.task !== "pretrain"
+      ? Object.keys(id2label).sort((a, b) => Number(a) - Number(b)).map((k) => id2label[k])
+      : [],
+    source: (metadata.source as string) ?? "trained",
+    created_at: createdAt,
+    size_bytes: String(sizeBytes),
+    num_layers: config.num_hidden_layers ?? 0,
+    hidden_size: config.hidden_size ?? 0,
+    num_heads: config.num_attention_heads ?? 0,
+    vocab_size: config.vocab_size ?? 0,
+    max_position_embeddings: config.max_position_embeddings ?? 0,
+    crf: !!config.bertforge_crf,
+  };
+}
+
+interface Upload {
+  header: Message;
+  files: Array<[string, Uint8Array]>;
+}
+
+/** Reads a client-streamed upload: one header, then file chunks (checked against their sha256 when given). */
+async function collectUpload(requests: AsyncIterable<Message>): Promise<Upload> {
+  let header: Message | null = null;
+  const files = new Map<string, Uint8Array[]>();
+  const { Sha256 } = await import("../shared/store/hash.ts");
+  for await (const request of requests) {
+    const chunk = request.chunk ?? request;
+    if (chunk.header) {
+      if (header) throw new InvalidArgument("upload has more than one header");
+      header = chunk.header;
+      continue;
+    }
+    if (!chunk.file) continue;
+    if (!header) throw new InvalidArgument("upload must start with a header");
+    const { path, data, eof, sha256 } = chunk.file;
+    if (!path) throw new InvalidArgument("file.path must be set on every chunk");
+    const parts = files.get(path) ?? [];
+    parts.push(data instanceof Uint8Array ? data : new Uint8Array(data ?? []));
+    files.set(path, parts);
+    if (eof && sha256) {
+      const hasher = new Sha256();
+      for (const p of parts) hasher.update(p);
+      const digest = hasher.hex();
+      if (digest !== sha256) {
+        throw new InvalidArgument(`file ${path}: sha256 ${digest} does not match the sent ${sha256}`);
+      }
+    }
+  }
+  if (!header) throw new InvalidArgument("upload has no header");
+  return {
+    header,
+    files: [...files].map(([path, parts]) => {
+      const total = parts.reduce((a, p) => a + p.length, 0);
+      const out = new Uint8Array(total);
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+      }
+      return [path, out];
+    }),
+  };
+}
+
+async function* mapStream<T, U>(source: AsyncIterable<T>, fn: (item: T) => U): AsyncIterable<U> {
+  for await (const item of source) yield fn(item);
+}
