@@ -12,7 +12,10 @@ if (!host) throw new Error("HOST is required, e.g. HOST=127.0.0.1:50055");
 const scheme = __ENV.SCHEME || "http";
 const model = __ENV.MODEL;
 if (!model) throw new Error("MODEL is required, e.g. MODEL=sentiment (see `bertctl models list`)");
-const endpoint = (__ENV.ENDPOINT || "/v1/models/{model}:classify").replace("{model}", encodeURIComponent(model));
+const endpoint = (__ENV.ENDPOINT || "/v1/models/{model}:classify").replace(
+  "{model}",
+  encodeURIComponent(model),
+);
 const url = `${scheme}://${host}${endpoint}`;
 const p99 = Number(__ENV.P99_MS || 250);
 

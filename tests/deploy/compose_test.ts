@@ -93,8 +93,12 @@ Deno.test("credentials come from the env file: no literal secrets, every require
     }
   }
   const defined = new Set([...envExample.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]));
-  for (const m of text.matchAll(/\$\{([A-Z_]+):\?/g)) assert(defined.has(m[1]), `${m[1]} missing in .env.example`);
-  for (const m of text.matchAll(/\$\{([A-Z_]+)(:-[^}]*)?\}/g)) assert(defined.has(m[1]), `${m[1]} not in .env.example`);
+  for (const m of text.matchAll(/\$\{([A-Z_]+):\?/g)) {
+    assert(defined.has(m[1]), `${m[1]} missing in .env.example`);
+  }
+  for (const m of text.matchAll(/\$\{([A-Z_]+)(:-[^}]*)?\}/g)) {
+    assert(defined.has(m[1]), `${m[1]} not in .env.example`);
+  }
 });
 
 Deno.test("depends_on names existing services and has no cycle; third-party images are pinned", () => {
@@ -135,7 +139,10 @@ Deno.test("the collector pipeline uses only defined components and exports to th
 Deno.test("the GPU override switches the trainer to the CUDA image and reserves NVIDIA GPUs", () => {
   const t = gpu.services.trainer;
   assertEquals(t.build.dockerfile, "deploy/docker/Dockerfile.gpu");
-  assertMatch(Deno.readTextFileSync(`${ROOT}deploy/docker/Dockerfile.gpu`), new RegExp(` AS ${t.build.target}$`, "m"));
+  assertMatch(
+    Deno.readTextFileSync(`${ROOT}deploy/docker/Dockerfile.gpu`),
+    new RegExp(` AS ${t.build.target}$`, "m"),
+  );
   assertEquals(t.environment.BERTFORGE_BACKEND, "tensorflow");
   const dev = t.deploy.resources.reservations.devices[0];
   assertEquals([dev.driver, dev.capabilities], ["nvidia", ["gpu"]]);
@@ -143,21 +150,31 @@ Deno.test("the GPU override switches the trainer to the CUDA image and reserves 
 
 const dockerCompose = (() => {
   try {
-    return new Deno.Command("docker-compose", { args: ["version"], stdout: "null", stderr: "null" }).outputSync()
+    return new Deno.Command("docker-compose", { args: ["version"], stdout: "null", stderr: "null" })
+      .outputSync()
       .success;
   } catch {
     return false;
   }
 })();
-if (!dockerCompose) console.warn("compose_test: docker-compose not found; run `make deploy-tools` for the config check");
+if (!dockerCompose) {
+  console.warn("compose_test: docker-compose not found; run `make deploy-tools` for the config check");
+}
 
 Deno.test({
   name: "docker-compose config accepts compose.yaml, alone and with the GPU override",
   ignore: !dockerCompose,
   async fn() {
     for (const files of [["compose.yaml"], ["compose.yaml", "compose.gpu.yaml"]]) {
-      const args = [...files.flatMap((f) => ["-f", `${ROOT}deploy/${f}`]), "--env-file", `${ROOT}deploy/.env.example`];
-      const out = await new Deno.Command("docker-compose", { args: [...args, "config", "-q"], stderr: "piped" })
+      const args = [
+        ...files.flatMap((f) => ["-f", `${ROOT}deploy/${f}`]),
+        "--env-file",
+        `${ROOT}deploy/.env.example`,
+      ];
+      const out = await new Deno.Command("docker-compose", {
+        args: [...args, "config", "-q"],
+        stderr: "piped",
+      })
         .output();
       assert(out.success, `${files}: ${new TextDecoder().decode(out.stderr)}`);
     }

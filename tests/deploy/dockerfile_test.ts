@@ -109,7 +109,9 @@ for (const [file, targets] of Object.entries(FILES)) {
         if (i.keyword === "ENV" || i.keyword === "ARG") {
           assert(!/(_KEY|PASSWORD|_TOKEN|SECRET)\w*=/.test(i.args), `${file}:${i.line}: ${i.args}`);
         }
-        if (i.keyword === "ADD") assertMatch(i.args, /--checksum=/, `${file}:${i.line}: ADD needs --checksum`);
+        if (i.keyword === "ADD") {
+          assertMatch(i.args, /--checksum=/, `${file}:${i.line}: ADD needs --checksum`);
+        }
         if (i.keyword === "COPY" && !/--from=/.test(i.args)) {
           const paths = i.args.replace(/--\S+\s+/g, "").split(/\s+/).slice(0, -1);
           for (const p of paths) {
@@ -148,7 +150,11 @@ Deno.test("the healthcheck script probes BERTFORGE_PORT and switches to TLS with
 Deno.test("the build context ignore files keep node_modules, .tools and .git out", () => {
   for (const f of ["Dockerfile.dockerignore", "Dockerfile.gpu.dockerignore"]) {
     const lines = Deno.readTextFileSync(`${ROOT}deploy/docker/${f}`).split("\n");
-    assertEquals(lines.find((l) => !l.startsWith("#") && l.trim()), "**", `${f}: start by excluding everything`);
+    assertEquals(
+      lines.find((l) => !l.startsWith("#") && l.trim()),
+      "**",
+      `${f}: start by excluding everything`,
+    );
     assert(lines.includes("**/node_modules"));
   }
 });

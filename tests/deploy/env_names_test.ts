@@ -31,7 +31,9 @@ Deno.test("every BERTFORGE_* variable in deploy/ and charts/ is documented in do
   const documented = namesIn(conventions, "BERTFORGE");
   const missing: string[] = [];
   for (const [path, text] of deployFiles) {
-    for (const name of namesIn(text, "BERTFORGE")) if (!documented.has(name)) missing.push(`${path}: ${name}`);
+    for (const name of namesIn(text, "BERTFORGE")) {
+      if (!documented.has(name)) missing.push(`${path}: ${name}`);
+    }
   }
   assertEquals(missing, []);
 });
