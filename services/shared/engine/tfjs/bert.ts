@@ -47,6 +47,30 @@ function gelu(tf: Tf, x: Tensor2D): Tensor2D {
 }
 
 /**
+ * Row lookup table[ids] whose gradient is a scatter-add. tf.gather's own gradient needs UnsortedSegmentSum, which
+ * the wasm backend lacks; ScatterNd (which sums duplicate indices) it has.
+ */
+export function gatherRows(tf: Tf, table: Tensor2D, ids: Int32Array): Tensor2D {
+  if (tf.getBackend() !== "wasm") return tf.gather(table, tf.tensor1d(ids, "int32")) as Tensor2D;
+  const indices = tf.tensor2d(ids, [ids.length, 1], "int32"); // (n, 1)
+  const shape = table.shape;
+  // The indices go through save(): tensors merely captured would be gone when the tape runs backward.
+  const lookup = tf.customGrad(
+    ((rows: Tensor, idx: Tensor, save: tfTypes.GradSaveFunc) => {
+      save([idx]);
+      return {
+        value: tf.gather(rows, tf.reshape(idx, [ids.length])),
+        gradFunc: (dy: Tensor | Tensor[], saved: Tensor[]) => [
+          tf.scatterND(saved[0]!, dy as Tensor, shape),
+          tf.zerosLike(saved[0]!),
+        ],
+      };
+    }) as unknown as Parameters<Tf["customGrad"]>[0],
+  );
+  return lookup(table, indices) as Tensor2D;
+}
+
+/**
  * Word embedding lookup with HF's padding_idx semantics: the [PAD] row is used in the forward pass but gets no
  * gradient from the lookup (it still gets one through the tied MLM decoder), so at [PAD] positions the row is
  * read as a constant.
@@ -55,7 +79,7 @@ function wordEmbeddings(ctx: RunContext, ids: Int32Array): Tensor2D {
   const { tf, params, config } = ctx;
   const table = params("bert.embeddings.word_embeddings.weight") as Tensor2D; // (V, C)
   const pad = config.pad_token_id;
-  const looked = tf.gather(table, tf.tensor1d(ids, "int32")) as Tensor2D; // (N, C)
+  const looked = gatherRows(tf, table, ids); // (N, C)
   if (!(pad >= 0 && pad < config.vocab_size) || !ids.includes(pad)) return looked;
   const C = config.hidden_size;
   const isPad = tf.tensor2d(Float32Array.from(ids, (id) => (id === pad ? 1 : 0)), [ids.length, 1]);
@@ -76,13 +100,11 @@ export function encode(ctx: RunContext, batch: Batch, withPooler: boolean): Enco
   const positions = new Int32Array(N);
   for (let i = 0; i < N; i++) positions[i] = i % T;
   const words = wordEmbeddings(ctx, batch.inputIds); // (N, C)
-  const pos = tf.gather(
-    params("bert.embeddings.position_embeddings.weight"),
-    tf.tensor1d(positions, "int32"),
-  );
-  const types = tf.gather(
-    params("bert.embeddings.token_type_embeddings.weight"),
-    tf.tensor1d(batch.tokenTypeIds, "int32"),
+  const pos = gatherRows(tf, params("bert.embeddings.position_embeddings.weight") as Tensor2D, positions);
+  const types = gatherRows(
+    tf,
+    params("bert.embeddings.token_type_embeddings.weight") as Tensor2D,
+    batch.tokenTypeIds,
   );
   let x = layerNorm(ctx, tf.addN([words, pos, types]) as Tensor2D, "bert.embeddings.LayerNorm"); // (N, C)
   x = ctx.dropout(x, config.hidden_dropout_prob) as Tensor2D;

@@ -34,6 +34,7 @@ import {
   crfLoss,
   crossEntropy,
   encode,
+  gatherRows,
   headUsesPooler,
   mlmLogits,
   type RunContext,
@@ -104,13 +105,16 @@ export class TfjsEngine implements Engine {
     this.maxSeqLen = options.maxSeqLen;
     this.prefix = `bertforge${engineCount++}/`;
     const weights = initWeights(this.config, this.head, options.seed ?? 0);
-    for (const [name, t] of weights) {
-      this.variables.set(name, tf.variable(tf.tensor(t.data, t.shape), true, this.prefix + name));
-      this.moments.set(name, {
-        m: tf.variable(tf.zeros(t.shape), false, `${this.prefix}${name}/m`),
-        v: tf.variable(tf.zeros(t.shape), false, `${this.prefix}${name}/v`),
-      });
-    }
+    // A variable shares its initial tensor's data; tidy disposes that tensor so dispose() frees everything.
+    tf.tidy(() => {
+      for (const [name, t] of weights) {
+        this.variables.set(name, tf.variable(tf.tensor(t.data, t.shape), true, this.prefix + name));
+        this.moments.set(name, {
+          m: tf.variable(tf.zeros(t.shape), false, `${this.prefix}${name}/m`),
+          v: tf.variable(tf.zeros(t.shape), false, `${this.prefix}${name}/v`),
+        });
+      }
+    });
   }
 
   private context(training: boolean): RunContext {
@@ -160,7 +164,7 @@ export class TfjsEngine implements Engine {
         if (masked.rows.length > 0) {
           const logits = mlmLogits(
             ctx,
-            tf.gather(hidden, tf.tensor1d(masked.rows, "int32")) as tfTypes.Tensor2D,
+            gatherRows(tf, hidden, masked.rows),
           ); // (M, V)
           out.mlmLoss = keep(crossEntropy(tf, logits, masked.labels));
           out.mlmPred = keep(tf.argMax(logits, 1));
@@ -208,7 +212,7 @@ export class TfjsEngine implements Engine {
         const loss = labelled.rows.length > 0
           ? crossEntropy(
             tf,
-            tf.gather(logits, tf.tensor1d(labelled.rows, "int32")) as tfTypes.Tensor2D,
+            gatherRows(tf, logits, labelled.rows),
             labelled.labels,
           )
           : tf.scalar(0);
