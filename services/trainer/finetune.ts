@@ -254,6 +254,7 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
     maxSeqLen: T,
     ...(ctx.backend ? { backend: ctx.backend } : {}),
     ...(ctx.threads ? { threads: ctx.threads } : {}),
+    log: (message) => void ctx.emit({ type: "message", message }),
   });
   try {
     engine.setWeights(base.weights);

@@ -28,7 +28,8 @@ export interface JobOutcome {
   steps: number;
 }
 
-export type EngineFactory = (options: EngineOptions & { backend?: string }) => Promise<Engine>;
+export type JobEngineOptions = EngineOptions & { backend?: string; log?: (message: string) => void };
+export type EngineFactory = (options: JobEngineOptions) => Promise<Engine>;
 
 let engineFactory: EngineFactory | null = null;
 
@@ -37,7 +38,7 @@ export function setEngineFactory(factory: EngineFactory | null): void {
   engineFactory = factory;
 }
 
-export async function createJobEngine(options: EngineOptions & { backend?: string }): Promise<Engine> {
+export async function createJobEngine(options: JobEngineOptions): Promise<Engine> {
   if (engineFactory) return await engineFactory(options);
   const threadsEnv = Number(Deno.env.get("BERTFORGE_THREADS") ?? "");
   return await createEngine({

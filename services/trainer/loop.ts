@@ -217,7 +217,11 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
           }`,
         );
       }
-      if (!state.best || better(value, state.best.value, es.mode)) {
+      const tie = state.best !== null && value === state.best.value;
+      // On a tie of the watched metric (accuracy often saturates), the lower evaluation loss wins.
+      const tieBroken = tie && metrics.loss !== undefined && state.best!.metrics.loss !== undefined &&
+        metrics.loss < state.best!.metrics.loss;
+      if (!state.best || better(value, state.best.value, es.mode) || tieBroken) {
         state.best = { step, value, metrics };
         state.evalsSinceBest = 0;
         isBest = true;
@@ -306,8 +310,11 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
       await emit(event);
     }
     const last = step === totalSteps;
+    const pauseStart = performance.now();
     if ((evalEvery > 0 && step % evalEvery === 0) || last) await runEvaluation();
     if (step % checkpointEvery === 0 || last || state.stoppedEarly) await checkpoint();
+    // Evaluation and checkpoint time is not training time: keep it out of tokens/s.
+    windowStart += performance.now() - pauseStart;
     if (options.signal?.aborted) {
       if (lastCheckpointStep !== step) await checkpoint();
       throw new Cancelled(

@@ -246,6 +246,7 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
     maxSeqLen: T,
     ...(ctx.backend ? { backend: ctx.backend } : {}),
     ...(ctx.threads ? { threads: ctx.threads } : {}),
+    log: (message) => void ctx.emit({ type: "message", message }),
   });
   try {
     engine.setWeights(initial);

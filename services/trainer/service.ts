@@ -651,6 +651,7 @@ export class Trainer {
       maxSeqLen: maxLength,
       ...(this.#options.backend ? { backend: this.#options.backend } : {}),
       ...(this.#options.threads ? { threads: this.#options.threads } : {}),
+      log: (message) => this.#options.log?.debug(message),
     });
     try {
       engine.setWeights(model.weights);

@@ -1,0 +1,217 @@
+import { assert, assertEquals, assertGreater, assertRejects } from "@std/assert";
+import { loadSettings } from "../shared/config/mod.ts";
+import { client, type Message } from "../shared/rpc/mod.ts";
+import { FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
+import { LocalStore } from "../shared/store/local.ts";
+import { start } from "./main.ts";
+import { tinyConfigJson, writeTinyShards } from "./testing.ts";
+
+/** A trainer on a free loopback port over a fresh store folder, with a tiny shard set already in it. */
+async function withTrainer(fn: (rpc: ReturnType<typeof client>, store: LocalStore) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "bf-trainer-svc-" });
+  const store = new LocalStore(dir);
+  await writeTinyShards(store, "tiny", { count: 256 });
+  const settings = loadSettings("trainer", {
+    args: ["--port", "0", "--store", dir, "--threads", "1", "--log-level", "warn"],
+    env: () => undefined,
+  });
+  const server = await start(settings);
+  const rpc = client("TrainerService", server.address, { defaultDeadlineMs: 120_000 });
+  try {
+    await fn(rpc, store);
+  } finally {
+    rpc.close();
+    await server.shutdown("test done");
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function watchToEnd(rpc: ReturnType<typeof client>, jobId: string): Promise<Message[]> {
+  const events: Message[] = [];
+  for await (const response of rpc.serverStream("WatchJob", { job_id: jobId })) events.push(response.event);
+  return events;
+}
+
+async function* upload(name: string, file: string, text: string, format = "") {
+  yield { chunk: { header: { name, format, overwrite: false } } };
+  const bytes = new TextEncoder().encode(text);
+  yield { chunk: { file: { path: file, data: bytes, eof: true } } };
+}
+
+const PRETRAIN = {
+  name: "tiny-bert",
+  pretrain: {
+    shards: "tiny",
+    config_json: tinyConfigJson(),
+    steps: 10,
+    batch_size: 8,
+    learning_rate: 3e-3,
+    checkpoint_every: 5,
+    seed: 1,
+  },
+};
+
+function sentimentCsv(n: number): string {
+  // Token ids 5.. are CJK characters in the tiny vocab: label 1 texts use the first half, label 0 the second.
+  const chars = Array.from({ length: 90 }, (_, i) => String.fromCodePoint(0x4e00 + i));
+  const rows = ["label,text"];
+  for (let i = 0; i < n; i++) {
+    const label = i % 2;
+    const pool = label ? chars.slice(0, 45) : chars.slice(45);
+    const text = Array.from({ length: 6 + (i % 5) }, (_, k) => pool[(i * 7 + k * 3) % pool.length]).join("");
+    rows.push(`${label},${text}`);
+  }
+  return rows.join("\n") + "\n";
+}
+
+Deno.test("TrainerService: pretrain then fine-tune over gRPC, watch events, published models, evaluate, export", () =>
+  withTrainer(async (rpc, store) => {
+    const { job } = await rpc.unary("SubmitJob", PRETRAIN);
+    assertEquals(job.kind, "pretrain");
+    assert(["JOB_STATE_QUEUED", "JOB_STATE_RUNNING"].includes(job.state));
+    const events = await watchToEnd(rpc, job.id);
+    const types = new Set(events.map((e) => e.type));
+    for (
+      const t of [
+        "JOB_EVENT_TYPE_STATE",
+        "JOB_EVENT_TYPE_PROGRESS",
+        "JOB_EVENT_TYPE_CHECKPOINT",
+        "JOB_EVENT_TYPE_ARTIFACT",
+      ]
+    ) {
+      assert(types.has(t), `${t} in ${[...types]}`);
+    }
+    const progress = events.filter((e) =>
+      e.type === "JOB_EVENT_TYPE_PROGRESS" && e.loss !== undefined && e.loss !== null
+    );
+    assertGreater(progress.length, 0);
+    const p = progress.at(-1)!;
+    assertEquals(p.unit, "steps");
+    assertEquals(p.total, "10");
+    assert(p.mlm_accuracy >= 0 && p.nsp_accuracy >= 0 && p.learning_rate >= 0 && p.tokens_per_s > 0);
+    const last = events.at(-1)!;
+    assertEquals(last.state, "JOB_STATE_SUCCEEDED", last.message);
+    const done = (await rpc.unary("GetJob", { job_id: job.id })).job;
+    assertEquals(done.outputs[0].name, "tiny-bert");
+    assertEquals(done.progress.step, "10");
+
+    // Fine-tune the pretrained model on an uploaded data set.
+    const uploaded = await rpc.clientStream("UploadDataset", upload("senti", "senti.csv", sentimentCsv(160)));
+    assertEquals([uploaded.format, uploaded.examples, uploaded.labels], ["csv", "160", ["0", "1"]]);
+    const ft = await rpc.unary("SubmitJob", {
+      name: "tiny-senti",
+      finetune: {
+        base: { name: "tiny-bert" },
+        task: "TASK_TYPE_CLASSIFY",
+        train_dataset: "senti",
+        epochs: 6,
+        batch_size: 16,
+        learning_rate: 3e-3,
+        max_length: 16,
+      },
+    });
+    const ftEvents = await watchToEnd(rpc, ft.job.id);
+    assertEquals(ftEvents.at(-1)!.state, "JOB_STATE_SUCCEEDED", ftEvents.at(-1)!.message);
+    const evalEvents = ftEvents.filter((e) => e.type === "JOB_EVENT_TYPE_EVAL");
+    assertEquals(evalEvents.length, 6, "one evaluation per epoch");
+    assert(evalEvents[0].metrics.accuracy !== undefined);
+
+    const { models } = await rpc.unary("ListModels", {});
+    assertEquals(models.map((m: Message) => m.model.name).sort(), ["tiny-bert", "tiny-senti"]);
+    const senti = models.find((m: Message) => m.model.name === "tiny-senti");
+    assertEquals([senti.task, senti.labels, senti.num_layers], ["TASK_TYPE_CLASSIFY", ["0", "1"], 1]);
+    const prefix = `models/tiny-senti/${senti.model.version}`;
+    for (const file of ["confusion.svg", "loss.svg", "metrics.json", "lineage.json", "tokenizer.json"]) {
+      assert(await store.exists(`${prefix}/${file}`), file);
+    }
+    const config = await store.getJson<Message>(`${prefix}/config.json`);
+    assertEquals(config.id2label, { "0": "0", "1": "1" });
+    assertEquals(config.label2id, { "0": 0, "1": 1 });
+
+    const evaluation = await rpc.unary("Evaluate", { model: { name: "tiny-senti" }, dataset: "senti" });
+    for (const key of ["accuracy", "precision", "recall", "f1", "micro_f1", "macro_f1", "loss"]) {
+      assert(Number.isFinite(evaluation.metrics[key]), key);
+    }
+    assertGreater(evaluation.metrics.accuracy, 0.75, "a separable toy task is learned");
+    assertEquals(evaluation.confusion_matrix.length, 4);
+
+    const files = new Map<string, number>();
+    let first: Message | undefined;
+    for await (
+      const part of rpc.serverStream("ExportModel", {
+        model: { name: "tiny-senti" },
+        format: "EXPORT_FORMAT_HF",
+      })
+    ) {
+      if (part.model) first = part.model;
+      if (part.file) files.set(part.file.path, (files.get(part.file.path) ?? 0) + part.file.data.length);
+    }
+    assertEquals(first?.model.name, "tiny-senti");
+    assertEquals(files.get("model.safetensors"), (await store.stat(`${prefix}/model.safetensors`))!.size);
+  }));
+
+Deno.test("TrainerService: error codes name the problem", () =>
+  withTrainer(async (rpc) => {
+    await assertRejects(
+      () => rpc.unary("SubmitJob", { ...PRETRAIN, pretrain: { ...PRETRAIN.pretrain, shards: "missing" } }),
+      NotFound,
+      "missing",
+    );
+    await assertRejects(
+      () => rpc.unary("SubmitJob", { ...PRETRAIN, pretrain: { ...PRETRAIN.pretrain, steps: 0 } }),
+      InvalidArgument,
+      "steps",
+    );
+    await assertRejects(() => rpc.unary("SubmitJob", { ...PRETRAIN, name: "../x" }), InvalidArgument, "name");
+    await assertRejects(
+      () =>
+        rpc.unary("SubmitJob", {
+          name: "ft",
+          finetune: { base: { name: "nobody" }, task: "TASK_TYPE_CLASSIFY", train_dataset: "senti" },
+        }),
+      NotFound,
+      "finetune.base",
+    );
+    await assertRejects(
+      () =>
+        rpc.unary("SubmitJob", {
+          name: "ft",
+          finetune: {
+            base: { name: "nobody" },
+            task: "TASK_TYPE_CLASSIFY",
+            crf: true,
+            train_dataset: "senti",
+          },
+        }),
+      InvalidArgument,
+      "crf",
+    );
+    await assertRejects(() => rpc.unary("GetJob", { job_id: "20261125150512345-pretrain-abcdef" }), NotFound);
+    await assertRejects(
+      () => rpc.unary("Evaluate", { model: { name: "ghost" }, dataset: "x" }),
+      NotFound,
+      "ghost",
+    );
+    await assertRejects(
+      () => rpc.clientStream("UploadDataset", upload("bad", "bad.csv", "label,text\n1\n")),
+      InvalidArgument,
+      "bad.csv",
+    );
+
+    // A job failing at run time (config does not fit the vocab) ends FAILED with the reason.
+    const { job } = await rpc.unary("SubmitJob", {
+      ...PRETRAIN,
+      pretrain: { ...PRETRAIN.pretrain, config_json: tinyConfigJson({ vocab_size: 500 }) },
+    });
+    const events = await watchToEnd(rpc, job.id);
+    assertEquals(events.at(-1)!.state, "JOB_STATE_FAILED");
+    const failed = (await rpc.unary("GetJob", { job_id: job.id })).job;
+    assert(failed.error.includes("vocab_size 500"), failed.error);
+    await assertRejects(
+      () => rpc.unary("CancelJob", { job_id: job.id }),
+      FailedPrecondition,
+      "already ended",
+    );
+    const pretrained = await rpc.unary("ListModels", { name: "tiny-bert" });
+    assertEquals(pretrained.models, []);
+  }));
