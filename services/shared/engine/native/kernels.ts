@@ -151,8 +151,12 @@ export function erf(x: number): number {
 
 const INV_SQRT2 = 0.7071067811865476;
 const INV_SQRT_2PI = 0.3989422804014327;
-const gelu = (x: number) => 0.5 * x * (1 + erf(x * INV_SQRT2));
-const geluGrad = (x: number) => 0.5 * (1 + erf(x * INV_SQRT2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+/** Phi(x) with the same A&S formula as kernels.c (one exp shared with the density). */
+function normalCdf(x: number): number {
+  return 0.5 * (1 + erf(x * INV_SQRT2));
+}
+const gelu = (x: number) => x * normalCdf(x);
+const geluGrad = (x: number) => normalCdf(x) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
 
 // ------------------------------------------------------------------------------------------ TypeScript
 

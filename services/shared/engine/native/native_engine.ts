@@ -1058,14 +1058,17 @@ export class NativeEngine implements Engine {
     }
     if (M === 0) return { loss: 0, correct: 0, count: 0 };
     this.mlmTransform(M, idx);
+    this.mark("mlm_transform");
     let loss = 0, correct = 0;
     const logits = A.logits, R = this.logitsRows;
     for (let r0 = 0; r0 < M; r0 += R) {
       const rows = Math.min(R, M - r0);
       const z = A.mz.p + 4 * r0 * C;
       this.gemm(false, true, rows, V, C, z, C, P.wte.p, C, 0, logits.p, V);
+      this.mark("gemm_mlm_logits");
       k.biasAdd(logits.a, P.decB.a, rows, V);
       k.softmaxCe(logits.a, lab.subarray(r0, r0 + rows), A.losses.a, A.preds.a, rows, V, scale / M, grad);
+      this.mark("mlm_softmax_ce");
       for (let r = 0; r < rows; r++) {
         loss += A.losses.a[r];
         if (A.preds.a[r] === lab[r0 + r]) correct++;
@@ -1073,8 +1076,11 @@ export class NativeEngine implements Engine {
       if (grad) {
         // logits = z wte^T + bias, so dbias += colsum, dwte += dlogits^T z, dz = dlogits wte
         k.biasGrad(G.decB.a, logits.a, rows, V);
+        this.mark("bias_grad");
         this.gemm(true, false, V, C, rows, logits.p, V, z, C, 1, G.wte.p, C);
+        this.mark("gemm_mlm_dwte");
         this.gemm(false, false, rows, C, V, logits.p, V, P.wte.p, C, 0, A.dPre.p + 4 * r0 * C, C);
+        this.mark("gemm_mlm_dz");
       }
     }
     if (grad) {

@@ -20,6 +20,28 @@
 #define SQRT_2_OVER_PI_INV 0.7071067811865476f /* 1/sqrt(2) */
 #define INV_SQRT_2PI 0.3989422804014327f
 
+/* exp(x) from Cephes' expf polynomial (about 2 ulp), written with plain float and integer operations so loops
+ * that call it vectorize (glibc's vector expf is not always picked up); exact 0 below the float range, so masked
+ * attention entries get exactly zero probability. */
+static inline float fast_expf(float x) {
+  /* ternaries, not fminf/fmaxf: those keep GCC from vectorizing the caller's loop */
+  const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = floorf(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale); /* 2^n */
+  return x < -87.0f ? 0.0f : p * scale;
+}
+
 void bf_set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
 int bf_version(void) { return 1; }
 
@@ -42,6 +64,37 @@ static inline uint32_t draw32(uint32_t seed, uint64_t c) {
 
 static inline uint32_t keep_threshold(float p) { return (uint32_t)((double)p * 4294967296.0); }
 
+/* Applies dropout to n values of `inp` whose counters start at c0, writing residual + kept * scale (or kept * scale
+ * when residual is NULL). Where the high 32 bits of the counter are constant over the block (all but one block in
+ * 2^32 counters) the key is hoisted and the loop is plain 32-bit integer math that the compiler vectorizes. */
+static inline void dropout_block(float* out, const float* inp, const float* bias, const float* residual, int n,
+                                 uint32_t seed, uint64_t c0, uint32_t thresh, float scale) {
+  if ((uint64_t)(uint32_t)c0 + (uint64_t)n <= 0x100000000ULL) {
+    const uint32_t key = mix32(seed ^ mix32((uint32_t)(c0 >> 32) + 0x9e3779b9U));
+    const uint32_t lo0 = (uint32_t)c0;
+    if (residual) {
+      for (int j = 0; j < n; j++) {
+        const uint32_t r = mix32(mix32((lo0 + (uint32_t)j) ^ key) + key);
+        const float v = inp[j] + bias[j];
+        out[j] = residual[j] + (r >= thresh ? v * scale : 0.0f);
+      }
+    } else {
+      for (int j = 0; j < n; j++) {
+        const uint32_t r = mix32(mix32((lo0 + (uint32_t)j) ^ key) + key);
+        out[j] = r >= thresh ? inp[j] * scale : 0.0f;
+      }
+    }
+    return;
+  }
+  for (int j = 0; j < n; j++) {
+    const int keep = draw32(seed, c0 + (uint64_t)j) >= thresh;
+    if (residual) out[j] = residual[j] + (keep ? (inp[j] + bias[j]) * scale : 0.0f);
+    else out[j] = keep ? inp[j] * scale : 0.0f;
+  }
+}
+
+#define DROPOUT_BLOCK 4096
+
 /* out[i] = keep(i) ? in[i] / (1 - p) : 0, keep(i) = draw(offset + i) >= p * 2^32. Backward is the same call on
  * the upstream gradient with the same (seed, offset). In place is fine. */
 void bf_dropout(float* out, const float* inp, int n, float p, uint32_t seed, double offset) {
@@ -52,8 +105,12 @@ void bf_dropout(float* out, const float* inp, int n, float p, uint32_t seed, dou
   const uint64_t base = (uint64_t)offset;
   const uint32_t thresh = keep_threshold(p);
   const float scale = 1.0f / (1.0f - p);
+  const int blocks = (n + DROPOUT_BLOCK - 1) / DROPOUT_BLOCK;
 #pragma omp parallel for schedule(static)
-  for (int i = 0; i < n; i++) out[i] = draw32(seed, base + (uint64_t)i) >= thresh ? inp[i] * scale : 0.0f;
+  for (int k = 0; k < blocks; k++) {
+    const int i0 = k * DROPOUT_BLOCK, len = n - i0 < DROPOUT_BLOCK ? n - i0 : DROPOUT_BLOCK;
+    dropout_block(out + i0, inp + i0, NULL, NULL, len, seed, base + (uint64_t)i0, thresh, scale);
+  }
 }
 
 /* out (N,D) = residual + dropout(inp + bias): the tail of an attention-output or FFN-output block, before LayerNorm. */
@@ -64,13 +121,11 @@ void bf_residual_dropout(float* out, const float* inp, const float* bias, const 
   const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < N; r++) {
-    const float* x = inp + (size_t)r * D;
-    const float* res = residual + (size_t)r * D;
-    float* o = out + (size_t)r * D;
-    for (int j = 0; j < D; j++) {
-      float v = x[j] + bias[j];
-      if (p > 0.0f) v = draw32(seed, base + (uint64_t)r * D + j) >= thresh ? v * scale : 0.0f;
-      o[j] = res[j] + v;
+    const size_t o = (size_t)r * D;
+    if (p > 0.0f) {
+      dropout_block(out + o, inp + o, bias, residual + o, D, seed, base + o, thresh, scale);
+    } else {
+      for (int j = 0; j < D; j++) out[o + j] = residual[o + j] + (inp[o + j] + bias[j]);
     }
   }
 }
@@ -221,10 +276,21 @@ void bf_bias_grad(float* dbias, const float* dout, int N, int D) {
   }
 }
 
-static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * SQRT_2_OVER_PI_INV)); }
+/* Phi(x) = 0.5 (1 + erf(x / sqrt 2)) by Abramowitz & Stegun 7.1.26 (|erf error| < 1.5e-7), written without
+ * branches, so the loops vectorize; kernels.ts uses the same formula. e = exp(-x^2 / 2), shared with phi(x). */
+static inline float normal_cdf(float x, float e) {
+  const float z = fabsf(x) * SQRT_2_OVER_PI_INV;
+  const float t = 1.0f / (1.0f + 0.3275911f * z);
+  const float poly = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
+  const float half_erf = 0.5f - 0.5f * poly * e; /* 0.5 * erf(|x| / sqrt 2) */
+  return 0.5f + (x < 0.0f ? -half_erf : half_erf);
+}
+
+static inline float gelu(float x) { return x * normal_cdf(x, fast_expf(-0.5f * x * x)); }
 /* d/dx x*Phi(x) = Phi(x) + x*phi(x) */
 static inline float gelu_grad(float x) {
-  return 0.5f * (1.0f + erff(x * SQRT_2_OVER_PI_INV)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
+  const float e = fast_expf(-0.5f * x * x);
+  return normal_cdf(x, e) + x * INV_SQRT_2PI * e;
 }
 
 void bf_gelu_fwd(float* out, const float* inp, int n) {
@@ -271,7 +337,7 @@ void bf_softmax_fwd(float* att, const float* addmask, int B, int NH, int T, floa
     }
     float sum = 0.0f;
     for (int j = 0; j < T; j++) {
-      const float e = expf(x[j] - mx);
+      const float e = fast_expf(x[j] - mx);
       x[j] = e;
       sum += e;
     }
@@ -317,13 +383,13 @@ void bf_softmax_ce(float* logits, const int32_t* labels, float* losses, float* p
       if (want_grad) memset(x, 0, sizeof(float) * V);
       continue;
     }
-    double sum = 0.0;
-    for (int j = 0; j < V; j++) sum += expf(x[j] - mx);
-    const float lse = mx + (float)log(sum);
+    float sum = 0.0f;
+    for (int j = 0; j < V; j++) sum += fast_expf(x[j] - mx);
+    const float lse = mx + logf(sum);
     losses[r] = lse - x[y];
     if (want_grad) {
-      const float inv = (float)(1.0 / sum);
-      for (int j = 0; j < V; j++) x[j] = grad_scale * (expf(x[j] - mx) * inv);
+      const float inv = grad_scale / sum;
+      for (int j = 0; j < V; j++) x[j] = fast_expf(x[j] - mx) * inv;
       x[y] -= grad_scale;
     }
   }
