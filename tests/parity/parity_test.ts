@@ -159,18 +159,16 @@ for (const name of CASES) {
   });
 }
 
-Deno.test("tfjs (cpu) matches PyTorch on gradient accumulation over two micro-batches", async () => {
+/** Two micro-batches accumulated into one AdamW step, against PyTorch. */
+async function checkAccumulation(create: (options: EngineOptions) => Promise<Engine>): Promise<void> {
   const dir = join(FIXTURES, "accum");
   const expected = JSON.parse(await Deno.readTextFile(join(dir, "expected.json")));
   const micro = (JSON.parse(await Deno.readTextFile(join(dir, "inputs.json"))) as Record<string, unknown>[])
-    .map(toBatch);
+    .map(
+      toBatch,
+    );
   const model = await loadModelDir(dir);
-  const engine = await createTfjsEngine({
-    config: model.config,
-    head: expected.head,
-    optimizer: expected.optimizer,
-    backend: "cpu",
-  });
+  const engine = await create({ config: model.config, head: expected.head, optimizer: expected.optimizer });
   try {
     engine.setWeights(model.weights);
     engine.trainStep(micro[0]!);
@@ -182,7 +180,10 @@ Deno.test("tfjs (cpu) matches PyTorch on gradient accumulation over two micro-ba
   } finally {
     engine.dispose();
   }
-});
+}
+
+Deno.test("tfjs (cpu) matches PyTorch on gradient accumulation over two micro-batches", () =>
+  checkAccumulation((options) => createTfjsEngine({ ...options, backend: "cpu" })));
 
 Deno.test("checkpoint.ts names and shapes match HF state_dicts for the bert-base-chinese config", async () => {
   const { expectedTensors } = await import("../../services/shared/model/checkpoint.ts");
@@ -221,6 +222,12 @@ async function createNative(options: EngineOptions): Promise<Engine> {
   const mod = await import(nativeModule.href);
   return await mod.createNativeEngine(options);
 }
+
+Deno.test({
+  name: "native matches PyTorch on gradient accumulation over two micro-batches",
+  ignore: !nativePresent,
+  fn: () => checkAccumulation(createNative),
+});
 
 for (const name of CASES) {
   Deno.test({
