@@ -6,6 +6,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { CHART, envOf, find, findHelm, helm, type Manifest, render, validateManifest } from "./_helm.ts";
+import { unknownFields } from "./_strict.ts";
 
 const HELM = findHelm();
 if (!HELM) {
@@ -22,13 +23,20 @@ const podSpec = (d: Manifest) => d.spec.template.spec;
 const container = (d: Manifest) => podSpec(d).containers[0];
 
 Deno.test({
-  name: "chart renders with each values file and every manifest passes the Kubernetes schemas",
+  name: "chart renders with each values file and every manifest passes the Kubernetes schemas, strictly",
   ignore,
   async fn() {
     for (const files of [[], ...VALUES_FILES.map((f) => [f])]) {
       const ms = await render(HELM!, files);
       assert(ms.length >= 10, `${files}: only ${ms.length} manifests`);
-      for (const m of ms) validateManifest(m);
+      for (const m of ms) {
+        validateManifest(m);
+        assertEquals(
+          unknownFields(m),
+          [],
+          `${files}: ${m.kind} ${m.metadata.name} has fields its kind lacks`,
+        );
+      }
       const lint = await helm(HELM!, [
         "lint",
         "--strict",
