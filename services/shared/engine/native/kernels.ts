@@ -112,7 +112,38 @@ export interface Kernels {
   ): void;
   sumsq(x: Float32Array, n: number): number;
   fill(x: Float32Array, n: number, value: number): void;
+  /**
+   * C only: the per-head attention GEMMs as one call, heads in parallel with single-threaded OpenBLAS inside.
+   * Addresses are raw (like Blas.sgemm); strides are in elements; available after attachBlas succeeds.
+   */
+  batchedSgemm?: BatchedSgemm;
+  /** C only: lets the kernel library call the BLAS library at `path` (the one blas_ffi.ts loaded). */
+  attachBlas?(path: string): boolean;
 }
+
+export type BatchedSgemm = (
+  transA: boolean,
+  transB: boolean,
+  M: number,
+  N: number,
+  K: number,
+  a: number,
+  lda: number,
+  strideAb: number,
+  strideAh: number,
+  b: number,
+  ldb: number,
+  strideBb: number,
+  strideBh: number,
+  beta: number,
+  c: number,
+  ldc: number,
+  strideCb: number,
+  strideCh: number,
+  nb: number,
+  nh: number,
+  blasThreads: number,
+) => void;
 
 // ------------------------------------------------------------------------------------------ dropout hash
 
@@ -409,6 +440,34 @@ const C_SYMBOLS = {
     result: "void",
   },
   bf_sumsq: { parameters: ["buffer", "f64"], result: "f64" },
+  bf_attach_blas: { parameters: ["buffer"], result: "i32" },
+  bf_batched_sgemm: {
+    parameters: [
+      "i32", // transA
+      "i32", // transB
+      "i32", // M
+      "i32", // N
+      "i32", // K
+      "f32", // alpha
+      "usize", // A
+      "i32", // lda
+      "f64", // A stride per b
+      "f64", // A stride per h
+      "usize", // B
+      "i32", // ldb
+      "f64",
+      "f64",
+      "f32", // beta
+      "usize", // C
+      "i32", // ldc
+      "f64",
+      "f64",
+      "i32", // nb
+      "i32", // nh
+      "i32", // OpenBLAS threads to restore
+    ],
+    result: "void",
+  },
   bf_fill: { parameters: ["buffer", "f64", "f32"], result: "void" },
 } as const;
 
@@ -466,6 +525,59 @@ export function loadCKernels(): Kernels | null {
       s.bf_adamw(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, gradScale),
     sumsq: (x, n) => s.bf_sumsq(x, n) as number,
     fill: (x, n, value) => s.bf_fill(x, n, value),
+    attachBlas(path: string): boolean {
+      if (s.bf_attach_blas(new TextEncoder().encode(path + "\0")) !== 1) return false;
+      // usize parameters take plain numbers at run time; the declared type says bigint
+      const batched = s.bf_batched_sgemm as unknown as (...args: number[]) => void;
+      kernels.batchedSgemm = (
+        tA,
+        tB,
+        M,
+        N,
+        K,
+        a,
+        lda,
+        sAb,
+        sAh,
+        b,
+        ldb,
+        sBb,
+        sBh,
+        beta,
+        c,
+        ldc,
+        sCb,
+        sCh,
+        nb,
+        nh,
+        th,
+      ) =>
+        batched(
+          tA ? 1 : 0,
+          tB ? 1 : 0,
+          M,
+          N,
+          K,
+          1,
+          a,
+          lda,
+          sAb,
+          sAh,
+          b,
+          ldb,
+          sBb,
+          sBh,
+          beta,
+          c,
+          ldc,
+          sCb,
+          sCh,
+          nb,
+          nh,
+          th,
+        );
+      return true;
+    },
   };
   cLoaded = { kernels, path };
   return kernels;

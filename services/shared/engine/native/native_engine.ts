@@ -29,7 +29,7 @@ import type {
 } from "../engine.ts";
 import { DEFAULT_OPTIMIZER } from "../engine.ts";
 import { addressOf, type Blas, loadBlas } from "./blas_ffi.ts";
-import { draw32, type Kernels, loadKernels } from "./kernels.ts";
+import { type BatchedSgemm, draw32, type Kernels, loadKernels } from "./kernels.ts";
 import { canonicalName, hasPooler, isIgnorableName, type ParamSpec, paramSpecs } from "./params.ts";
 import { crfDecode, crfLoss } from "./crf.ts";
 
@@ -128,6 +128,8 @@ interface Tensors {
 export interface NativeEngineOptions extends EngineOptions {
   /** "ts" forces the TypeScript kernels (tests compare them with the C ones). */
   kernels?: "c" | "ts";
+  /** false: one OpenBLAS call per attention head from TypeScript instead of the C batched loop. @default true */
+  batchedAttention?: boolean;
 }
 
 export class NativeEngine implements Engine {
@@ -171,6 +173,8 @@ export class NativeEngine implements Engine {
   private profileTimes = new Map<string, number>();
   private lastMark = 0;
   private disposed = false;
+  /** the C loop over attention heads, when the kernel library could attach to the BLAS library */
+  private batched: BatchedSgemm | null = null;
 
   constructor(options: NativeEngineOptions) {
     this.config = options.config;
@@ -198,6 +202,9 @@ export class NativeEngine implements Engine {
     this.kernels = loadKernels(options.kernels);
     this.blas.setThreads(this.threads);
     this.kernels.setThreads(this.threads);
+    if (options.batchedAttention !== false && this.kernels.attachBlas?.(this.blas.library)) {
+      this.batched = this.kernels.batchedSgemm ?? null;
+    }
     this.rngSeed = (options.seed ?? 0) >>> 0;
 
     const maxBatch = options.maxBatch ?? 32;
@@ -620,6 +627,76 @@ export class NativeEngine implements Engine {
     this.blas.sgemm(transA, transB, M, N, K, 1, a, lda, b, ldb, beta, c, ldc);
   }
 
+  /**
+   * B*NH GEMMs, one per (sequence b, head h): operand X of (b, h) starts at byte address x + 4*(b*sXb + h*sXh).
+   */
+  private perHead(
+    transA: boolean,
+    transB: boolean,
+    M: number,
+    N: number,
+    K: number,
+    a: number,
+    lda: number,
+    sAb: number,
+    sAh: number,
+    b: number,
+    ldb: number,
+    sBb: number,
+    sBh: number,
+    c: number,
+    ldc: number,
+    sCb: number,
+    sCh: number,
+    B: number,
+    NH: number,
+  ): void {
+    if (this.batched) {
+      this.batched(
+        transA,
+        transB,
+        M,
+        N,
+        K,
+        a,
+        lda,
+        sAb,
+        sAh,
+        b,
+        ldb,
+        sBb,
+        sBh,
+        0,
+        c,
+        ldc,
+        sCb,
+        sCh,
+        B,
+        NH,
+        this.threads,
+      );
+      return;
+    }
+    for (let i = 0; i < B; i++) {
+      for (let h = 0; h < NH; h++) {
+        this.gemm(
+          transA,
+          transB,
+          M,
+          N,
+          K,
+          a + 4 * (i * sAb + h * sAh),
+          lda,
+          b + 4 * (i * sBb + h * sBh),
+          ldb,
+          0,
+          c + 4 * (i * sCb + h * sCh),
+          ldc,
+        );
+      }
+    }
+  }
+
   /** X[L] (NT, C) from the batch; with `train`, dropout on and counters recorded. */
   private encoderForward(batch: Batch, train: boolean): void {
     const k = this.kernels, c = this.config, P = this.P, A = this.A;
@@ -660,13 +737,28 @@ export class NativeEngine implements Engine {
       k.biasAdd(S.qkv.a, W.qkvb.a, NT, C3);
       this.mark("bias_add");
       // scores (B, NH, T, T) = Q K^T per (b, h); Q and K of a head are strided columns of qkv
-      for (let b = 0; b < B; b++) {
-        for (let h = 0; h < NH; h++) {
-          const q = S.qkv.p + 4 * (b * T * C3 + h * HS);
-          const sc = S.att.p + 4 * ((b * NH + h) * T * T);
-          this.gemm(false, true, T, T, HS, q, C3, q + 4 * C, C3, 0, sc, T);
-        }
-      }
+      const TT = T * T, qkvB = T * C3;
+      this.perHead(
+        false,
+        true,
+        T,
+        T,
+        HS,
+        S.qkv.p,
+        C3,
+        qkvB,
+        HS,
+        S.qkv.p + 4 * C,
+        C3,
+        qkvB,
+        HS,
+        S.att.p,
+        T,
+        NH * TT,
+        TT,
+        B,
+        NH,
+      );
       this.mark("gemm_attn_scores");
       const nAtt = B * NH * T * T;
       k.softmaxFwd(S.att.a, am, B, NH, T, scale);
@@ -678,13 +770,28 @@ export class NativeEngine implements Engine {
         this.mark("dropout");
       }
       // atty (NT, C), head h in columns h*HS.. = P_bh (T, T) V_bh (T, HS)
-      for (let b = 0; b < B; b++) {
-        for (let h = 0; h < NH; h++) {
-          const pv = probs.p + 4 * ((b * NH + h) * T * T);
-          const vv = S.qkv.p + 4 * (b * T * C3 + 2 * C + h * HS);
-          this.gemm(false, false, T, HS, T, pv, T, vv, C3, 0, S.atty.p + 4 * (b * T * C + h * HS), C);
-        }
-      }
+      const vBase = S.qkv.p + 4 * 2 * C;
+      this.perHead(
+        false,
+        false,
+        T,
+        HS,
+        T,
+        probs.p,
+        T,
+        NH * TT,
+        TT,
+        vBase,
+        C3,
+        qkvB,
+        HS,
+        S.atty.p,
+        C,
+        T * C,
+        HS,
+        B,
+        NH,
+      );
       this.mark("gemm_attn_values");
       // pre1 = x + dropout(atty Wo^T + bo); x1 = LayerNorm(pre1)
       this.gemm(false, true, NT, C, C, S.atty.p, C, W.attow.p, C, 0, A.tmp.p, C);
@@ -801,29 +908,99 @@ export class NativeEngine implements Engine {
         probs = A.attDrop;
         this.mark("dropout");
       }
-      for (let b = 0; b < B; b++) {
-        for (let h = 0; h < NH; h++) {
-          const dy = dX.p + 4 * (b * T * C + h * HS); // (T, HS) stride C
-          const vv = S.qkv.p + 4 * (b * T * C3 + 2 * C + h * HS);
-          const da = dAtt.p + 4 * ((b * NH + h) * T * T);
-          const pr = probs.p + 4 * ((b * NH + h) * T * T);
-          this.gemm(false, true, T, T, HS, dy, C, vv, C3, 0, da, T); // dprobs' = datty V^T
-          this.gemm(true, false, T, HS, T, pr, T, dy, C, 0, dQKV.p + 4 * (b * T * C3 + 2 * C + h * HS), C3); // dV
-        }
-      }
+      const TT = T * T, qkvB = T * C3;
+      const vBase = S.qkv.p + 4 * 2 * C;
+      // dprobs' (B, NH, T, T) = datty_bh V_bh^T ; dV_bh = probs'^T datty_bh
+      this.perHead(
+        false,
+        true,
+        T,
+        T,
+        HS,
+        dX.p,
+        C,
+        T * C,
+        HS,
+        vBase,
+        C3,
+        qkvB,
+        HS,
+        dAtt.p,
+        T,
+        NH * TT,
+        TT,
+        B,
+        NH,
+      );
+      this.perHead(
+        true,
+        false,
+        T,
+        HS,
+        T,
+        probs.p,
+        T,
+        NH * TT,
+        TT,
+        dX.p,
+        C,
+        T * C,
+        HS,
+        dQKV.p + 4 * 2 * C,
+        C3,
+        qkvB,
+        HS,
+        B,
+        NH,
+      );
       this.mark("gemm_attn_values_bwd");
       if (pA > 0) k.dropout(dAtt.a, dAtt.a, nAtt, pA, seed, siteOf(l, 0));
       k.softmaxBwd(dAtt.a, dAtt.a, S.att.a, B * NH * T, T, scale); // dscores, with the 1/sqrt(HS) folded in
       this.mark("softmax_bwd");
-      for (let b = 0; b < B; b++) {
-        for (let h = 0; h < NH; h++) {
-          const q = S.qkv.p + 4 * (b * T * C3 + h * HS);
-          const ds = dAtt.p + 4 * ((b * NH + h) * T * T);
-          const dq = dQKV.p + 4 * (b * T * C3 + h * HS);
-          this.gemm(false, false, T, HS, T, ds, T, q + 4 * C, C3, 0, dq, C3); // dQ = dS K
-          this.gemm(true, false, T, HS, T, ds, T, q, C3, 0, dq + 4 * C, C3); // dK = dS^T Q
-        }
-      }
+      // dQ = dS K ; dK = dS^T Q
+      const kBase = S.qkv.p + 4 * C;
+      this.perHead(
+        false,
+        false,
+        T,
+        HS,
+        T,
+        dAtt.p,
+        T,
+        NH * TT,
+        TT,
+        kBase,
+        C3,
+        qkvB,
+        HS,
+        dQKV.p,
+        C3,
+        qkvB,
+        HS,
+        B,
+        NH,
+      );
+      this.perHead(
+        true,
+        false,
+        T,
+        HS,
+        T,
+        dAtt.p,
+        T,
+        NH * TT,
+        TT,
+        S.qkv.p,
+        C3,
+        qkvB,
+        HS,
+        dQKV.p + 4 * C,
+        C3,
+        qkvB,
+        HS,
+        B,
+        NH,
+      );
       this.mark("gemm_attn_scores_bwd");
       k.biasGrad(D.qkvb.a, dQKV.a, NT, C3);
       this.mark("bias_grad");

@@ -438,3 +438,39 @@ void bf_fill(float* x, double n_d, float value) {
 #pragma omp parallel for schedule(static)
   for (long i = 0; i < n; i++) x[i] = value;
 }
+
+/* ---------------------------------------------------------------- batched attention GEMMs */
+
+#include <dlfcn.h>
+
+typedef void (*sgemm_fn)(int order, int transA, int transB, int M, int N, int K, float alpha, const float* A,
+                         int lda, const float* B, int ldb, float beta, float* C, int ldc);
+typedef void (*set_threads_fn)(int n);
+static sgemm_fn blas_sgemm = NULL;
+static set_threads_fn blas_set_threads = NULL;
+
+/* Finds cblas_sgemm in the BLAS library the engine loaded (dlopen of a loaded library returns it again). */
+int bf_attach_blas(const char* path) {
+  void* lib = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+  if (!lib) return 0;
+  blas_sgemm = (sgemm_fn)dlsym(lib, "cblas_sgemm");
+  blas_set_threads = (set_threads_fn)dlsym(lib, "openblas_set_num_threads");
+  return blas_sgemm != NULL && blas_set_threads != NULL;
+}
+
+/* The per-head GEMMs of attention, nb*nh of them: matrix (b, h) of X starts at X + b*sXb + h*sXh (elements).
+ * The heads run in parallel on the OpenMP threads with OpenBLAS single-threaded inside, instead of one
+ * 2-thread OpenBLAS call (and one FFI call) per small T x T x HS product. blas_threads restores OpenBLAS. */
+void bf_batched_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float* A, int lda, double sAb,
+                      double sAh, const float* B, int ldb, double sBb, double sBh, float beta, float* C, int ldc,
+                      double sCb, double sCh, int nb, int nh, int blas_threads) {
+  const long aB = (long)sAb, aH = (long)sAh, bB = (long)sBb, bH = (long)sBh, cB = (long)sCb, cH = (long)sCh;
+  blas_set_threads(1);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < nb * nh; i++) {
+    const int b = i / nh, h = i % nh;
+    blas_sgemm(101, transA ? 112 : 111, transB ? 112 : 111, M, N, K, alpha, A + b * aB + h * aH, lda,
+               B + b * bB + h * bH, ldb, beta, C + b * cB + h * cH, ldc);
+  }
+  blas_set_threads(blas_threads);
+}
