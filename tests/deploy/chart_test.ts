@@ -195,7 +195,6 @@ Deno.test({
       const vol = podSpec(d).volumes.find((v: { name: string }) => v.name === "tls");
       assertEquals(vol.secret.secretName, "bertforge-tls");
       assertEquals(envOf(d).get("OTEL_EXPORTER_OTLP_ENDPOINT"), "http://otel-collector.observability:4318");
-      assertEquals(envOf(d).get("OTEL_SERVICE_NAME"), `bertforge-${c.name}`);
     }
   },
 });

@@ -59,7 +59,6 @@ Deno.test("each bertforge service builds its own Dockerfile target and listens o
     assertEquals(published(s.ports).get(PORTS[name]!), PORTS[name], `${name} publishes its gRPC port`);
     assertEquals(s.healthcheck.test, ["CMD", "bertforge-healthcheck"]);
     assertEquals(s.depends_on["create-bucket"].condition, "service_completed_successfully");
-    assertEquals(s.environment.OTEL_SERVICE_NAME, `bertforge-${name}`);
   }
   const inf = compose.services.inference;
   assertEquals(inf.environment.BERTFORGE_HTTP_PORT, "50055");

@@ -170,8 +170,6 @@ tolerations:
 {{- if $root.Values.otel.endpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ $root.Values.otel.endpoint | quote }}
-- name: OTEL_SERVICE_NAME
-  value: {{ printf "bertforge-%s" .component | quote }}
 {{- end }}
 {{- end -}}
 
