@@ -566,43 +566,56 @@ export class Trainer {
 
   async *exportModel(request: Message, ctx: CallContext): AsyncIterable<Message> {
     const format = request.format === "EXPORT_FORMAT_ONNX" ? "onnx" : "hf";
-    if (format === "onnx") {
-      throw new FailedPrecondition(
-        "export format onnx is not available in this build yet; use EXPORT_FORMAT_HF",
-      );
-    }
     const resolved = await resolveModel(this.store, {
       name: request.model?.name ?? "",
       version: request.model?.version || undefined,
     });
     const manifest = await readManifest(this.store, resolved.prefix);
-    const config = await this.store.getJson(`${resolved.prefix}/config.json`);
+    const config = await this.store.getJson<Record<string, unknown>>(`${resolved.prefix}/config.json`);
     yield {
       model: modelSummary(
         resolved.name,
         resolved.version,
-        config as Record<string, unknown>,
+        config,
         manifest.metadata,
         manifest.parts.reduce((a, p) => a + p.size, 0),
         manifest.createdAt,
       ),
     };
-    const CHUNK = 1 << 20;
-    for (const part of manifest.parts) {
-      const stream = await this.store.getStream(`${resolved.prefix}/${part.name}`);
-      let pending = new Uint8Array(0);
-      for await (const chunk of stream) {
-        if (ctx.signal.aborted) return;
-        const merged = new Uint8Array(pending.length + chunk.length);
-        merged.set(pending);
-        merged.set(chunk, pending.length);
-        pending = merged;
-        while (pending.length >= CHUNK) {
-          yield { file: { path: part.name, data: pending.subarray(0, CHUNK), eof: false, sha256: "" } };
-          pending = pending.slice(CHUNK);
-        }
+    if (format === "hf") {
+      for (const part of manifest.parts) {
+        const stream = await this.store.getStream(`${resolved.prefix}/${part.name}`);
+        yield* fileChunks(part.name, stream, part.sha256, ctx.signal);
       }
-      yield { file: { path: part.name, data: pending, eof: true, sha256: part.sha256 } };
+      return;
+    }
+    // ONNX: the graph is built from the weights, then sent with the tokenizer files a runtime needs.
+    const dir = await Deno.makeTempDir({ prefix: "bertforge-onnx-" });
+    try {
+      const model = await loadModel(this.store, { name: resolved.name, version: resolved.version });
+      const { exportOnnx } = await import("../shared/model/onnx/export.ts");
+      const path = join(dir, "model.onnx");
+      await exportOnnx(path, {
+        config: model.config,
+        head: model.head ?? { task: "pretrain" },
+        weights: model.weights,
+      });
+      const { hashFile } = await import("../shared/store/hash.ts");
+      const onnx = await Deno.open(path);
+      yield* fileChunks("model.onnx", onnx.readable, (await hashFile(path)).sha256, ctx.signal);
+      for (const part of manifest.parts) {
+        if (!["config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"].includes(part.name)) {
+          continue;
+        }
+        yield* fileChunks(
+          part.name,
+          await this.store.getStream(`${resolved.prefix}/${part.name}`),
+          part.sha256,
+          ctx.signal,
+        );
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   }
 
@@ -756,6 +769,32 @@ async function collectUpload(requests: AsyncIterable<Message>): Promise<Upload> 
       return [path, out];
     }),
   };
+}
+
+/** A file as ExportModelResponse chunks of 1 MiB, the last one flagged `eof` with the file's sha256. */
+async function* fileChunks(
+  path: string,
+  stream: ReadableStream<Uint8Array>,
+  sha256: string,
+  signal: AbortSignal,
+): AsyncIterable<Message> {
+  const CHUNK = 1 << 20;
+  let pending = new Uint8Array(0);
+  for await (const chunk of stream) {
+    if (signal.aborted) {
+      await stream.cancel().catch(() => {});
+      return;
+    }
+    const merged = new Uint8Array(pending.length + chunk.length);
+    merged.set(pending);
+    merged.set(chunk, pending.length);
+    pending = merged;
+    while (pending.length >= CHUNK) {
+      yield { file: { path, data: pending.subarray(0, CHUNK), eof: false, sha256: "" } };
+      pending = pending.slice(CHUNK);
+    }
+  }
+  yield { file: { path, data: pending, eof: true, sha256 } };
 }
 
 async function* mapStream<T, U>(source: AsyncIterable<T>, fn: (item: T) => U): AsyncIterable<U> {

@@ -148,6 +148,27 @@ Deno.test("TrainerService: pretrain then fine-tune over gRPC, watch events, publ
     }
     assertEquals(first?.model.name, "tiny-senti");
     assertEquals(files.get("model.safetensors"), (await store.stat(`${prefix}/model.safetensors`))!.size);
+
+    const onnx = new Map<string, number>();
+    const onnxStream = rpc.serverStream("ExportModel", {
+      model: { name: "tiny-senti" },
+      format: "EXPORT_FORMAT_ONNX",
+    });
+    for await (const part of onnxStream) {
+      if (part.file) onnx.set(part.file.path, (onnx.get(part.file.path) ?? 0) + part.file.data.length);
+    }
+    assertEquals([...onnx.keys()].sort(), [
+      "config.json",
+      "model.onnx",
+      "tokenizer.json",
+      "tokenizer_config.json",
+      "vocab.txt",
+    ]);
+    assertGreater(
+      onnx.get("model.onnx")!,
+      0.9 * files.get("model.safetensors")!,
+      "the graph carries the weights",
+    );
   }));
 
 Deno.test("TrainerService: error codes name the problem", () =>
