@@ -45,33 +45,42 @@ export function createMaskedLmPredictions(
   rng: Rng,
 ): MaskedLm {
   const { clsId, sepId } = settings;
-  // Candidate groups: one position each, or one whole word each under whole-word masking.
-  const candidates: number[][] = [];
-  for (let i = 0; i < ids.length; i++) {
+  const length = ids.length;
+  // Candidate groups [groupStart[g], groupEnd[g]): one position each, or one whole word each under
+  // whole-word masking (a word never spans [CLS]/[SEP], which are no candidates).
+  const groupStart = scratch(length, 0);
+  const groupEnd = scratch(length, 1);
+  let groups = 0;
+  const wholeWord = settings.wholeWord && wordStarts !== undefined;
+  for (let i = 0; i < length; i++) {
     const id = ids[i]!;
     if (id === clsId || id === sepId) continue;
-    if (settings.wholeWord && wordStarts && candidates.length > 0 && !wordStarts[i]) {
-      candidates[candidates.length - 1]!.push(i);
+    if (wholeWord && groups > 0 && !wordStarts![i] && groupEnd[groups - 1] === i) {
+      groupEnd[groups - 1] = i + 1;
     } else {
-      candidates.push([i]);
+      groupStart[groups] = i;
+      groupEnd[groups] = i + 1;
+      groups++;
     }
   }
-  rng.shuffle(candidates);
+  const order = scratch(groups, 2);
+  for (let g = 0; g < groups; g++) order[g] = g;
+  rng.shuffle(order.subarray(0, groups));
 
   const output = ids.slice();
   const numToPredict = Math.min(
     settings.maxPredictionsPerSeq,
-    Math.max(1, pythonRound(ids.length * settings.maskedLmProb)),
+    Math.max(1, pythonRound(length * settings.maskedLmProb)),
   );
   const chosen: number[] = [];
-  const covered = new Uint8Array(ids.length);
-  for (const group of candidates) {
+  for (let k = 0; k < groups; k++) {
     if (chosen.length >= numToPredict) break;
+    const g = order[k]!;
+    const from = groupStart[g]!, to = groupEnd[g]!;
     // A whole word that would exceed the budget is skipped rather than cut, as the reference does.
-    if (chosen.length + group.length > numToPredict) continue;
-    if (group.some((i) => covered[i])) continue;
-    for (const index of group) {
-      covered[index] = 1;
+    // (Groups are disjoint, so the reference's "already covered" check never fires here.)
+    if (chosen.length + (to - from) > numToPredict) continue;
+    for (let index = from; index < to; index++) {
       // 80% of the time, replace with [MASK]
       if (rng.random() < 0.8) {
         output[index] = settings.maskId;
@@ -89,4 +98,11 @@ export function createMaskedLmPredictions(
   const labels = new Uint32Array(chosen.length);
   for (let k = 0; k < chosen.length; k++) labels[k] = ids[chosen[k]!]!;
   return { inputIds: output, positions, labels };
+}
+
+/** Reusable work arrays (masking runs once per instance; allocating them each time dominated). */
+const scratchArrays: Int32Array[] = [new Int32Array(512), new Int32Array(512), new Int32Array(512)];
+function scratch(length: number, slot: number): Int32Array {
+  if (scratchArrays[slot]!.length < length) scratchArrays[slot] = new Int32Array(length * 2);
+  return scratchArrays[slot]!;
 }

@@ -1,0 +1,259 @@
+/**
+ * One block of documents (raw text) → encoded shard records. The unit of work of a build: workers
+ * run it in parallel, and it depends only on the block's text, its index and the settings, so the
+ * output is the same whatever the number of workers.
+ *
+ * @module
+ */
+import { Jieba } from "@node-rs/jieba";
+import { dict } from "@node-rs/jieba/dict";
+import { type PretrainInstance, recordBytes, writeRecord } from "../shared/shards/format.ts";
+import type { MaskingSettings } from "../shared/shards/masking.ts";
+import { Rng } from "../shared/shards/rng.ts";
+import { CJK, classifyCodePoint } from "../shared/wordpiece/basic.ts";
+import type { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
+import {
+  createInstancesFromDocument,
+  type Document,
+  type InstanceSettings,
+  sentenceCount,
+} from "./instances.ts";
+
+/** The settings a block needs (a subset of the manifest's PretrainingSettings). */
+export interface BlockSettings {
+  seed: number;
+  maxSeqLength: number;
+  maxPredictionsPerSeq: number;
+  maskedLmProb: number;
+  shortSeqProb: number;
+  randomNextProb: number;
+  dupeFactor: number;
+  wholeWordMask: boolean;
+}
+
+export interface BlockStats {
+  documents: number;
+  sentences: number;
+  instances: number;
+  tokens: number;
+  maskedTokens: number;
+  randomNext: number;
+}
+
+export interface BlockResult {
+  index: number;
+  /** Encoded records, back to back, in the block's shuffled order. */
+  records: Uint8Array;
+  /** Start of each record in `records`. */
+  offsets: Uint32Array;
+  stats: BlockStats;
+}
+
+// Terminal punctuation, then any closing quotes or brackets; a Western full stop only before a space.
+const SENTENCE_END = /(?:[。！？!?；]|…+|\.(?=\s))[”’」』）)"'\]]*/g;
+
+/** Splits a line holding a whole document into sentences at Chinese and Western sentence punctuation. */
+export function splitSentences(line: string): string[] {
+  const sentences: string[] = [];
+  let from = 0;
+  for (const match of line.matchAll(SENTENCE_END)) {
+    const end = match.index! + match[0].length;
+    const sentence = line.slice(from, end).trim();
+    if (sentence) sentences.push(sentence);
+    from = end;
+  }
+  const rest = line.slice(from).trim();
+  if (rest) sentences.push(rest);
+  return sentences;
+}
+
+let sharedJieba: Jieba | null = null;
+/** jieba with its default dictionary, loaded once per thread (it takes ~0.5 s). */
+export function defaultJieba(): Jieba {
+  sharedJieba ??= Jieba.withDict(dict);
+  return sharedJieba;
+}
+
+/** UTF-16 length → code point count (what tokenizer offsets count). */
+function codePoints(text: string): number {
+  let count = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit >= 0xdc00 && unit <= 0xdfff) count--;
+  }
+  return count;
+}
+
+/**
+ * Tokenizes the sentences of one document into one flat {@linkcode Document}. `wordStarts` marks the
+ * first piece of every word: WordPiece `##` pieces continue a word, and with `jieba` a Chinese character
+ * continues the jieba word of the character before it (Chinese-BERT-wwm's rule), so whole-word masking
+ * picks all of them or none. Empty sentences (nothing but whitespace or control characters) are left
+ * out, as the reference leaves them out.
+ */
+export class DocumentTokenizer {
+  #ids = new Uint32Array(4096);
+  #wordStarts = new Uint8Array(4096);
+  #length = 0;
+  #sentenceStarts: number[] = [0];
+
+  constructor(readonly tokenizer: WordPieceTokenizer, readonly jieba: Jieba | null) {}
+
+  addSentence(text: string): void {
+    const words = this.tokenizer.tokenizeWords(text);
+    let boundaries: Uint8Array | null = null;
+    if (this.jieba) {
+      boundaries = new Uint8Array(codePoints(text) + 1);
+      let at = 0;
+      for (const word of this.jieba.cut(text, true)) {
+        boundaries[at] = 1;
+        at += codePoints(word);
+      }
+    }
+    let previousCjkEnd = -1;
+    for (const word of words) {
+      const cjk = word.end - word.start === 1 && (classifyCodePoint(word.word.codePointAt(0)!) & CJK) !== 0;
+      const continuesJiebaWord = cjk && boundaries !== null && previousCjkEnd === word.start &&
+        !boundaries[word.start];
+      const ids = word.ids;
+      this.#reserve(ids.length);
+      for (let p = 0; p < ids.length; p++) {
+        this.#ids[this.#length] = ids[p]!;
+        this.#wordStarts[this.#length] = p === 0 && !continuesJiebaWord ? 1 : 0;
+        this.#length++;
+      }
+      previousCjkEnd = cjk ? word.end : -1;
+    }
+    if (this.#length > this.#sentenceStarts[this.#sentenceStarts.length - 1]!) {
+      this.#sentenceStarts.push(this.#length);
+    }
+  }
+
+  /** The document so far (null when it has no tokens); the tokenizer is empty afterwards. */
+  finish(): Document | null {
+    const document = this.#sentenceStarts.length > 1
+      ? {
+        ids: this.#ids.slice(0, this.#length),
+        wordStarts: this.#wordStarts.slice(0, this.#length),
+        sentenceStarts: Uint32Array.from(this.#sentenceStarts),
+      }
+      : null;
+    this.#length = 0;
+    this.#sentenceStarts = [0];
+    return document;
+  }
+
+  #reserve(extra: number): void {
+    if (this.#length + extra <= this.#ids.length) return;
+    const size = Math.max(this.#ids.length * 2, this.#length + extra);
+    const ids = new Uint32Array(size), wordStarts = new Uint8Array(size);
+    ids.set(this.#ids.subarray(0, this.#length));
+    wordStarts.set(this.#wordStarts.subarray(0, this.#length));
+    this.#ids = ids;
+    this.#wordStarts = wordStarts;
+  }
+}
+
+/** Growable byte buffer of encoded records. */
+class RecordBuffer {
+  bytes = new Uint8Array(1 << 20);
+  view = new DataView(this.bytes.buffer);
+  length = 0;
+  offsets: number[] = [];
+
+  constructor(readonly idBytes: 2 | 4) {}
+
+  add(instance: PretrainInstance): void {
+    const need = recordBytes(instance, this.idBytes);
+    if (this.length + need > this.bytes.length) {
+      const grown = new Uint8Array(Math.max(this.bytes.length * 2, this.length + need));
+      grown.set(this.bytes.subarray(0, this.length));
+      this.bytes = grown;
+      this.view = new DataView(grown.buffer);
+    }
+    this.offsets.push(this.length);
+    this.length = writeRecord(this.view, this.length, instance, this.idBytes);
+  }
+}
+
+/**
+ * Turns the documents of block `index` (each a list of lines) into shuffled, encoded records: documents
+ * shuffled, `dupeFactor` passes over them with fresh masks, instances shuffled, as the reference does
+ * over its whole corpus, here within the block.
+ */
+export function processBlock(
+  index: number,
+  rawDocuments: readonly string[][],
+  tokenizer: WordPieceTokenizer,
+  settings: BlockSettings,
+  idBytes: 2 | 4,
+): BlockResult {
+  const jieba = settings.wholeWordMask ? defaultJieba() : null;
+  const stats: BlockStats = {
+    documents: 0,
+    sentences: 0,
+    instances: 0,
+    tokens: 0,
+    maskedTokens: 0,
+    randomNext: 0,
+  };
+  const documents: Document[] = [];
+  const documentTokenizer = new DocumentTokenizer(tokenizer, jieba);
+  for (const lines of rawDocuments) {
+    // A document given as one line is split into its sentences, so NSP still sees sentence boundaries.
+    const texts = lines.length === 1 ? splitSentences(lines[0]!) : lines;
+    for (const text of texts) documentTokenizer.addSentence(text);
+    const document = documentTokenizer.finish();
+    if (document) {
+      documents.push(document);
+      stats.sentences += sentenceCount(document);
+    }
+  }
+  stats.documents = documents.length;
+
+  const rng = Rng.seeded(settings.seed, index);
+  rng.shuffle(documents);
+  const masking: MaskingSettings = {
+    maskedLmProb: settings.maskedLmProb,
+    maxPredictionsPerSeq: settings.maxPredictionsPerSeq,
+    vocabSize: tokenizer.idToToken.length,
+    maskId: tokenizer.maskId,
+    clsId: tokenizer.clsId,
+    sepId: tokenizer.sepId,
+    wholeWord: settings.wholeWordMask,
+  };
+  const instanceSettings: InstanceSettings = {
+    maxSeqLength: settings.maxSeqLength,
+    shortSeqProb: settings.shortSeqProb,
+    randomNextProb: settings.randomNextProb,
+    masking,
+  };
+  const buffer = new RecordBuffer(idBytes);
+  const emit = (instance: PretrainInstance) => {
+    buffer.add(instance);
+    stats.instances++;
+    stats.tokens += instance.inputIds.length;
+    stats.maskedTokens += instance.maskedPositions.length;
+    if (instance.isRandomNext) stats.randomNext++;
+  };
+  for (let dupe = 0; dupe < settings.dupeFactor; dupe++) {
+    for (let d = 0; d < documents.length; d++) {
+      createInstancesFromDocument(documents, d, instanceSettings, rng, emit);
+    }
+  }
+
+  // The reference shuffles its instances before writing; records are moved, not re-encoded.
+  const order = Array.from(buffer.offsets.keys());
+  rng.shuffle(order);
+  const records = new Uint8Array(buffer.length);
+  const offsets = new Uint32Array(order.length);
+  let at = 0;
+  order.forEach((k, i) => {
+    const start = buffer.offsets[k]!;
+    const end = k + 1 < buffer.offsets.length ? buffer.offsets[k + 1]! : buffer.length;
+    offsets[i] = at;
+    records.set(buffer.bytes.subarray(start, end), at);
+    at += end - start;
+  });
+  return { index, records, offsets, stats };
+}

@@ -1,0 +1,39 @@
+/**
+ * A build worker: holds a tokenizer (and jieba for whole-word masking) and turns blocks of documents
+ * into encoded records (block.ts). Messages: `init` once, then `block`s; every reply carries the block
+ * index, since the builder writes blocks in index order whatever order they finish in.
+ *
+ * @module
+ */
+/// <reference lib="deno.worker" />
+import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
+import { type BlockSettings, processBlock } from "./block.ts";
+
+export type WorkerRequest =
+  | { type: "init"; vocabText: string; lowercase: boolean; settings: BlockSettings; idBytes: 2 | 4 }
+  | { type: "block"; index: number; documents: string[][] };
+
+let tokenizer: WordPieceTokenizer | null = null;
+let settings: BlockSettings | null = null;
+let idBytes: 2 | 4 = 2;
+
+self.onmessage = (event: MessageEvent<WorkerRequest>) => {
+  const message = event.data;
+  try {
+    if (message.type === "init") {
+      tokenizer = WordPieceTokenizer.fromVocabText(message.vocabText, { lowercase: message.lowercase });
+      settings = message.settings;
+      idBytes = message.idBytes;
+      return;
+    }
+    if (!tokenizer || !settings) throw new Error("build worker got a block before init");
+    const result = processBlock(message.index, message.documents, tokenizer, settings, idBytes);
+    self.postMessage({ type: "result", result }, [
+      result.records.buffer as ArrayBuffer,
+      result.offsets.buffer as ArrayBuffer,
+    ]);
+  } catch (error) {
+    const index = message.type === "block" ? message.index : -1;
+    self.postMessage({ type: "error", index, message: (error as Error)?.stack ?? String(error) });
+  }
+};

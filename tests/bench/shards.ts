@@ -1,0 +1,221 @@
+/**
+ * `deno task bench shards [--mb 100] [--seq-len 128] [--dupe-factor 1] [--workers 2] [--wwm] [--vocab FILE]`
+ *
+ * Builds pretraining shards from a corpus of at least `--mb` MB made of the chinese-poetry package (every
+ * Tang and Song poem a document, one verse couplet a line, repeated until the size is reached), into a
+ * temporary local store, and prints
+ * `{"bench":"shards_build","impl":"bertforge","mb_per_s":..,"instances_per_s":..,"peak_rss_mb":..,...}`.
+ * The same run encodes the same text with the WordPiece tokenizer on as many threads
+ * (`{"bench":"shards_build","impl":"tokenizer_encode",...}`) and reports the ratio of text tokens per
+ * second, the issue's target being >= 0.7.
+ */
+import { parseArgs } from "@std/cli";
+import { join } from "@std/path";
+import { buildPretrainingShards, corpusFromFiles } from "../../services/sharding/build.ts";
+import { documentText, type Poem, readPoems } from "../../services/cli/demo/poetry.ts";
+import { LocalStore } from "../../services/shared/store/local.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const SHARED_VOCAB = join(ROOT, "../shared/data/bert-base-chinese/vocab.txt");
+
+/** Writes the poetry corpus, repeated up to `mb` MB; returns its size in bytes. */
+async function writeCorpus(path: string, mb: number): Promise<number> {
+  const encoder = new TextEncoder();
+  using file = await Deno.open(path, { write: true, create: true, truncate: true });
+  const dir = join(ROOT, "node_modules", "chinese-poetry", "dist", "quantangshi");
+  const chunks: Uint8Array[] = [];
+  for (const dynasty of ["tang", "song"] as const) {
+    let batch: string[] = [];
+    for await (const poem of readPoems(dir, dynasty)) {
+      batch.push(documentText(poem as Poem));
+      if (batch.length === 5000) {
+        chunks.push(encoder.encode(batch.join("\n\n") + "\n\n"));
+        batch = [];
+      }
+    }
+    if (batch.length) chunks.push(encoder.encode(batch.join("\n\n") + "\n\n"));
+  }
+  let written = 0;
+  while (written < mb * 1e6) {
+    for (const chunk of chunks) {
+      await file.write(chunk);
+      written += chunk.byteLength;
+      if (written >= mb * 1e6) break;
+    }
+  }
+  return written;
+}
+
+/** A vocab for machines without ../shared/data: specials plus every character of the corpus head. */
+async function characterVocab(path: string): Promise<string> {
+  const text = new TextDecoder().decode((await Deno.readFile(path)).subarray(0, 20_000_000));
+  const chars = new Set([...text.replace(/\s/g, "")]);
+  return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ...[...chars].sort()].join("\n");
+}
+
+async function tokenizerThroughput(vocabText: string, path: string, bytes: number, threads: number) {
+  // Cut the file at line breaks into one range per thread.
+  const cuts = [0];
+  using file = await Deno.open(path);
+  for (let t = 1; t < threads; t++) {
+    await file.seek(Math.floor((bytes * t) / threads), Deno.SeekMode.Start);
+    const probe = new Uint8Array(65536);
+    const n = (await file.read(probe)) ?? 0;
+    const nl = probe.subarray(0, n).indexOf(10);
+    cuts.push(Math.floor((bytes * t) / threads) + nl + 1);
+  }
+  cuts.push(bytes);
+  const started = performance.now();
+  const results = await Promise.all(
+    cuts.slice(0, -1).map((from, t) =>
+      new Promise<{ tokens: number }>((resolve, reject) => {
+        const worker = new Worker(new URL("./shards_tokenize_worker.ts", import.meta.url).href, {
+          type: "module",
+        });
+        worker.onmessage = (event) => {
+          resolve(event.data);
+          worker.terminate();
+        };
+        worker.onerror = (event) => reject(new Error(event.message));
+        worker.postMessage({ vocabText, path, from, to: cuts[t + 1]! });
+      })
+    ),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const tokens = results.reduce((sum, r) => sum + r.tokens, 0);
+  return { tokens, seconds };
+}
+
+/** Peak resident memory of this process so far (Linux VmHWM), in MB; sampled RSS elsewhere. */
+async function peakRssMb(sampled: number): Promise<number> {
+  try {
+    const status = await Deno.readTextFile("/proc/self/status");
+    const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1]);
+    if (kb > 0) return Math.round(kb / 1024);
+  } catch { /* not Linux */ }
+  return Math.round(sampled / 1e6);
+}
+
+/** The build alone, in its own process so that its peak RSS is the build's (`--child`). */
+async function buildChild(flags: Record<string, string>, wwm: boolean): Promise<void> {
+  const vocabText = await Deno.readTextFile(flags.vocab!);
+  const store = new LocalStore(flags.store!);
+  let sampled = Deno.memoryUsage().rss;
+  const sampler = setInterval(() => (sampled = Math.max(sampled, Deno.memoryUsage().rss)), 100);
+  const started = performance.now();
+  const manifest = await buildPretrainingShards({
+    store,
+    name: "bench",
+    corpus: corpusFromFiles([flags.corpus!], "chinese-poetry"),
+    vocab: { text: vocabText, name: flags["vocab-name"]! },
+    settings: {
+      maxSeqLength: Number(flags["seq-len"]),
+      dupeFactor: Number(flags["dupe-factor"]),
+      wholeWordMask: wwm,
+    },
+    workers: Number(flags.workers),
+  });
+  const seconds = (performance.now() - started) / 1000;
+  clearInterval(sampler);
+  console.log(
+    JSON.stringify({
+      seconds,
+      instances: manifest.instances,
+      shards: manifest.shards.length,
+      peakRssMb: await peakRssMb(sampled),
+    }),
+  );
+}
+
+export async function main(args: string[]): Promise<void> {
+  const flags = parseArgs(args, {
+    string: ["mb", "seq-len", "dupe-factor", "workers", "vocab", "vocab-name", "corpus", "store"],
+    boolean: ["wwm", "keep", "child"],
+    default: { mb: "100", "seq-len": "128", "dupe-factor": "1", workers: "2" },
+  });
+  if (flags.child) return await buildChild(flags as unknown as Record<string, string>, flags.wwm);
+  const mb = Number(flags.mb), seqLen = Number(flags["seq-len"]), dupeFactor = Number(flags["dupe-factor"]);
+  const workers = Number(flags.workers);
+  const dir = await Deno.makeTempDir({ prefix: "bf-bench-shards-" });
+  try {
+    const corpusPath = join(dir, "poems.txt");
+    const bytes = await writeCorpus(corpusPath, mb);
+    let vocabPath = flags.vocab ?? SHARED_VOCAB;
+    let vocabName = flags.vocab ?? "bert-base-chinese";
+    try {
+      await Deno.stat(vocabPath);
+    } catch {
+      vocabPath = join(dir, "vocab.txt");
+      vocabName = "corpus-characters";
+      await Deno.writeTextFile(vocabPath, await characterVocab(corpusPath));
+    }
+    const vocabText = await Deno.readTextFile(vocabPath);
+    const child = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL(import.meta.url).pathname,
+        "--child",
+        "--corpus",
+        corpusPath,
+        "--store",
+        join(dir, "store"),
+        "--vocab",
+        vocabPath,
+        "--vocab-name",
+        vocabName,
+        "--seq-len",
+        String(seqLen),
+        "--dupe-factor",
+        String(dupeFactor),
+        "--workers",
+        String(workers),
+        ...(flags.wwm ? ["--wwm"] : []),
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    if (!child.success) throw new Error(`the build process failed (exit ${child.code})`);
+    const build = JSON.parse(new TextDecoder().decode(child.stdout).trim().split("\n").pop()!) as {
+      seconds: number;
+      instances: number;
+      shards: number;
+      peakRssMb: number;
+    };
+    const tokenizer = await tokenizerThroughput(vocabText, corpusPath, bytes, Math.max(1, workers));
+    // Text tokens per second: the corpus' WordPiece tokens over each one's wall time.
+    const shardTokensPerS = tokenizer.tokens / build.seconds;
+    const tokenizerTokensPerS = tokenizer.tokens / tokenizer.seconds;
+    const common = {
+      corpus_mb: +(bytes / 1e6).toFixed(1),
+      seq_len: seqLen,
+      dupe_factor: dupeFactor,
+      wwm: flags.wwm,
+      threads: workers,
+    };
+    console.log(JSON.stringify({
+      bench: "shards_build",
+      impl: "bertforge",
+      ...common,
+      mb_per_s: +(bytes / 1e6 / build.seconds).toFixed(2),
+      instances_per_s: Math.round(build.instances / build.seconds),
+      text_tokens_per_s: Math.round(shardTokensPerS),
+      instances: build.instances,
+      shards: build.shards,
+      seconds: +build.seconds.toFixed(1),
+      peak_rss_mb: build.peakRssMb,
+      vs_tokenizer: +(shardTokensPerS / tokenizerTokensPerS).toFixed(2),
+    }));
+    console.log(JSON.stringify({
+      bench: "shards_build",
+      impl: "tokenizer_encode",
+      ...common,
+      mb_per_s: +(bytes / 1e6 / tokenizer.seconds).toFixed(2),
+      text_tokens_per_s: Math.round(tokenizerTokensPerS),
+    }));
+  } finally {
+    if (!flags.keep) await Deno.remove(dir, { recursive: true });
+  }
+}
+
+if (import.meta.main) await main(Deno.args);
