@@ -67,7 +67,25 @@ export function parseDataset(
     return { task: "ner", examples: parseNerExamples(text, { file, format }) };
   }
   if (task === "ner") throw new InvalidArgument(`${file}: task ner needs BIO or CLUENER data, got ${format}`);
-  const inferred: DataTask = task ?? "classify";
+  if (task) return { task, examples: parseTextExamples(text, { file, format, task }) };
+  // Unknown task (an upload): the data says which; the readers' messages name what they found.
+  let inferred: DataTask = "classify";
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const examples = parseTextExamples(text, { file, format, task: inferred });
+      if (inferred === "classify" && examples.some((e) => e.labels.some((l) => l.includes("|")))) {
+        inferred = "multilabel";
+        continue;
+      }
+      return { task: inferred, examples };
+    } catch (error) {
+      const message = (error as Error).message;
+      if (inferred === "classify" && /use task pair/.test(message)) inferred = "pair";
+      else if (inferred !== "multilabel" && /multilabel|label is empty/.test(message)) {
+        inferred = "multilabel";
+      } else throw error;
+    }
+  }
   return { task: inferred, examples: parseTextExamples(text, { file, format, task: inferred }) };
 }
 

@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertGreater, assertRejects } from "@std/assert";
 import { LocalStore } from "../shared/store/local.ts";
-import { Cancelled, FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
+import { Cancelled, FailedPrecondition, InvalidArgument, NotFound, Unavailable } from "../shared/errors.ts";
 import { readManifest } from "../shared/store/publish.ts";
 import { runPretrainJob } from "./pretrain.ts";
 import type { TrainerEvent } from "./loop.ts";
@@ -175,3 +175,42 @@ Deno.test("runPretrainJob() refuses unknown shards, a config that does not fit t
     assertEquals(diverged.lastCheckpointStep, 4);
     assertEquals((await loadLatestCheckpoint(store, "job-nan"))?.step, 4);
   }));
+
+/** A real local store that fails the next `failures` writes of checkpoint objects, as a store restarting would. */
+class HiccupStore extends LocalStore {
+  failures = 0;
+  failed = 0;
+  override put(...args: Parameters<LocalStore["put"]>) {
+    if (this.failures > 0 && args[0].includes("/checkpoints/")) {
+      this.failures--;
+      this.failed++;
+      return Promise.reject(new Unavailable("store is restarting"));
+    }
+    return super.put(...args);
+  }
+}
+
+Deno.test("a store unavailable for a moment is retried and the job continues to the same weights", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bf-pretrain-hiccup-" });
+  try {
+    const store = new HiccupStore(dir);
+    await writeTinyShards(store, "tiny", { count: 320 });
+    const clean = await runPretrainJob({ ...SPEC, name: "clean" }, {
+      jobId: "job-c",
+      store,
+      emit: () => {},
+      threads: 1,
+    });
+    store.failures = 3;
+    const flaky = await runPretrainJob({ ...SPEC, name: "flaky" }, {
+      jobId: "job-f",
+      store,
+      emit: () => {},
+      threads: 1,
+    });
+    assertEquals(store.failed, 3);
+    assertEquals(await weightsHash(store, flaky.model.prefix), await weightsHash(store, clean.model.prefix));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

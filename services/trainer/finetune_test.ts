@@ -1,0 +1,196 @@
+import { assert, assertEquals, assertGreater, assertRejects } from "@std/assert";
+import { LocalStore } from "../shared/store/local.ts";
+import { InvalidArgument, NotFound } from "../shared/errors.ts";
+import { initWeights, saveModelDir } from "../shared/model/checkpoint.ts";
+import { parseConfig } from "../shared/model/config.ts";
+import { runFinetuneJob } from "./finetune.ts";
+import { storeDataset } from "./datasets.ts";
+import { publishModel } from "./models.ts";
+import type { TrainerEvent } from "./loop.ts";
+import { tinyConfigJson, tinyVocabText } from "./testing.ts";
+import { Rng } from "../shared/shards/rng.ts";
+
+const CHARS = Array.from({ length: 90 }, (_, i) => String.fromCodePoint(0x4e00 + i));
+
+/** A base model in the store: random tiny weights (fine-tuning must still learn these separable toys). */
+async function withBase(fn: (store: LocalStore) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "bf-finetune-test-" });
+  const store = new LocalStore(dir);
+  try {
+    const config = parseConfig(tinyConfigJson({ hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 }));
+    await publishModel(store, {
+      name: "base",
+      config,
+      head: { task: "pretrain" },
+      weights: initWeights(config, { task: "pretrain" }, 5),
+      vocabText: tinyVocabText(),
+    });
+    await fn(store);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function bio(n: number, seed: number): string {
+  // PER = characters 0..9, LOC = characters 10..19, anything else O; entities are 1-3 characters long.
+  const rng = Rng.seeded(seed);
+  const sentences: string[] = [];
+  for (let s = 0; s < n; s++) {
+    const lines: string[] = [];
+    while (lines.length < 10) {
+      if (rng.random() < 0.3) {
+        const type = rng.random() < 0.5 ? "PER" : "LOC";
+        const length = rng.randint(1, 3);
+        for (let k = 0; k < length; k++) {
+          const c = CHARS[(type === "PER" ? 0 : 10) + rng.randint(0, 9)]!;
+          lines.push(`${c} ${k === 0 ? "B" : "I"}-${type}`);
+        }
+        // An O after every entity, so where one ends is in the data, not a guess.
+        lines.push(`${CHARS[rng.randint(20, 89)]} O`);
+      } else lines.push(`${CHARS[rng.randint(20, 89)]} O`);
+    }
+    sentences.push(lines.join("\n"));
+  }
+  return sentences.join("\n\n") + "\n";
+}
+
+const enc = (text: string) => new TextEncoder().encode(text);
+
+Deno.test("runFinetuneJob() NER with and without CRF learns entities and reports seqeval scores", () =>
+  withBase(async (store) => {
+    await storeDataset(store, { name: "ner-train", file: "train.bio", bytes: enc(bio(160, 1)) });
+    await storeDataset(store, { name: "ner-dev", file: "dev.bio", bytes: enc(bio(32, 2)) });
+    for (const crf of [false, true]) {
+      const events: TrainerEvent[] = [];
+      const outcome = await runFinetuneJob({
+        name: crf ? "ner-crf" : "ner",
+        base: { name: "base" },
+        task: "ner",
+        crf,
+        trainDataset: "ner-train",
+        evalDataset: "ner-dev",
+        epochs: 20,
+        batchSize: 16,
+        learningRate: 1e-2,
+        maxLength: 16,
+      }, { jobId: `job-ner-${crf}`, store, emit: (e) => void events.push(e), threads: 1 });
+      assertGreater(
+        outcome.metrics.f1!,
+        0.8,
+        `entity F1 with crf=${crf}: ${JSON.stringify(outcome.metrics)}`,
+      );
+      for (const key of ["precision", "recall", "f1", "micro_f1", "macro_f1"]) {
+        assert(key in outcome.metrics, key);
+      }
+      const config = await store.getJson<Record<string, unknown>>(`${outcome.model.prefix}/config.json`);
+      assertEquals(config.architectures, ["BertForTokenClassification"]);
+      assertEquals(config.id2label, { "0": "O", "1": "B-LOC", "2": "I-LOC", "3": "B-PER", "4": "I-PER" });
+      assertEquals(config.bertforge_crf, crf ? true : undefined);
+    }
+  }));
+
+Deno.test("runFinetuneJob() multilabel and pair tasks, early stopping keeps the best weights", () =>
+  withBase(async (store) => {
+    // Multi-label: label "a" when the text has a character of the first third, "b" for the second third.
+    const rng = Rng.seeded(3);
+    const rows = ["label,text"];
+    for (let i = 0; i < 160; i++) {
+      const labels: string[] = [];
+      let text = "";
+      for (let k = 0; k < 6; k++) {
+        const c = rng.randint(0, 89);
+        text += CHARS[c];
+        if (c < 30 && !labels.includes("a")) labels.push("a");
+        if (c >= 30 && c < 60 && !labels.includes("b")) labels.push("b");
+      }
+      rows.push(`${labels.sort().join("|")},${text}`);
+    }
+    await storeDataset(store, { name: "ml", file: "ml.csv", bytes: enc(rows.join("\n") + "\n") });
+    const events: TrainerEvent[] = [];
+    const ml = await runFinetuneJob({
+      name: "ml",
+      base: { name: "base" },
+      task: "multilabel",
+      trainDataset: "ml",
+      epochs: 10,
+      batchSize: 16,
+      learningRate: 1e-2,
+      maxLength: 12,
+      earlyStoppingPatience: 2,
+    }, { jobId: "job-ml", store, emit: (e) => void events.push(e), threads: 1 });
+    assertGreater(ml.metrics.micro_f1!, 0.8, JSON.stringify(ml.metrics));
+    assert("macro_f1" in ml.metrics);
+    const evals = events.filter((e) => e.type === "eval");
+    const best = evals.filter((e) => e.type === "eval" && e.best).at(-1);
+    assert(best && best.type === "eval");
+    assertEquals(ml.metrics.best_step, best.step);
+    if (events.some((e) => e.type === "early_stop")) {
+      assert(evals.length < 10, "stopped before the last epoch");
+    }
+
+    // Pairs: label 1 when both texts come from the same half of the characters.
+    const pairs = ["label,text_a,text_b"];
+    for (let i = 0; i < 160; i++) {
+      const a = rng.randint(0, 1), b = rng.randint(0, 1);
+      const pick = (half: number) =>
+        Array.from({ length: 4 }, () => CHARS[half * 45 + rng.randint(0, 44)]).join("");
+      pairs.push(`${a === b ? 1 : 0},${pick(a)},${pick(b)}`);
+    }
+    await storeDataset(store, { name: "pairs", file: "pairs.csv", bytes: enc(pairs.join("\n") + "\n") });
+    const pair = await runFinetuneJob({
+      name: "pair",
+      base: { name: "base" },
+      task: "pair",
+      trainDataset: "pairs",
+      epochs: 12,
+      batchSize: 16,
+      learningRate: 1e-2,
+      maxLength: 12,
+    }, { jobId: "job-pair", store, emit: () => {}, threads: 1 });
+    assert(Number.isFinite(pair.metrics.accuracy), JSON.stringify(pair.metrics));
+    assert(await store.exists(`${pair.model.prefix}/confusion.svg`));
+  }));
+
+Deno.test("runFinetuneJob() refuses what does not fit: unknown base or data, max_length, crf outside ner", () =>
+  withBase(async (store) => {
+    await storeDataset(store, {
+      name: "ok",
+      file: "ok.csv",
+      bytes: enc("label,text\n0,丁\n1,七\n0,丁\n1,七\n"),
+    });
+    const ctx = { jobId: "job-x", store, emit: () => {}, threads: 1 };
+    const spec = { name: "x", base: { name: "base" }, task: "classify" as const, trainDataset: "ok" };
+    await assertRejects(
+      () => runFinetuneJob({ ...spec, base: { name: "ghost" } }, ctx),
+      NotFound,
+      "finetune.base",
+    );
+    await assertRejects(
+      () => runFinetuneJob({ ...spec, trainDataset: "ghost" }, ctx),
+      NotFound,
+      "train_dataset",
+    );
+    await assertRejects(
+      () => runFinetuneJob({ ...spec, maxLength: 64 }, ctx),
+      InvalidArgument,
+      "max_position_embeddings",
+    );
+    await assertRejects(() => runFinetuneJob({ ...spec, crf: true }, ctx), InvalidArgument, "crf");
+    await assertRejects(() => runFinetuneJob({ ...spec, task: "ner" }, ctx), InvalidArgument, "ner");
+  }));
+
+Deno.test("an HF model folder written by saveModelDir loads as a base model", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bf-hf-dir-" });
+  try {
+    const config = parseConfig(tinyConfigJson());
+    await saveModelDir(`${dir}/hf`, {
+      config,
+      weights: initWeights(config, { task: "pretrain" }, 1),
+      vocabText: tinyVocabText(),
+    });
+    const names = [...Deno.readDirSync(`${dir}/hf`)].map((e) => e.name).sort();
+    assertEquals(names, ["config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
