@@ -120,6 +120,7 @@ export async function main(argv: string[]): Promise<void> {
     loss: Math.round(loss * 1e4) / 1e4,
     threads: native?.threads,
     kernels: native?.kernels.impl,
+    blas_coretype: native?.blas.coreType,
   };
   console.log(JSON.stringify(ours));
   if (native && args.profile) {

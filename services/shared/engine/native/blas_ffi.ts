@@ -62,6 +62,8 @@ function candidates(): string[] {
 
 export interface Blas {
   readonly library: string;
+  /** OPENBLAS_CORETYPE in effect when the library loaded (undefined: OpenBLAS's own detection). */
+  readonly coreType: string | undefined;
   /**
    * Row-major C (M,N) = alpha * op(A) op(B) + beta * C on raw addresses; op(A) is (M,K), op(B) is (K,N).
    * `transA`/`transB` mean the stored matrix is the transpose (A stored (K,M) with row stride lda).
@@ -87,10 +89,36 @@ export interface Blas {
 
 let cached: Blas | undefined;
 
+/**
+ * OpenBLAS picks its kernels from OPENBLAS_CORETYPE (read when the library loads). Debian's 0.3.21 does not know
+ * AVX-512 AMD cores and environments often pin `Haswell` (AVX2); on a CPU with AVX-512 the SkylakeX kernels
+ * run our GEMMs 1.5-2x faster, so the engine asks for them unless BERTFORGE_BLAS_CORETYPE says otherwise
+ * (`keep` leaves OPENBLAS_CORETYPE alone; any other value is used as the core type).
+ */
+export function chooseBlasCoreType(): string | undefined {
+  const requested = Deno.env.get("BERTFORGE_BLAS_CORETYPE");
+  if (requested === "keep") return Deno.env.get("OPENBLAS_CORETYPE");
+  if (requested) {
+    Deno.env.set("OPENBLAS_CORETYPE", requested);
+    return requested;
+  }
+  if (Deno.build.os !== "linux" || Deno.build.arch !== "x86_64") return Deno.env.get("OPENBLAS_CORETYPE");
+  try {
+    const flags = Deno.readTextFileSync("/proc/cpuinfo").match(/^flags\s*:(.*)$/m)?.[1].split(/\s+/) ?? [];
+    if (["avx512f", "avx512dq", "avx512bw", "avx512vl"].every((f) => flags.includes(f))) {
+      Deno.env.set("OPENBLAS_CORETYPE", "SkylakeX");
+    }
+  } catch {
+    // no /proc: keep whatever OpenBLAS detects
+  }
+  return Deno.env.get("OPENBLAS_CORETYPE");
+}
+
 /** Loads OpenBLAS once per process; throws Unavailable naming every path tried when none loads. */
 export function loadBlas(): Blas {
   if (cached) return cached;
   const errors: string[] = [];
+  const coreType = chooseBlasCoreType();
   for (const path of candidates()) {
     let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
     try {
@@ -109,6 +137,7 @@ export function loadBlas(): Blas {
     const gemm = lib.symbols.cblas_sgemm as unknown as (...args: number[]) => void;
     cached = {
       library: path,
+      coreType,
       sgemm(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) {
         if (M === 0 || N === 0) return;
         gemm(

@@ -206,6 +206,7 @@ export class NativeEngine implements Engine {
       this.batched = this.kernels.batchedSgemm ?? null;
     }
     this.rngSeed = (options.seed ?? 0) >>> 0;
+    if (Deno.env.get("BERTFORGE_PROFILE") === "1") this.profiling = true;
 
     const maxBatch = options.maxBatch ?? 32;
     this.maxSeqLen = Math.min(options.maxSeqLen ?? 128, c.max_position_embeddings);
@@ -1094,7 +1095,9 @@ export class NativeEngine implements Engine {
     const { B, T } = batch;
     const C = c.hidden_size, NT = B * T, K = this.K;
     const XL = this.X[c.num_hidden_layers];
-    const pH = train ? c.hidden_dropout_prob : 0;
+    // HF: classifier_dropout when the config sets it, else hidden_dropout_prob
+    const headDrop = typeof c.classifier_dropout === "number" ? c.classifier_dropout : c.hidden_dropout_prob;
+    const pH = train ? headDrop : 0;
     if (grad) k.fill(A.dX.a, NT * C, 0);
     const task = this.head.task;
     let stats: StepStats;
