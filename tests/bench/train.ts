@@ -70,7 +70,7 @@ async function torch(args: string[]): Promise<Record<string, unknown> | null> {
 export async function main(argv: string[]): Promise<void> {
   const args = parseArgs(argv, {
     string: ["arch", "backend"],
-    boolean: ["profile", "torch", "forward"],
+    boolean: ["profile"],
     default: {
       arch: "bert-mini",
       "seq-len": 128,
@@ -80,11 +80,10 @@ export async function main(argv: string[]): Promise<void> {
       vocab: 21128,
       backend: "native",
       profile: false,
-      torch: true,
-      forward: true,
     },
-    negatable: ["torch", "forward"],
   });
+  // parseArgs' negatable booleans lose their defaults, so --no-torch / --no-forward are read directly
+  const withTorch = !argv.includes("--no-torch"), withForward = !argv.includes("--no-forward");
   const arch = args.arch, T = Number(args["seq-len"]), B = Number(args.batch), steps = Number(args.steps);
   const warmup = Number(args.warmup), V = Number(args.vocab), backend = args.backend;
   const threads = args.threads ? Number(args.threads) : undefined;
@@ -133,7 +132,7 @@ export async function main(argv: string[]): Promise<void> {
     );
   }
   const common = ["--arch", arch, "--seq-len", String(T), "--batch", String(B), "--vocab", String(V)];
-  if (args.torch) {
+  if (withTorch) {
     const ref = await torch([...common, "--steps", String(steps), "--warmup", String(warmup)]);
     if (ref) {
       console.log(JSON.stringify(ref));
@@ -149,7 +148,7 @@ export async function main(argv: string[]): Promise<void> {
       }));
     }
   }
-  if (args.forward) {
+  if (withForward) {
     // inference: batch 32 x 128 (or the training shape when smaller), dropout off
     const fb = randomBatch(B, T, V, 99);
     native?.setProfiling(false);
@@ -169,7 +168,7 @@ export async function main(argv: string[]): Promise<void> {
       tokens_per_s: Math.round((B * T * 1000) / ms),
     };
     console.log(JSON.stringify(fwd));
-    if (args.torch) {
+    if (withTorch) {
       const ref = await torch([...common, "--steps", String(reps), "--mode", "forward"]);
       if (ref) {
         console.log(JSON.stringify(ref));
