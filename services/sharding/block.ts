@@ -50,7 +50,7 @@ export interface BlockResult {
 }
 
 // Terminal punctuation, then any closing quotes or brackets; a Western full stop only before a space.
-const SENTENCE_END = /(?:[。！？!?；]|…+|\.(?=\s))[”’」』）)"'\]]*/g;
+const SENTENCE_END = /(?:[。！？!?；]|…+|\.(?=[”’」』）)"'\]]*\s))[”’」』）)"'\]]*/g;
 
 /** Splits a line holding a whole document into sentences at Chinese and Western sentence punctuation. */
 export function splitSentences(line: string): string[] {

@@ -423,3 +423,57 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     runner.close();
   }
 }
+
+/**
+ * `deno run -A services/sharding/build.ts --store DIR --vocab vocab.txt --name NAME [--seq-len 128]
+ * [--dupe-factor 10] [--wwm] [--seed N] [--workers N] [--max-shard-mb 64] [--overwrite] FILE...`:
+ * a build without the service, into a local store folder.
+ */
+async function cli(args: string[]): Promise<void> {
+  const { parseArgs } = await import("@std/cli");
+  const { LocalStore } = await import("../shared/store/local.ts");
+  const flags = parseArgs(args, {
+    string: [
+      "store",
+      "vocab",
+      "name",
+      "seq-len",
+      "dupe-factor",
+      "seed",
+      "workers",
+      "max-shard-mb",
+      "block-kb",
+    ],
+    boolean: ["wwm", "overwrite"],
+  });
+  const files = flags._.map(String);
+  if (!flags.store || !flags.vocab || !flags.name || files.length === 0) {
+    console.error("usage: build.ts --store DIR --vocab vocab.txt --name NAME [--seq-len N] [--wwm] FILE...");
+    Deno.exit(2);
+  }
+  const num = (value: string | undefined) => (value === undefined ? undefined : Number(value));
+  const manifest = await buildPretrainingShards({
+    store: new LocalStore(flags.store),
+    name: flags.name,
+    corpus: corpusFromFiles(files),
+    vocab: { text: await Deno.readTextFile(flags.vocab), name: flags.vocab },
+    settings: {
+      ...(flags["seq-len"] ? { maxSeqLength: num(flags["seq-len"]) } : {}),
+      ...(flags["dupe-factor"] ? { dupeFactor: num(flags["dupe-factor"]) } : {}),
+      ...(flags.seed ? { seed: num(flags.seed) } : {}),
+      ...(flags["max-shard-mb"]
+        ? { maxShardBytes: Math.round(num(flags["max-shard-mb"])! * 1024 * 1024) }
+        : {}),
+      ...(flags["block-kb"] ? { blockBytes: Math.round(num(flags["block-kb"])! * 1024) } : {}),
+      wholeWordMask: flags.wwm,
+    },
+    overwrite: flags.overwrite,
+    ...(flags.workers ? { workers: num(flags.workers) } : {}),
+    onProgress: (p) => console.error(JSON.stringify({ progress: p })),
+  });
+  console.log(
+    JSON.stringify({ name: manifest.name, instances: manifest.instances, shards: manifest.shards.length }),
+  );
+}
+
+if (import.meta.main) await cli(Deno.args);
