@@ -1,0 +1,223 @@
+/**
+ * `deno task bench trainer_quality [--steps 1200] [--store DIR]`: the quality run of issue 5 on real data,
+ * through the same library code the services run (not part of `make bench`: it takes about an hour on 2 cores).
+ *
+ * 1. Split ../shared/data/chnsenticorp/train.csv 90/10 (seed 42): the 10% is the held-out test set.
+ * 2. Corpus = the review texts of the 90% + the sentences of peoples-daily-ner/train.bio; a WordPiece vocab
+ *    trained on it by bertforge; whole-word-masked NSP/MLM shards (jieba words); bert-mini pretrained on them.
+ * 3. Fine-tune for sentiment on the 90% (its own 10% for early stopping), accuracy on the held-out 10%,
+ *    next to a linear character uni+bigram logistic regression trained on the same 90%.
+ * 4. NER on peoples-daily-ner: fine-tune on train.bio, entity F1 (seqeval) on dev.bio, without and with CRF.
+ *
+ * Every stage is a resumable job in the store (DIR, default .bertforge/quality): rerun the command after an
+ * interruption and it continues from the last checkpoints. Prints one JSON line per result.
+ */
+import { parseArgs } from "@std/cli";
+import { LocalStore } from "../../services/shared/store/local.ts";
+import { isPublished, publish } from "../../services/shared/store/publish.ts";
+import { parseTextExamples } from "../../services/shared/data/formats.ts";
+import { trainEvalSplit } from "../../services/shared/data/split.ts";
+import { trainWordPiece } from "../../services/shared/wordpiece/trainer.ts";
+import { buildPretrainingShards, corpusFromStore } from "../../services/sharding/build.ts";
+import { trainLinearBaseline } from "../../services/shared/baseline/linear.ts";
+import { runPretrainJob } from "../../services/trainer/pretrain.ts";
+import { runFinetuneJob } from "../../services/trainer/finetune.ts";
+import { storeDataset } from "../../services/trainer/datasets.ts";
+import { formatEvent } from "../../services/trainer/jobs.ts";
+import { Trainer } from "../../services/trainer/service.ts";
+import type { TrainerEvent } from "../../services/trainer/loop.ts";
+
+const DATA = new URL("../../../shared/data/", import.meta.url).pathname;
+
+function log(stage: string) {
+  let last = 0;
+  return (event: TrainerEvent) => {
+    // Step lines every 20 s at most; everything else as it comes.
+    if (event.type === "step" && Date.now() - last < 20_000 && event.step !== event.totalSteps) return;
+    if (event.type === "step") last = Date.now();
+    console.error(`[${new Date().toISOString().slice(11, 19)}] ${stage}: ${formatEvent(event)}`);
+  };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, {
+    string: ["store"],
+    default: {
+      store: ".bertforge/quality",
+      steps: 1200,
+      "vocab-size": 8000,
+      "ner-epochs": 3,
+      "senti-epochs": 4,
+    },
+  });
+  const store = new LocalStore(args.store as string);
+  const steps = Number(args.steps);
+  const out = (record: Record<string, unknown>) =>
+    console.log(JSON.stringify({ bench: "trainer_quality", impl: "bertforge", ...record }));
+
+  // 1. The sentiment split.
+  const csv = await Deno.readTextFile(`${DATA}chnsenticorp/train.csv`);
+  const all = parseTextExamples(csv, { file: "chnsenticorp/train.csv", task: "classify" });
+  const split = trainEvalSplit(all, { evalFraction: 0.1, seed: 42 });
+  const toCsv = (rows: typeof all) =>
+    "label,text\n" + rows.map((e) => `${e.labels[0]},"${e.text.replaceAll('"', '""')}"`).join("\n") + "\n";
+  if (!(await isPublished(store, "datasets/senti-train"))) {
+    await storeDataset(store, {
+      name: "senti-train",
+      file: "train.csv",
+      bytes: new TextEncoder().encode(toCsv(split.train)),
+    });
+    await storeDataset(store, {
+      name: "senti-test",
+      file: "test.csv",
+      bytes: new TextEncoder().encode(toCsv(split.eval)),
+    });
+    const bioTrain = await Deno.readFile(`${DATA}peoples-daily-ner/train.bio`);
+    await storeDataset(store, { name: "ner-train", file: "train.bio", bytes: bioTrain });
+    await storeDataset(store, {
+      name: "ner-dev",
+      file: "dev.bio",
+      bytes: await Deno.readFile(`${DATA}peoples-daily-ner/dev.bio`),
+    });
+  }
+
+  // 2. Corpus, vocab, shards.
+  if (!(await isPublished(store, "corpora/quality"))) {
+    const reviews = split.train.map((e) => e.text.replace(/\s+/g, " ").trim()).join("\n\n");
+    // NER sentences in groups of 4 per document, so NSP has neighbours to pair.
+    const sentences = (await Deno.readTextFile(`${DATA}peoples-daily-ner/train.bio`)).split(/\n\s*\n/)
+      .map((block) => block.split("\n").map((line) => line.split(" ")[0]).join(""))
+      .filter((s) => s.length > 0);
+    const docs: string[] = [];
+    for (let i = 0; i < sentences.length; i += 4) docs.push(sentences.slice(i, i + 4).join("\n"));
+    await publish(store, "corpora/quality", {
+      "reviews.txt": reviews + "\n",
+      "news.txt": docs.join("\n\n") + "\n",
+    });
+  }
+  if (!(await isPublished(store, "vocabs/quality"))) {
+    const text = await store.getText("corpora/quality/reviews.txt") +
+      await store.getText("corpora/quality/news.txt");
+    const t0 = performance.now();
+    const tokenizer = await trainWordPiece(text.split("\n"), {
+      vocabSize: Number(args["vocab-size"]),
+      minFrequency: 2,
+    });
+    await publish(store, "vocabs/quality", {
+      "vocab.txt": tokenizer.vocabText(),
+      "tokenizer.json": tokenizer.toTokenizerJson(),
+    });
+    out({
+      stage: "vocab",
+      size: tokenizer.idToToken.length,
+      seconds: Math.round((performance.now() - t0) / 1000),
+    });
+  }
+  if (!(await isPublished(store, "shards/quality"))) {
+    const t0 = performance.now();
+    const manifest = await buildPretrainingShards({
+      store,
+      name: "quality",
+      corpus: await corpusFromStore(store, "quality"),
+      vocab: { text: await store.getText("vocabs/quality/vocab.txt"), name: "quality" },
+      settings: { maxSeqLength: 128, dupeFactor: 5, wholeWordMask: true, seed: 1 },
+      overwrite: true,
+      workers: 2,
+    });
+    out({
+      stage: "shards",
+      instances: manifest.instances,
+      tokens: manifest.tokens,
+      seconds: Math.round((performance.now() - t0) / 1000),
+    });
+  }
+
+  // Jobs: a fixed id per stage, so a rerun resumes each from its checkpoints.
+  const trainer = new Trainer({ store });
+  const done = async (name: string) =>
+    (await store.list(`models/${name}/`)[Symbol.asyncIterator]().next()).done === false;
+
+  // 3. Pretraining.
+  if (!(await done("quality-mini"))) {
+    const result = await runPretrainJob({
+      name: "quality-mini",
+      shards: "quality",
+      arch: "bert-mini",
+      steps,
+      batchSize: 32,
+      learningRate: 5e-4,
+      checkpointEvery: 100,
+      evalEvery: 200,
+      seed: 1,
+    }, { jobId: "quality-pretrain", store, emit: log("pretrain") });
+    out({ stage: "pretrain", ...result.metrics, model: result.model.prefix });
+  }
+
+  // 4. Sentiment: BERT vs the linear baseline on the same split.
+  const baseline = trainLinearBaseline(split.train.map((e) => ({ text: e.text, label: e.labels[0]! })), {
+    seed: 42,
+  });
+  const baselineAccuracy = split.eval.filter((e) => baseline.predict(e.text).label === e.labels[0]).length /
+    split.eval.length;
+  out({
+    stage: "sentiment-baseline",
+    model: "linear char uni+bigram logistic regression",
+    accuracy: baselineAccuracy,
+    test_examples: split.eval.length,
+  });
+  if (!(await done("quality-senti"))) {
+    await runFinetuneJob({
+      name: "quality-senti",
+      base: { name: "quality-mini" },
+      task: "classify",
+      trainDataset: "senti-train",
+      epochs: Number(args["senti-epochs"]),
+      batchSize: 32,
+      learningRate: 1e-4,
+      maxLength: 128,
+      seed: 42,
+    }, { jobId: "quality-senti", store, emit: log("sentiment") });
+  }
+  const senti = await trainer.evaluate({
+    model: { name: "quality-senti" },
+    dataset: "senti-test",
+    batch_size: 32,
+  });
+  out({
+    stage: "sentiment-bert",
+    model: "quality-senti",
+    ...senti.metrics,
+    test_examples: Number(senti.examples),
+    baseline_accuracy: baselineAccuracy,
+  });
+
+  // 5. NER without and with CRF.
+  for (const crf of [false, true]) {
+    const name = crf ? "quality-ner-crf" : "quality-ner";
+    if (!(await done(name))) {
+      await runFinetuneJob({
+        name,
+        base: { name: "quality-mini" },
+        task: "ner",
+        crf,
+        trainDataset: "ner-train",
+        evalDataset: "ner-dev",
+        epochs: Number(args["ner-epochs"]),
+        batchSize: 32,
+        learningRate: 2e-4,
+        maxLength: 128,
+        seed: 42,
+      }, { jobId: name, store, emit: log(name) });
+    }
+    const ner = await trainer.evaluate({ model: { name }, dataset: "ner-dev", batch_size: 32 });
+    out({
+      stage: crf ? "ner-bert-crf" : "ner-bert",
+      model: name,
+      ...ner.metrics,
+      dev_sentences: Number(ner.examples),
+    });
+  }
+  await trainer.close();
+}
+
+if (import.meta.main) await main(Deno.args);
