@@ -271,3 +271,27 @@ Deno.test({
     for (const m of r.stdout.matchAll(/^ {2}name: (\S+)$/gm)) assert(m[1]!.length <= 63, m[1]);
   },
 });
+
+Deno.test({
+  name:
+    "NOTES.txt (via a client-side dry-run install) gives addresses, port-forwards and how to read the token",
+  ignore,
+  async fn() {
+    const r = await helm(HELM!, [
+      "install",
+      "bf",
+      CHART,
+      "-n",
+      "ml",
+      "--dry-run=client",
+      "-f",
+      `${CHART}/ci/gpu-values.yaml`,
+    ]);
+    assert(r.ok, r.stderr);
+    const notes = r.stdout.slice(r.stdout.indexOf("NOTES:"));
+    assertStringIncludes(notes, "kubectl -n ml port-forward svc/bf-bertforge-inference 50054 50055");
+    assertStringIncludes(notes, "(2 x nvidia.com/gpu per pod)");
+    assertStringIncludes(notes, "get secret bertforge-token -o jsonpath='{.data.bearer}'");
+    assertStringIncludes(notes, "--tls-ca");
+  },
+});

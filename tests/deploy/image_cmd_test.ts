@@ -89,7 +89,11 @@ for (const target of ["tokenizer", "sharding", "trainer", "inference"]) {
         const out = await done;
         await Deno.remove(store, { recursive: true });
         const log = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
-        assertEquals(out.code, 0, `${target} did not stop cleanly (exit code ${out.code}):\n${log.slice(-2000)}`);
+        assertEquals(
+          out.code,
+          0,
+          `${target} did not stop cleanly (exit code ${out.code}):\n${log.slice(-2000)}`,
+        );
       }
     },
   });
