@@ -9,6 +9,9 @@ export BERTFORGE_KERNELS ?= $(CURDIR)/build/libbertforge_kernels.so
 KERNEL_SRC := $(wildcard services/shared/engine/native/kernels/*.c)
 CC ?= cc
 
+# images, up, down, helm-test, deploy-test, deploy-tools (helm from npm, yamllint): deploy/deploy.mk
+include deploy/deploy.mk
+
 .PHONY: help deps deno npm apt kernels run test bench fmt lint check ok fleet clean
 
 help:
@@ -52,7 +55,8 @@ deps: deno npm apt kernels
 run: deps
 	$(DENO) task demo $(if $(QUICK),--quick) $(if $(CORPUS),--corpus $(CORPUS)) $(if $(DATA),--data $(DATA))
 
-test: deps
+# deploy-tools: the chart tests render with a real helm binary and lint with yamllint.
+test: deps deploy-tools
 	$(DENO) task test
 
 bench: deps
