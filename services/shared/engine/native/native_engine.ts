@@ -1290,6 +1290,8 @@ export class NativeEngine implements Engine {
   trainStep(batch: Batch): StepStats {
     this.checkBatch(batch, true);
     const accum = this.opt.gradAccumSteps;
+    // zeroed at the start of each accumulation cycle, so gradients left by computeGradients never leak in
+    if (this.microStep === 0) this.kernels.fill(this.grads, this.numParams, 0);
     this.encoderForward(batch, true);
     const stats = this.headForwardBackward(batch, true, true, 1 / accum);
     this.encoderBackward(batch);
@@ -1342,7 +1344,6 @@ export class NativeEngine implements Engine {
         clip,
       );
     }
-    k.fill(this.grads, this.numParams, 0);
     this.step++;
     this.mark("adamw");
   }

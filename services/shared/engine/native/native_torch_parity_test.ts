@@ -8,7 +8,7 @@ import type { BertConfig } from "../../model/config.ts";
 import { NativeEngine } from "./native_engine.ts";
 
 interface Fixture {
-  weights: Record<string, { shape: number[]; data: number[]; grad: number[] }>;
+  weights: Record<string, { shape: number[]; data: number[]; grad: number[]; after: number[] }>;
   ids: number[];
   types: number[];
   attn: number[];
@@ -62,11 +62,12 @@ for (const kernels of ["c", "ts"] as const) {
     fn() {
       const fx = fixture!;
       const engine = new NativeEngine({
-        config,
+        config: { ...config, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 },
         head: { task: "pretrain" },
         maxBatch: 3,
         maxSeqLen: 7,
         kernels,
+        optimizer: { lr: 1e-3, weightDecay: 0.01, eps: 1e-6, maxGradNorm: 1, warmupSteps: 0, totalSteps: 10 },
       });
       engine.setWeights(
         new Map(
@@ -108,6 +109,16 @@ for (const kernels of ["c", "ts"] as const) {
           worst <= 1e-4 * scale + 1e-7,
           `${name}: largest gradient difference ${worst} (scale ${scale})`,
         );
+      }
+      // one optimizer step (clipping, decay groups, bias correction) lands on torch.optim.AdamW's weights
+      engine.trainStep(batch);
+      const after = engine.getWeights();
+      for (const [name, t] of Object.entries(fx.weights)) {
+        if (name.includes("attention.self.key.bias")) continue; // its update is the sign of noise
+        const ours = after.get(name)!.data;
+        let worst = 0;
+        for (let i = 0; i < ours.length; i++) worst = Math.max(worst, Math.abs(ours[i] - t.after[i]));
+        assert(worst <= 1e-5, `${name} after one AdamW step: largest difference ${worst}`);
       }
       engine.dispose();
     },

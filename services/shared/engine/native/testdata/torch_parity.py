@@ -41,6 +41,22 @@ for n, prm in m.named_parameters():
     else:
         hf = names[n]
     out[hf] = {"shape": list(prm.shape), "data": prm.detach().numpy().ravel().tolist(), "grad": prm.grad.numpy().ravel().tolist()}
+# one AdamW step as the engine takes it: BERT's decay groups, clipping at 1.0, torch.optim.AdamW
+no_decay = lambda n: "bias" in n or "ln" in n
+groups = [
+    {"params": [q for n, q in m.named_parameters() if not no_decay(n)], "weight_decay": 0.01},
+    {"params": [q for n, q in m.named_parameters() if no_decay(n)], "weight_decay": 0.0},
+]
+opt = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.999), eps=1e-6)
+torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+opt.step()
+for n, prm in m.named_parameters():
+    if n.startswith("layers."):
+        _, l, mod, kind = n.split(".")
+        hf = f"bert.encoder.layer.{l}.{sub[mod]}.{kind}"
+    else:
+        hf = names[n]
+    out[hf]["after"] = prm.detach().numpy().ravel().tolist()
 json.dump({"weights": out, "ids": ids.ravel().tolist(), "types": types.ravel().tolist(), "attn": attn.ravel().tolist(),
   "labels": labels.ravel().tolist(), "nsp": nsp.tolist(), "mlm": mlm.item(), "nspLoss": nl.item(),
   "nspLogits": nsp_logits.detach().numpy().ravel().tolist()}, open(sys.argv[1], "w"))
