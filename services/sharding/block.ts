@@ -29,6 +29,8 @@ export interface BlockSettings {
   randomNextProb: number;
   dupeFactor: number;
   wholeWordMask: boolean;
+  /** Share of documents held out: their instances form the eval split. */
+  evalFraction: number;
 }
 
 export interface BlockStats {
@@ -40,13 +42,18 @@ export interface BlockStats {
   randomNext: number;
 }
 
-export interface BlockResult {
-  index: number;
-  /** Encoded records, back to back, in the block's shuffled order. */
+/** Encoded records of one split, back to back, in shuffled order. */
+export interface EncodedRecords {
   records: Uint8Array;
   /** Start of each record in `records`. */
   offsets: Uint32Array;
   stats: BlockStats;
+}
+
+export interface BlockResult {
+  index: number;
+  train: EncodedRecords;
+  eval: EncodedRecords;
 }
 
 // Terminal punctuation, then any closing quotes or brackets; a Western full stop only before a space.
@@ -179,7 +186,9 @@ class RecordBuffer {
 /**
  * Turns the documents of block `index` (each a list of lines) into shuffled, encoded records: documents
  * shuffled, `dupeFactor` passes over them with fresh masks, instances shuffled, as the reference does
- * over its whole corpus, here within the block.
+ * over its whole corpus, here within the block. Held-out documents (`evalFraction`) make the eval split
+ * the same way, from a generator of their own, so the training split does not depend on the fraction's
+ * draws.
  */
 export function processBlock(
   index: number,
@@ -189,30 +198,22 @@ export function processBlock(
   idBytes: 2 | 4,
 ): BlockResult {
   const jieba = settings.wholeWordMask ? defaultJieba() : null;
-  const stats: BlockStats = {
-    documents: 0,
-    sentences: 0,
-    instances: 0,
-    tokens: 0,
-    maskedTokens: 0,
-    randomNext: 0,
-  };
-  const documents: Document[] = [];
+  const trainDocuments: Document[] = [];
+  const evalDocuments: Document[] = [];
+  let sentences = 0;
+  const holdOut = Rng.seeded(settings.seed, index, 0xe7a1);
   const documentTokenizer = new DocumentTokenizer(tokenizer, jieba);
   for (const lines of rawDocuments) {
+    const heldOut = holdOut.random() < settings.evalFraction;
     // A document given as one line is split into its sentences, so NSP still sees sentence boundaries.
     const texts = lines.length === 1 ? splitSentences(lines[0]!) : lines;
     for (const text of texts) documentTokenizer.addSentence(text);
     const document = documentTokenizer.finish();
     if (document) {
-      documents.push(document);
-      stats.sentences += sentenceCount(document);
+      (heldOut ? evalDocuments : trainDocuments).push(document);
+      sentences += sentenceCount(document);
     }
   }
-  stats.documents = documents.length;
-
-  const rng = Rng.seeded(settings.seed, index);
-  rng.shuffle(documents);
   const masking: MaskingSettings = {
     maskedLmProb: settings.maskedLmProb,
     maxPredictionsPerSeq: settings.maxPredictionsPerSeq,
@@ -228,6 +229,40 @@ export function processBlock(
     randomNextProb: settings.randomNextProb,
     masking,
   };
+  const train = instancesOf(
+    trainDocuments,
+    Rng.seeded(settings.seed, index),
+    instanceSettings,
+    settings,
+    idBytes,
+  );
+  const held = instancesOf(
+    evalDocuments,
+    Rng.seeded(settings.seed, index, 0xe7a2),
+    instanceSettings,
+    settings,
+    idBytes,
+  );
+  train.stats.sentences = sentences;
+  return { index, train, eval: held };
+}
+
+function instancesOf(
+  documents: Document[],
+  rng: Rng,
+  instanceSettings: InstanceSettings,
+  settings: BlockSettings,
+  idBytes: 2 | 4,
+): EncodedRecords {
+  const stats: BlockStats = {
+    documents: documents.length,
+    sentences: 0,
+    instances: 0,
+    tokens: 0,
+    maskedTokens: 0,
+    randomNext: 0,
+  };
+  rng.shuffle(documents);
   const buffer = new RecordBuffer(idBytes);
   const emit = (instance: PretrainInstance) => {
     buffer.add(instance);
@@ -255,5 +290,5 @@ export function processBlock(
     records.set(buffer.bytes.subarray(start, end), at);
     at += end - start;
   });
-  return { index, records, offsets, stats };
+  return { records, offsets, stats };
 }

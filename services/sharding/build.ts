@@ -97,6 +97,7 @@ export function defaultSettings(maxSeqLength = 128): PretrainingSettings {
     randomNextProb: 0.5,
     blockBytes: DEFAULT_BLOCK_BYTES,
     maxShardBytes: DEFAULT_MAX_SHARD_BYTES,
+    evalFraction: 0,
   };
 }
 
@@ -151,6 +152,10 @@ export function resolveSettings(partial: Partial<PretrainingSettings> = {}): Pre
   prob("maskedLmProb");
   prob("shortSeqProb");
   prob("randomNextProb");
+  prob("evalFraction");
+  if (settings.evalFraction >= 1) {
+    throw new InvalidArgument(`evalFraction must be below 1: got ${settings.evalFraction}`);
+  }
   if (settings.wholeWordMask) {
     settings.wwmSegmenter = "@node-rs/jieba@2.0.3 (default dict, HMM) + WordPiece ##";
   } else delete settings.wwmSegmenter;
@@ -329,6 +334,7 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     randomNextProb: settings.randomNextProb,
     dupeFactor: settings.dupeFactor,
     wholeWordMask: settings.wholeWordMask,
+    evalFraction: settings.evalFraction,
   };
   const workers = options.workers ?? Math.min(4, navigator.hardwareConcurrency || 1);
   const writer = await ShardSetWriter.create(options.store, options.name, {
@@ -346,6 +352,7 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
   });
   const hasher = new Sha256();
   const counters = { bytesRead: 0 };
+  let evalDocuments = 0;
   const totals: BlockStats = {
     documents: 0,
     sentences: 0,
@@ -362,14 +369,16 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
   };
   const write = async (result: BlockResult) => {
     checkAbort();
-    await writer.addRecords(result.records, result.offsets);
-    for (const key of Object.keys(totals) as (keyof BlockStats)[]) totals[key] += result.stats[key];
+    await writer.addRecords(result.train.records, result.train.offsets, "train");
+    await writer.addRecords(result.eval.records, result.eval.offsets, "eval");
+    for (const key of Object.keys(totals) as (keyof BlockStats)[]) totals[key] += result.train.stats[key];
+    evalDocuments += result.eval.stats.documents;
     options.onProgress?.({
       bytesRead: counters.bytesRead,
       ...(totalBytes !== undefined ? { totalBytes } : {}),
       documents: totals.documents,
       instances: totals.instances,
-      shards: writer.shards.length,
+      shards: writer.shardsWritten,
     });
   };
   try {
@@ -406,7 +415,7 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
         name: options.corpus.name,
         sha256: hasher.hex(),
         bytes: counters.bytesRead,
-        documents: totals.documents,
+        documents: totals.documents + evalDocuments,
         sentences: totals.sentences,
         files: options.corpus.files.map((f) => f.name),
       },

@@ -218,6 +218,30 @@ Deno.test("--wwm masks every token of a chosen word (jieba words, ## pieces) tog
   assertAlmostEquals(masked / tokens, 0.15, 0.02);
 });
 
+Deno.test("evalFraction holds out whole documents as the eval split, leaving the training split's draws alone", async () => {
+  const f = await setup();
+  const base = options(f, "").settings!;
+  const manifest = await buildPretrainingShards(
+    options(f, "held", { settings: { ...base, evalFraction: 0.2 } }),
+  );
+  assert(manifest.evalShards.length >= 1 && manifest.evalShards.every((s) => s.file.startsWith("eval-")));
+  const share = manifest.evalInstances / (manifest.instances + manifest.evalInstances);
+  assertAlmostEquals(share, 0.2, 0.06);
+  const segmentA = (x: PretrainInstance) =>
+    Array.from(originalIds(x).subarray(1, x.segmentALength - 1)).join(",");
+  const train = new Set((await readAll(f.store, "held")).map(segmentA));
+  const set = await ShardSet.open(f.store, "held");
+  let shared = 0, held = 0;
+  for await (const x of set.instances({ split: "eval" })) {
+    held++;
+    if (train.has(segmentA(x))) shared++;
+  }
+  assertEquals(held, manifest.evalInstances);
+  assert(shared <= held * 0.01, `${shared} of ${held} held-out A segments also in training`);
+  const stream = await InstanceStream.open(f.store, "held", { seed: 3, split: "eval", maxEpochs: 1 });
+  assertEquals((await Array.fromAsync(stream)).length, manifest.evalInstances);
+});
+
 Deno.test("builds are deterministic: same bytes with and without workers, from .gz, different with another seed", async () => {
   const f = await setup();
   const inline = await buildPretrainingShards(options(f, "det-inline"));

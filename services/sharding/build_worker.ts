@@ -29,8 +29,10 @@ self.onmessage = (event: MessageEvent<WorkerRequest>) => {
     if (!tokenizer || !settings) throw new Error("build worker got a block before init");
     const result = processBlock(message.index, message.documents, tokenizer, settings, idBytes);
     self.postMessage({ type: "result", result }, [
-      result.records.buffer as ArrayBuffer,
-      result.offsets.buffer as ArrayBuffer,
+      result.train.records.buffer as ArrayBuffer,
+      result.train.offsets.buffer as ArrayBuffer,
+      result.eval.records.buffer as ArrayBuffer,
+      result.eval.offsets.buffer as ArrayBuffer,
     ]);
   } catch (error) {
     const index = message.type === "block" ? message.index : -1;

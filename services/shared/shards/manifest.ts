@@ -28,7 +28,12 @@ export interface PretrainingSettings {
   /** Text (whole documents) one worker turns into instances at once; random next segments come from the same block. */
   blockBytes: number;
   maxShardBytes: number;
+  /** Share of documents whose instances go to the held-out split (`eval-NNNNN.bin`) instead. */
+  evalFraction: number;
 }
+
+/** The training split (`shard-NNNNN.bin`) or the held-out one (`eval-NNNNN.bin`). */
+export type ShardSplit = "train" | "eval";
 
 export interface ShardEntry {
   /** Object name relative to the set's prefix, e.g. `shard-00000.bin`. */
@@ -54,6 +59,9 @@ export interface ShardManifest {
   randomNext: number;
   bytes: number;
   shards: ShardEntry[];
+  /** The held-out split: instances of other documents than the training split's. */
+  evalInstances: number;
+  evalShards: ShardEntry[];
   vocab: {
     name?: string;
     sha256: string;
@@ -127,11 +135,18 @@ function checkManifest(manifest: ShardManifest, key: string): void {
   if (!Array.isArray(manifest.shards)) {
     throw new FailedPrecondition(`${key}: metadata.shards must be an array`);
   }
-  const total = manifest.shards.reduce((sum, shard) => sum + shard.instances, 0);
-  if (total !== manifest.instances) {
-    throw new FailedPrecondition(
-      `${key}: shards hold ${total} instances but instances says ${manifest.instances}`,
-    );
+  manifest.evalShards ??= [];
+  manifest.evalInstances ??= 0;
+  for (
+    const [entries, count, field] of [
+      [manifest.shards, manifest.instances, "instances"],
+      [manifest.evalShards, manifest.evalInstances, "evalInstances"],
+    ] as const
+  ) {
+    const total = entries.reduce((sum, shard) => sum + shard.instances, 0);
+    if (total !== count) {
+      throw new FailedPrecondition(`${key}: shards hold ${total} instances but ${field} says ${count}`);
+    }
   }
 }
 

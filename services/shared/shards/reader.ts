@@ -15,7 +15,13 @@ import type { ObjectStore } from "../store/store.ts";
 import { Sha256 } from "../store/hash.ts";
 import type { Batch } from "../engine/engine.ts";
 import { originalIds, type PretrainInstance, ShardView } from "./format.ts";
-import { readManifest, type ShardManifest, shardSetPrefix } from "./manifest.ts";
+import {
+  readManifest,
+  type ShardEntry,
+  type ShardManifest,
+  shardSetPrefix,
+  type ShardSplit,
+} from "./manifest.ts";
 import { createMaskedLmPredictions, type MaskingSettings } from "./masking.ts";
 import { permutation, Rng } from "./rng.ts";
 import { pretrainBatch } from "./batch.ts";
@@ -33,12 +39,21 @@ export class ShardSet {
     return this.manifest.name;
   }
 
+  /** The shard files of a split. */
+  shardsOf(split: ShardSplit = "train"): ShardEntry[] {
+    return split === "eval" ? this.manifest.evalShards : this.manifest.shards;
+  }
+
+  /** Instances in a split. */
+  instanceCount(split: ShardSplit = "train"): number {
+    return split === "eval" ? this.manifest.evalInstances : this.manifest.instances;
+  }
+
   /** Loads shard `index` whole (shards are bounded, 64 MiB by default); checks size and sha256 when `verify`. */
-  async loadShard(index: number, options: { verify?: boolean } = {}): Promise<ShardView> {
-    const entry = this.manifest.shards[index];
-    if (!entry) {
-      throw new RangeError(`shard index ${index} out of range 0..${this.manifest.shards.length - 1}`);
-    }
+  async loadShard(index: number, options: { verify?: boolean; split?: ShardSplit } = {}): Promise<ShardView> {
+    const shards = this.shardsOf(options.split);
+    const entry = shards[index];
+    if (!entry) throw new RangeError(`shard index ${index} out of range 0..${shards.length - 1}`);
     const key = `${shardSetPrefix(this.name)}/${entry.file}`;
     const bytes = await this.store.get(key);
     if (bytes.byteLength !== entry.bytes) {
@@ -62,8 +77,10 @@ export class ShardSet {
   }
 
   /** Every instance in stored order (for inspection and tests; the trainer uses InstanceStream). */
-  async *instances(options: { verify?: boolean } = {}): AsyncIterableIterator<PretrainInstance> {
-    for (let s = 0; s < this.manifest.shards.length; s++) yield* await this.loadShard(s, options);
+  async *instances(
+    options: { verify?: boolean; split?: ShardSplit } = {},
+  ): AsyncIterableIterator<PretrainInstance> {
+    for (let s = 0; s < this.shardsOf(options.split).length; s++) yield* await this.loadShard(s, options);
   }
 }
 
@@ -107,6 +124,8 @@ export interface InstanceStreamOptions {
   maxEpochs?: number;
   /** Check each shard's sha256 against the manifest when it loads. @default true */
   verify?: boolean;
+  /** Read the held-out split instead of the training split. @default "train" */
+  split?: ShardSplit;
 }
 
 interface LoadedShard {
@@ -202,7 +221,7 @@ export class InstanceStream {
 
   /** Instances this rank reads per epoch: ceil((N - rank) / world). */
   get instancesPerEpoch(): number {
-    const total = this.set.manifest.instances;
+    const total = this.set.instanceCount(this.options.split);
     return Math.max(0, Math.ceil((total - this.rank) / this.world));
   }
 
@@ -260,7 +279,7 @@ export class InstanceStream {
   #orderEpoch = -1;
   #ensureEpochOrder(): void {
     if (this.#orderEpoch === this.#epoch) return;
-    const shards = this.set.manifest.shards;
+    const shards = this.set.shardsOf(this.options.split);
     this.#shardOrder = this.#shuffled
       ? permutation(shards.length, Rng.seeded(this.seed, this.#epoch, 0x5eed))
       : Uint32Array.from(shards.keys());
@@ -309,7 +328,10 @@ export class InstanceStream {
   async #load(orderIndex: number): Promise<LoadedShard> {
     const shardIndex = this.#shardOrder[orderIndex]!;
     const epoch = this.#epoch;
-    const view = await this.set.loadShard(shardIndex, { verify: this.options.verify ?? true });
+    const view = await this.set.loadShard(shardIndex, {
+      verify: this.options.verify ?? true,
+      ...(this.options.split ? { split: this.options.split } : {}),
+    });
     const order = this.#shuffled
       ? permutation(view.count, Rng.seeded(this.seed, epoch, 0x1d5, shardIndex))
       : null;

@@ -62,6 +62,7 @@ function fields(instances: PretrainInstance[]): ManifestFields {
       randomNextProb: 0.5,
       blockBytes: 1 << 20,
       maxShardBytes: 600,
+      evalFraction: 0,
     },
     builder: { name: "shards_test" },
   };

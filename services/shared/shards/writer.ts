@@ -8,7 +8,7 @@ import { AlreadyExists } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { ArtifactWriter, isPublished } from "../store/publish.ts";
 import { FORMAT_VERSION, type PretrainInstance, recordBytes, ShardAssembler, writeRecord } from "./format.ts";
-import { type ShardEntry, type ShardManifest, shardSetPrefix } from "./manifest.ts";
+import { type ShardEntry, type ShardManifest, shardSetPrefix, type ShardSplit } from "./manifest.ts";
 
 export const DEFAULT_MAX_SHARD_BYTES = 64 * 1024 * 1024;
 
@@ -24,15 +24,30 @@ export interface ShardSetWriterOptions {
 /** The manifest fields the writer cannot know: what was built from what. */
 export type ManifestFields = Omit<
   ShardManifest,
-  "format" | "formatVersion" | "kind" | "name" | "idBytes" | "instances" | "bytes" | "shards"
+  | "format"
+  | "formatVersion"
+  | "kind"
+  | "name"
+  | "idBytes"
+  | "instances"
+  | "bytes"
+  | "shards"
+  | "evalInstances"
+  | "evalShards"
 >;
+
+/** One series of shard files (the training split, or the held-out one) being filled. */
+interface Series {
+  assembler: ShardAssembler;
+  entries: ShardEntry[];
+  instances: number;
+  filePrefix: string;
+}
 
 export class ShardSetWriter {
   readonly #artifact: ArtifactWriter;
   readonly #maxShardBytes: number;
-  readonly #assembler: ShardAssembler;
-  readonly #shards: ShardEntry[] = [];
-  #instances = 0;
+  readonly #series: Record<ShardSplit, Series>;
 
   private constructor(
     artifact: ArtifactWriter,
@@ -41,7 +56,13 @@ export class ShardSetWriter {
   ) {
     this.#artifact = artifact;
     this.#maxShardBytes = options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
-    this.#assembler = new ShardAssembler(options.idBytes, options.maxSeqLen);
+    const series = (filePrefix: string): Series => ({
+      assembler: new ShardAssembler(options.idBytes, options.maxSeqLen),
+      entries: [],
+      instances: 0,
+      filePrefix,
+    });
+    this.#series = { train: series("shard"), eval: series("eval") };
   }
 
   /**
@@ -65,72 +86,96 @@ export class ShardSetWriter {
   }
 
   get instances(): number {
-    return this.#instances;
+    return this.#series.train.instances;
+  }
+
+  /** Shard files written so far (both splits). */
+  get shardsWritten(): number {
+    return this.#series.train.entries.length + this.#series.eval.entries.length;
   }
 
   get shards(): readonly ShardEntry[] {
-    return this.#shards;
+    return this.#series.train.entries;
   }
 
-  async addInstance(instance: PretrainInstance): Promise<void> {
+  async addInstance(instance: PretrainInstance, split: ShardSplit = "train"): Promise<void> {
     const bytes = new Uint8Array(recordBytes(instance, this.options.idBytes));
     writeRecord(new DataView(bytes.buffer), 0, instance, this.options.idBytes);
-    await this.addRecords(bytes, [0]);
+    await this.addRecords(bytes, [0], split);
   }
 
   /**
    * Appends encoded records (`recordOffsets[i]` = start of record i in `records`), cutting a new shard
    * whenever the next record would push the current one past the size bound.
    */
-  async addRecords(records: Uint8Array, recordOffsets: ArrayLike<number>): Promise<void> {
+  async addRecords(
+    records: Uint8Array,
+    recordOffsets: ArrayLike<number>,
+    split: ShardSplit = "train",
+  ): Promise<void> {
+    const series = this.#series[split];
     let runStart = 0;
     for (let i = 0; i < recordOffsets.length; i++) {
       const start = recordOffsets[i]!;
       const end = i + 1 < recordOffsets.length ? recordOffsets[i + 1]! : records.byteLength;
       const runBytes = start - recordOffsets[runStart]!;
       // +4 per record for its index entry.
-      const wouldBe = this.#assembler.bytes + runBytes + (end - start) + 4 * (i - runStart + 1);
-      if (wouldBe > this.#maxShardBytes && this.#assembler.count + (i - runStart) > 0) {
-        this.#appendRun(records, recordOffsets, runStart, i);
-        await this.#flush();
+      const wouldBe = series.assembler.bytes + runBytes + (end - start) + 4 * (i - runStart + 1);
+      if (wouldBe > this.#maxShardBytes && series.assembler.count + (i - runStart) > 0) {
+        this.#appendRun(series, records, recordOffsets, runStart, i);
+        await this.#flush(series);
         runStart = i;
       }
     }
-    this.#appendRun(records, recordOffsets, runStart, recordOffsets.length);
-    this.#instances += recordOffsets.length;
+    this.#appendRun(series, records, recordOffsets, runStart, recordOffsets.length);
+    series.instances += recordOffsets.length;
   }
 
-  #appendRun(records: Uint8Array, offsets: ArrayLike<number>, from: number, to: number): void {
+  #appendRun(
+    series: Series,
+    records: Uint8Array,
+    offsets: ArrayLike<number>,
+    from: number,
+    to: number,
+  ): void {
     if (from >= to) return;
     const base = offsets[from]!;
     const end = to < offsets.length ? offsets[to]! : records.byteLength;
     const relative = new Array<number>(to - from);
     for (let i = from; i < to; i++) relative[i - from] = offsets[i]! - base;
-    this.#assembler.addRecords(records.subarray(base, end), relative);
+    series.assembler.addRecords(records.subarray(base, end), relative);
   }
 
-  async #flush(): Promise<void> {
-    if (this.#assembler.count === 0) return;
-    const instances = this.#assembler.count;
-    const bytes = this.#assembler.finish();
-    const file = `shard-${String(this.#shards.length).padStart(5, "0")}.bin`;
+  async #flush(series: Series): Promise<void> {
+    if (series.assembler.count === 0) return;
+    const instances = series.assembler.count;
+    const bytes = series.assembler.finish();
+    const file = `${series.filePrefix}-${String(series.entries.length).padStart(5, "0")}.bin`;
     const info = await this.#artifact.put(file, bytes, { contentType: "application/octet-stream" });
-    this.#shards.push({ file, instances, bytes: bytes.byteLength, sha256: info.sha256! });
+    series.entries.push({ file, instances, bytes: bytes.byteLength, sha256: info.sha256! });
   }
 
-  /** Writes the last shard, then the manifest: from here on the set exists. */
-  async finish(fields: ManifestFields): Promise<ShardManifest> {
-    await this.#flush();
+  /**
+   * Writes the last shards, any extra parts (e.g. `lineage.json`), then the manifest: from here on the
+   * set exists.
+   */
+  async finish(fields: ManifestFields, extraParts: Record<string, string> = {}): Promise<ShardManifest> {
+    await this.#flush(this.#series.train);
+    await this.#flush(this.#series.eval);
+    for (const [name, content] of Object.entries(extraParts)) await this.#artifact.put(name, content);
+    const { train, eval: held } = this.#series;
     const manifest: ShardManifest = {
       format: "bertforge-shards",
       formatVersion: FORMAT_VERSION,
       kind: "pretraining",
       name: this.name,
       idBytes: this.options.idBytes,
-      instances: this.#instances,
-      bytes: this.#shards.reduce((sum, shard) => sum + shard.bytes, 0),
+      instances: train.instances,
+      bytes: [...train.entries, ...held.entries].reduce((sum, shard) => sum + shard.bytes, 0),
       ...fields,
-      shards: this.#shards,
+      shards: train.entries,
+      evalInstances: held.instances,
+      evalShards: held.entries,
     };
     await this.#artifact.commit(manifest as unknown as Record<string, unknown>);
     return manifest;
