@@ -19,6 +19,20 @@ const health = protoLoader.loadSync(`${ROOT}protos/grpc/health/v1/health.proto`,
 // deno-lint-ignore no-explicit-any
 const Health = (grpc.loadPackageDefinition(health) as any).grpc.health.v1.Health;
 
+// The build stage's `deno install --frozen --entrypoint ...`, so --cached-only finds what the image would hold.
+const install = new Deno.Command(Deno.execPath(), {
+  args: [
+    "install",
+    "--frozen",
+    "--entrypoint",
+    ...["tokenizer", "sharding", "trainer", "inference"].map((s) => `services/${s}/main.ts`),
+  ],
+  cwd: ROOT,
+  stdout: "null",
+  stderr: "piped",
+}).outputSync();
+if (!install.success) throw new Error(`deno install failed: ${new TextDecoder().decode(install.stderr)}`);
+
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
