@@ -12,6 +12,7 @@ import type { Batch, Engine, StepStats, Weights } from "../shared/engine/engine.
 import type { ObjectStore } from "../shared/store/store.ts";
 import { Cancelled, FailedPrecondition } from "../shared/errors.ts";
 import type { Point } from "../shared/report/svg.ts";
+import { tracer } from "../shared/telemetry/otel.ts";
 import {
   checkpointPrefix,
   loadBest,
@@ -249,8 +250,15 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
   let windowStart = performance.now(), windowTokens = 0;
   let exhausted = false;
 
+  const spans = tracer();
   while (step < totalSteps && !state.stoppedEarly && !exhausted) {
     const learningRate = engine.learningRate();
+    // One span per optimizer step (a no-op unless OTEL_* configures tracing), so a trace shows the training.
+    const span = spans.startSpan("trainer.step", {
+      attributes: { "bertforge.job_id": jobId, "bertforge.step": step + 1 },
+    });
+    const spanStart = performance.now();
+    let spanLoss = 0, spanTokens = 0;
     let micro = 0;
     for (; micro < gradAccum; micro++) {
       const batch = await source.next();
@@ -260,6 +268,8 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
       }
       const stats = engine.trainStep(batch);
       if (!Number.isFinite(stats.loss)) {
+        span.setStatus({ code: 2, message: `loss ${stats.loss}` });
+        span.end();
         const message =
           `loss is ${stats.loss} at step ${step + 1} (epoch ${source.epoch() + 1}): training diverged; ` +
           (lastCheckpointStep === null
@@ -273,10 +283,19 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
       }
       addStats(state.window, stats);
       const tokens = realTokens(batch);
+      spanLoss += stats.loss / gradAccum;
+      spanTokens += tokens;
       state.tokens += tokens;
       tokensThisRun += tokens;
       windowTokens += tokens;
     }
+    span.setAttributes({
+      "bertforge.loss": spanLoss,
+      "bertforge.learning_rate": learningRate,
+      "bertforge.tokens": spanTokens,
+      "bertforge.tokens_per_s": spanTokens / Math.max(1e-9, (performance.now() - spanStart) / 1000),
+    });
+    span.end();
     if (micro < gradAccum) break; // a partial accumulation at the very end of the data is dropped
     step++;
 

@@ -236,3 +236,81 @@ Deno.test("TrainerService: error codes name the problem", () =>
     const pretrained = await rpc.unary("ListModels", { name: "tiny-bert" });
     assertEquals(pretrained.models, []);
   }));
+
+Deno.test("TrainerService: one job at a time, the next queued; cancel stops with a checkpoint", () =>
+  withTrainer(async (rpc, store) => {
+    const long = { ...PRETRAIN, pretrain: { ...PRETRAIN.pretrain, steps: 400, checkpoint_every: 1000 } };
+    const first = (await rpc.unary("SubmitJob", { ...long, name: "first" })).job;
+    const second = (await rpc.unary("SubmitJob", { ...long, name: "second" })).job;
+    const queued = (await rpc.unary("GetJob", { job_id: second.id })).job;
+    assertEquals([queued.state, queued.queue_position], ["JOB_STATE_QUEUED", 1]);
+    const listed = await rpc.unary("ListJobs", { filter: { states: ["JOB_STATE_QUEUED"] } });
+    assertEquals(listed.jobs.map((j: Message) => j.id), [second.id]);
+
+    // Cancel the queued one at once, then the running one once it has made progress.
+    assertEquals((await rpc.unary("CancelJob", { job_id: second.id })).job.state, "JOB_STATE_CANCELLED");
+    for await (const { event } of rpc.serverStream("WatchJob", { job_id: first.id })) {
+      if (event.type === "JOB_EVENT_TYPE_PROGRESS" && Number(event.step) >= 3) break;
+    }
+    const cancelled = (await rpc.unary("CancelJob", { job_id: first.id })).job;
+    assertEquals(cancelled.state, "JOB_STATE_CANCELLED");
+    const events = await watchToEnd(rpc, first.id);
+    const checkpoints = events.filter((e) => e.type === "JOB_EVENT_TYPE_CHECKPOINT");
+    assertEquals(checkpoints.length, 1, "the cancel wrote the one checkpoint (checkpoint_every is 1000)");
+    const step = Number(checkpoints[0].checkpoint.version);
+    assert(step >= 3 && step < 400, `stopped at step ${step}`);
+    assert(await store.exists(`${checkpoints[0].checkpoint.prefix}model.safetensors`));
+  }));
+
+Deno.test("TrainerService: ImportModel takes an HF folder, refuses an incomplete one, and the import fine-tunes", () =>
+  withTrainer(async (rpc) => {
+    const { initWeights, saveModelDir } = await import("../shared/model/checkpoint.ts");
+    const { parseConfig } = await import("../shared/model/config.ts");
+    const { tinyVocabText } = await import("./testing.ts");
+    const dir = await Deno.makeTempDir({ prefix: "bf-hf-import-" });
+    try {
+      const config = parseConfig(tinyConfigJson());
+      await saveModelDir(`${dir}/m`, {
+        config,
+        weights: initWeights(config, { task: "pretrain" }, 2),
+        vocabText: tinyVocabText(),
+      });
+      async function* files(names: string[]) {
+        yield { chunk: { header: { name: "imported" } } };
+        for (const name of names) {
+          yield { chunk: { file: { path: name, data: await Deno.readFile(`${dir}/m/${name}`), eof: true } } };
+        }
+      }
+      await assertRejects(
+        () => rpc.clientStream("ImportModel", files(["config.json", "vocab.txt"])),
+        InvalidArgument,
+        "model.safetensors",
+      );
+      const { model } = await rpc.clientStream(
+        "ImportModel",
+        files(["config.json", "model.safetensors", "vocab.txt"]),
+      );
+      assertEquals([model.model.name, model.source, model.task, model.hidden_size], [
+        "imported",
+        "imported",
+        "TASK_TYPE_PRETRAIN",
+        16,
+      ]);
+      await rpc.clientStream("UploadDataset", upload("senti", "senti.csv", sentimentCsv(64)));
+      const { job } = await rpc.unary("SubmitJob", {
+        name: "from-import",
+        finetune: {
+          base: { name: "imported" },
+          task: "TASK_TYPE_CLASSIFY",
+          train_dataset: "senti",
+          epochs: 1,
+          batch_size: 16,
+          max_length: 16,
+        },
+      });
+      const events = await watchToEnd(rpc, job.id);
+      assertEquals(events.at(-1)!.state, "JOB_STATE_SUCCEEDED", events.at(-1)!.message);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }));
