@@ -8,6 +8,23 @@
  */
 import { Unavailable } from "../../errors.ts";
 
+/** An environment variable, or undefined where env access is not permitted (the engine then uses defaults). */
+export function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
+export function setEnv(name: string, value: string): void {
+  try {
+    Deno.env.set(name, value);
+  } catch {
+    // without --allow-env the library's own default applies
+  }
+}
+
 const CBLAS_ROW_MAJOR = 101;
 const CBLAS_NO_TRANS = 111;
 const CBLAS_TRANS = 112;
@@ -41,7 +58,7 @@ const THREAD_SYMBOLS = {
 
 /** Candidate library names, most specific first. */
 function candidates(): string[] {
-  const fromEnv = Deno.env.get("BERTFORGE_BLAS");
+  const fromEnv = env("BERTFORGE_BLAS");
   const list = fromEnv ? [fromEnv] : [];
   if (Deno.build.os === "darwin") {
     list.push(
@@ -96,22 +113,22 @@ let cached: Blas | undefined;
  * (`keep` leaves OPENBLAS_CORETYPE alone; any other value is used as the core type).
  */
 export function chooseBlasCoreType(): string | undefined {
-  const requested = Deno.env.get("BERTFORGE_BLAS_CORETYPE");
-  if (requested === "keep") return Deno.env.get("OPENBLAS_CORETYPE");
+  const requested = env("BERTFORGE_BLAS_CORETYPE");
+  if (requested === "keep") return env("OPENBLAS_CORETYPE");
   if (requested) {
-    Deno.env.set("OPENBLAS_CORETYPE", requested);
+    setEnv("OPENBLAS_CORETYPE", requested);
     return requested;
   }
-  if (Deno.build.os !== "linux" || Deno.build.arch !== "x86_64") return Deno.env.get("OPENBLAS_CORETYPE");
+  if (Deno.build.os !== "linux" || Deno.build.arch !== "x86_64") return env("OPENBLAS_CORETYPE");
   try {
     const flags = Deno.readTextFileSync("/proc/cpuinfo").match(/^flags\s*:(.*)$/m)?.[1].split(/\s+/) ?? [];
     if (["avx512f", "avx512dq", "avx512bw", "avx512vl"].every((f) => flags.includes(f))) {
-      Deno.env.set("OPENBLAS_CORETYPE", "SkylakeX");
+      setEnv("OPENBLAS_CORETYPE", "SkylakeX");
     }
   } catch {
     // no /proc: keep whatever OpenBLAS detects
   }
-  return Deno.env.get("OPENBLAS_CORETYPE");
+  return env("OPENBLAS_CORETYPE");
 }
 
 /** Loads OpenBLAS once per process; throws Unavailable naming every path tried when none loads. */

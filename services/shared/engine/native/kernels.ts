@@ -8,6 +8,8 @@
  * Letters: B batch, T sequence length, C channels, NH heads, N rows, D row width, V vocab, M gathered rows.
  */
 
+import { env, setEnv } from "./blas_ffi.ts";
+
 export interface Kernels {
   readonly impl: "c" | "ts";
   setThreads(n: number): void;
@@ -475,7 +477,7 @@ let cLoaded: { kernels: Kernels; path: string } | null | undefined;
 
 /** Path of the compiled kernel library: $BERTFORGE_KERNELS, else build/libbertforge_kernels.so of this checkout. */
 export function kernelLibraryPath(): string {
-  const fromEnv = Deno.env.get("BERTFORGE_KERNELS");
+  const fromEnv = env("BERTFORGE_KERNELS");
   if (fromEnv) return fromEnv;
   const ext = Deno.build.os === "darwin" ? "dylib" : "so";
   return new URL(`../../../../build/libbertforge_kernels.${ext}`, import.meta.url).pathname;
@@ -486,7 +488,7 @@ export function loadCKernels(): Kernels | null {
   if (cLoaded !== undefined) return cLoaded?.kernels ?? null;
   const path = kernelLibraryPath();
   // OpenMP threads that spin after a kernel would steal the cores OpenBLAS needs for the next GEMM
-  if (!Deno.env.get("OMP_WAIT_POLICY")) Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
+  if (!env("OMP_WAIT_POLICY")) setEnv("OMP_WAIT_POLICY", "PASSIVE");
   let lib: Deno.DynamicLibrary<typeof C_SYMBOLS>;
   try {
     lib = Deno.dlopen(path, C_SYMBOLS);

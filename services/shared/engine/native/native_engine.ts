@@ -28,7 +28,7 @@ import type {
   Weights,
 } from "../engine.ts";
 import { DEFAULT_OPTIMIZER } from "../engine.ts";
-import { addressOf, type Blas, loadBlas } from "./blas_ffi.ts";
+import { addressOf, type Blas, env, loadBlas } from "./blas_ffi.ts";
 import { type BatchedSgemm, draw32, type Kernels, loadKernels } from "./kernels.ts";
 import { canonicalName, hasPooler, isIgnorableName, type ParamSpec, paramSpecs } from "./params.ts";
 import { crfDecode, crfLoss } from "./crf.ts";
@@ -196,7 +196,7 @@ export class NativeEngine implements Engine {
       throw new InvalidArgument(`head crf is only valid for task 'ner': task is '${task}'`);
     }
     this.opt = { ...DEFAULT_OPTIMIZER, ...(options.optimizer ?? {}) };
-    const envThreads = Number(Deno.env.get("BERTFORGE_THREADS") ?? "");
+    const envThreads = Number(env("BERTFORGE_THREADS") ?? "");
     this.threads = options.threads ?? (envThreads > 0 ? envThreads : navigator.hardwareConcurrency ?? 1);
     this.blas = loadBlas();
     this.kernels = loadKernels(options.kernels);
@@ -206,7 +206,7 @@ export class NativeEngine implements Engine {
       this.batched = this.kernels.batchedSgemm ?? null;
     }
     this.rngSeed = (options.seed ?? 0) >>> 0;
-    if (Deno.env.get("BERTFORGE_PROFILE") === "1") this.profiling = true;
+    if (env("BERTFORGE_PROFILE") === "1") this.profiling = true;
 
     const maxBatch = options.maxBatch ?? 32;
     this.maxSeqLen = Math.min(options.maxSeqLen ?? 128, c.max_position_embeddings);
