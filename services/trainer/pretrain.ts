@@ -14,6 +14,7 @@ import type { ObjectStore } from "../shared/store/store.ts";
 import { manifestKey } from "../shared/store/publish.ts";
 import { Sha256 } from "../shared/store/hash.ts";
 import { type BatchSource, runTrainingLoop } from "./loop.ts";
+import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
 import {
   createJobEngine,
   curvePictures,
@@ -96,18 +97,32 @@ function instanceKey(instance: PretrainInstance): string {
 }
 
 /**
- * The held-out slice: the last instances of the last shard (about 5%, a whole number of batches, at most
- * 8 batches), or none when the set is too small to spare them.
+ * The held-out instances, at most 8 batches: the shard set's own eval split (instances of documents the
+ * training split never saw) when it has one; otherwise the last instances of the last shard (about 5%, a
+ * whole number of batches), which training then skips (`exclude`), or none when the set is too small.
  */
-async function heldOut(set: ShardSet, B: number): Promise<PretrainInstance[]> {
+async function heldOut(
+  set: ShardSet,
+  B: number,
+): Promise<{ instances: PretrainInstance[]; exclude: boolean }> {
+  const evalInstances = set.manifest.evalInstances ?? 0;
+  if (evalInstances >= B) {
+    const stream = InstanceStream.over(set, { seed: 0, split: "eval", shuffle: false, maxEpochs: 1 });
+    const instances: PretrainInstance[] = [];
+    const wanted = Math.min(8 * B, Math.floor(evalInstances / B) * B);
+    for (let x = await stream.next(); x && instances.length < wanted; x = await stream.next()) {
+      instances.push(x);
+    }
+    return { instances, exclude: false };
+  }
   const total = set.manifest.instances;
   const wanted = Math.min(8 * B, Math.floor((total * 0.05) / B) * B);
-  if (wanted < B || total < 4 * B) return [];
+  if (wanted < B || total < 4 * B) return { instances: [], exclude: false };
   const last = await set.loadShard(set.manifest.shards.length - 1);
   const n = Math.min(wanted, Math.floor(last.count / B) * B);
   const out: PretrainInstance[] = [];
   for (let i = last.count - n; i < last.count; i++) out.push(last.get(i));
-  return out;
+  return { instances: out, exclude: true };
 }
 
 /** Shard instances in the reader's shuffled order, minus the held-out ones, as (B, T) micro-batches. */
@@ -160,8 +175,11 @@ async function readVocab(
     }
     throw error;
   }
-  const tokenizerJson = await store.getText(`vocabs/${name}/tokenizer.json`).catch(() => undefined);
-  return tokenizerJson === undefined ? { vocabText } : { vocabText, tokenizerJson };
+  // A vocab imported as vocab.txt alone still gets a tokenizer.json, so the published model is complete.
+  const tokenizerJson = await store.getText(`vocabs/${name}/tokenizer.json`).catch(() =>
+    WordPieceTokenizer.fromVocabText(vocabText).toTokenizerJson()
+  );
+  return { vocabText, tokenizerJson };
 }
 
 /** Pretrain metrics on held-out instances: loss, MLM/NSP accuracy, perplexity exp(mean MLM loss). */
@@ -250,8 +268,9 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
   });
   try {
     engine.setWeights(initial);
-    const held = await heldOut(set, B);
-    const exclude = new Set(held.map(instanceKey));
+    const heldOutSet = await heldOut(set, B);
+    const held = heldOutSet.instances;
+    const exclude = new Set(heldOutSet.exclude ? held.map(instanceKey) : []);
     const evalBatches: Batch[] = [];
     for (let i = 0; i + B <= held.length; i += B) {
       evalBatches.push(pretrainBatch(held.slice(i, i + B), T, manifest.vocab.padId));

@@ -111,6 +111,7 @@ export async function writeTinyShards(
       wholeWordMask: false,
       randomNextProb: 0.5,
       blockBytes: 1 << 20,
+      evalFraction: 0,
       maxShardBytes: options.maxShardBytes ?? 4096,
     },
     builder: { name: "trainer-testing" },

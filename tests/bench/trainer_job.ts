@@ -79,6 +79,7 @@ async function writeShards(store: LocalStore, count: number, T: number, V: numbe
       wholeWordMask: false,
       randomNextProb: 0.5,
       blockBytes: 1 << 20,
+      evalFraction: 0,
       maxShardBytes: 64 << 20,
     },
     builder: { name: "bench" },
