@@ -125,6 +125,8 @@ export interface BuildOptions {
   onProgress?: (progress: BuildProgress) => void;
   /** Recorded as the builder version in the manifest (lineage), e.g. the git commit. */
   builderVersion?: string;
+  /** The job building the set, for lineage. */
+  jobId?: string;
 }
 
 /** Checks every setting up front, naming the field and the rule. */
@@ -398,7 +400,7 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     if (totals.instances === 0) {
       throw new InvalidArgument(`corpus ${options.corpus.name} produced no instances (is it empty?)`);
     }
-    return await writer.finish({
+    const fields = {
       tokens: totals.tokens,
       maskedTokens: totals.maskedTokens,
       randomNext: totals.randomNext,
@@ -424,6 +426,29 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
         name: "bertforge-sharding",
         ...(options.builderVersion ? { version: options.builderVersion } : {}),
       },
+    };
+    // The set carries its vocab (so it decodes without the vocab artifact) and its lineage, in the
+    // shape of the Lineage message of common.proto.
+    const lineage = {
+      artifact: { kind: "ARTIFACT_KIND_SHARDS", name: options.name, prefix: `shards/${options.name}/` },
+      inputs: [
+        {
+          role: "corpus",
+          ref: { kind: "ARTIFACT_KIND_CORPUS", name: fields.corpus.name, sha256: fields.corpus.sha256 },
+        },
+        {
+          role: "vocab",
+          ref: { kind: "ARTIFACT_KIND_VOCAB", name: options.vocab.name ?? "", sha256: fields.vocab.sha256 },
+        },
+      ],
+      settings: Object.fromEntries(Object.entries(settings).map(([k, v]) => [k, String(v)])),
+      code_version: options.builderVersion ?? "",
+      job_id: options.jobId ?? "",
+      created_at: new Date().toISOString(),
+    };
+    return await writer.finish(fields, {
+      "vocab.txt": options.vocab.text,
+      "lineage.json": JSON.stringify(lineage, null, 2),
     });
   } catch (error) {
     await writer.abort().catch(() => {});

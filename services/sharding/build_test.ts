@@ -332,7 +332,10 @@ Deno.test("a build killed mid-way leaves no manifest, and a rerun completes", as
   for await (const info of f.store.list("shards/killed/", { recursive: true })) keys.push(info.key);
   assertEquals(
     keys.sort(),
-    [...manifest.shards.map((s) => `shards/killed/${s.file}`), "shards/killed/MANIFEST.json"].sort(),
+    [
+      ...manifest.shards.map((s) => `shards/killed/${s.file}`),
+      ...["MANIFEST.json", "lineage.json", "vocab.txt"].map((file) => `shards/killed/${file}`),
+    ].sort(),
   );
   assertEquals((await readAll(f.store, "killed")).length, manifest.instances);
 });

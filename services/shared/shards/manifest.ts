@@ -82,6 +82,8 @@ export interface ShardManifest {
   settings: PretrainingSettings;
   /** What built it (lineage): `bertforge` plus the git commit when known. */
   builder: { name: string; version?: string };
+  /** When the set was published (from the store manifest; set by readManifest). */
+  createdAt?: string;
 }
 
 export function shardSetPrefix(name: string): string {
@@ -118,6 +120,7 @@ export async function readManifest(store: ObjectStore, name: string): Promise<Sh
   const artifact = await readArtifactManifest(store, prefix);
   const manifest = artifact.metadata as unknown as ShardManifest;
   checkManifest(manifest, `${prefix}/${MANIFEST_NAME}`);
+  manifest.createdAt = artifact.createdAt;
   return manifest;
 }
 
