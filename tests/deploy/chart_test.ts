@@ -154,9 +154,14 @@ Deno.test({
   async fn() {
     let ms = await render(HELM!, ["ci/cpu-values.yaml"]);
     const secret = find(ms, "Secret", `${N}-auth`);
-    assertEquals(atob(secret.data.token).length, 32);
+    const token = atob(secret.data.token);
+    assertEquals(token.length, 32);
+    // The pods roll when the token changes: their annotation hashes the very token the Secret holds.
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token)));
+    const hash = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 16);
     for (const d of deployments(ms)) {
       assertEquals(envOf(d).get("BERTFORGE_AUTH_TOKEN"), `secret:${N}-auth/token`);
+      assertEquals(d.spec.template.metadata.annotations["checksum/auth"], hash, d.metadata.name);
     }
 
     ms = await render(HELM!, ["ci/gpu-values.yaml"]);

@@ -91,17 +91,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* A generated secret value that survives upgrades: reuse what the live Secret holds, else a new random one.
+     Memoized for the render, so the Secret and the pods' checksum annotation see the same value.
      (dict "root" $ "secret" name "key" key "value" explicit-value). */}}
 {{- define "bertforge.secretValue" -}}
 {{- if .value -}}
 {{- .value -}}
 {{- else -}}
-{{- $live := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
-{{- if and $live (index $live.data .key) -}}
-{{- index $live.data .key | b64dec -}}
-{{- else -}}
-{{- randAlphaNum 32 -}}
+{{- if not (hasKey .root.Values "_generated") -}}
+{{- $_ := set .root.Values "_generated" dict -}}
 {{- end -}}
+{{- $id := printf "%s/%s" .secret .key -}}
+{{- if not (hasKey .root.Values._generated $id) -}}
+{{- $live := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if and $live (index ($live.data | default dict) .key) -}}
+{{- $_ := set .root.Values._generated $id (index $live.data .key | b64dec) -}}
+{{- else -}}
+{{- $_ := set .root.Values._generated $id (randAlphaNum 32) -}}
+{{- end -}}
+{{- end -}}
+{{- index .root.Values._generated $id -}}
 {{- end -}}
 {{- end -}}
 
