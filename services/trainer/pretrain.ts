@@ -281,7 +281,9 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
         `pretraining ${engine.backend} ${
           spec.arch ?? "config"
         } L=${config.num_hidden_layers} C=${config.hidden_size}` +
-        ` on ${manifest.instances} instances (${held.length} held out), B=${B} T=${T}, ${spec.steps} steps`,
+        ` on ${manifest.instances} instances (${held.length} held out${
+          heldOutSet.exclude ? ", skipped in training" : ""
+        }), B=${B} T=${T}, ${spec.steps} steps`,
     });
     const streamOptions = { seed: spec.seed, dynamicMasking: spec.dynamicMasking };
     const source = new ShardBatchSource(

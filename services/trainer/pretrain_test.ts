@@ -68,6 +68,7 @@ Deno.test("runPretrainJob() trains, evaluates held-out data, checkpoints and pub
         "config.json",
         "model.safetensors",
         "vocab.txt",
+        "tokenizer.json",
         "tokenizer_config.json",
         "metrics.json",
         "lineage.json",
@@ -214,3 +215,21 @@ Deno.test("a store unavailable for a moment is retried and the job continues to 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("runPretrainJob() evaluates the shard set's own eval split when it has one", () =>
+  withStore(async (store) => {
+    await writeTinyShards(store, "tiny", { count: 160, evalCount: 40 });
+    const events: TrainerEvent[] = [];
+    await runPretrainJob({ ...SPEC, steps: 4 }, {
+      jobId: "job-split",
+      store,
+      emit: (e) => void events.push(e),
+      threads: 1,
+    });
+    const intro = events.find((e) => e.type === "message" && e.message.startsWith("pretraining"));
+    assert(
+      intro && intro.type === "message" && intro.message.includes("(40 held out)"),
+      JSON.stringify(intro),
+    );
+    assert(events.some((e) => e.type === "eval"));
+  }));

@@ -66,7 +66,7 @@ function fakeInstance(rng: Rng, T: number): PretrainInstance {
 export async function writeTinyShards(
   store: ObjectStore,
   name: string,
-  options: { count?: number; T?: number; seed?: number; maxShardBytes?: number } = {},
+  options: { count?: number; evalCount?: number; T?: number; seed?: number; maxShardBytes?: number } = {},
 ): Promise<void> {
   const count = options.count ?? 256, T = options.T ?? 24;
   const vocabText = tinyVocabText();
@@ -80,6 +80,7 @@ export async function writeTinyShards(
     overwrite: true,
   });
   for (const instance of instances) await writer.addInstance(instance);
+  for (let i = 0; i < (options.evalCount ?? 0); i++) await writer.addInstance(fakeInstance(rng, T), "eval");
   await writer.finish({
     tokens: instances.reduce((s, x) => s + x.inputIds.length, 0),
     maskedTokens: instances.reduce((s, x) => s + x.maskedPositions.length, 0),
