@@ -38,6 +38,13 @@ async function* upload(name: string, file: string, text: string, format = "") {
   yield { chunk: { file: { path: file, data: bytes, eof: true } } };
 }
 
+async function* hfUpload(dir: string, names: string[]) {
+  yield { chunk: { header: { name: "imported" } } };
+  for (const name of names) {
+    yield { chunk: { file: { path: name, data: await Deno.readFile(`${dir}/m/${name}`), eof: true } } };
+  }
+}
+
 const PRETRAIN = {
   name: "tiny-bert",
   pretrain: {
@@ -275,12 +282,8 @@ Deno.test("TrainerService: ImportModel takes an HF folder, refuses an incomplete
         weights: initWeights(config, { task: "pretrain" }, 2),
         vocabText: tinyVocabText(),
       });
-      async function* files(names: string[]) {
-        yield { chunk: { header: { name: "imported" } } };
-        for (const name of names) {
-          yield { chunk: { file: { path: name, data: await Deno.readFile(`${dir}/m/${name}`), eof: true } } };
-        }
       }
+      const files = (names: string[]) => hfUpload(dir, names);
       await assertRejects(
         () => rpc.clientStream("ImportModel", files(["config.json", "vocab.txt"])),
         InvalidArgument,
