@@ -282,7 +282,6 @@ Deno.test("TrainerService: ImportModel takes an HF folder, refuses an incomplete
         weights: initWeights(config, { task: "pretrain" }, 2),
         vocabText: tinyVocabText(),
       });
-      }
       const files = (names: string[]) => hfUpload(dir, names);
       await assertRejects(
         () => rpc.clientStream("ImportModel", files(["config.json", "vocab.txt"])),
