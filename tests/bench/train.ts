@@ -1,6 +1,6 @@
 /**
  * `deno task bench train [--arch bert-mini] [--seq-len 128] [--batch 32] [--steps 5] [--backend native]
- *   [--profile] [--no-torch] [--no-forward] [--vocab 21128] [--threads N]`
+ *   [--profile] [--no-torch] [--no-forward] [--vocab 21128] [--threads N] [--torch-threads N]`
  *
  * Full MLM+NSP training steps (forward, backward, AdamW) on random ids with 15% masked positions, then the
  * PyTorch reference (tests/bench/train_torch.py, /usr/bin/python3) on the same config and the ratio, then
@@ -132,6 +132,8 @@ export async function main(argv: string[]): Promise<void> {
     );
   }
   const common = ["--arch", arch, "--seq-len", String(T), "--batch", String(B), "--vocab", String(V)];
+  // torch's own default thread count unless --torch-threads asks otherwise (here it defaults to 1)
+  if (args["torch-threads"]) common.push("--threads", String(args["torch-threads"]));
   if (withTorch) {
     const ref = await torch([...common, "--steps", String(steps), "--warmup", String(warmup)]);
     if (ref) {

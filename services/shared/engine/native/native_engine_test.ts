@@ -264,3 +264,27 @@ Deno.test("native engine: forward outputs have the documented shapes; CRF paths 
   assertEquals(p.pooled!.length, B * 32);
   pre.dispose();
 });
+
+Deno.test("native engine: a fully padded row, T=1 and a batch without masked positions stay finite", () => {
+  for (const head of [{ task: "pretrain" }, { task: "ner", numLabels: K, crf: true }] as HeadSpec[]) {
+    const engine = new NativeEngine({ config: tinyConfig(), head, seed: 2, maxBatch: B, maxSeqLen: T });
+    const batch = tinyBatch(head);
+    batch.attentionMask.fill(0, T, 2 * T); // row 1: padding only
+    if (batch.mlmLabels) batch.mlmLabels.fill(-100);
+    for (let s = 0; s < 2; s++) assert(Number.isFinite(engine.trainStep(batch).loss));
+    const one = tinyBatch(head);
+    const short: Batch = {
+      B: 1,
+      T: 1,
+      inputIds: one.inputIds.subarray(0, 1),
+      tokenTypeIds: one.tokenTypeIds.subarray(0, 1),
+      attentionMask: one.attentionMask.subarray(0, 1),
+      mlmLabels: new Int32Array([4]),
+      nspLabels: new Int32Array([1]),
+      tokenLabels: new Int32Array([2]),
+    };
+    assert(Number.isFinite(engine.trainStep(short).loss));
+    assert(engine.getWeights().values().every((t) => t.data.every(Number.isFinite)));
+    engine.dispose();
+  }
+});
