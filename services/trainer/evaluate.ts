@@ -135,14 +135,23 @@ export function evaluateFeatures(
   head: HeadSpec,
   features: readonly Feature[],
   labels: readonly string[],
-  options: { B: number; T: number; ids: { cls: number; sep: number; pad: number }; threshold?: number },
+  options: {
+    B: number;
+    T: number;
+    ids: { cls: number; sep: number; pad: number };
+    /** Multi-label decision threshold, one for all labels or one per label. @default 0.5 */
+    threshold?: number | readonly number[];
+  },
 ): EvaluationResult {
   const { B, T } = options;
   const K = labels.length;
   if (head.numLabels !== undefined && head.numLabels !== K) {
     throw new InvalidArgument(`the model has ${head.numLabels} labels but the data's label set has ${K}`);
   }
-  const threshold = options.threshold ?? 0.5;
+  const thresholds = Array.from({ length: K }, (_, k) => {
+    const t = options.threshold;
+    return typeof t === "number" ? t : t?.[k] ?? 0.5;
+  });
   const gold: number[] = [], pred: number[] = [];
   const goldMulti: Uint8Array[] = [], predMulti: Uint8Array[] = [];
   const goldTags: string[][] = [], predTags: string[][] = [];
@@ -173,7 +182,7 @@ export function evaluateFeatures(
         const y = new Uint8Array(K);
         for (let k = 0; k < K; k++) {
           const z = out.logits[b * K + k]!;
-          y[k] = 1 / (1 + Math.exp(-z)) >= threshold ? 1 : 0;
+          y[k] = 1 / (1 + Math.exp(-z)) >= thresholds[k]! ? 1 : 0;
           const t = f.multiLabel![k]!;
           // BCE with logits, in the numerically stable form.
           loss += Math.max(z, 0) - z * t + Math.log1p(Math.exp(-Math.abs(z)));

@@ -370,7 +370,9 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
     const configOut = {
       ...config,
       bertforge_max_length: maxLength,
-      ...(spec.task === "multilabel" ? { bertforge_threshold: spec.threshold ?? 0.5 } : {}),
+      ...(spec.task === "multilabel"
+        ? { bertforge_thresholds: labels.labels.map(() => spec.threshold ?? 0.5) }
+        : {}),
     };
     const published = await publishModel(store, {
       name: spec.name,

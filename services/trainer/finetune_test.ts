@@ -120,6 +120,11 @@ Deno.test("runFinetuneJob() multilabel and pair tasks, early stopping keeps the 
     }, { jobId: "job-ml", store, emit: (e) => void events.push(e), threads: 1 });
     assertGreater(ml.metrics.micro_f1!, 0.8, JSON.stringify(ml.metrics));
     assert("macro_f1" in ml.metrics);
+    const mlConfig = await store.getJson<Record<string, unknown>>(`${ml.model.prefix}/config.json`);
+    assertEquals([mlConfig.problem_type, mlConfig.bertforge_thresholds], ["multi_label_classification", [
+      0.5,
+      0.5,
+    ]]);
     const evals = events.filter((e) => e.type === "eval");
     const best = evals.filter((e) => e.type === "eval" && e.best).at(-1);
     assert(best && best.type === "eval");

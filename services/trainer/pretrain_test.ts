@@ -86,52 +86,55 @@ Deno.test("runPretrainJob() trains, evaluates held-out data, checkpoints and pub
     assert(/^\d{8}T\d{6}Z$/.test(outcome.model.version));
   }));
 
-Deno.test("a cancelled pretraining job resumes to bit-identical weights", () =>
-  withStore(async (store) => {
-    await writeTinyShards(store, "tiny", { count: 320 });
-    const straight = await runPretrainJob({ ...SPEC, name: "straight" }, {
-      jobId: "job-s",
-      store,
-      emit: () => {},
-      threads: 1,
-    });
+for (const gradAccum of [1, 2]) {
+  Deno.test(`a cancelled pretraining job resumes to bit-identical weights (grad accumulation ${gradAccum})`, () =>
+    withStore(async (store) => {
+      const spec = { ...SPEC, gradAccum };
+      await writeTinyShards(store, "tiny", { count: 320 });
+      const straight = await runPretrainJob({ ...spec, name: "straight" }, {
+        jobId: "job-s",
+        store,
+        emit: () => {},
+        threads: 1,
+      });
 
-    const controller = new AbortController();
-    const emit = (e: TrainerEvent) => {
-      if (e.type === "step" && e.step === 6) controller.abort();
-    };
-    await assertRejects(
-      () =>
-        runPretrainJob({ ...SPEC, name: "resumed" }, {
-          jobId: "job-r",
-          store,
-          emit,
-          signal: controller.signal,
-          threads: 1,
-        }),
-      Cancelled,
-      "resumable",
-    );
-    // The cancel left a checkpoint at the step it stopped (6 is not a multiple of checkpointEvery).
-    assertEquals((await loadLatestCheckpoint(store, "job-r"))?.step, 6);
-    const events: TrainerEvent[] = [];
-    const resumed = await runPretrainJob({ ...SPEC, name: "resumed" }, {
-      jobId: "job-r",
-      store,
-      emit: (e) => void events.push(e),
-      threads: 1,
-    });
-    assertEquals(events[0]?.type === "message" ? "message" : events[0]?.type, "message");
-    assert(events.some((e) => e.type === "resumed" && e.step === 6));
-    assertEquals(
-      await weightsHash(store, resumed.model.prefix),
-      await weightsHash(store, straight.model.prefix),
-    );
-    // The curves survive the restart too.
-    const a = await store.getJson<{ curves: unknown }>(`${straight.model.prefix}/metrics.json`);
-    const b = await store.getJson<{ curves: unknown }>(`${resumed.model.prefix}/metrics.json`);
-    assertEquals(b.curves, a.curves);
-  }));
+      const controller = new AbortController();
+      const emit = (e: TrainerEvent) => {
+        if (e.type === "step" && e.step === 6) controller.abort();
+      };
+      await assertRejects(
+        () =>
+          runPretrainJob({ ...spec, name: "resumed" }, {
+            jobId: "job-r",
+            store,
+            emit,
+            signal: controller.signal,
+            threads: 1,
+          }),
+        Cancelled,
+        "resumable",
+      );
+      // The cancel left a checkpoint at the step it stopped (6 is not a multiple of checkpointEvery).
+      assertEquals((await loadLatestCheckpoint(store, "job-r"))?.step, 6);
+      const events: TrainerEvent[] = [];
+      const resumed = await runPretrainJob({ ...spec, name: "resumed" }, {
+        jobId: "job-r",
+        store,
+        emit: (e) => void events.push(e),
+        threads: 1,
+      });
+      assertEquals(events[0]?.type === "message" ? "message" : events[0]?.type, "message");
+      assert(events.some((e) => e.type === "resumed" && e.step === 6));
+      assertEquals(
+        await weightsHash(store, resumed.model.prefix),
+        await weightsHash(store, straight.model.prefix),
+      );
+      // The curves survive the restart too.
+      const a = await store.getJson<{ curves: unknown }>(`${straight.model.prefix}/metrics.json`);
+      const b = await store.getJson<{ curves: unknown }>(`${resumed.model.prefix}/metrics.json`);
+      assertEquals(b.curves, a.curves);
+    }));
+}
 
 Deno.test("runPretrainJob() refuses unknown shards, a config that does not fit the vocab, and NaN loss", () =>
   withStore(async (store) => {

@@ -668,7 +668,8 @@ export class Trainer {
     });
     try {
       engine.setWeights(model.weights);
-      const threshold = opt(request.threshold) ?? (model.config.bertforge_threshold as number | undefined);
+      const threshold = opt(request.threshold) as number | undefined ??
+        (model.config.bertforge_thresholds as number[] | undefined);
       const result = evaluateFeatures(engine, modelHead, features, labels.labels, {
         B,
         T: maxLength,
