@@ -8,6 +8,8 @@ DENO := $(shell command -v deno 2>/dev/null || echo $(CURDIR)/.tools/node_module
 export BERTFORGE_KERNELS ?= $(CURDIR)/build/libbertforge_kernels.so
 KERNEL_SRC := $(wildcard services/shared/engine/native/kernels/*.c)
 CC ?= cc
+# Kernels are built on the machine that runs them; images pass a portable level (KERNEL_ARCH=x86-64-v3).
+KERNEL_ARCH ?= native
 
 # images, up, down, helm-test, deploy-test, deploy-tools (helm from npm, yamllint): deploy/deploy.mk
 include deploy/deploy.mk
@@ -47,7 +49,7 @@ kernels: $(BERTFORGE_KERNELS)
 $(BERTFORGE_KERNELS): $(KERNEL_SRC)
 	@mkdir -p build
 	@if [ -n "$(KERNEL_SRC)" ] && command -v $(CC) >/dev/null; then \
-	  $(CC) -O3 -march=native -ffast-math -fno-finite-math-only -fopenmp -fPIC -shared -o $@ $(KERNEL_SRC) -lm; \
+	  $(CC) -O3 -march=$(KERNEL_ARCH) -ffast-math -fno-finite-math-only -fopenmp -fPIC -shared -o $@ $(KERNEL_SRC) -lm; \
 	else echo "warning: no C compiler or kernel sources; the native engine uses its TypeScript kernels"; fi
 
 deps: deno npm apt kernels
