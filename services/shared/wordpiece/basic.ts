@@ -95,6 +95,8 @@ function baseClassTable(): Uint8Array {
   if (!classTable) {
     classTable = new Uint8Array(0x110000);
     fillRanges(classTable, REMOVED_RANGES, REMOVED);
+    // A lone surrogate reaches `tokenizers` as U+FFFD (its input is UTF-8), which clean text drops.
+    fillRanges(classTable, [0xd800, 0xdfff], REMOVED);
     fillRanges(classTable, PRE_TOKENIZER_SPACE_RANGES, WHITESPACE);
     fillRanges(classTable, CJK_RANGES, CJK);
     fillRanges(classTable, PUNCTUATION_RANGES, PUNCTUATION);

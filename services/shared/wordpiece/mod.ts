@@ -10,3 +10,4 @@
 export * from "./wordpiece.ts";
 export * from "./vocab.ts";
 export type { BasicOptions } from "./basic.ts";
+export * from "./trainer.ts";

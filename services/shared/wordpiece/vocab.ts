@@ -76,7 +76,6 @@ export function vocabFromObject(
         `${source}: id ${id} is given to both ${JSON.stringify(idToToken[id])} and ${JSON.stringify(token)}`,
       );
     }
-    if (token === "") throw new InvalidArgument(`${source}: the token of id ${id} is empty`);
     idToToken[id] = token;
     vocab.set(token, id);
   }

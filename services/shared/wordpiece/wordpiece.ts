@@ -131,6 +131,9 @@ export class WordPieceTokenizer {
   private readonly pieces = new PieceBuffer();
   private readonly addedTokenIds: number[];
   private wordsOut: TokenizedWord[] | null = null;
+  /** A sequence stops after the word that brings it to `tokenLimit` pieces (see encode). */
+  private tokenLimit = Infinity;
+  private stopped = false;
   private readonly onWord: (chars: Int32Array, origins: Int32Array, length: number) => void;
 
   constructor(vocab: Vocab, options: TokenizerOptions = {}) {
@@ -197,8 +200,14 @@ export class WordPieceTokenizer {
   }
 
   encode(text: string, pair?: string, options: EncodeOptions = {}): Encoding {
-    const first = this.sequencePieces(text);
-    const second = pair === undefined ? undefined : this.sequencePieces(pair);
+    // With truncation the reference stops tokenizing a sequence after the word that brings it to
+    // maxLength tokens (nothing after could be kept). longest_first then compares the lengths of what
+    // was tokenized, so the same early stop is needed for the same split between a pair.
+    const truncating = (options.truncation ?? options.maxLength !== undefined) &&
+      options.maxLength !== undefined;
+    const tokenLimit = truncating ? options.maxLength! : Infinity;
+    const first = this.sequencePieces(text, tokenLimit);
+    const second = pair === undefined ? undefined : this.sequencePieces(pair, tokenLimit);
     return this.postProcess(first, second, options, options.maxLength);
   }
 
@@ -274,9 +283,14 @@ export class WordPieceTokenizer {
 
   // ---- internals -------------------------------------------------------------------------------
 
-  private sequencePieces(text: string): Pieces {
+  private sequencePieces(text: string, tokenLimit: number): Pieces {
     this.pieces.length = 0;
-    this.tokenizeInto(text);
+    this.tokenLimit = tokenLimit;
+    try {
+      this.tokenizeInto(text);
+    } finally {
+      this.tokenLimit = Infinity;
+    }
     const n = this.pieces.length;
     return {
       ids: this.pieces.ids.slice(0, n),
@@ -287,6 +301,7 @@ export class WordPieceTokenizer {
 
   /** Appends the pieces of `text` to this.pieces: literal added tokens whole, the rest word by word. */
   private tokenizeInto(text: string): void {
+    this.stopped = false;
     let from = 0;
     let origin = 0;
     while (from < text.length) {
@@ -298,7 +313,8 @@ export class WordPieceTokenizer {
       }
       if (!match) break;
       const tokenLength = countCodePoints(match.token, 0, match.token.length);
-      this.pieces.push(match.id, origin, origin + tokenLength);
+      // Literal specials are already tokens: kept until the stop, never the word that triggers it.
+      if (!this.stopped) this.pieces.push(match.id, origin, origin + tokenLength);
       if (this.wordsOut) {
         this.wordsOut.push({
           word: match.token,
@@ -329,6 +345,7 @@ export class WordPieceTokenizer {
 
   /** Greedy longest-match WordPiece of one normalized word, appended to this.pieces. */
   private wordPiece(chars: Int32Array, origins: Int32Array, length: number): void {
+    if (this.stopped) return;
     const pieces = this.pieces;
     const firstPiece = pieces.length;
     const wordStart = origins[0];
@@ -364,6 +381,7 @@ export class WordPieceTokenizer {
       pieces.length = firstPiece;
       pieces.push(this.unkId, wordStart, wordEnd);
     }
+    if (pieces.length >= this.tokenLimit) this.stopped = true;
     if (this.wordsOut) {
       const ids: number[] = [];
       const tokens: string[] = [];
@@ -459,19 +477,19 @@ export class WordPieceTokenizer {
 }
 
 /**
- * `tokenizers`' longest_first split of `budget` between two sequences: only the longer one is cut when
- * that suffices, else both get half (the second the odd one).
+ * `tokenizers`' longest_first split of `budget` between two sequences of n1 and n2 tokens: when cutting
+ * the longer one suffices only it is cut; else both get half and the longer one the odd token.
  */
 export function longestFirst(n1: number, n2: number, budget: number): [number, number] {
-  let short = Math.min(n1, n2);
-  let long = Math.max(n1, n2);
   const swapped = n1 > n2;
-  long = short > budget ? short : Math.max(short, budget - short);
-  if (short + long > budget) {
-    short = Math.floor(budget / 2);
-    long = short + (budget % 2);
+  const short = Math.min(n1, n2);
+  let keepShort = short;
+  let keepLong = short > budget ? short : Math.max(short, budget - short);
+  if (keepShort + keepLong > budget) {
+    keepShort = Math.floor(budget / 2);
+    keepLong = keepShort + (budget % 2);
   }
-  return swapped ? [long, short] : [short, long];
+  return swapped ? [keepLong, keepShort] : [keepShort, keepLong];
 }
 
 export function countCodePoints(text: string, from: number, to: number): number {
