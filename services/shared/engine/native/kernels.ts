@@ -89,6 +89,7 @@ export interface Kernels {
   ): void;
   softmaxCe(
     logits: Float32Array,
+    bias: Float32Array | null,
     labels: Int32Array,
     losses: Float32Array,
     preds: Float32Array,
@@ -327,9 +328,10 @@ export const tsKernels: Kernels = {
       for (let j = 0; j < T; j++) dscores[x + j] = scale * probs[x + j] * (dprobs[x + j] - dot);
     }
   },
-  softmaxCe(logits, labels, losses, preds, N, V, gradScale, wantGrad) {
+  softmaxCe(logits, bias, labels, losses, preds, N, V, gradScale, wantGrad) {
     for (let r = 0; r < N; r++) {
       const x = r * V, y = labels[r];
+      if (bias) { for (let j = 0; j < V; j++) logits[x + j] += bias[j]; }
       let mx = logits[x], arg = 0;
       for (let j = 1; j < V; j++) {
         if (logits[x + j] > mx) {
@@ -420,7 +422,7 @@ const C_SYMBOLS = {
   bf_softmax_fwd: { parameters: ["buffer", "buffer", "i32", "i32", "i32", "f32"], result: "void" },
   bf_softmax_bwd: { parameters: ["buffer", "buffer", "buffer", "i32", "i32", "f32"], result: "void" },
   bf_softmax_ce: {
-    parameters: ["buffer", "buffer", "buffer", "buffer", "i32", "i32", "f32", "i32"],
+    parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "i32", "i32", "f32", "i32"],
     result: "void",
   },
   bf_adamw: {
@@ -521,8 +523,8 @@ export function loadCKernels(): Kernels | null {
     softmaxFwd: (att, addmask, B, NH, T, scale) => s.bf_softmax_fwd(att, addmask, B, NH, T, scale),
     softmaxBwd: (dscores, dprobs, probs, rows, T, scale) =>
       s.bf_softmax_bwd(dscores, dprobs, probs, rows, T, scale),
-    softmaxCe: (logits, labels, losses, preds, N, V, gradScale, wantGrad) =>
-      s.bf_softmax_ce(logits, labels, losses, preds, N, V, gradScale, wantGrad ? 1 : 0),
+    softmaxCe: (logits, bias, labels, losses, preds, N, V, gradScale, wantGrad) =>
+      s.bf_softmax_ce(logits, bias, labels, losses, preds, N, V, gradScale, wantGrad ? 1 : 0),
     adamw: (p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, gradScale) =>
       s.bf_adamw(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, gradScale),
     sumsq: (x, n) => s.bf_sumsq(x, n) as number,

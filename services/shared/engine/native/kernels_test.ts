@@ -87,11 +87,11 @@ Deno.test("softmax cross-entropy gradient matches finite differences; ignored ro
   const losses = new Float32Array(N), preds = new Float32Array(N);
   const f = () => {
     const tmp = Float32Array.from(x);
-    k.softmaxCe(tmp, labels, losses, preds, N, V, 1, false);
+    k.softmaxCe(tmp, null, labels, losses, preds, N, V, 1, false);
     return losses.reduce((a, b) => a + b, 0);
   };
   const g = Float32Array.from(x);
-  k.softmaxCe(g, labels, losses, preds, N, V, 1, true);
+  k.softmaxCe(g, null, labels, losses, preds, N, V, 1, true);
   checkGrad("softmax_ce", x, f, g);
   assertEquals(losses[1], 0);
   assert(g.subarray(V, 2 * V).every((v) => v === 0));
@@ -208,11 +208,12 @@ Deno.test({
       (kk, o) => kk.softmaxBwd(o, x.subarray(0, s.length), s, Bs * NH * T, T, 0.3),
     );
     const Vv = 41, labels = Int32Array.from({ length: N }, (_, i) => (i % 4 === 1 ? -100 : (i * 7) % Vv));
-    const logits = rand(N * Vv, 26, 5);
+    const logits = rand(N * Vv, 26, 5), decBias = rand(Vv, 31);
     both("softmax_ce", N * Vv + 2 * N, (kk, o) => {
       o.set(logits);
       kk.softmaxCe(
         o.subarray(0, N * Vv),
+        decBias,
         labels,
         o.subarray(N * Vv, N * Vv + N),
         o.subarray(N * Vv + N),

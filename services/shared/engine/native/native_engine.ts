@@ -1076,7 +1076,17 @@ export class NativeEngine implements Engine {
     let count = 0;
     for (let r = 0; r < rows; r++) if (labels[r] >= 0) count++;
     const A = this.A;
-    this.kernels.softmaxCe(logits.a, labels, A.losses.a, A.preds.a, rows, K, count ? scale / count : 0, grad);
+    this.kernels.softmaxCe(
+      logits.a,
+      null,
+      labels,
+      A.losses.a,
+      A.preds.a,
+      rows,
+      K,
+      count ? scale / count : 0,
+      grad,
+    );
     let loss = 0, correct = 0;
     for (let r = 0; r < rows; r++) {
       if (labels[r] < 0) continue;
@@ -1246,8 +1256,17 @@ export class NativeEngine implements Engine {
       const z = A.mz.p + 4 * r0 * C;
       this.gemm(false, true, rows, V, C, z, C, P.wte.p, C, 0, logits.p, V);
       this.mark("gemm_mlm_logits");
-      k.biasAdd(logits.a, P.decB.a, rows, V);
-      k.softmaxCe(logits.a, lab.subarray(r0, r0 + rows), A.losses.a, A.preds.a, rows, V, scale / M, grad);
+      k.softmaxCe(
+        logits.a,
+        P.decB.a,
+        lab.subarray(r0, r0 + rows),
+        A.losses.a,
+        A.preds.a,
+        rows,
+        V,
+        scale / M,
+        grad,
+      );
       this.mark("mlm_softmax_ce");
       for (let r = 0; r < rows; r++) {
         loss += A.losses.a[r];

@@ -113,5 +113,7 @@ export function isIgnorableName(name: string): boolean {
 export function canonicalName(name: string): string {
   let n = name.replace(/LayerNorm\.gamma$/, "LayerNorm.weight").replace(/LayerNorm\.beta$/, "LayerNorm.bias");
   if (n.startsWith("embeddings.") || n.startsWith("encoder.") || n.startsWith("pooler.")) n = `bert.${n}`;
+  // the decoder bias is tied to cls.predictions.bias; some exports carry only the decoder's name
+  if (n === "cls.predictions.decoder.bias") n = "cls.predictions.bias";
   return n;
 }

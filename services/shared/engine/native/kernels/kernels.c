@@ -361,22 +361,28 @@ void bf_softmax_bwd(float* dscores, const float* dprobs, const float* probs, int
 
 /* ---------------------------------------------------------------- classification losses */
 
-/* Row-wise softmax cross-entropy over logits (N,V), labels (N) with < 0 = ignored.
- * losses[r] = -log softmax(logits[r])[label] (0 when ignored), preds[r] = argmax (as float).
- * want_grad: logits are overwritten with grad_scale * (softmax - onehot) (0 on ignored rows). */
-void bf_softmax_ce(float* logits, const int32_t* labels, float* losses, float* preds, int N, int V,
-                   float grad_scale, int want_grad) {
+/* Row-wise softmax cross-entropy over logits (N,V) + bias (V, may be NULL: then none), labels (N) with < 0 =
+ * ignored. logits get the bias added in place; losses[r] = -log softmax(row)[label] (0 when ignored),
+ * preds[r] = argmax (as float). want_grad: logits are overwritten with grad_scale * (softmax - onehot)
+ * (0 on ignored rows). Folding the bias in saves a pass over the (rows, V) MLM logits. */
+void bf_softmax_ce(float* logits, const float* bias, const int32_t* labels, float* losses, float* preds, int N,
+                   int V, float grad_scale, int want_grad) {
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < N; r++) {
     float* x = logits + (size_t)r * V;
     const int y = labels[r];
-    float mx = x[0];
-    int arg = 0;
-    for (int j = 1; j < V; j++)
-      if (x[j] > mx) {
-        mx = x[j];
-        arg = j;
+    float mx = -INFINITY;
+    if (bias) {
+      for (int j = 0; j < V; j++) {
+        const float v = x[j] + bias[j];
+        x[j] = v;
+        mx = v > mx ? v : mx;
       }
+    } else {
+      for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+    }
+    int arg = 0;
+    while (arg < V - 1 && x[arg] != mx) arg++;
     preds[r] = (float)arg;
     if (y < 0) {
       losses[r] = 0.0f;
