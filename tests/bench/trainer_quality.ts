@@ -48,6 +48,7 @@ export async function main(argv: string[]): Promise<void> {
       "vocab-size": 8000,
       "ner-epochs": 3,
       "senti-epochs": 4,
+      "more-steps": 0,
     },
   });
   const store = new LocalStore(args.store as string);
@@ -215,6 +216,52 @@ export async function main(argv: string[]): Promise<void> {
       model: name,
       ...ner.metrics,
       dev_sentences: Number(ner.examples),
+    });
+  }
+  // 6. Optional: continue pretraining from quality-mini (fresh AdamW, a new warmup), fine-tune again, compare.
+  const more = Number(args["more-steps"]);
+  if (more > 0) {
+    if (!(await done("quality-mini-2"))) {
+      const result = await runPretrainJob({
+        name: "quality-mini-2",
+        shards: "quality",
+        arch: "bert-mini",
+        initModel: { name: "quality-mini" },
+        steps: more,
+        batchSize: 32,
+        learningRate: 3e-4,
+        warmupSteps: Math.round(more * 0.05),
+        checkpointEvery: 100,
+        evalEvery: 200,
+        seed: 2,
+      }, { jobId: "quality-pretrain-2", store, emit: log("pretrain-2") });
+      out({ stage: "pretrain-2", ...result.metrics, model: result.model.prefix });
+    }
+    if (!(await done("quality-senti-2"))) {
+      await runFinetuneJob({
+        name: "quality-senti-2",
+        base: { name: "quality-mini-2" },
+        task: "classify",
+        trainDataset: "senti-train",
+        epochs: Number(args["senti-epochs"]),
+        batchSize: 32,
+        learningRate: 1e-4,
+        maxLength: 128,
+        seed: 42,
+      }, { jobId: "quality-senti-2", store, emit: log("sentiment-2") });
+    }
+    const senti2 = await trainer.evaluate({
+      model: { name: "quality-senti-2" },
+      dataset: "senti-test",
+      batch_size: 32,
+    });
+    out({
+      stage: "sentiment-bert-2",
+      model: "quality-senti-2",
+      pretrain_steps: steps + more,
+      ...senti2.metrics,
+      test_examples: Number(senti2.examples),
+      baseline_accuracy: baselineAccuracy,
     });
   }
   await trainer.close();
