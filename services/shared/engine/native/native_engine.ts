@@ -266,6 +266,7 @@ export class NativeEngine implements Engine {
     ar.plan("dPooled", NT * C);
     ar.plan("headX", NT * C); // (NT, C) ner: dropout(X_L)
     ar.plan("smallLogits", NT * kMax); // (B, K) or (NT, K)
+    ar.plan("dEmit", this.head.crf ? NT * kMax : 0); // (NT, K) CRF gradient of the emissions
     ar.plan("losses", NT);
     ar.plan("preds", NT);
     ar.plan("labelsI", NT); // int32 labels of the CE in flight
@@ -315,6 +316,7 @@ export class NativeEngine implements Engine {
       "dPooled",
       "headX",
       "smallLogits",
+      "dEmit",
       "losses",
       "preds",
     ];
@@ -1174,7 +1176,7 @@ export class NativeEngine implements Engine {
     if (this.head.crf) {
       const emit = logits.a.subarray(0, NT * K);
       const crfP = { transitions: P.crfT.a, start: P.crfS.a, end: P.crfE.a };
-      const dEmit = grad ? A.tmp.a.subarray(0, NT * K) : null;
+      const dEmit = grad ? A.dEmit.a.subarray(0, NT * K) : null;
       const loss = crfLoss(
         emit,
         labels,

@@ -265,6 +265,19 @@ Deno.test("native engine: forward outputs have the documented shapes; CRF paths 
   pre.dispose();
 });
 
+Deno.test("native engine: more labels than hidden units (K > C) with a CRF", () => {
+  const head: HeadSpec = { task: "ner", numLabels: 41, crf: true };
+  const optimizer = { lr: 3e-3, totalSteps: 100 };
+  const engine = new NativeEngine({ config: tinyConfig(), head, maxBatch: B, maxSeqLen: T, optimizer });
+  const batch = tinyBatch(head);
+  batch.tokenLabels = batch.tokenLabels!.map((y, i) => (y < 0 ? y : (y * 7 + i) % 41));
+  const first = engine.evaluate(batch).loss;
+  for (let s = 0; s < 10; s++) engine.trainStep(batch);
+  const last = engine.evaluate(batch).loss;
+  assert(last < first, `loss goes down on a repeated batch: ${first} -> ${last}`);
+  engine.dispose();
+});
+
 Deno.test("native engine: a fully padded row, T=1 and a batch without masked positions stay finite", () => {
   for (const head of [{ task: "pretrain" }, { task: "ner", numLabels: K, crf: true }] as HeadSpec[]) {
     const engine = new NativeEngine({ config: tinyConfig(), head, seed: 2, maxBatch: B, maxSeqLen: T });
