@@ -4,6 +4,7 @@
  */
 import type { ObjectStore } from "../shared/store/store.ts";
 import { freshVersion } from "./models.ts";
+import { withRetry } from "./checkpoint.ts";
 
 export async function publishTarget(
   store: ObjectStore,
@@ -14,6 +15,6 @@ export async function publishTarget(
   const existing = await store.getJson<{ name: string; version: string }>(key).catch(() => null);
   if (existing && existing.name === name && existing.version) return existing;
   const target = { name, version: await freshVersion(store, name) };
-  await store.putJson(key, target);
+  await withRetry(`writing ${key}`, () => store.putJson(key, target));
   return target;
 }
