@@ -125,6 +125,23 @@ interface Tensors {
   crfE: Buf; // (K)
 }
 
+/** Every optimizer field checked up front, naming the field and its value. */
+function checkOptimizer(o: OptimizerConfig): OptimizerConfig {
+  const rule = (field: keyof OptimizerConfig, ok: boolean, what: string) => {
+    if (!ok) throw new InvalidArgument(`optimizer ${field} must be ${what}: current value is ${o[field]}`);
+  };
+  rule("lr", Number.isFinite(o.lr) && o.lr >= 0, "a finite number >= 0");
+  rule("weightDecay", Number.isFinite(o.weightDecay) && o.weightDecay >= 0, "a finite number >= 0");
+  rule("beta1", o.beta1 >= 0 && o.beta1 < 1, "in [0, 1)");
+  rule("beta2", o.beta2 >= 0 && o.beta2 < 1, "in [0, 1)");
+  rule("eps", o.eps > 0, "> 0");
+  rule("warmupSteps", Number.isInteger(o.warmupSteps) && o.warmupSteps >= 0, "an integer >= 0");
+  rule("totalSteps", Number.isInteger(o.totalSteps) && o.totalSteps >= 1, "an integer >= 1");
+  rule("maxGradNorm", o.maxGradNorm >= 0, ">= 0 (0 disables clipping)");
+  rule("gradAccumSteps", Number.isInteger(o.gradAccumSteps) && o.gradAccumSteps >= 1, "an integer >= 1");
+  return o;
+}
+
 export interface NativeEngineOptions extends EngineOptions {
   /** "ts" forces the TypeScript kernels (tests compare them with the C ones). */
   kernels?: "c" | "ts";
@@ -195,7 +212,7 @@ export class NativeEngine implements Engine {
     if (this.head.crf && task !== "ner") {
       throw new InvalidArgument(`head crf is only valid for task 'ner': task is '${task}'`);
     }
-    this.opt = { ...DEFAULT_OPTIMIZER, ...(options.optimizer ?? {}) };
+    this.opt = checkOptimizer({ ...DEFAULT_OPTIMIZER, ...(options.optimizer ?? {}) });
     const envThreads = Number(env("BERTFORGE_THREADS") ?? "");
     this.threads = options.threads ?? (envThreads > 0 ? envThreads : navigator.hardwareConcurrency ?? 1);
     this.blas = loadBlas();
