@@ -6,10 +6,8 @@
  *   0  magic     8 bytes  "BFSHARD\0"
  *   8  version   u32      FORMAT_VERSION, checked on load
  *  12  idBytes   u32      2 (uint16 ids, vocab <= 65536) or 4 (uint32)
- *  16  count     u32      instances in this shard
- *  20  indexAt   u32      byte offset of the index
- *  24  maxSeqLen u32      longest instance allowed when the shard was written
- *  28  reserved  u32      0
+ *  16  maxSeqLen u32      longest instance allowed when the shard was written
+ *  20  reserved  12 bytes 0
  * records, one per instance, back to back
  *   u16 length L           tokens, [CLS] A [SEP] B [SEP]
  *   u16 segmentALength     tokens of type 0 ([CLS] A [SEP]); the rest are type 1
@@ -21,7 +19,14 @@
  *   M   ids labels         the original ids at those positions
  *   ceil(L/8) bytes        word-start bitmap (bit i of byte i>>3 = token i starts a word), if flagged
  * index: count + 1 u32    byte offset of each record, then the end of the last one
+ * trailer (16 bytes)
+ *   count     u32          instances in this shard
+ *   indexAt   u32          byte offset of the index
+ *   magic     8 bytes      "BFSHEND\0": a shard cut short has none
  * ```
+ *
+ * Counts sit in the trailer so that a shard streams to the store as its records are made, with only the
+ * index held back: the writer never buffers a whole shard.
  *
  * The original (unmasked) sequence is the input ids with the labels put back, so dynamic masking needs
  * nothing more than what a static shard stores.
@@ -31,8 +36,10 @@
 import { InvalidArgument } from "../errors.ts";
 
 export const SHARD_MAGIC = "BFSHARD\0";
+export const TRAILER_MAGIC = "BFSHEND\0";
 export const FORMAT_VERSION = 1;
 export const HEADER_BYTES = 32;
+export const TRAILER_BYTES = 16;
 const FLAG_RANDOM_NEXT = 1;
 const FLAG_WORD_STARTS = 2;
 
@@ -127,9 +134,34 @@ function readIds(view: DataView, at: number, count: number, idBytes: number): Ui
   return ids;
 }
 
+/** The 32-byte header of a shard. */
+export function shardHeader(idBytes: 2 | 4, maxSeqLen: number): Uint8Array {
+  const out = new Uint8Array(HEADER_BYTES);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < 8; i++) out[i] = SHARD_MAGIC.charCodeAt(i);
+  view.setUint32(8, FORMAT_VERSION, true);
+  view.setUint32(12, idBytes, true);
+  view.setUint32(16, maxSeqLen, true);
+  return out;
+}
+
+/** Index and trailer of a shard whose records start at `recordOffsets` (absolute) and end at `indexAt`. */
+export function shardTail(recordOffsets: readonly number[], indexAt: number): Uint8Array {
+  const count = recordOffsets.length;
+  const out = new Uint8Array(4 * (count + 1) + TRAILER_BYTES);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < count; i++) view.setUint32(4 * i, recordOffsets[i]!, true);
+  view.setUint32(4 * count, indexAt, true);
+  const trailer = 4 * (count + 1);
+  view.setUint32(trailer, count, true);
+  view.setUint32(trailer + 4, indexAt, true);
+  for (let i = 0; i < 8; i++) out[trailer + 8 + i] = TRAILER_MAGIC.charCodeAt(i);
+  return out;
+}
+
 /**
- * Accumulates encoded records (already-encoded bytes from workers, or instances) and produces one shard
- * file. Memory: the shard being filled, bounded by the writer's shard size.
+ * Builds one shard file in memory from instances or encoded records (tests, small tools); the shard set
+ * writer streams instead.
  */
 export class ShardAssembler {
   #chunks: Uint8Array[] = [];
@@ -142,9 +174,9 @@ export class ShardAssembler {
     return this.#offsets.length;
   }
 
-  /** Bytes the finished shard would take now (header + records + index). */
+  /** Bytes the finished shard would take now (header + records + index + trailer). */
   get bytes(): number {
-    return this.#bytes + 4 * (this.#offsets.length + 1);
+    return this.#bytes + 4 * (this.#offsets.length + 1) + TRAILER_BYTES;
   }
 
   addInstance(instance: PretrainInstance): void {
@@ -162,24 +194,15 @@ export class ShardAssembler {
 
   /** The finished shard file; the assembler is empty afterwards. */
   finish(): Uint8Array {
-    const count = this.#offsets.length;
-    const indexAt = this.#bytes;
-    const out = new Uint8Array(indexAt + 4 * (count + 1));
-    const view = new DataView(out.buffer);
-    for (let i = 0; i < 8; i++) out[i] = SHARD_MAGIC.charCodeAt(i);
-    view.setUint32(8, FORMAT_VERSION, true);
-    view.setUint32(12, this.idBytes, true);
-    view.setUint32(16, count, true);
-    view.setUint32(20, indexAt, true);
-    view.setUint32(24, this.maxSeqLen, true);
-    view.setUint32(28, 0, true);
+    const tail = shardTail(this.#offsets, this.#bytes);
+    const out = new Uint8Array(this.#bytes + tail.byteLength);
+    out.set(shardHeader(this.idBytes, this.maxSeqLen), 0);
     let at = HEADER_BYTES;
     for (const chunk of this.#chunks) {
       out.set(chunk, at);
       at += chunk.byteLength;
     }
-    for (let i = 0; i < count; i++) view.setUint32(indexAt + 4 * i, this.#offsets[i]!, true);
-    view.setUint32(indexAt + 4 * count, indexAt, true);
+    out.set(tail, at);
     this.#chunks = [];
     this.#offsets = [];
     this.#bytes = HEADER_BYTES;
@@ -220,10 +243,15 @@ export class ShardView {
       throw new InvalidArgument(`${source}: idBytes must be 2 or 4: got ${idBytes}`);
     }
     this.idBytes = idBytes;
-    this.count = this.#view.getUint32(16, true);
-    this.#indexAt = this.#view.getUint32(20, true);
-    this.maxSeqLen = this.#view.getUint32(24, true);
-    if (this.#indexAt + 4 * (this.count + 1) !== bytes.byteLength) {
+    this.maxSeqLen = this.#view.getUint32(16, true);
+    const trailer = bytes.byteLength - TRAILER_BYTES;
+    const endMagic = String.fromCharCode(...bytes.subarray(trailer + 8));
+    if (endMagic !== TRAILER_MAGIC) {
+      throw new InvalidArgument(`${source}: truncated or corrupt (no end marker; the shard was cut short)`);
+    }
+    this.count = this.#view.getUint32(trailer, true);
+    this.#indexAt = this.#view.getUint32(trailer + 4, true);
+    if (this.#indexAt + 4 * (this.count + 1) !== trailer) {
       throw new InvalidArgument(
         `${source}: truncated or corrupt (index of ${this.count} entries at ${this.#indexAt} does not end at ${bytes.byteLength})`,
       );

@@ -5,9 +5,17 @@
  * @module
  */
 import { AlreadyExists } from "../errors.ts";
-import type { ObjectStore } from "../store/store.ts";
+import type { ObjectInfo, ObjectStore } from "../store/store.ts";
 import { ArtifactWriter, isPublished } from "../store/publish.ts";
-import { FORMAT_VERSION, type PretrainInstance, recordBytes, ShardAssembler, writeRecord } from "./format.ts";
+import {
+  FORMAT_VERSION,
+  type PretrainInstance,
+  recordBytes,
+  shardHeader,
+  shardTail,
+  TRAILER_BYTES,
+  writeRecord,
+} from "./format.ts";
 import { type ShardEntry, type ShardManifest, shardSetPrefix, type ShardSplit } from "./manifest.ts";
 
 export const DEFAULT_MAX_SHARD_BYTES = 64 * 1024 * 1024;
@@ -36,18 +44,30 @@ export type ManifestFields = Omit<
   | "evalShards"
 >;
 
-/** One series of shard files (the training split, or the held-out one) being filled. */
+/** A shard file being streamed to the store. */
+interface OpenShard {
+  file: string;
+  writer: WritableStreamDefaultWriter<Uint8Array>;
+  put: Promise<ObjectInfo>;
+  /** Bytes written so far (header and records). */
+  bytes: number;
+  /** Absolute offset of each record written. */
+  offsets: number[];
+}
+
+/** One series of shard files (the training split, or the held-out one). */
 interface Series {
-  assembler: ShardAssembler;
+  filePrefix: string;
   entries: ShardEntry[];
   instances: number;
-  filePrefix: string;
+  open: OpenShard | null;
 }
 
 export class ShardSetWriter {
   readonly #artifact: ArtifactWriter;
   readonly #maxShardBytes: number;
   readonly #series: Record<ShardSplit, Series>;
+  readonly #opened: OpenShard[] = [];
 
   private constructor(
     artifact: ArtifactWriter,
@@ -56,12 +76,7 @@ export class ShardSetWriter {
   ) {
     this.#artifact = artifact;
     this.#maxShardBytes = options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
-    const series = (filePrefix: string): Series => ({
-      assembler: new ShardAssembler(options.idBytes, options.maxSeqLen),
-      entries: [],
-      instances: 0,
-      filePrefix,
-    });
+    const series = (filePrefix: string): Series => ({ entries: [], instances: 0, filePrefix, open: null });
     this.#series = { train: series("shard"), eval: series("eval") };
   }
 
@@ -105,8 +120,8 @@ export class ShardSetWriter {
   }
 
   /**
-   * Appends encoded records (`recordOffsets[i]` = start of record i in `records`), cutting a new shard
-   * whenever the next record would push the current one past the size bound.
+   * Appends encoded records (`recordOffsets[i]` = start of record i in `records`), streaming them into
+   * the current shard and starting a new one whenever the next record would push it past the size bound.
    */
   async addRecords(
     records: Uint8Array,
@@ -118,41 +133,71 @@ export class ShardSetWriter {
     for (let i = 0; i < recordOffsets.length; i++) {
       const start = recordOffsets[i]!;
       const end = i + 1 < recordOffsets.length ? recordOffsets[i + 1]! : records.byteLength;
+      const open = series.open ?? this.#open(series);
       const runBytes = start - recordOffsets[runStart]!;
-      // +4 per record for its index entry.
-      const wouldBe = series.assembler.bytes + runBytes + (end - start) + 4 * (i - runStart + 1);
-      if (wouldBe > this.#maxShardBytes && series.assembler.count + (i - runStart) > 0) {
-        this.#appendRun(series, records, recordOffsets, runStart, i);
-        await this.#flush(series);
+      const recordsInShard = open.offsets.length + (i - runStart) + 1;
+      const wouldBe = open.bytes + runBytes + (end - start) + 4 * (recordsInShard + 1) + TRAILER_BYTES;
+      if (wouldBe > this.#maxShardBytes && recordsInShard > 1) {
+        await this.#writeRun(open, records, recordOffsets, runStart, i);
+        await this.#close(series);
+        this.#open(series);
         runStart = i;
       }
     }
-    this.#appendRun(series, records, recordOffsets, runStart, recordOffsets.length);
+    if (recordOffsets.length > 0) {
+      await this.#writeRun(series.open!, records, recordOffsets, runStart, recordOffsets.length);
+    }
     series.instances += recordOffsets.length;
   }
 
-  #appendRun(
-    series: Series,
+  #open(series: Series): OpenShard {
+    const file = `${series.filePrefix}-${String(series.entries.length).padStart(5, "0")}.bin`;
+    const pipe = new TransformStream<Uint8Array, Uint8Array>();
+    const writer = pipe.writable.getWriter();
+    const put = this.#artifact.put(file, pipe.readable, { contentType: "application/octet-stream" });
+    // A store that fails mid-upload must fail the writes too, or they would wait forever.
+    put.catch((error) => writer.abort(error).catch(() => {}));
+    const open: OpenShard = { file, writer, put, bytes: 0, offsets: [] };
+    series.open = open;
+    this.#opened.push(open);
+    // Errors of this write surface in the awaited writes after it.
+    this.#write(open, shardHeader(this.options.idBytes, this.options.maxSeqLen)).catch(() => {});
+    return open;
+  }
+
+  async #write(open: OpenShard, chunk: Uint8Array): Promise<void> {
+    open.bytes += chunk.byteLength;
+    await open.writer.write(chunk);
+  }
+
+  async #writeRun(
+    open: OpenShard,
     records: Uint8Array,
     offsets: ArrayLike<number>,
     from: number,
     to: number,
-  ): void {
+  ) {
     if (from >= to) return;
     const base = offsets[from]!;
     const end = to < offsets.length ? offsets[to]! : records.byteLength;
-    const relative = new Array<number>(to - from);
-    for (let i = from; i < to; i++) relative[i - from] = offsets[i]! - base;
-    series.assembler.addRecords(records.subarray(base, end), relative);
+    for (let i = from; i < to; i++) open.offsets.push(open.bytes + offsets[i]! - base);
+    await this.#write(open, records.subarray(base, end));
   }
 
-  async #flush(series: Series): Promise<void> {
-    if (series.assembler.count === 0) return;
-    const instances = series.assembler.count;
-    const bytes = series.assembler.finish();
-    const file = `${series.filePrefix}-${String(series.entries.length).padStart(5, "0")}.bin`;
-    const info = await this.#artifact.put(file, bytes, { contentType: "application/octet-stream" });
-    series.entries.push({ file, instances, bytes: bytes.byteLength, sha256: info.sha256! });
+  async #close(series: Series): Promise<void> {
+    const open = series.open;
+    if (!open) return;
+    series.open = null;
+    const tail = shardTail(open.offsets, open.bytes);
+    await this.#write(open, tail);
+    await open.writer.close();
+    const info = await open.put;
+    series.entries.push({
+      file: open.file,
+      instances: open.offsets.length,
+      bytes: open.bytes,
+      sha256: info.sha256!,
+    });
   }
 
   /**
@@ -160,8 +205,8 @@ export class ShardSetWriter {
    * set exists.
    */
   async finish(fields: ManifestFields, extraParts: Record<string, string> = {}): Promise<ShardManifest> {
-    await this.#flush(this.#series.train);
-    await this.#flush(this.#series.eval);
+    await this.#close(this.#series.train);
+    await this.#close(this.#series.eval);
     for (const [name, content] of Object.entries(extraParts)) await this.#artifact.put(name, content);
     const { train, eval: held } = this.#series;
     const manifest: ShardManifest = {
@@ -183,6 +228,10 @@ export class ShardSetWriter {
 
   /** Deletes the shards written so far; the set never appears. */
   async abort(): Promise<void> {
+    for (const open of this.#opened) {
+      await open.writer.abort(new Error("shard set build aborted")).catch(() => {});
+      await open.put.catch(() => {});
+    }
     await this.#artifact.abort();
   }
 }
