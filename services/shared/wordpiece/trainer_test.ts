@@ -77,7 +77,7 @@ Deno.test("trainWordPiece() is deterministic and its vocab.txt reloads to the sa
   const b = await trainWordPiece(ENGLISH, { vocabSize: 100 });
   assertEquals(a.vocabText(), b.vocabText());
   const reloaded = WordPieceTokenizer.fromVocabText(a.vocabText());
-  for (const line of ENGLISH) assertEquals(reloaded.encode(line), a.encode(line));
+  for (const line of ENGLISH) assertEquals(comparable(reloaded.encode(line)), comparable(a.encode(line)));
 });
 
 const tk = await loadTokenizers();

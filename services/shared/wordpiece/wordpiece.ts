@@ -104,13 +104,6 @@ class PieceBuffer {
   }
 }
 
-/** A piece range [from, to) of a PieceBuffer copied out, so a pair's first sequence survives the second. */
-interface Pieces {
-  ids: Int32Array;
-  starts: Int32Array;
-  ends: Int32Array;
-}
-
 export class WordPieceTokenizer {
   readonly idToToken: string[];
   readonly vocab: Map<string, number>;
@@ -128,7 +121,8 @@ export class WordPieceTokenizer {
   private readonly normalizer: CharNormalizer;
   private readonly trie: PieceTrie;
   private readonly word = new WordBuffer();
-  private readonly pieces = new PieceBuffer();
+  private pieces = new PieceBuffer();
+  private readonly pairPieces = new PieceBuffer();
   private readonly addedTokenIds: number[];
   private wordsOut: TokenizedWord[] | null = null;
   /** A sequence stops after the word that brings it to `tokenLimit` pieces (see encode). */
@@ -200,29 +194,37 @@ export class WordPieceTokenizer {
   }
 
   encode(text: string, pair?: string, options: EncodeOptions = {}): Encoding {
+    const maxLength = options.maxLength;
+    if (maxLength !== undefined && (!Number.isInteger(maxLength) || maxLength < 0)) {
+      throw new InvalidArgument(`maxLength: must be a non-negative integer, got ${maxLength}`);
+    }
     // With truncation the reference stops tokenizing a sequence after the word that brings it to
     // maxLength tokens (nothing after could be kept). longest_first then compares the lengths of what
     // was tokenized, so the same early stop is needed for the same split between a pair.
-    const truncating = (options.truncation ?? options.maxLength !== undefined) &&
-      options.maxLength !== undefined;
-    const tokenLimit = truncating ? options.maxLength! : Infinity;
-    const first = this.sequencePieces(text, tokenLimit);
-    const second = pair === undefined ? undefined : this.sequencePieces(pair, tokenLimit);
-    return this.postProcess(first, second, options, options.maxLength);
+    const truncating = (options.truncation ?? maxLength !== undefined) && maxLength !== undefined;
+    const tokenLimit = truncating ? maxLength : Infinity;
+    this.sequencePieces(this.pieces, text, tokenLimit);
+    if (pair !== undefined) this.sequencePieces(this.pairPieces, pair, tokenLimit);
+    const padTo = options.padToMaxLength && maxLength !== undefined ? maxLength : 0;
+    return this.build(this.pieces, pair === undefined ? null : this.pairPieces, options, padTo);
   }
 
   /** Encodes every input; `padToMaxLength` without `maxLength` pads to the longest encoding of the batch. */
   encodeBatch(texts: string[] | [string, string][], options: EncodeOptions = {}): Encoding[] {
-    const unpadded = { ...options, padToMaxLength: false };
-    const encodings = (texts as (string | [string, string])[]).map((input) =>
-      typeof input === "string"
-        ? this.encode(input, undefined, unpadded)
-        : this.encode(input[0], input[1], unpadded)
-    );
-    if (options.padToMaxLength) {
-      const length = options.maxLength ??
-        encodings.reduce((longest, e) => Math.max(longest, e.ids.length), 0);
-      for (const encoding of encodings) this.pad(encoding, length);
+    const inputs = texts as (string | [string, string])[];
+    const encodings: Encoding[] = new Array(inputs.length);
+    for (let i = 0; i < inputs.length; i++) {
+      const input = inputs[i];
+      encodings[i] = typeof input === "string"
+        ? this.encode(input, undefined, options)
+        : this.encode(input[0], input[1], options);
+    }
+    if (options.padToMaxLength && options.maxLength === undefined) {
+      let longest = 0;
+      for (const e of encodings) longest = Math.max(longest, (e as PackedEncoding).length);
+      for (let i = 0; i < encodings.length; i++) {
+        encodings[i] = (encodings[i] as PackedEncoding).padded(longest, this.padId);
+      }
     }
     return encodings;
   }
@@ -283,20 +285,18 @@ export class WordPieceTokenizer {
 
   // ---- internals -------------------------------------------------------------------------------
 
-  private sequencePieces(text: string, tokenLimit: number): Pieces {
-    this.pieces.length = 0;
+  /** Tokenizes one sequence into `into` (this.pieces or this.pairPieces). */
+  private sequencePieces(into: PieceBuffer, text: string, tokenLimit: number): void {
+    const saved = this.pieces;
+    this.pieces = into;
+    into.length = 0;
     this.tokenLimit = tokenLimit;
     try {
       this.tokenizeInto(text);
     } finally {
       this.tokenLimit = Infinity;
+      this.pieces = saved;
     }
-    const n = this.pieces.length;
-    return {
-      ids: this.pieces.ids.slice(0, n),
-      starts: this.pieces.starts.slice(0, n),
-      ends: this.pieces.ends.slice(0, n),
-    };
   }
 
   /** Appends the pieces of `text` to this.pieces: literal added tokens whole, the rest word by word. */
@@ -395,23 +395,21 @@ export class WordPieceTokenizer {
     }
   }
 
-  /** Truncation (longest_first), the [CLS] A [SEP] B [SEP] template, then padding. */
-  private postProcess(
-    first: Pieces,
-    second: Pieces | undefined,
+  /** Truncation (longest_first), the [CLS] A [SEP] B [SEP] template, then padding to `padTo`. */
+  private build(
+    first: PieceBuffer,
+    second: PieceBuffer | null,
     options: EncodeOptions,
-    maxLength?: number,
+    padTo: number,
   ): Encoding {
+    const maxLength = options.maxLength;
     const addSpecial = options.addSpecialTokens ?? true;
     const truncation = options.truncation ?? maxLength !== undefined;
-    if (maxLength !== undefined && (!Number.isInteger(maxLength) || maxLength < 0)) {
-      throw new InvalidArgument(`maxLength: must be a non-negative integer, got ${maxLength}`);
-    }
-    let n1 = first.ids.length;
-    let n2 = second ? second.ids.length : 0;
+    let n1 = first.length;
+    let n2 = second ? second.length : 0;
     let overflowed = false;
+    const added = addSpecial ? (second ? 3 : 2) : 0;
     if (truncation && maxLength !== undefined) {
-      const added = addSpecial ? (second ? 3 : 2) : 0;
       if (maxLength < added) {
         throw new InvalidArgument(
           `maxLength: ${maxLength} leaves no room for the ${added} special tokens of a ${
@@ -426,53 +424,125 @@ export class WordPieceTokenizer {
         else [n1, n2] = longestFirst(n1, n2, budget);
       }
     }
-    const ids: number[] = [];
-    const tokens: string[] = [];
-    const typeIds: number[] = [];
-    const offsets: [number, number][] = [];
-    const specialTokensMask: number[] = [];
-    const idToToken = this.idToToken;
-    const special = (id: number, typeId: number) => {
-      ids.push(id);
-      tokens.push(idToToken[id]);
-      typeIds.push(typeId);
-      offsets.push([0, 0]);
-      specialTokensMask.push(1);
+    const length = n1 + n2 + added;
+    const total = Math.max(length, padTo);
+    const packed = new Int32Array(4 * total);
+    let at = 0;
+    const special = (id: number, flags: number) => {
+      packed[at] = id;
+      packed[3 * total + at] = flags;
+      at++;
     };
-    const sequence = (pieces: Pieces, count: number, typeId: number) => {
-      for (let i = 0; i < count; i++) {
-        const id = pieces.ids[i];
-        ids.push(id);
-        tokens.push(idToToken[id]);
-        typeIds.push(typeId);
-        offsets.push([pieces.starts[i], pieces.ends[i]]);
-        specialTokensMask.push(0);
-      }
-    };
-    if (addSpecial) special(this.clsId, 0);
-    sequence(first, n1, 0);
-    if (addSpecial) special(this.sepId, 0);
+    if (addSpecial) special(this.clsId, SPECIAL);
+    packed.set(first.ids.subarray(0, n1), at);
+    packed.set(first.starts.subarray(0, n1), total + at);
+    packed.set(first.ends.subarray(0, n1), 2 * total + at);
+    at += n1;
+    if (addSpecial) special(this.sepId, SPECIAL);
     if (second) {
-      sequence(second, n2, 1);
-      if (addSpecial) special(this.sepId, 1);
+      packed.set(second.ids.subarray(0, n2), at);
+      packed.set(second.starts.subarray(0, n2), total + at);
+      packed.set(second.ends.subarray(0, n2), 2 * total + at);
+      packed.fill(SECOND, 3 * total + at, 3 * total + at + n2);
+      at += n2;
+      if (addSpecial) special(this.sepId, SPECIAL | SECOND);
     }
-    const attentionMask = ids.map(() => 1);
-    const encoding: Encoding = { ids, tokens, typeIds, offsets, attentionMask, specialTokensMask };
-    if (overflowed) encoding.overflowed = true;
-    if (options.padToMaxLength && maxLength !== undefined) this.pad(encoding, maxLength);
-    return encoding;
+    while (at < total) special(this.padId, SPECIAL | PADDING);
+    return new PackedEncoding(packed, total, this.idToToken, overflowed);
+  }
+}
+
+// Per-token flags of a PackedEncoding.
+const SPECIAL = 1;
+const SECOND = 2;
+const PADDING = 4;
+
+/**
+ * An Encoding kept as one Int32Array ([ids | starts | ends | flags], `length` each) whose public arrays
+ * are built on first access. Building six arrays and a tuple per token for every input dominated
+ * encodeBatch (allocation and GC, not tokenization); most callers read only `ids` and `typeIds`.
+ * `toJSON()` gives the plain object.
+ */
+export class PackedEncoding implements Encoding {
+  readonly length: number;
+  overflowed?: boolean;
+  #packed: Int32Array;
+  #idToToken: readonly string[];
+  #ids?: number[];
+  #tokens?: string[];
+  #typeIds?: number[];
+  #offsets?: [number, number][];
+  #attentionMask?: number[];
+  #specialTokensMask?: number[];
+
+  constructor(packed: Int32Array, length: number, idToToken: readonly string[], overflowed: boolean) {
+    this.#packed = packed;
+    this.length = length;
+    this.#idToToken = idToToken;
+    if (overflowed) this.overflowed = true;
   }
 
-  private pad(encoding: Encoding, length: number): void {
-    const padToken = this.idToToken[this.padId];
-    while (encoding.ids.length < length) {
-      encoding.ids.push(this.padId);
-      encoding.tokens.push(padToken);
-      encoding.typeIds.push(0);
-      encoding.offsets.push([0, 0]);
-      encoding.attentionMask.push(0);
-      encoding.specialTokensMask.push(1);
+  get ids(): number[] {
+    return this.#ids ??= this.#column(0, (v) => v);
+  }
+  get tokens(): string[] {
+    if (!this.#tokens) {
+      const tokens: string[] = new Array(this.length);
+      for (let i = 0; i < this.length; i++) tokens[i] = this.#idToToken[this.#packed[i]];
+      this.#tokens = tokens;
     }
+    return this.#tokens;
+  }
+  get typeIds(): number[] {
+    return this.#typeIds ??= this.#column(3, (flags) => (flags & SECOND ? 1 : 0));
+  }
+  get offsets(): [number, number][] {
+    if (!this.#offsets) {
+      const n = this.length, packed = this.#packed;
+      const offsets: [number, number][] = new Array(n);
+      for (let i = 0; i < n; i++) offsets[i] = [packed[n + i], packed[2 * n + i]];
+      this.#offsets = offsets;
+    }
+    return this.#offsets;
+  }
+  get attentionMask(): number[] {
+    return this.#attentionMask ??= this.#column(3, (flags) => (flags & PADDING ? 0 : 1));
+  }
+  get specialTokensMask(): number[] {
+    return this.#specialTokensMask ??= this.#column(3, (flags) => flags & SPECIAL);
+  }
+
+  /** A copy padded with `padId` up to `length` tokens (itself when already that long). */
+  padded(length: number, padId: number): PackedEncoding {
+    if (length <= this.length) return this;
+    const n = this.length, packed = this.#packed;
+    const out = new Int32Array(4 * length);
+    for (let column = 0; column < 4; column++) {
+      out.set(packed.subarray(column * n, column * n + n), column * length);
+    }
+    out.fill(padId, n, length);
+    out.fill(SPECIAL | PADDING, 3 * length + n, 4 * length);
+    return new PackedEncoding(out, length, this.#idToToken, this.overflowed === true);
+  }
+
+  toJSON(): Encoding {
+    const json: Encoding = {
+      ids: this.ids,
+      tokens: this.tokens,
+      typeIds: this.typeIds,
+      offsets: this.offsets,
+      attentionMask: this.attentionMask,
+      specialTokensMask: this.specialTokensMask,
+    };
+    if (this.overflowed) json.overflowed = true;
+    return json;
+  }
+
+  #column(column: number, map: (value: number) => number): number[] {
+    const n = this.length, base = column * n, packed = this.#packed;
+    const out: number[] = new Array(n);
+    for (let i = 0; i < n; i++) out[i] = map(packed[base + i]);
+    return out;
   }
 }
 
