@@ -14,6 +14,7 @@ import { tracingClientInterceptor } from "../telemetry/otel.ts";
 import { clientConstructor, fullServiceName, HEALTH_SERVICE, type ServiceName } from "./load.ts";
 import { errorFromStatus, fromClientError, GrpcStatus } from "./status.ts";
 import type { Message } from "./serve.ts";
+import { readMessages } from "./_read.ts";
 
 export interface RetryOptions {
   /** Attempts in all, the first included. @default 5 */
@@ -228,7 +229,7 @@ export class RpcClient {
       options?.signal?.addEventListener("abort", onAbort, { once: true });
       let received = 0;
       try {
-        for await (const message of call as AsyncIterable<Res>) {
+        for await (const message of readMessages<Res>(call)) {
           received++;
           yield message;
         }
@@ -333,7 +334,7 @@ export class RpcClient {
       call.cancel();
     });
     try {
-      for await (const message of call as AsyncIterable<Res>) yield message;
+      for await (const message of readMessages<Res>(call)) yield message;
       await sending;
       if (sendError) throw sendError;
     } catch (error) {

@@ -33,6 +33,7 @@ import {
   type ServiceName,
 } from "./load.ts";
 import { grpcCodeName, toStatus } from "./status.ts";
+import { readMessages } from "./_read.ts";
 
 // deno-lint-ignore no-explicit-any
 export type Message = Record<string, any>;
@@ -70,7 +71,12 @@ export type BidiStreamHandler = (
   requests: AsyncIterable<Message>,
   ctx: CallContext,
 ) => AsyncIterable<Message> | Iterable<Message> | Promise<void>;
-export type Handler = UnaryHandler | ServerStreamHandler | ClientStreamHandler | BidiStreamHandler;
+/**
+ * Any of the four shapes. Deliberately loose in its parameter so handlers can destructure their request
+ * (`({ name }, ctx) => ...`) without casts; the proto is the schema.
+ */
+// deno-lint-ignore no-explicit-any
+export type Handler = (input: any, ctx: CallContext) => any;
 /** Handlers by method name as written in the proto (`StartTrainVocab`, `WatchJob`). */
 export type Handlers = Record<string, Handler>;
 
@@ -186,12 +192,6 @@ function writer(
       }
     });
   };
-}
-
-async function* readAll(
-  call: grpc.ServerReadableStream<Message, Message> | grpc.ServerDuplexStream<Message, Message>,
-) {
-  for await (const message of call as AsyncIterable<Message>) yield message;
 }
 
 /**
@@ -353,7 +353,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       ) =>
         run(
           call,
-          async (ctx) => await (handler as ClientStreamHandler)(readAll(call), ctx),
+          async (ctx) => await (handler as ClientStreamHandler)(readMessages<Message>(call, ctx.signal), ctx),
           (error, response) => error ? callback(error) : callback(null, response),
         );
     } else {
@@ -364,7 +364,7 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
           call,
           async (ctx) => {
             const input = method.requestStream
-              ? readAll(call as grpc.ServerDuplexStream<Message, Message>)
+              ? readMessages<Message>(call as grpc.ServerDuplexStream<Message, Message>, ctx.signal)
               : (call as grpc.ServerWritableStream<Message, Message>).request;
             const output = await (handler as ServerStreamHandler | BidiStreamHandler)(
               input as Message & AsyncIterable<Message>,
