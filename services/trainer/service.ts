@@ -235,6 +235,7 @@ export class Trainer {
   readonly manager: JobManager;
   readonly #options: TrainerOptions;
   readonly #requestIds = new Map<string, string>();
+  readonly #lastProgress = new Map<string, Message>();
 
   constructor(options: TrainerOptions) {
     this.store = options.store;
@@ -270,7 +271,21 @@ export class Trainer {
       signal,
       emit: (event) => {
         this.#options.log?.debug(formatEvent(event), { job: jobId });
-        return emit(toJobEvent(event));
+        const jobEvent = toJobEvent(event);
+        // The latest step (with the latest evaluation's metrics) is kept for GetJob/ListJobs, so a list
+        // view shows loss, throughput and ETA without watching.
+        const time = new Date().toISOString();
+        if (event.type === "step") {
+          const previous = this.#lastProgress.get(jobId);
+          const current = protoEvent(jobId, { ...jobEvent, seq: 0, time }, "RUNNING");
+          current.metrics = { ...previous?.metrics, ...current.metrics };
+          this.#lastProgress.set(jobId, current);
+        } else if (event.type === "eval") {
+          const previous = this.#lastProgress.get(jobId);
+          const metrics = protoEvent(jobId, { ...jobEvent, seq: 0, time }, "RUNNING").metrics;
+          if (previous) previous.metrics = { ...previous.metrics, ...metrics };
+        }
+        return emit(jobEvent);
       },
       ...(spec.backend || this.#options.backend ? { backend: spec.backend || this.#options.backend } : {}),
       ...(this.#options.threads ? { threads: this.#options.threads } : {}),
@@ -350,7 +365,7 @@ export class Trainer {
   async jobMessage(record: JobRecord): Promise<Message> {
     const spec = await this.manager.getSpec<StoredSpec>(record.id).catch(() => null);
     const result = record.result as JobOutcome | undefined;
-    const progress: Message | null = record.progress
+    const progress: Message | null = this.#lastProgress.get(record.id) ?? (record.progress
       ? {
         job_id: record.id,
         type: "JOB_EVENT_TYPE_PROGRESS",
@@ -360,7 +375,7 @@ export class Trainer {
         unit: record.progress.unit ?? "steps",
         metrics: {},
       }
-      : null;
+      : null);
     let queuePosition = 0;
     if (record.state === "QUEUED") {
       const { jobs } = await this.manager.list({ state: "QUEUED", pageSize: 1000 });
