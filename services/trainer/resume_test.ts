@@ -131,11 +131,13 @@ Deno.test({
             for await (const { event } of watch) {
               lastSeq = event.seq;
               if (event.type === "JOB_EVENT_TYPE_PROGRESS" && event.step) lastStepSeen = Number(event.step);
-              if (event.state === "JOB_STATE_SUCCEEDED") break;
-              if (event.type !== "JOB_EVENT_TYPE_STATE" && ++seen >= wantEvents) break;
+              // Stop watching by aborting (the stream then ends with CANCELLED, caught below) rather than
+              // breaking out of the loop.
+              if (event.state === "JOB_STATE_SUCCEEDED") controller.abort();
+              if (event.type !== "JOB_EVENT_TYPE_STATE" && ++seen >= wantEvents) controller.abort();
             }
           } catch {
-            // the watch breaks when the process dies under it
+            // CANCELLED by the abort above, or UNAVAILABLE when the process died under the watch
           }
           controller.abort();
           await new Promise((r) => setTimeout(r, delayMs));
