@@ -91,6 +91,8 @@ function codePoints(text: string): number {
   return count;
 }
 
+const ARENA_TOKENS = 1 << 20;
+
 /**
  * Tokenizes the sentences of one document into one flat {@linkcode Document}. `wordStarts` marks the
  * first piece of every word: WordPiece `##` pieces continue a word, and with `jieba` a Chinese character
@@ -136,15 +138,53 @@ export class DocumentTokenizer {
     }
   }
 
+  // Documents are views into arenas of a few MB, reused block after block, rather than arrays of their
+  // own: thousands of small off-heap buffers per block made a worker's memory balloon before V8 freed them.
+  #arenas: { ids: Uint32Array; wordStarts: Uint8Array; starts: Uint32Array }[] = [];
+  #arena = -1;
+  #arenaUsed = 0;
+  #arenaStartsUsed = 0;
+
+  /** Forgets every document handed out so far: their arrays get overwritten by the next ones. */
+  reuseArenas(): void {
+    this.#arena = -1;
+    this.#arenaUsed = this.#arenaStartsUsed = 0;
+  }
+
   /** The document so far (null when it has no tokens); the tokenizer is empty afterwards. */
   finish(): Document | null {
-    const document = this.#sentenceStarts.length > 1
-      ? {
-        ids: this.#ids.slice(0, this.#length),
-        wordStarts: this.#wordStarts.slice(0, this.#length),
-        sentenceStarts: Uint32Array.from(this.#sentenceStarts),
+    let document: Document | null = null;
+    const length = this.#length, starts = this.#sentenceStarts.length;
+    if (starts > 1) {
+      let arena = this.#arenas[this.#arena];
+      if (
+        !arena || this.#arenaUsed + length > arena.ids.length ||
+        this.#arenaStartsUsed + starts > arena.starts.length
+      ) {
+        this.#arena++;
+        arena = this.#arenas[this.#arena];
+        if (!arena || arena.ids.length < length || arena.starts.length < starts) {
+          const size = Math.max(ARENA_TOKENS, length);
+          arena = {
+            ids: new Uint32Array(size),
+            wordStarts: new Uint8Array(size),
+            starts: new Uint32Array(Math.max(ARENA_TOKENS / 8, starts)),
+          };
+          this.#arenas[this.#arena] = arena;
+        }
+        this.#arenaUsed = this.#arenaStartsUsed = 0;
       }
-      : null;
+      const at = this.#arenaUsed, startsAt = this.#arenaStartsUsed;
+      const ids = arena.ids.subarray(at, at + length);
+      ids.set(this.#ids.subarray(0, length));
+      const wordStarts = arena.wordStarts.subarray(at, at + length);
+      wordStarts.set(this.#wordStarts.subarray(0, length));
+      const sentenceStarts = arena.starts.subarray(startsAt, startsAt + starts);
+      sentenceStarts.set(this.#sentenceStarts);
+      this.#arenaUsed += length;
+      this.#arenaStartsUsed += starts;
+      document = { ids, wordStarts, sentenceStarts };
+    }
     this.#length = 0;
     this.#sentenceStarts = [0];
     return document;
@@ -170,6 +210,11 @@ class RecordBuffer {
 
   constructor(readonly idBytes: 2 | 4) {}
 
+  reset(): void {
+    this.length = 0;
+    this.offsets.length = 0;
+  }
+
   add(instance: PretrainInstance): void {
     const need = recordBytes(instance, this.idBytes);
     if (this.length + need > this.bytes.length) {
@@ -180,6 +225,17 @@ class RecordBuffer {
     }
     this.offsets.push(this.length);
     this.length = writeRecord(this.view, this.length, instance, this.idBytes);
+  }
+}
+
+/** What one thread reuses from block to block: tokenizer state, document arenas, the record buffer. */
+export class BlockWorkspace {
+  readonly documentTokenizer: DocumentTokenizer;
+  readonly records: RecordBuffer;
+
+  constructor(tokenizer: WordPieceTokenizer, settings: BlockSettings, idBytes: 2 | 4) {
+    this.documentTokenizer = new DocumentTokenizer(tokenizer, settings.wholeWordMask ? defaultJieba() : null);
+    this.records = new RecordBuffer(idBytes);
   }
 }
 
@@ -196,13 +252,14 @@ export function processBlock(
   tokenizer: WordPieceTokenizer,
   settings: BlockSettings,
   idBytes: 2 | 4,
+  workspace: BlockWorkspace = new BlockWorkspace(tokenizer, settings, idBytes),
 ): BlockResult {
-  const jieba = settings.wholeWordMask ? defaultJieba() : null;
   const trainDocuments: Document[] = [];
   const evalDocuments: Document[] = [];
   let sentences = 0;
   const holdOut = Rng.seeded(settings.seed, index, 0xe7a1);
-  const documentTokenizer = new DocumentTokenizer(tokenizer, jieba);
+  const documentTokenizer = workspace.documentTokenizer;
+  documentTokenizer.reuseArenas();
   for (const lines of rawDocuments) {
     const heldOut = holdOut.random() < settings.evalFraction;
     // A document given as one line is split into its sentences, so NSP still sees sentence boundaries.
@@ -234,14 +291,14 @@ export function processBlock(
     Rng.seeded(settings.seed, index),
     instanceSettings,
     settings,
-    idBytes,
+    workspace,
   );
   const held = instancesOf(
     evalDocuments,
     Rng.seeded(settings.seed, index, 0xe7a2),
     instanceSettings,
     settings,
-    idBytes,
+    workspace,
   );
   train.stats.sentences = sentences;
   return { index, train, eval: held };
@@ -252,7 +309,7 @@ function instancesOf(
   rng: Rng,
   instanceSettings: InstanceSettings,
   settings: BlockSettings,
-  idBytes: 2 | 4,
+  workspace: BlockWorkspace,
 ): EncodedRecords {
   const stats: BlockStats = {
     documents: documents.length,
@@ -263,7 +320,8 @@ function instancesOf(
     randomNext: 0,
   };
   rng.shuffle(documents);
-  const buffer = new RecordBuffer(idBytes);
+  const buffer = workspace.records;
+  buffer.reset();
   const emit = (instance: PretrainInstance) => {
     buffer.add(instance);
     stats.instances++;

@@ -24,7 +24,13 @@ import { Sha256 } from "../shared/store/hash.ts";
 import { MANIFEST_NAME } from "../shared/store/publish.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
-import { type BlockResult, type BlockSettings, type BlockStats, processBlock } from "./block.ts";
+import {
+  type BlockResult,
+  type BlockSettings,
+  type BlockStats,
+  BlockWorkspace,
+  processBlock,
+} from "./block.ts";
 import type { WorkerRequest } from "./build_worker.ts";
 
 /** One input file of a corpus, opened as a byte stream when the build reaches it. */
@@ -251,6 +257,7 @@ class BlockRunner {
   readonly #waiting = new Map<number, { resolve: (r: BlockResult) => void; reject: (e: Error) => void }>();
   #failure: Error | null = null;
   #tokenizer: WordPieceTokenizer | null = null;
+  #workspace: BlockWorkspace | null = null;
 
   constructor(
     workers: number,
@@ -258,6 +265,7 @@ class BlockRunner {
   ) {
     if (workers === 0) {
       this.#tokenizer = WordPieceTokenizer.fromVocabText(init.vocabText, { lowercase: init.lowercase });
+      this.#workspace = new BlockWorkspace(this.#tokenizer, init.settings, init.idBytes);
       return;
     }
     for (let w = 0; w < workers; w++) {
@@ -297,7 +305,14 @@ class BlockRunner {
     if (this.#tokenizer) {
       try {
         return Promise.resolve(
-          processBlock(index, documents, this.#tokenizer, this.init.settings, this.init.idBytes),
+          processBlock(
+            index,
+            documents,
+            this.#tokenizer,
+            this.init.settings,
+            this.init.idBytes,
+            this.#workspace!,
+          ),
         );
       } catch (error) {
         return Promise.reject(error);

@@ -7,7 +7,7 @@
  */
 /// <reference lib="deno.worker" />
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
-import { type BlockSettings, processBlock } from "./block.ts";
+import { type BlockSettings, BlockWorkspace, processBlock } from "./block.ts";
 
 export type WorkerRequest =
   | { type: "init"; vocabText: string; lowercase: boolean; settings: BlockSettings; idBytes: 2 | 4 }
@@ -16,6 +16,7 @@ export type WorkerRequest =
 let tokenizer: WordPieceTokenizer | null = null;
 let settings: BlockSettings | null = null;
 let idBytes: 2 | 4 = 2;
+let workspace: BlockWorkspace | null = null;
 
 self.onmessage = (event: MessageEvent<WorkerRequest>) => {
   const message = event.data;
@@ -24,10 +25,11 @@ self.onmessage = (event: MessageEvent<WorkerRequest>) => {
       tokenizer = WordPieceTokenizer.fromVocabText(message.vocabText, { lowercase: message.lowercase });
       settings = message.settings;
       idBytes = message.idBytes;
+      workspace = new BlockWorkspace(tokenizer, settings, idBytes);
       return;
     }
     if (!tokenizer || !settings) throw new Error("build worker got a block before init");
-    const result = processBlock(message.index, message.documents, tokenizer, settings, idBytes);
+    const result = processBlock(message.index, message.documents, tokenizer, settings, idBytes, workspace!);
     self.postMessage({ type: "result", result }, [
       result.train.records.buffer as ArrayBuffer,
       result.train.offsets.buffer as ArrayBuffer,

@@ -10,7 +10,12 @@
  * @module
  */
 import type { PretrainInstance } from "../shared/shards/format.ts";
-import { createMaskedLmPredictions, type MaskingSettings } from "../shared/shards/masking.ts";
+import {
+  createMaskedLmPredictions,
+  type MaskingScratch,
+  maskingScratch,
+  type MaskingSettings,
+} from "../shared/shards/masking.ts";
 import type { Rng } from "../shared/shards/rng.ts";
 
 /**
@@ -78,9 +83,25 @@ export function truncateSeqPair(a: Segment, b: Segment, maxNumTokens: number, rn
 const segmentA = new Segment();
 const segmentB = new Segment();
 
+/** Buffers reused by every instance of a thread (an instance passed to `out` is valid during the call only). */
+let scratch: { length: number; ids: Uint32Array; wordStarts: Uint8Array; masking: MaskingScratch } | null =
+  null;
+function scratchFor(maxSeqLength: number) {
+  if (!scratch || scratch.length < maxSeqLength) {
+    scratch = {
+      length: maxSeqLength,
+      ids: new Uint32Array(maxSeqLength),
+      wordStarts: new Uint8Array(maxSeqLength),
+      masking: maskingScratch(maxSeqLength),
+    };
+  }
+  return scratch;
+}
+
 /**
  * Appends the instances of `documents[documentIndex]` to `out` (the reference's
  * `create_instances_from_document`); random next segments come from other entries of `documents`.
+ * Each instance's arrays are reused for the next one: `out` must encode or copy them before returning.
  */
 export function createInstancesFromDocument(
   documents: readonly Document[],
@@ -143,7 +164,7 @@ export function createInstancesFromDocument(
       truncateSeqPair(a, b, maxNumTokens, rng);
       // Sentences are never empty and truncation cuts the longer side, so both keep a token.
       if (a.size < 1 || b.size < 1) throw new Error(`empty segment: |A| = ${a.size}, |B| = ${b.size}`);
-      out(assemble(a, b, isRandomNext, settings.masking, rng));
+      out(assemble(a, b, isRandomNext, settings, rng));
       chunkFrom = i + 1;
       currentLength = 0;
     }
@@ -151,17 +172,19 @@ export function createInstancesFromDocument(
   }
 }
 
-/** `[CLS] A [SEP] B [SEP]`, then the masked LM predictions. */
+/** `[CLS] A [SEP] B [SEP]`, then the masked LM predictions; arrays are views into the thread's scratch. */
 function assemble(
   a: Segment,
   b: Segment,
   isRandomNext: boolean,
-  masking: MaskingSettings,
+  settings: InstanceSettings,
   rng: Rng,
 ): PretrainInstance {
+  const masking = settings.masking;
   const length = a.size + b.size + 3;
-  const ids = new Uint32Array(length);
-  const wordStarts = new Uint8Array(length).fill(1);
+  const buffers = scratchFor(settings.maxSeqLength);
+  const ids = buffers.ids.subarray(0, length);
+  const wordStarts = buffers.wordStarts.subarray(0, length).fill(1);
   ids[0] = masking.clsId;
   let at = 1;
   for (const part of [a, b]) {
@@ -172,7 +195,7 @@ function assemble(
     }
     ids[at++] = masking.sepId;
   }
-  const masked = createMaskedLmPredictions(ids, wordStarts, masking, rng);
+  const masked = createMaskedLmPredictions(ids, wordStarts, masking, rng, buffers.masking);
   const instance: PretrainInstance = {
     inputIds: masked.inputIds,
     segmentALength: a.size + 2,

@@ -19,7 +19,7 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 const SHARED_VOCAB = join(ROOT, "../shared/data/bert-base-chinese/vocab.txt");
 
 /** Writes the poetry corpus, repeated up to `mb` MB; returns its size in bytes. */
-async function writeCorpus(path: string, mb: number): Promise<number> {
+export async function writeCorpus(path: string, mb: number): Promise<number> {
   const encoder = new TextEncoder();
   using file = await Deno.open(path, { write: true, create: true, truncate: true });
   const dir = join(ROOT, "node_modules", "chinese-poetry", "dist", "quantangshi");

@@ -38,11 +38,31 @@ export interface MaskedLm {
  * Chooses and replaces the positions to predict in `ids` (the unmasked sequence, `[CLS] A [SEP] B [SEP]`).
  * `wordStarts` (1 = the token starts a word) is only read when `settings.wholeWord`.
  */
+/** Reusable output buffers for {@linkcode createMaskedLmPredictions}, sized for the longest instance. */
+export interface MaskingScratch {
+  inputIds: Uint32Array;
+  positions: Uint16Array;
+  labels: Uint32Array;
+}
+
+export function maskingScratch(maxSeqLength: number): MaskingScratch {
+  return {
+    inputIds: new Uint32Array(maxSeqLength),
+    positions: new Uint16Array(maxSeqLength),
+    labels: new Uint32Array(maxSeqLength),
+  };
+}
+
+/**
+ * With `scratch`, the result's arrays are views into it, valid until the next call with the same
+ * scratch (the build encodes each instance at once and saves an allocation per array).
+ */
 export function createMaskedLmPredictions(
   ids: Uint32Array,
   wordStarts: Uint8Array | undefined,
   settings: MaskingSettings,
   rng: Rng,
+  scratchOut?: MaskingScratch,
 ): MaskedLm {
   const { clsId, sepId } = settings;
   const length = ids.length;
@@ -67,7 +87,8 @@ export function createMaskedLmPredictions(
   for (let g = 0; g < groups; g++) order[g] = g;
   rng.shuffle(order.subarray(0, groups));
 
-  const output = ids.slice();
+  const output = scratchOut ? scratchOut.inputIds.subarray(0, length) : ids.slice();
+  if (scratchOut) output.set(ids);
   const numToPredict = Math.min(
     settings.maxPredictionsPerSeq,
     Math.max(1, pythonRound(length * settings.maskedLmProb)),
@@ -94,8 +115,11 @@ export function createMaskedLmPredictions(
     }
   }
   chosen.sort((a, b) => a - b);
-  const positions = Uint16Array.from(chosen);
-  const labels = new Uint32Array(chosen.length);
+  const positions = scratchOut
+    ? scratchOut.positions.subarray(0, chosen.length)
+    : new Uint16Array(chosen.length);
+  positions.set(chosen);
+  const labels = scratchOut ? scratchOut.labels.subarray(0, chosen.length) : new Uint32Array(chosen.length);
   for (let k = 0; k < chosen.length; k++) labels[k] = ids[chosen[k]!]!;
   return { inputIds: output, positions, labels };
 }
