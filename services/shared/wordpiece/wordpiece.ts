@@ -44,8 +44,13 @@ export interface Encoding {
 export interface EncodeOptions {
   /** Longest encoding, specials included. With `truncation` (the default once this is set) longer inputs are cut. */
   maxLength?: number;
-  /** Cut to `maxLength` with the `longest_first` strategy. @default true when maxLength is set */
+  /** Cut to `maxLength`. @default true when maxLength is set */
   truncation?: boolean;
+  /**
+   * Which sequence loses tokens: the longer one first (`longest_first`), or only the first or second
+   * (an input whose chosen sequence is too short to fit throws InvalidArgument). @default "longest_first"
+   */
+  truncationStrategy?: "longest_first" | "only_first" | "only_second";
   /** Pad with [PAD] up to `maxLength` (or, in a batch without maxLength, to the longest encoding). @default false */
   padToMaxLength?: boolean;
   /** Add [CLS]/[SEP] around the sequence(s). @default true */
@@ -203,7 +208,9 @@ export class WordPieceTokenizer {
     // was tokenized, so the same early stop is needed for the same split between a pair.
     const truncating = (options.truncation ?? maxLength !== undefined) && maxLength !== undefined;
     const tokenLimit = truncating ? maxLength : Infinity;
-    this.sequencePieces(this.pieces, text, tokenLimit);
+    // only_second never cuts the first sequence, so the reference tokenizes all of it.
+    const firstLimit = options.truncationStrategy === "only_second" ? Infinity : tokenLimit;
+    this.sequencePieces(this.pieces, text, firstLimit);
     if (pair !== undefined) this.sequencePieces(this.pairPieces, pair, tokenLimit);
     const padTo = options.padToMaxLength && maxLength !== undefined ? maxLength : 0;
     return this.build(this.pieces, pair === undefined ? null : this.pairPieces, options, padTo);
@@ -420,8 +427,29 @@ export class WordPieceTokenizer {
       const budget = maxLength - added;
       if (n1 + n2 > budget) {
         overflowed = true;
-        if (!second) n1 = budget;
-        else [n1, n2] = longestFirst(n1, n2, budget);
+        const strategy = options.truncationStrategy ?? "longest_first";
+        if (budget === 0) {
+          // The reference empties both sequences whatever the strategy.
+          n1 = 0;
+          n2 = 0;
+        } else if (strategy === "longest_first") {
+          if (!second) n1 = budget;
+          else [n1, n2] = longestFirst(n1, n2, budget);
+        } else {
+          const excess = n1 + n2 - budget;
+          if (strategy === "only_second" && !second) {
+            throw new InvalidArgument("truncationStrategy: only_second needs a sentence pair");
+          }
+          const which = strategy === "only_first" ? "first" : "second";
+          const length = strategy === "only_first" ? n1 : n2;
+          if (length <= excess) {
+            throw new InvalidArgument(
+              `maxLength: ${maxLength} needs ${excess} tokens cut but the ${which} sequence (${strategy}) has ${length}`,
+            );
+          }
+          if (strategy === "only_first") n1 -= excess;
+          else n2 -= excess;
+        }
       }
     }
     const length = n1 + n2 + added;

@@ -303,3 +303,40 @@ Deno.test("encodings serialize to plain objects with every field (JSON.stringify
     overflowed: true,
   });
 });
+
+Deno.test({
+  name: "truncation strategies equal the live tokenizers package on a grid of pair lengths and limits",
+  ignore: tk === null,
+  async fn() {
+    const ref = await referenceTokenizer(tk, CONFIGS["bert-base-chinese"]);
+    const mine = chinese();
+    const strategies = [["LongestFirst", "longest_first"], ["OnlyFirst", "only_first"], [
+      "OnlySecond",
+      "only_second",
+    ]];
+    for (const [theirs, ours] of strategies) {
+      for (const maxLength of [3, 5, 8, 13]) {
+        ref.setTruncation(maxLength, { strategy: theirs });
+        for (let n1 = 0; n1 <= 14; n1 += 1) {
+          for (let n2 = -1; n2 <= 14; n2 += 1) {
+            // Words of one token (CJK) against words of two (the English "ab" → a ##b style): the early
+            // stop counts tokens per word, so both shapes matter.
+            const a = "一".repeat(n1), b = n2 < 0 ? undefined : "二 ab ".repeat(n2);
+            let expected: unknown = "error";
+            try {
+              expected = comparable(fromReference(await ref.encode(a, b ?? null)));
+            } catch { /* the reference refuses: so must bertforge */ }
+            let actual: unknown = "error";
+            try {
+              actual = comparable(mine.encode(a, b, { maxLength, truncationStrategy: ours as "only_first" }));
+            } catch (error) {
+              if (!(error instanceof InvalidArgument)) throw error;
+            }
+            assertEquals(actual, expected, `${ours} maxLength=${maxLength} n1=${n1} n2=${n2}`);
+          }
+        }
+      }
+    }
+    ref.disableTruncation();
+  },
+});
