@@ -1,0 +1,156 @@
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { fromFileUrl } from "@std/path";
+import { client } from "../shared/rpc/client.ts";
+
+const REPO_ROOT = fromFileUrl(new URL("../..", import.meta.url));
+
+/** A port base unlikely to collide with a fleet someone else runs on this machine. */
+function randomPortBase(): number {
+  return 20000 + Math.floor(Math.random() * 400) * 100;
+}
+
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/^\d+ \(.*\) Z/.test(stat); // a zombie is gone for our purposes
+  } catch {
+    return false;
+  }
+}
+
+async function portOpen(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Starts `deno task fleet` as a user would, collecting its output. */
+function spawnFleet(args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "services/cli/fleet.ts", ...args],
+    cwd: REPO_ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  let stdout = "";
+  let stderr = "";
+  const reading = Promise.all([
+    (async () => {
+      for await (const t of child.stdout.pipeThrough(new TextDecoderStream())) stdout += t;
+    })(),
+    (async () => {
+      for await (const t of child.stderr.pipeThrough(new TextDecoderStream())) stderr += t;
+    })(),
+  ]);
+  return {
+    child,
+    output: () => ({ stdout, stderr }),
+    async until(predicate: () => boolean, timeoutMs: number) {
+      const end = Date.now() + timeoutMs;
+      while (!predicate() && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+      return predicate();
+    },
+    reading,
+  };
+}
+
+Deno.test({
+  name: "fleet starts all four services healthy, answers, and Ctrl-C stops them all (no process left)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const base = randomPortBase();
+  const store = await Deno.makeTempDir();
+  const fleet = spawnFleet(["--port-base", String(base), "--store", store]);
+  try {
+    const ready = await fleet.until(() => fleet.output().stdout.includes(`"fleet":"ready"`), 120_000);
+    assert(ready, `fleet did not become ready:\n${fleet.output().stderr}`);
+    const { stderr } = fleet.output();
+    for (const key of ["tokenizer", "sharding", "trainer", "inference"]) {
+      assertStringIncludes(stderr, `${key.padEnd(9)}| `);
+    }
+    const pids = [...stderr.matchAll(/listening service=\S+ address=\S+/g)].length;
+    assertEquals(pids, 4, "each service logged that it listens, prefixed");
+    const ready_ = JSON.parse(fleet.output().stdout.trim().split("\n").at(-1)!);
+    assertEquals(ready_.services.trainer, `127.0.0.1:${base + 3}`);
+
+    // A real call through the fleet: a service answers (UNIMPLEMENTED until its owner lands it, or a result).
+    const trainer = client("TrainerService", `127.0.0.1:${base + 3}`, { retry: { maxAttempts: 1 } });
+    try {
+      await trainer.unary("ListModels", {}).catch((error) => {
+        // Any answer from the service itself; never a transport failure.
+        assert(!["UNAVAILABLE", "DEADLINE_EXCEEDED"].includes(error.code), String(error));
+      });
+    } finally {
+      trainer.close();
+    }
+
+    const childPids = childrenOf(fleet.child.pid);
+    assert(childPids.length >= 4, `four service processes under the fleet: ${childPids}`);
+    fleet.child.kill("SIGINT");
+    const status = await fleet.child.status;
+    assertEquals(status.code, 0, fleet.output().stderr);
+    await fleet.reading;
+    await new Promise((r) => setTimeout(r, 200));
+    for (const pid of childPids) assert(!alive(pid), `service process ${pid} is still running`);
+    for (let offset = 1; offset <= 4; offset++) {
+      assert(!(await portOpen(base + offset)), `port ${base + offset} still open`);
+    }
+  } finally {
+    try {
+      fleet.child.kill("SIGKILL");
+    } catch { /* already stopped */ }
+    await Deno.remove(store, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "fleet exits non-zero when a service cannot start (its port is taken), leaving nothing behind",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const base = randomPortBase();
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: base + 2 });
+  const store = await Deno.makeTempDir();
+  const fleet = spawnFleet(["--port-base", String(base), "--store", store, "--only", "tokenizer,sharding"]);
+  try {
+    const status = await fleet.child.status;
+    await fleet.reading;
+    assertEquals(status.code, 1, fleet.output().stderr);
+    assertStringIncludes(fleet.output().stderr, "sharding exited while starting");
+    assert(!(await portOpen(base + 1)), "the tokenizer that did start was stopped");
+  } finally {
+    blocker.close();
+    await Deno.remove(store, { recursive: true });
+  }
+});
+
+Deno.test("fleet rejects a bad flag with exit code 2", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "services/cli/fleet.ts", "--only", "tokeniser"],
+    cwd: REPO_ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(output.code, 2);
+  assertStringIncludes(new TextDecoder().decode(output.stderr), `--only must list services`);
+});
+
+/** Direct children of a process (Linux /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) out.push(Number(entry.name));
+    } catch { /* gone */ }
+  }
+  return out;
+}
