@@ -18,6 +18,7 @@ import {
   type TextExample,
 } from "../shared/data/mod.ts";
 import { headFromConfig, loadModelDir } from "../shared/model/checkpoint.ts";
+import { type BertConfig, parseConfig, presetConfig } from "../shared/model/config.ts";
 import type { HeadSpec } from "../shared/engine/engine.ts";
 import { type PretrainJobSpec, resolvePretrainSpec, runPretrainJob } from "./pretrain.ts";
 import { type FinetuneJobSpec, type FinetuneTask, runFinetuneJob, validateFinetuneSpec } from "./finetune.ts";
@@ -306,22 +307,55 @@ export class Trainer {
   async #checkInputs(spec: StoredSpec): Promise<void> {
     if (spec.kind === "pretrain") {
       const { ShardSet } = await import("../shared/shards/reader.ts");
-      await ShardSet.open(this.store, spec.pretrain.shards).catch((error) => {
+      const set = await ShardSet.open(this.store, spec.pretrain.shards).catch((error) => {
         if (error instanceof NotFound) {
           throw new NotFound(`pretrain.shards: no shard set named ${spec.pretrain.shards}`);
         }
         throw error;
       });
+      const vocabSize = set.manifest.vocab.size;
+      const config = spec.pretrain.configJson
+        ? parseConfig(spec.pretrain.configJson)
+        : presetConfig(spec.pretrain.arch!, vocabSize);
+      if (config.vocab_size !== vocabSize) {
+        throw new InvalidArgument(
+          `pretrain.config_json vocab_size ${config.vocab_size} does not match the vocab of shards ${spec.pretrain.shards} (${vocabSize} entries)`,
+        );
+      }
+      const T = set.manifest.settings.maxSeqLength;
+      if (T > config.max_position_embeddings) {
+        throw new InvalidArgument(
+          `shards ${spec.pretrain.shards} have seq_len ${T}, more than max_position_embeddings ${config.max_position_embeddings}`,
+        );
+      }
       if (spec.pretrain.initModel) {
-        await resolveModel(this.store, spec.pretrain.initModel, "pretrain.init_model");
+        const init = await resolveModel(this.store, spec.pretrain.initModel, "pretrain.init_model");
+        const initConfig = await this.store.getJson<BertConfig>(`${init.prefix}/config.json`);
+        for (const key of ["vocab_size", "hidden_size", "num_hidden_layers"] as const) {
+          if (initConfig[key] !== config[key]) {
+            throw new InvalidArgument(
+              `pretrain.init_model ${init.name}/${init.version} has ${key} ${
+                initConfig[key]
+              }, the job's config ${config[key]}`,
+            );
+          }
+        }
       }
       return;
     }
     const f = spec.finetune;
     const base = await resolveModel(this.store, f.base, "finetune.base");
-    const config = await this.store.getJson<{ max_position_embeddings?: number }>(
+    const config = await this.store.getJson<{ max_position_embeddings?: number; vocab_size?: number }>(
       `${base.prefix}/config.json`,
     );
+    const vocabLines =
+      (await this.store.getText(`${base.prefix}/vocab.txt`)).split("\n").filter((l) => l !== "")
+        .length;
+    if (config.vocab_size && vocabLines > config.vocab_size) {
+      throw new InvalidArgument(
+        `finetune.base ${base.name}/${base.version}: vocab.txt has ${vocabLines} tokens but config.json vocab_size is ${config.vocab_size}`,
+      );
+    }
     if (f.maxLength && config.max_position_embeddings && f.maxLength > config.max_position_embeddings) {
       throw new InvalidArgument(
         `finetune.max_length ${f.maxLength} exceeds max_position_embeddings ${config.max_position_embeddings} of ${base.name}/${base.version}`,

@@ -227,15 +227,26 @@ Deno.test("TrainerService: error codes name the problem", () =>
       "bad.csv",
     );
 
-    // A job failing at run time (config does not fit the vocab) ends FAILED with the reason.
+    await assertRejects(
+      () =>
+        rpc.unary("SubmitJob", {
+          ...PRETRAIN,
+          pretrain: { ...PRETRAIN.pretrain, config_json: tinyConfigJson({ vocab_size: 500 }) },
+        }),
+      InvalidArgument,
+      "vocab_size 500",
+    );
+
+    // A job failing at run time (its loss turns NaN) ends FAILED with the reason in an event and in the job.
     const { job } = await rpc.unary("SubmitJob", {
       ...PRETRAIN,
-      pretrain: { ...PRETRAIN.pretrain, config_json: tinyConfigJson({ vocab_size: 500 }) },
+      pretrain: { ...PRETRAIN.pretrain, learning_rate: 1e30 },
     });
     const events = await watchToEnd(rpc, job.id);
     assertEquals(events.at(-1)!.state, "JOB_STATE_FAILED");
+    assert(events.some((e) => e.type === "JOB_EVENT_TYPE_LOG" && e.message.includes("diverged")));
     const failed = (await rpc.unary("GetJob", { job_id: job.id })).job;
-    assert(failed.error.includes("vocab_size 500"), failed.error);
+    assert(failed.error.includes("diverged"), failed.error);
     await assertRejects(
       () => rpc.unary("CancelJob", { job_id: job.id }),
       FailedPrecondition,
