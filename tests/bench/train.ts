@@ -12,6 +12,12 @@ import { presetConfig } from "../../services/shared/model/config.ts";
 import type { Batch, Engine } from "../../services/shared/engine/engine.ts";
 import { NativeEngine } from "../../services/shared/engine/native/native_engine.ts";
 
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
 function randomBatch(B: number, T: number, V: number, seed: number): Batch {
   let s = seed >>> 0;
   const next = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
@@ -103,9 +109,14 @@ export async function main(argv: string[]): Promise<void> {
   native?.setProfiling(args.profile);
   native?.profile();
   let loss = 0;
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) loss = engine.trainStep(batches[i % 2]).loss;
-  const msPerStep = (performance.now() - t0) / steps;
+  const stepMs: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const t0 = performance.now();
+    loss = engine.trainStep(batches[i % 2]).loss;
+    stepMs.push(performance.now() - t0);
+  }
+  // the median: on a shared 2-core machine a single preempted step would otherwise dominate (torch reports the same)
+  const msPerStep = median(stepMs);
   const ours = {
     bench: "train_step",
     impl: "bertforge",
@@ -156,9 +167,13 @@ export async function main(argv: string[]): Promise<void> {
     native?.setProfiling(false);
     engine.forward(fb);
     const reps = Math.max(3, steps);
-    const f0 = performance.now();
-    for (let i = 0; i < reps; i++) engine.forward(fb);
-    const ms = (performance.now() - f0) / reps;
+    const fwdMs: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      const f0 = performance.now();
+      engine.forward(fb);
+      fwdMs.push(performance.now() - f0);
+    }
+    const ms = median(fwdMs);
     const fwd = {
       bench: "forward",
       impl: "bertforge",

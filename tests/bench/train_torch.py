@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import resource
+import statistics
 import time
 
 import torch
@@ -109,10 +110,12 @@ def main():
         with torch.no_grad():
             for _ in range(a.warmup):
                 model.encode(ids, types, attn)
-            t0 = time.perf_counter()
+            times = []
             for _ in range(a.steps):
+                t0 = time.perf_counter()
                 model.encode(ids, types, attn)
-            dt = (time.perf_counter() - t0) / a.steps
+                times.append(time.perf_counter() - t0)
+            dt = statistics.median(times)
         print(json.dumps({"bench": "forward", "impl": "pytorch", "arch": a.arch, "seq_len": T, "batch": B,
                           "ms_per_batch": round(dt * 1000, 2), "tokens_per_s": round(B * T / dt, 1),
                           "threads": torch.get_num_threads()}))
@@ -140,10 +143,12 @@ def main():
 
     for _ in range(a.warmup):
         step()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(a.steps):
+        t0 = time.perf_counter()
         loss = step()
-    dt = (time.perf_counter() - t0) / a.steps
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)  # median, like the Deno side: robust to a preempted step on a shared machine
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"bench": "train_step", "impl": "pytorch", "backend": "torch", "arch": a.arch, "seq_len": T,
                       "batch": B, "ms_per_step": round(dt * 1000, 1), "tokens_per_s": round(B * T / dt, 1),
