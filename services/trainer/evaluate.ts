@@ -3,8 +3,8 @@
  * metrics: accuracy, precision/recall/F1, micro/macro F1 and loss; entity-level scores for NER as seqeval
  * computes them (services/shared/data/metrics.ts), a confusion matrix for single-label tasks.
  *
- * Every batch has the same (B, T): the native engine preallocates for one shape, so the last, partial
- * batch is filled with dummy `[CLS] [SEP]` rows whose outputs are ignored.
+ * Every batch has B rows (a partial last batch is filled with dummy `[CLS] [SEP]` rows whose outputs are
+ * ignored) and at most T tokens, the engine's preallocated maximum.
  */
 import type { Batch, Engine, HeadSpec } from "../shared/engine/engine.ts";
 import {
@@ -20,15 +20,20 @@ import { InvalidArgument } from "../shared/errors.ts";
 
 export type Feature = TextFeature | NerFeature;
 
-/** A (B, T) batch of `rows`, filled up to B with dummy rows (ignored labels) when there are fewer. */
+/**
+ * A batch of `rows`, filled up to B with dummy rows (ignored labels) when there are fewer. Its length is the
+ * longest row rounded up to a multiple of 8 (at most T): short texts do not pay for padding to T.
+ */
 export function makeBatch(
   rows: readonly Feature[],
   head: HeadSpec,
   B: number,
-  T: number,
+  maxT: number,
   ids: { cls: number; sep: number; pad: number },
 ): Batch {
   const K = head.numLabels ?? 0;
+  const longest = rows.reduce((m, r) => Math.max(m, r.ids.length), 2);
+  const T = Math.min(maxT, Math.ceil(longest / 8) * 8);
   if (head.task === "ner") {
     const filled = [...rows as NerFeature[]];
     while (filled.length < B) {
@@ -143,7 +148,7 @@ export function evaluateFeatures(
     threshold?: number | readonly number[];
   },
 ): EvaluationResult {
-  const { B, T } = options;
+  const { B } = options;
   const K = labels.length;
   if (head.numLabels !== undefined && head.numLabels !== K) {
     throw new InvalidArgument(`the model has ${head.numLabels} labels but the data's label set has ${K}`);
@@ -158,7 +163,9 @@ export function evaluateFeatures(
   let loss = 0, lossCount = 0;
   for (let start = 0; start < features.length; start += B) {
     const rows = features.slice(start, start + B);
-    const out = engine.forward(makeBatch(rows, head, B, T, options.ids));
+    const batch = makeBatch(rows, head, B, options.T, options.ids);
+    const T = batch.T;
+    const out = engine.forward(batch);
     rows.forEach((feature, b) => {
       if (head.task === "ner") {
         const f = feature as NerFeature;

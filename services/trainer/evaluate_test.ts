@@ -33,10 +33,20 @@ Deno.test("makeBatch() fills a short tail with dummy rows of fixed (B, T)", () =
     5,
     ids,
   );
+  // The longest row (3) rounds up to 8, capped at T = 5.
   assertEquals([text.B, text.T], [3, 5]);
   assertEquals([...text.inputIds], [2, 7, 3, 0, 0, 2, 3, 0, 0, 0, 2, 3, 0, 0, 0]);
   assertEquals([...text.attentionMask], [1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0]);
+  const short = makeBatch(
+    [{ ids: [2, 7, 3], typeIds: [0, 0, 0], label: 1, source: { file: "f", line: 2 } }],
+    { task: "classify", numLabels: 2 },
+    2,
+    64,
+    ids,
+  );
+  assertEquals(short.T, 8, "padded to the longest row rounded to 8, not to 64");
   assertEquals([...text.labels!], [1, 0, 0]);
   const ner = makeBatch([], { task: "ner", numLabels: 3 }, 2, 4, ids);
+  assertEquals(ner.T, 4);
   assertEquals([...ner.tokenLabels!], new Array(8).fill(-100));
 });
