@@ -1,0 +1,409 @@
+/**
+ * ShardingService handlers (protos/bertforge/v1/sharding.proto): thin translations between proto messages
+ * and the builder (build.ts) and the shard reader (services/shared/shards). Builds run as jobs on the
+ * shared JobManager, one at a time (a build already uses every core through its workers); a build a
+ * crashed process left RUNNING starts over on recovery, since a rebuild of an unpublished set is cheap
+ * and leaves nothing of the interrupted one behind.
+ *
+ * @module
+ */
+import type { Logger } from "../shared/config/log.ts";
+import { AlreadyExists, InvalidArgument, NotFound } from "../shared/errors.ts";
+import { type JobEvent, JobManager, type JobRecord } from "../shared/jobs/jobs.ts";
+import type { CallContext, Handlers, Message } from "../shared/rpc/serve.ts";
+import { type PretrainInstance, ShardSet } from "../shared/shards/mod.ts";
+import {
+  listShardSets,
+  readManifest,
+  type ShardManifest,
+  shardSetPrefix,
+  validateShardSetName,
+} from "../shared/shards/manifest.ts";
+import { isPublished } from "../shared/store/publish.ts";
+import type { ObjectStore } from "../shared/store/store.ts";
+import { buildPretrainingShards, corpusFromStore, resolveSettings } from "./build.ts";
+import type { PretrainingSettings } from "../shared/shards/manifest.ts";
+
+export const JOB_KIND = "build_pretraining";
+
+/** What StartBuildPretraining asked for, settings resolved; stored as the job's spec. */
+export interface BuildSpec {
+  name: string;
+  corpus: string;
+  vocab: string;
+  overwrite: boolean;
+  settings: PretrainingSettings;
+}
+
+export interface BuildResult {
+  name: string;
+  instances: number;
+  evalInstances: number;
+  shards: number;
+  sizeBytes: number;
+}
+
+export interface SharderOptions {
+  store: ObjectStore;
+  log?: Logger;
+  /** Worker threads per build. @default all cores (at most 4) */
+  workers?: number;
+  /** The code version recorded in lineage. */
+  codeVersion?: string;
+}
+
+const EVENT_TYPE: Record<string, string> = {
+  state: "JOB_EVENT_TYPE_STATE",
+  progress: "JOB_EVENT_TYPE_PROGRESS",
+  log: "JOB_EVENT_TYPE_LOG",
+  artifact: "JOB_EVENT_TYPE_ARTIFACT",
+};
+
+const num = (value: unknown): number => (typeof value === "string" ? Number(value) : (value as number) ?? 0);
+
+/** Whether an optional proto field was set (proto3 `optional` arrives as a oneof `_<field>`). */
+function isSet(request: Message, field: string): boolean {
+  if (`_${field}` in request) return request[`_${field}`] === field;
+  return request[field] !== undefined && request[field] !== null;
+}
+
+/** A name segment of the store (corpora/<name>/, vocabs/<name>/): same rule as shard set names. */
+function checkName(value: unknown, field: string): string {
+  if (typeof value !== "string" || value === "") {
+    throw new InvalidArgument(`${field} must name an artifact: got ""`);
+  }
+  return validateShardSetName(value, field);
+}
+
+/** StartBuildPretrainingRequest → the job spec: defaults of the proto applied, every range checked. */
+export function specFromRequest(request: Message): BuildSpec {
+  const name = checkName(request.name, "name");
+  const corpus = checkName(request.corpus, "corpus");
+  const vocab = checkName(request.vocab, "vocab");
+  const maxSeqLength = num(request.max_seq_length) || 128;
+  const maskedLmProb = isSet(request, "masked_lm_prob") ? num(request.masked_lm_prob) : 0.15;
+  if (!(maskedLmProb > 0 && maskedLmProb < 1)) {
+    throw new InvalidArgument(`masked_lm_prob must be in (0, 1): got ${maskedLmProb}`);
+  }
+  const partial: Partial<PretrainingSettings> = {
+    maxSeqLength,
+    maskedLmProb,
+    maxPredictionsPerSeq: num(request.max_predictions_per_seq) ||
+      Math.max(1, Math.round(maxSeqLength * maskedLmProb)),
+    dupeFactor: num(request.dupe_factor) || 10,
+    shortSeqProb: isSet(request, "short_seq_prob") ? num(request.short_seq_prob) : 0.1,
+    seed: isSet(request, "seed") ? num(request.seed) : 12345,
+    wholeWordMask: !!request.whole_word_masking,
+    evalFraction: isSet(request, "eval_fraction") ? num(request.eval_fraction) : 0.01,
+  };
+  if (num(request.shard_size_bytes) > 0) partial.maxShardBytes = num(request.shard_size_bytes);
+  // Same checks as the builder, so a bad setting fails the call rather than the job.
+  const settings = resolveSettings(partial);
+  return { name, corpus, vocab, overwrite: !!request.overwrite, settings };
+}
+
+/** The build's vocab: `vocabs/<name>/vocab.txt`, lower-casing from its tokenizer_config.json when present. */
+async function loadVocab(store: ObjectStore, name: string): Promise<{ text: string; lowercase: boolean }> {
+  const key = `vocabs/${name}/vocab.txt`;
+  if (!(await store.exists(key))) throw new NotFound(`vocab '${name}' not found (no ${key})`);
+  const text = await store.getText(key);
+  let lowercase = true;
+  const configKey = `vocabs/${name}/tokenizer_config.json`;
+  if (await store.exists(configKey)) {
+    const config = await store.getJson<{ do_lower_case?: boolean }>(configKey);
+    if (typeof config.do_lower_case === "boolean") lowercase = config.do_lower_case;
+  }
+  return { text, lowercase };
+}
+
+export class Sharder {
+  readonly store: ObjectStore;
+  readonly manager: JobManager;
+  readonly #options: SharderOptions;
+
+  constructor(options: SharderOptions) {
+    this.#options = options;
+    this.store = options.store;
+    this.manager = new JobManager(options.store, { concurrency: 1 });
+    this.manager.register<BuildSpec, BuildResult>(JOB_KIND, {
+      validate: (spec) => spec as BuildSpec,
+      onInterrupted: "resume",
+      run: async (ctx) => {
+        const spec = ctx.spec;
+        const vocab = await loadVocab(this.store, spec.vocab);
+        const corpus = await corpusFromStore(this.store, spec.corpus);
+        await ctx.emit({
+          type: "log",
+          message:
+            `building shards '${spec.name}' from ${corpus.name} (${corpus.files.length} files) with vocab ` +
+            `'${spec.vocab}', seq ${spec.settings.maxSeqLength}, dupe ${spec.settings.dupeFactor}` +
+            (spec.settings.wholeWordMask ? ", whole-word masking" : ""),
+        });
+        const manifest = await buildPretrainingShards({
+          store: this.store,
+          name: spec.name,
+          corpus,
+          vocab: { text: vocab.text, name: spec.vocab, lowercase: vocab.lowercase },
+          settings: spec.settings,
+          // A resumed job rebuilds over what its interrupted run left (never published).
+          overwrite: spec.overwrite,
+          signal: ctx.signal,
+          jobId: ctx.jobId,
+          ...(this.#options.workers !== undefined ? { workers: this.#options.workers } : {}),
+          ...(this.#options.codeVersion ? { builderVersion: this.#options.codeVersion } : {}),
+          onProgress: (p) => {
+            ctx.progress(p.bytesRead, p.totalBytes, `${p.instances} instances in ${p.shards} shards`).catch(
+              () => {},
+            );
+          },
+        });
+        await ctx.emit({
+          type: "artifact",
+          message: `published shards '${spec.name}': ${manifest.instances} instances ` +
+            `(+${manifest.evalInstances} held out) in ${
+              manifest.shards.length + manifest.evalShards.length
+            } shards`,
+          data: { name: spec.name },
+        });
+        return {
+          name: spec.name,
+          instances: manifest.instances,
+          evalInstances: manifest.evalInstances,
+          shards: manifest.shards.length + manifest.evalShards.length,
+          sizeBytes: manifest.bytes,
+        };
+      },
+    });
+  }
+
+  /** Takes over builds a dead process left queued or running. */
+  recover() {
+    return this.manager.recover();
+  }
+
+  async close(): Promise<void> {
+    await this.manager.close();
+  }
+
+  /** Checks the inputs exist and the name is free, then queues the build. */
+  async start(request: Message): Promise<JobRecord> {
+    const spec = specFromRequest(request);
+    if (!spec.overwrite && await isPublished(this.store, shardSetPrefix(spec.name))) {
+      throw new AlreadyExists(`shard set '${spec.name}' already exists; pass overwrite to rebuild it`);
+    }
+    await loadVocab(this.store, spec.vocab);
+    await corpusFromStore(this.store, spec.corpus);
+    return await this.manager.get(await this.manager.submit(JOB_KIND, spec));
+  }
+
+  async jobMessage(record: JobRecord): Promise<Message> {
+    const spec = await this.manager.getSpec<BuildSpec>(record.id).catch(() => null);
+    const result = record.result as BuildResult | undefined;
+    return {
+      id: record.id,
+      kind: record.kind,
+      name: spec?.name ?? "",
+      state: `JOB_STATE_${record.state}`,
+      spec_json: spec ? JSON.stringify(spec) : "",
+      created_at: record.createdAt,
+      started_at: record.startedAt ?? "",
+      finished_at: record.finishedAt ?? "",
+      progress: record.progress
+        ? {
+          job_id: record.id,
+          type: "JOB_EVENT_TYPE_PROGRESS",
+          state: `JOB_STATE_${record.state}`,
+          step: String(record.progress.done),
+          total: String(record.progress.total ?? 0),
+          unit: record.progress.unit ?? "bytes",
+          metrics: {},
+        }
+        : null,
+      error: record.error ? `${record.error.code}: ${record.error.message}` : "",
+      outputs: result
+        ? [{
+          kind: "ARTIFACT_KIND_SHARDS",
+          name: result.name,
+          prefix: `${shardSetPrefix(result.name)}/`,
+          size_bytes: String(result.sizeBytes),
+        }]
+        : [],
+      queue_position: 0,
+      restarts: Math.max(0, record.attempt - 1),
+    };
+  }
+
+  async *watch(jobId: string, afterSeq: number, signal?: AbortSignal): AsyncIterable<Message> {
+    const record = await this.manager.get(jobId);
+    let state: string = record.state;
+    let startedAt = record.startedAt;
+    for await (const event of this.manager.watch(jobId, { afterSeq, ...(signal ? { signal } : {}) })) {
+      if (event.state) state = event.state;
+      if (event.state === "RUNNING" && !startedAt) startedAt = event.time;
+      yield { event: protoEvent(jobId, event, state, startedAt) };
+    }
+  }
+
+  handlers(): Handlers {
+    return {
+      StartBuildPretraining: async (request: Message) => ({
+        job: await this.jobMessage(await this.start(request)),
+      }),
+      GetJob: async (request: Message) => ({
+        job: await this.jobMessage(await this.manager.get(request.job_id)),
+      }),
+      ListJobs: async (request: Message) => {
+        const states = (request.filter?.states ?? []).map((s: string) => s.replace(/^JOB_STATE_/, ""));
+        const { jobs, nextPageToken } = await this.manager.list({
+          pageSize: Math.min(1000, num(request.page?.page_size) || 100),
+          kind: JOB_KIND,
+          ...(request.page?.page_token ? { pageToken: request.page.page_token } : {}),
+          ...(states.length === 1 ? { state: states[0] } : {}),
+        });
+        const selected = jobs.filter((j) => states.length <= 1 || states.includes(j.state));
+        return {
+          jobs: await Promise.all(selected.map((j) => this.jobMessage(j))),
+          page: { next_page_token: nextPageToken, total_size: 0 },
+        };
+      },
+      CancelJob: async (request: Message) => ({
+        job: await this.jobMessage(await this.manager.cancel(request.job_id)),
+      }),
+      WatchJob: (request: Message, ctx: CallContext) =>
+        this.watch(request.job_id, num(request.after_seq), ctx.signal),
+      ListShards: async (request: Message) => {
+        // Newest first, as List calls order by default.
+        const sets = (await listShardSets(this.store)).sort((a, b) =>
+          (b.createdAt ?? "").localeCompare(a.createdAt ?? "")
+        );
+        const pageSize = Math.min(1000, num(request.page?.page_size) || 100);
+        const start = Number(request.page?.page_token || 0);
+        if (!Number.isInteger(start) || start < 0) {
+          throw new InvalidArgument(
+            `page.page_token must be a token from a previous page: got ${request.page.page_token}`,
+          );
+        }
+        return {
+          shard_sets: sets.slice(start, start + pageSize).map(shardSetMessage),
+          page: {
+            next_page_token: start + pageSize < sets.length ? String(start + pageSize) : "",
+            total_size: sets.length,
+          },
+        };
+      },
+      GetShards: async (request: Message) => {
+        const manifest = await readManifest(this.store, checkName(request.name, "name"));
+        return { shard_set: shardSetMessage(manifest), manifest_json: JSON.stringify(manifest, null, 2) };
+      },
+      InspectShards: async (request: Message) => ({
+        instances: await this.inspect(
+          checkName(request.name, "name"),
+          num(request.count) || 5,
+          num(request.offset),
+          !!request.eval_split,
+        ),
+      }),
+    };
+  }
+
+  /** `count` instances from `offset` in stored order, decoded as create_pretraining_data.py logs them. */
+  async inspect(name: string, count: number, offset: number, evalSplit: boolean): Promise<Message[]> {
+    if (!Number.isInteger(count) || count < 1 || count > 100) {
+      throw new InvalidArgument(`count must be in 1..100: got ${count}`);
+    }
+    const set = await ShardSet.open(this.store, name);
+    const split = evalSplit ? "eval" : "train";
+    const total = set.instanceCount(split);
+    if (!Number.isInteger(offset) || offset < 0 || (offset >= total && total > 0)) {
+      throw new InvalidArgument(`offset must be in 0..${Math.max(0, total - 1)}: got ${offset}`);
+    }
+    const vocab = (await this.store.getText(`${shardSetPrefix(name)}/vocab.txt`)).split("\n").map((t) =>
+      t.trim()
+    );
+    const token = (id: number) => vocab[id] ?? `[${id}]`;
+    const out: Message[] = [];
+    let first = 0;
+    const shards = set.shardsOf(split);
+    for (let s = 0; s < shards.length && out.length < count; s++) {
+      const end = first + shards[s]!.instances;
+      if (offset < end) {
+        const view = await set.loadShard(s, { split });
+        for (let i = Math.max(0, offset - first); i < view.count && out.length < count; i++) {
+          out.push(instanceMessage(first + i, view.get(i), token));
+        }
+      }
+      first = end;
+    }
+    return out;
+  }
+}
+
+function instanceMessage(index: number, x: PretrainInstance, token: (id: number) => string): Message {
+  return {
+    index: String(index),
+    tokens: Array.from(x.inputIds, token),
+    input_ids: Array.from(x.inputIds),
+    segment_ids: Array.from(x.inputIds, (_, t) => (t < x.segmentALength ? 0 : 1)),
+    masked_positions: Array.from(x.maskedPositions),
+    masked_tokens: Array.from(x.maskedLabels, token),
+    masked_ids: Array.from(x.maskedLabels),
+    is_random_next: x.isRandomNext,
+  };
+}
+
+function shardSetMessage(m: ShardManifest): Message {
+  const settings = Object.fromEntries(Object.entries(m.settings).map(([k, v]) => [k, String(v)]));
+  return {
+    name: m.name,
+    vocab: m.vocab.name ?? "",
+    corpus: m.corpus.name,
+    max_seq_length: m.settings.maxSeqLength,
+    whole_word_masking: m.settings.wholeWordMask,
+    instances: String(m.instances),
+    eval_instances: String(m.evalInstances),
+    shards: m.shards.length + m.evalShards.length,
+    size_bytes: String(m.bytes),
+    id_bytes: m.idBytes,
+    created_at: m.createdAt ?? "",
+    lineage: {
+      artifact: { kind: "ARTIFACT_KIND_SHARDS", name: m.name, prefix: `${shardSetPrefix(m.name)}/` },
+      inputs: [
+        {
+          role: "corpus",
+          ref: { kind: "ARTIFACT_KIND_CORPUS", name: m.corpus.name, sha256: m.corpus.sha256 },
+        },
+        {
+          role: "vocab",
+          ref: { kind: "ARTIFACT_KIND_VOCAB", name: m.vocab.name ?? "", sha256: m.vocab.sha256 },
+        },
+      ],
+      settings,
+      code_version: m.builder.version ?? "",
+      job_id: "",
+      created_at: m.createdAt ?? "",
+    },
+  };
+}
+
+function protoEvent(jobId: string, event: JobEvent, state: string, startedAt?: string): Message {
+  const out: Message = {
+    job_id: jobId,
+    seq: event.seq,
+    time: event.time,
+    type: EVENT_TYPE[event.type] ?? "JOB_EVENT_TYPE_LOG",
+    state: `JOB_STATE_${event.state ?? state}`,
+    message: event.message ?? "",
+    elapsed_seconds: startedAt ? Math.max(0, (Date.parse(event.time) - Date.parse(startedAt)) / 1000) : 0,
+    metrics: {},
+  };
+  if (event.progress) {
+    out.step = String(event.progress.done);
+    out.total = String(event.progress.total ?? 0);
+    out.unit = event.progress.unit ?? "bytes";
+  }
+  if (event.type === "artifact" && event.data?.name) {
+    const name = String(event.data.name);
+    out.artifact = { kind: "ARTIFACT_KIND_SHARDS", name, prefix: `${shardSetPrefix(name)}/` };
+  }
+  return out;
+}
