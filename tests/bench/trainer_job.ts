@@ -3,7 +3,8 @@
  *
  * A real pretraining job (shards read from a store, batches assembled, events, checkpoint, publish) against
  * the bare engine on the same configuration in the same process (what `deno task bench train` measures:
- * trainStep on ready-made random batches). The job's steady tokens/s should be within 10% of the engine's.
+ * trainStep on ready-made random batches). Both sides report the median step (the first one excluded);
+ * the job's tokens/s should be within 10% of the engine's.
  *
  * Prints `{"bench":"trainer_job","impl":"bertforge",...,"tokens_per_s":..,"engine_tokens_per_s":..,"ratio":..}`.
  */
@@ -116,10 +117,11 @@ export async function main(argv: string[]): Promise<void> {
       seed: 1,
     }, { jobId: "bench", store, emit: (e) => void events.push(e), backend, ...(threads ? { threads } : {}) });
     const jobWallS = (performance.now() - t0) / 1000;
+    // Median step time on both sides: a step preempted by another process on a shared machine is noise.
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const stepEvents = events.filter((e): e is Extract<TrainerEvent, { type: "step" }> => e.type === "step")
       .slice(1);
-    const stepSeconds = stepEvents.reduce((s, e) => s + (B * T) / e.tokensPerSecond, 0);
-    const jobTokensPerS = (stepEvents.length * B * T) / stepSeconds;
+    const jobTokensPerS = (B * T) / median(stepEvents.map((e) => (B * T) / e.tokensPerSecond));
 
     // The bare engine on ready-made batches, as `deno task bench train` runs it.
     const engine = await createJobEngine({
@@ -138,9 +140,13 @@ export async function main(argv: string[]): Promise<void> {
       pretrainBatch(Array.from({ length: B }, () => instance(rng, T, V)), T, 0)
     );
     engine.trainStep(batches[0]!);
-    const e0 = performance.now();
-    for (let i = 0; i < steps - 1; i++) engine.trainStep(batches[i % 2]!);
-    const engineTokensPerS = ((steps - 1) * B * T) / ((performance.now() - e0) / 1000);
+    const stepSeconds: number[] = [];
+    for (let i = 0; i < steps - 1; i++) {
+      const e0 = performance.now();
+      engine.trainStep(batches[i % 2]!);
+      stepSeconds.push((performance.now() - e0) / 1000);
+    }
+    const engineTokensPerS = (B * T) / median(stepSeconds);
     engine.dispose();
 
     console.log(JSON.stringify({
