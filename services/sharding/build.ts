@@ -63,7 +63,8 @@ export async function corpusFromStore(store: ObjectStore, ref: string): Promise<
   }
   const prefix = ref.endsWith("/") ? ref : ref.includes("/") ? `${ref}/` : `corpora/${ref}/`;
   for await (const info of store.list(prefix, { recursive: true })) {
-    if (info.key.endsWith(`/${MANIFEST_NAME}`)) continue;
+    // Artifact metadata is not corpus text.
+    if (info.key.endsWith(`/${MANIFEST_NAME}`) || info.key.endsWith("/lineage.json")) continue;
     files.push({ name: info.key, size: info.size, open: () => store.getStream(info.key) });
   }
   if (files.length === 0) {
