@@ -1,0 +1,248 @@
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { fromFileUrl } from "@std/path";
+import { NotFound } from "../shared/errors.ts";
+import { type Message, receiveUpload, serve } from "../shared/rpc/mod.ts";
+import { artifactNameFromPath, run } from "./bertctl.ts";
+import type { Output } from "./ui.ts";
+
+const REPO_ROOT = fromFileUrl(new URL("../..", import.meta.url));
+const quiet = { handleSignals: false, port: 0 } as const;
+
+/** Runs bertctl in-process, capturing what it prints. */
+async function bertctl(args: string[]) {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const json = args.includes("--json");
+  const out: Output = {
+    json,
+    tty: false,
+    line: (text) => stdout.push(text),
+    jsonLine: (value) => stdout.push(JSON.stringify(value)),
+    note: (text) => stderr.push(text),
+  };
+  const code = await run(args, out);
+  return { code, stdout: stdout.join("\n"), stderr: stderr.join("\n") };
+}
+
+Deno.test("bertctl usage errors exit 2 and name the problem", async () => {
+  const cases: [string[], string][] = [
+    [["frobnicate"], `unknown command "frobnicate"`],
+    [["vocab", "train", "--corpus", "c", "--name", "v"], "--size is required"],
+    [["vocab", "train", "--corpus", "c", "--name", "v", "--size", "ten"], "--size must be an integer"],
+    [
+      [
+        "train",
+        "finetune",
+        "--base",
+        "m",
+        "--task",
+        "poetry",
+        "--train",
+        "t",
+        "--epochs",
+        "1",
+        "--name",
+        "x",
+      ],
+      "--task must be one of",
+    ],
+    [[
+      "train",
+      "pretrain",
+      "--shards",
+      "s",
+      "--arch",
+      "bert-huge",
+      "--steps",
+      "1",
+      "--batch",
+      "1",
+      "--name",
+      "m",
+    ], "--arch must be"],
+    [["tokenize", "--vocab", "v"], "give exactly one of --text or --file"],
+    [["tokenize", "--vocab", "v", "--text", "x", "--bogus"], "unknown flag --bogus"],
+    [["models", "export", "m", "--format", "tflite", "--out", "/tmp/x"], "--format must be hf or onnx"],
+    [["jobs", "watch"], "give the job id"],
+    [["predict", "--model", "m", "--text", "t", "--port-base", "99999"], "--port-base"],
+  ];
+  for (const [args, message] of cases) {
+    const result = await bertctl(args);
+    assertEquals(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+    assertStringIncludes(result.stderr, message);
+  }
+  assertEquals((await bertctl([])).code, 2);
+  assertEquals((await bertctl(["--help"])).code, 0);
+});
+
+Deno.test("bertctl prints '<command> is not available yet' for an unimplemented service, and names an unreachable one", async () => {
+  const server = await serve({ ...quiet, service: "TrainerService", handlers: {} });
+  try {
+    const result = await bertctl(["models", "list", "--trainer-addr", server.address]);
+    assertEquals(result.code, 1);
+    assertStringIncludes(result.stderr, "models list is not available yet");
+  } finally {
+    await server.shutdown();
+  }
+  const unreachable = await bertctl(["vocab", "list", "--tokenizer-addr", `127.0.0.1:${server.port}`]);
+  assertEquals(unreachable.code, 1);
+  assertStringIncludes(unreachable.stderr, "cannot reach the tokenizer service");
+  assertStringIncludes(unreachable.stderr, "deno task fleet");
+});
+
+Deno.test("bertctl vocab train uploads a local corpus, starts the job, follows it to success", async () => {
+  const calls: Message[] = [];
+  let uploaded = "";
+  const server = await serve({
+    ...quiet,
+    service: "TokenizerService",
+    handlers: {
+      UploadCorpus: async (requests) => {
+        const upload = await receiveUpload(requests);
+        for await (const file of upload.files()) uploaded += await new Response(file.stream).text();
+        calls.push({ upload: upload.header.name });
+        return { corpus: { name: upload.header.name } };
+      },
+      StartTrainVocab: (request) => {
+        calls.push({ start: request });
+        return { job: { id: "vocab-7", kind: "train_vocab", state: "JOB_STATE_RUNNING" } };
+      },
+      WatchJob: async function* ({ job_id }) {
+        yield {
+          event: { job_id, seq: 1, type: "JOB_EVENT_TYPE_PROGRESS", step: 50, total: 100, unit: "bytes" },
+        };
+        yield { event: { job_id, seq: 2, type: "JOB_EVENT_TYPE_STATE", state: "JOB_STATE_SUCCEEDED" } };
+      },
+      GetJob: ({ job_id }) => ({
+        job: { id: job_id, state: "JOB_STATE_SUCCEEDED", outputs: [{ name: "zh", prefix: "vocabs/zh/" }] },
+      }),
+    },
+  });
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/my poems.txt`, "床前明月光\n疑是地上霜\n");
+    const result = await bertctl([
+      "vocab",
+      "train",
+      "--corpus",
+      `${dir}/my poems.txt`,
+      "--size",
+      "500",
+      "--name",
+      "zh",
+      "--tokenizer-addr",
+      server.address,
+    ]);
+    assertEquals(result.code, 0, result.stderr);
+    assertEquals(uploaded, "床前明月光\n疑是地上霜\n");
+    assertEquals(calls[0], { upload: "my-poems" });
+    assertEquals(calls[1]!.start.corpus, "my-poems");
+    assertEquals(calls[1]!.start.vocab_size, 500);
+    assertStringIncludes(result.stdout, "vocab-7 succeeded: vocabs/zh/");
+
+    const json = await bertctl([
+      "--json",
+      "vocab",
+      "train",
+      "--corpus",
+      "poems",
+      "--size",
+      "500",
+      "--name",
+      "zh",
+      "--tokenizer-addr",
+      server.address,
+    ]);
+    assertEquals(json.code, 0, json.stderr);
+    const lines = json.stdout.split("\n").map((line) => JSON.parse(line));
+    assertEquals(lines.filter((l) => l.event).map((l) => l.event.seq), [1, 2]);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bertctl tokenize --vocab DIR imports the vocab.txt once and prints one JSON line per input", async () => {
+  const vocabs = new Map<string, string>();
+  const server = await serve({
+    ...quiet,
+    service: "TokenizerService",
+    handlers: {
+      GetVocab: ({ name }) => {
+        if (!vocabs.has(name)) throw new NotFound(`vocab "${name}" not found`);
+        return { vocab: { name } };
+      },
+      ImportVocab: ({ name, vocab_txt }) => {
+        vocabs.set(name, new TextDecoder().decode(vocab_txt));
+        return { vocab: { name } };
+      },
+      Tokenize: ({ vocab, inputs }) => {
+        const tokens = vocabs.get(vocab)!.trim().split("\n");
+        return {
+          encodings: inputs.map((input: Message) => ({
+            tokens: ["[CLS]", ...[...input.text].map((c) => tokens.includes(c) ? c : "[UNK]"), "[SEP]"],
+            ids: [2, ...[...input.text].map((c) => Math.max(1, tokens.indexOf(c))), 3],
+            type_ids: Array(input.text.length + 2).fill(0),
+            offsets: [{ start: 0, end: 0 }, ...[...input.text].map((_, i) => ({ start: i, end: i + 1 })), {
+              start: 0,
+              end: 0,
+            }],
+          })),
+        };
+      },
+    },
+  });
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/vocab.txt`, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n你\n好\n");
+    await Deno.writeTextFile(`${dir}/lines.txt`, "你好\n\n好\n");
+    const one = await bertctl([
+      "tokenize",
+      "--vocab",
+      dir,
+      "--text",
+      "你好",
+      "--tokenizer-addr",
+      server.address,
+    ]);
+    assertEquals(one.code, 0, one.stderr);
+    assertEquals(JSON.parse(one.stdout), {
+      tokens: ["[CLS]", "你", "好", "[SEP]"],
+      ids: [2, 5, 6, 3],
+      type_ids: [0, 0, 0, 0],
+      offsets: [[0, 0], [0, 1], [1, 2], [0, 0]],
+    });
+    const file = await bertctl([
+      "tokenize",
+      "--vocab",
+      dir,
+      "--file",
+      `${dir}/lines.txt`,
+      "--tokenizer-addr",
+      server.address,
+    ]);
+    assertEquals(file.code, 0, file.stderr);
+    assertEquals(file.stdout.split("\n").length, 2, "one line per non-empty input line");
+    assertEquals(vocabs.size, 1, "the folder's vocab was imported once, under a content-hash name");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("artifactNameFromPath() makes a valid artifact name", () => {
+  assertEquals(artifactNameFromPath("/data/my poems.txt"), "my-poems");
+  assertEquals(artifactNameFromPath("corpus.txt.gz"), "corpus");
+  assertEquals(artifactNameFromPath("../shared/data/bert-base-chinese/"), "bert-base-chinese");
+});
+
+Deno.test("bertctl as a process: exit code 2 on a usage error", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "services/cli/bertctl.ts", "shards", "build", "--corpus", "c"],
+    cwd: REPO_ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(output.code, 2);
+  assert(new TextDecoder().decode(output.stderr).includes("--seq-len is required"));
+});
