@@ -187,3 +187,17 @@ Deno.test("a bert-base-chinese shaped checkpoint saves, streams and loads", asyn
   assertEquals(loaded.weights.get(w)!.data, weights.get(w)!.data);
   await Deno.remove(root, { recursive: true });
 });
+
+Deno.test("canonicalName() adds the bert. prefix of bare BertModel checkpoints and renames gamma/beta", async () => {
+  const { canonicalName } = await import("./checkpoint.ts");
+  assertEquals(canonicalName("embeddings.word_embeddings.weight"), "bert.embeddings.word_embeddings.weight");
+  assertEquals(
+    canonicalName("encoder.layer.3.output.LayerNorm.gamma"),
+    "bert.encoder.layer.3.output.LayerNorm.weight",
+  );
+  assertEquals(
+    canonicalName("cls.predictions.transform.LayerNorm.beta"),
+    "cls.predictions.transform.LayerNorm.bias",
+  );
+  assertEquals(canonicalName("classifier.weight"), "classifier.weight");
+});
