@@ -11,3 +11,4 @@ export * from "./wordpiece.ts";
 export * from "./vocab.ts";
 export type { BasicOptions } from "./basic.ts";
 export * from "./trainer.ts";
+export * from "./artifact.ts";

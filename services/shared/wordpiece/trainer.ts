@@ -16,7 +16,14 @@
  * so training is deterministic.
  */
 import { InvalidArgument } from "../errors.ts";
-import { charNormalizer, resolveBasicOptions, splitWords, WordBuffer } from "./basic.ts";
+import {
+  charNormalizer,
+  CJK,
+  classifyCodePoint,
+  resolveBasicOptions,
+  splitWords,
+  WordBuffer,
+} from "./basic.ts";
 import { SPECIAL_TOKENS } from "./vocab.ts";
 import { WordPieceTokenizer } from "./wordpiece.ts";
 
@@ -45,6 +52,8 @@ export interface TrainOptions {
   specialTokens?: string[];
   /** Keep at most this many distinct characters (the most frequent). @default no limit */
   limitAlphabet?: number;
+  /** CJK characters do not count against `limitAlphabet` (all are kept): a Chinese corpus needs them all. */
+  limitAlphabetExemptsCjk?: boolean;
   /** Called every `progressEvery` lines while counting, every 100 merges, and once at the end. */
   onProgress?: (progress: TrainProgress) => void;
   /** @default 10000 */
@@ -113,10 +122,15 @@ export async function trainWordPiece(
     for (const ch of word) charCounts.set(ch, (charCounts.get(ch) ?? 0) + count);
   }
   let alphabet = [...charCounts.entries()];
+  const exempt = options.limitAlphabetExemptsCjk
+    ? alphabet.filter(([ch]) => classifyCodePoint(ch.codePointAt(0)!) & CJK)
+    : [];
+  if (exempt.length > 0) alphabet = alphabet.filter(([ch]) => !(classifyCodePoint(ch.codePointAt(0)!) & CJK));
   if (options.limitAlphabet !== undefined && alphabet.length > options.limitAlphabet) {
     alphabet.sort((a, b) => b[1] - a[1] || a[0].codePointAt(0)! - b[0].codePointAt(0)!);
     alphabet = alphabet.slice(0, options.limitAlphabet);
   }
+  alphabet.push(...exempt);
   alphabet.sort((a, b) => a[0].codePointAt(0)! - b[0].codePointAt(0)!);
   for (const [ch] of alphabet) add(ch);
 
