@@ -1086,7 +1086,20 @@ export function usage(): string {
 
 /** Runs one bertctl invocation; returns the exit code (never exits the process itself). */
 export async function run(args: string[], outputOverride?: Output): Promise<number> {
-  // `--json` may come anywhere, even before the command words.
+  // Global flags may come before the command words (`bertctl --port-base 51000 jobs list`): move them after.
+  const leading: string[] = [];
+  while (args.length > 0 && args[0]!.startsWith("--")) {
+    const flag = args[0]!;
+    const name = flag.slice(2).split("=")[0]!;
+    if (GLOBAL_STRINGS.includes(name) && !flag.includes("=") && args.length > 1) {
+      leading.push(flag, args[1]!);
+      args = args.slice(2);
+    } else if (GLOBAL_STRINGS.includes(name) || name === "json") {
+      leading.push(flag);
+      args = args.slice(1);
+    } else break;
+  }
+  args = [...args, ...leading];
   const jsonFlag = args.includes("--json");
   args = args.filter((arg) => arg !== "--json");
   const words: string[] = [];

@@ -78,7 +78,7 @@ Deno.test("bertctl usage errors exit 2 and name the problem", async () => {
 Deno.test("bertctl prints '<command> is not available yet' for an unimplemented service, and names an unreachable one", async () => {
   const server = await serve({ ...quiet, service: "TrainerService", handlers: {} });
   try {
-    const result = await bertctl(["models", "list", "--trainer-addr", server.address]);
+    const result = await bertctl(["--trainer-addr", server.address, "models", "list"]);
     assertEquals(result.code, 1);
     assertStringIncludes(result.stderr, "models list is not available yet");
   } finally {
