@@ -35,10 +35,10 @@ function loadTensorflow(): void {
   if (tensorflowLoaded) return;
   const found = findTfjsNode();
   if ("reason" in found) throw new Unavailable(`tfjs backend 'tensorflow' unavailable: ${found.reason}`);
-  // CommonJS require from the folder that holds the package, so its own dependencies resolve beside it.
-  const require = createRequire(join(found.dir, "..", "..", "package.json"));
+  // CommonJS require of the package folder itself: its main, with its own dependencies resolved beside it.
+  const require = createRequire(join(found.dir, "package.json"));
   try {
-    require(found.pkg);
+    require(found.dir);
   } catch (e) {
     throw new Unavailable(
       `tfjs backend 'tensorflow' unavailable: ${found.pkg} failed to load: ${(e as Error).message}`,
