@@ -5,8 +5,7 @@
  *
  * @module
  */
-import { Jieba } from "@node-rs/jieba";
-import { dict } from "@node-rs/jieba/dict";
+import type { Jieba } from "@node-rs/jieba";
 import { type PretrainInstance, recordBytes, writeRecord } from "../shared/shards/format.ts";
 import type { MaskingSettings } from "../shared/shards/masking.ts";
 import { Rng } from "../shared/shards/rng.ts";
@@ -74,10 +73,17 @@ export function splitSentences(line: string): string[] {
   return sentences;
 }
 
-let sharedJieba: Jieba | null = null;
-/** jieba with its default dictionary, loaded once per thread (it takes ~0.5 s). */
-export function defaultJieba(): Jieba {
-  sharedJieba ??= Jieba.withDict(dict);
+let sharedJieba: Promise<Jieba> | null = null;
+/**
+ * jieba with its default dictionary, loaded once per thread and only by builds that mask whole words:
+ * the native module and its 5 MB dictionary cost every worker memory and start-up time otherwise.
+ */
+export function defaultJieba(): Promise<Jieba> {
+  sharedJieba ??= (async () => {
+    const { Jieba } = await import("@node-rs/jieba");
+    const { dict } = await import("@node-rs/jieba/dict");
+    return Jieba.withDict(dict);
+  })();
   return sharedJieba;
 }
 
@@ -233,9 +239,17 @@ export class BlockWorkspace {
   readonly documentTokenizer: DocumentTokenizer;
   readonly records: RecordBuffer;
 
-  constructor(tokenizer: WordPieceTokenizer, settings: BlockSettings, idBytes: 2 | 4) {
-    this.documentTokenizer = new DocumentTokenizer(tokenizer, settings.wholeWordMask ? defaultJieba() : null);
+  private constructor(tokenizer: WordPieceTokenizer, jieba: Jieba | null, idBytes: 2 | 4) {
+    this.documentTokenizer = new DocumentTokenizer(tokenizer, jieba);
     this.records = new RecordBuffer(idBytes);
+  }
+
+  static async create(
+    tokenizer: WordPieceTokenizer,
+    settings: BlockSettings,
+    idBytes: 2 | 4,
+  ): Promise<BlockWorkspace> {
+    return new BlockWorkspace(tokenizer, settings.wholeWordMask ? await defaultJieba() : null, idBytes);
   }
 }
 
@@ -252,7 +266,7 @@ export function processBlock(
   tokenizer: WordPieceTokenizer,
   settings: BlockSettings,
   idBytes: 2 | 4,
-  workspace: BlockWorkspace = new BlockWorkspace(tokenizer, settings, idBytes),
+  workspace: BlockWorkspace,
 ): BlockResult {
   const trainDocuments: Document[] = [];
   const evalDocuments: Document[] = [];

@@ -258,7 +258,7 @@ class BlockRunner {
   readonly #waiting = new Map<number, { resolve: (r: BlockResult) => void; reject: (e: Error) => void }>();
   #failure: Error | null = null;
   #tokenizer: WordPieceTokenizer | null = null;
-  #workspace: BlockWorkspace | null = null;
+  #workspace: Promise<BlockWorkspace> | null = null;
 
   constructor(
     workers: number,
@@ -266,7 +266,7 @@ class BlockRunner {
   ) {
     if (workers === 0) {
       this.#tokenizer = WordPieceTokenizer.fromVocabText(init.vocabText, { lowercase: init.lowercase });
-      this.#workspace = new BlockWorkspace(this.#tokenizer, init.settings, init.idBytes);
+      this.#workspace = BlockWorkspace.create(this.#tokenizer, init.settings, init.idBytes);
       return;
     }
     for (let w = 0; w < workers; w++) {
@@ -303,21 +303,12 @@ class BlockRunner {
 
   run(index: number, documents: string[][]): Promise<BlockResult> {
     if (this.#failure) return Promise.reject(this.#failure);
-    if (this.#tokenizer) {
-      try {
-        return Promise.resolve(
-          processBlock(
-            index,
-            documents,
-            this.#tokenizer,
-            this.init.settings,
-            this.init.idBytes,
-            this.#workspace!,
-          ),
-        );
-      } catch (error) {
-        return Promise.reject(error);
-      }
+    const tokenizer = this.#tokenizer;
+    if (tokenizer) {
+      const { settings, idBytes } = this.init;
+      return this.#workspace!.then((workspace) =>
+        processBlock(index, documents, tokenizer, settings, idBytes, workspace)
+      );
     }
     return new Promise((resolve, reject) => {
       this.#waiting.set(index, { resolve, reject });

@@ -18,18 +18,24 @@ let settings: BlockSettings | null = null;
 let idBytes: 2 | 4 = 2;
 let workspace: BlockWorkspace | null = null;
 
-self.onmessage = (event: MessageEvent<WorkerRequest>) => {
+let ready: Promise<void> = Promise.resolve();
+
+self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
   const message = event.data;
   try {
     if (message.type === "init") {
       tokenizer = WordPieceTokenizer.fromVocabText(message.vocabText, { lowercase: message.lowercase });
       settings = message.settings;
       idBytes = message.idBytes;
-      workspace = new BlockWorkspace(tokenizer, settings, idBytes);
+      ready = BlockWorkspace.create(tokenizer, settings, idBytes).then((created) => {
+        workspace = created;
+      });
+      await ready;
       return;
     }
-    if (!tokenizer || !settings) throw new Error("build worker got a block before init");
-    const result = processBlock(message.index, message.documents, tokenizer, settings, idBytes, workspace!);
+    await ready;
+    if (!tokenizer || !settings || !workspace) throw new Error("build worker got a block before init");
+    const result = processBlock(message.index, message.documents, tokenizer, settings, idBytes, workspace);
     self.postMessage({ type: "result", result }, [
       result.train.records.buffer as ArrayBuffer,
       result.train.offsets.buffer as ArrayBuffer,
