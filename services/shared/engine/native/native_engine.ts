@@ -13,6 +13,10 @@
  *
  * Dropout draws come from a counter-based hash (kernels.c draw32): the RNG state is (seed, offset), each dropout
  * site takes the next `n` counters, and backward replays the same counters instead of storing masks.
+ *
+ * Conventions worth knowing: MLM logits are computed only at positions with a label (fill-mask asks for all of
+ * them through forward); the CRF runs over each sequence's attended prefix with -100 positions latent (crf.ts);
+ * getTrainState carries no gradients, so save between optimizer steps (microStep 0) for an exact resume.
  */
 import { InvalidArgument } from "../../errors.ts";
 import type { BertConfig } from "../../model/config.ts";
