@@ -340,3 +340,42 @@ Deno.test({
     ref.disableTruncation();
   },
 });
+
+Deno.test({
+  name:
+    "every BMP code point (and every 16th astral one) tokenizes as in the live tokenizers package, in context",
+  ignore: tk === null,
+  async fn() {
+    const codePoints: number[] = [];
+    for (let cp = 0; cp < 0x110000; cp += cp < 0x10000 ? 1 : 16) {
+      if (cp < 0xd800 || cp > 0xdfff) codePoints.push(cp);
+    }
+    for (const name of ["bert-base-chinese", "bert-base-chinese-cased"]) {
+      const ref = await referenceTokenizer(tk, CONFIGS[name]);
+      const mine = tokenizerFor(CONFIGS[name]);
+      const failures: string[] = [];
+      for (let k = 0; k < codePoints.length; k += 20000) {
+        const chunk = codePoints.slice(k, k + 20000);
+        // Alone, inside a word, and doubled: covers removal, splitting and normalization of the character.
+        const texts = chunk.map((cp) => {
+          const c = String.fromCodePoint(cp);
+          return `a${c}b ${c} 1${c}${c}`;
+        });
+        const expected = await ref.encodeBatch(texts);
+        for (let i = 0; i < texts.length; i++) {
+          const e = mine.encode(texts[i]);
+          const x = expected[i];
+          if (
+            JSON.stringify(e.ids) !== JSON.stringify(x.getIds()) ||
+            JSON.stringify(e.offsets) !== JSON.stringify(x.getOffsets())
+          ) {
+            failures.push(
+              `U+${chunk[i].toString(16).toUpperCase()}: ${x.getTokens().join(" ")} vs ${e.tokens.join(" ")}`,
+            );
+          }
+        }
+      }
+      assertEquals(failures.slice(0, 10), [], `${name}: ${failures.length} code points differ`);
+    }
+  },
+});
