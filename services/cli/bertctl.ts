@@ -220,14 +220,14 @@ async function resolveVocab(ctx: Context, value: string): Promise<string> {
 // ---------------------------------------------------------------------------------------------------
 // Jobs
 
-const JOB_SERVICE_BY_PREFIX: [string, ServiceKey][] = [["vocab-", "tokenizer"], ["shards-", "sharding"], [
-  "train-",
-  "trainer",
-]];
 const JOB_SERVICES: ServiceKey[] = ["tokenizer", "sharding", "trainer"];
 
-function serviceOfJob(id: string): ServiceKey | undefined {
-  return JOB_SERVICE_BY_PREFIX.find(([prefix]) => id.startsWith(prefix))?.[1];
+/** The service owning a job, from the kind its id names (common.proto), or undefined when it names none. */
+export function serviceOfJob(id: string): ServiceKey | undefined {
+  if (/(^|-)train_vocab(-|$)/.test(id) || id.startsWith("vocab-")) return "tokenizer";
+  if (/(^|-)build_pretraining(-|$)/.test(id) || id.startsWith("shards-")) return "sharding";
+  if (/(^|-)(pretrain|finetune)(-|$)/.test(id) || id.startsWith("train-")) return "trainer";
+  return undefined;
 }
 
 /** Follows a job to its end; returns the exit code (0 succeeded, 1 failed or cancelled). */
