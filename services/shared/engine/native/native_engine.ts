@@ -190,7 +190,8 @@ export class NativeEngine implements Engine {
   private fwdDropA = 0;
   private K: number;
   private logitsRows: number;
-  private profiling = false;
+  /** on by default: about a hundred performance.now() calls per step cost microseconds */
+  private profiling = true;
   private profileTimes = new Map<string, number>();
   private lastMark = 0;
   private disposed = false;
@@ -227,7 +228,7 @@ export class NativeEngine implements Engine {
       this.batched = this.kernels.batchedSgemm ?? null;
     }
     this.rngSeed = (options.seed ?? 0) >>> 0;
-    if (env("BERTFORGE_PROFILE") === "1") this.profiling = true;
+    if (env("BERTFORGE_PROFILE") === "0") this.profiling = false;
 
     const maxBatch = options.maxBatch ?? 32;
     this.maxSeqLen = Math.min(options.maxSeqLen ?? 128, c.max_position_embeddings);
