@@ -2,7 +2,7 @@ import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { fromFileUrl } from "@std/path";
 import { NotFound } from "../shared/errors.ts";
 import { type Message, receiveUpload, serve } from "../shared/rpc/mod.ts";
-import { artifactNameFromPath, run } from "./bertctl.ts";
+import { artifactNameFromPath, run, serviceOfJob } from "./bertctl.ts";
 import type { Output } from "./ui.ts";
 
 const REPO_ROOT = fromFileUrl(new URL("../..", import.meta.url));
@@ -245,4 +245,12 @@ Deno.test("bertctl as a process: exit code 2 on a usage error", async () => {
   }).output();
   assertEquals(output.code, 2);
   assert(new TextDecoder().decode(output.stderr).includes("--seq-len is required"));
+});
+
+Deno.test("serviceOfJob() routes a job id to the service that owns its kind", () => {
+  assertEquals(serviceOfJob("20261125154039349-train_vocab-ccbcfe"), "tokenizer");
+  assertEquals(serviceOfJob("20261125154045384-build_pretraining-a47226"), "sharding");
+  assertEquals(serviceOfJob("20261125154050598-pretrain-8d477a"), "trainer");
+  assertEquals(serviceOfJob("20261125154107613-finetune-16fd20"), "trainer");
+  assertEquals(serviceOfJob("mystery"), undefined);
 });

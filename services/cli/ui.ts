@@ -90,6 +90,10 @@ export function describeProgress(event: JobEvent, width = 24): string {
   return parts.join("  ");
 }
 
+function stateName(state: unknown): string {
+  return String(state ?? "").replace("JOB_STATE_", "").toLowerCase();
+}
+
 /**
  * Shows a job's events as they come. On a terminal the bar redraws in place; elsewhere a progress line is
  * printed at most every `intervalMs`. State changes, checkpoints, logs and artifacts are always printed.
@@ -118,8 +122,8 @@ export class JobProgress {
       return;
     }
     const message = type === "JOB_EVENT_TYPE_STATE"
-      ? `${this.label} ${String(event.state).replace("JOB_STATE_", "").toLowerCase()}${
-        event.message ? `: ${event.message}` : ""
+      ? `${this.label} ${stateName(event.state)}${
+        event.message && event.message !== stateName(event.state) ? `: ${event.message}` : ""
       }`
       : type === "JOB_EVENT_TYPE_CHECKPOINT"
       ? `${this.label} checkpoint ${event.checkpoint?.name ?? ""} ${event.checkpoint?.version ?? ""}`
