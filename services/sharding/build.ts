@@ -15,13 +15,13 @@
  * @module
  */
 import { basename } from "@std/path";
-import { Cancelled, InvalidArgument, NotFound } from "../shared/errors.ts";
+import { Cancelled, FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
 import { idBytesFor } from "../shared/shards/format.ts";
 import type { PretrainingSettings, ShardManifest } from "../shared/shards/manifest.ts";
 import { validateShardSetName } from "../shared/shards/manifest.ts";
 import { DEFAULT_MAX_SHARD_BYTES, ShardSetWriter } from "../shared/shards/writer.ts";
 import { Sha256 } from "../shared/store/hash.ts";
-import { MANIFEST_NAME } from "../shared/store/publish.ts";
+import { isPublished, MANIFEST_NAME, readManifest as readArtifactManifest } from "../shared/store/publish.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
 import {
@@ -48,29 +48,49 @@ export interface CorpusSource {
 }
 
 /**
- * A corpus in the store: a name (`poems` → every object under `corpora/poems/`), a prefix ending in `/`,
- * or one object key. Files are read in key order; a store manifest is not text and is skipped.
+ * A corpus in the store. A bare name (`poems`) is the published corpus artifact `corpora/poems/` (what
+ * UploadCorpus writes): its files in manifest order, NOT_FOUND when absent, FAILED_PRECONDITION while
+ * its upload is unfinished. A prefix ending in `/` takes every object under it in key order, and any
+ * other key is one object; both skip artifact metadata.
  */
 export async function corpusFromStore(store: ObjectStore, ref: string): Promise<CorpusSource> {
   if (typeof ref !== "string" || ref.trim() === "") {
     throw new InvalidArgument("corpus must name a corpus or object");
   }
   const files: CorpusFile[] = [];
-  const single = ref.includes("/") && !ref.endsWith("/") ? await store.stat(ref) : null;
-  if (single) {
-    files.push({ name: ref, size: single.size, open: () => store.getStream(ref) });
-    return { name: ref, files };
+  const open = (key: string, size?: number): CorpusFile => ({
+    name: key,
+    ...(size !== undefined ? { size } : {}),
+    open: () => store.getStream(key),
+  });
+  if (!ref.includes("/")) {
+    const prefix = `corpora/${validateShardSetName(ref, "corpus")}`;
+    if (!(await isPublished(store, prefix))) {
+      const any = await store.list(`${prefix}/`, { recursive: true })[Symbol.asyncIterator]().next();
+      if (!any.done) {
+        throw new FailedPrecondition(
+          `corpus '${ref}' is incomplete (no ${MANIFEST_NAME}: its upload did not finish)`,
+        );
+      }
+      throw new NotFound(`corpus '${ref}' not found (no ${prefix}/)`);
+    }
+    const manifest = await readArtifactManifest(store, prefix);
+    for (const part of manifest.parts) files.push(open(`${prefix}/${part.name}`, part.size));
+    if (files.length === 0) throw new FailedPrecondition(`corpus '${ref}' holds no files`);
+    return { name: prefix, files };
   }
-  const prefix = ref.endsWith("/") ? ref : ref.includes("/") ? `${ref}/` : `corpora/${ref}/`;
-  for await (const info of store.list(prefix, { recursive: true })) {
+  if (!ref.endsWith("/")) {
+    const single = await store.stat(ref);
+    if (!single) throw new NotFound(`corpus object ${ref} not found`);
+    return { name: ref, files: [open(ref, single.size)] };
+  }
+  for await (const info of store.list(ref, { recursive: true })) {
     // Artifact metadata is not corpus text.
     if (info.key.endsWith(`/${MANIFEST_NAME}`) || info.key.endsWith("/lineage.json")) continue;
-    files.push({ name: info.key, size: info.size, open: () => store.getStream(info.key) });
+    files.push(open(info.key, info.size));
   }
-  if (files.length === 0) {
-    throw new NotFound(`corpus ${JSON.stringify(ref)} has no objects (looked under ${prefix})`);
-  }
-  return { name: prefix.replace(/\/$/, ""), files };
+  if (files.length === 0) throw new NotFound(`corpus ${JSON.stringify(ref)} has no objects`);
+  return { name: ref.replace(/\/$/, ""), files };
 }
 
 /** A corpus of local files (bench, tests, the CLI before upload). */

@@ -2,7 +2,7 @@ import { assert, assertAlmostEquals, assertEquals, assertNotEquals, assertReject
 import { join } from "@std/path";
 import { Jieba } from "@node-rs/jieba";
 import { dict } from "@node-rs/jieba/dict";
-import { AlreadyExists, Cancelled, FailedPrecondition } from "../shared/errors.ts";
+import { AlreadyExists, Cancelled, FailedPrecondition, NotFound } from "../shared/errors.ts";
 import {
   InstanceStream,
   originalIds,
@@ -350,6 +350,16 @@ Deno.test({
     try {
       const store = s3.store("shards-test");
       await store.put("corpora/poems/part-0.txt", (await Deno.open(f.corpusPath)).readable);
+      await assertRejects(() => corpusFromStore(store, "poems"), FailedPrecondition, "incomplete");
+      await store.putJson("corpora/poems/MANIFEST.json", {
+        format: "bertforge.manifest",
+        version: 1,
+        prefix: "corpora/poems",
+        createdAt: new Date().toISOString(),
+        parts: [{ name: "part-0.txt", size: (await Deno.stat(f.corpusPath)).size, sha256: "" }],
+        metadata: {},
+      });
+      await assertRejects(() => corpusFromStore(store, "absent"), NotFound);
       const corpus = await corpusFromStore(store, "poems");
       assertEquals(corpus.name, "corpora/poems");
       const remote = await buildPretrainingShards(options(f, "s3", { store, corpus }));

@@ -105,7 +105,9 @@ export function specFromRequest(request: Message): BuildSpec {
 /** The build's vocab: `vocabs/<name>/vocab.txt`, lower-casing from its tokenizer_config.json when present. */
 async function loadVocab(store: ObjectStore, name: string): Promise<{ text: string; lowercase: boolean }> {
   const key = `vocabs/${name}/vocab.txt`;
-  if (!(await store.exists(key))) throw new NotFound(`vocab '${name}' not found (no ${key})`);
+  if (!(await isPublished(store, `vocabs/${name}`)) || !(await store.exists(key))) {
+    throw new NotFound(`vocab '${name}' not found (no published vocabs/${name}/ with a vocab.txt)`);
+  }
   const text = await store.getText(key);
   let lowercase = true;
   const configKey = `vocabs/${name}/tokenizer_config.json`;

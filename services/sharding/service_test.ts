@@ -3,6 +3,7 @@ import { loadSettings } from "../shared/config/mod.ts";
 import { AlreadyExists, InvalidArgument, NotFound } from "../shared/errors.ts";
 import { client, type Message } from "../shared/rpc/mod.ts";
 import { LocalStore } from "../shared/store/local.ts";
+import { publish } from "../shared/store/publish.ts";
 import { start } from "./main.ts";
 
 const POETRY = new URL(
@@ -16,12 +17,12 @@ async function withService(fn: (rpc: ReturnType<typeof client>, store: LocalStor
   const store = new LocalStore(dir);
   const poems = JSON.parse(await Deno.readTextFile(POETRY)) as { paragraphs: string[] }[];
   const documents = poems.map((p) => p.paragraphs.join("\n"));
-  await store.put("corpora/poems/part-0.txt", documents.join("\n\n"));
+  await publish(store, "corpora/poems", { "part-0.txt": documents.join("\n\n") });
   const chars = [...new Set([...documents.join("").replace(/\s/g, "")])].sort();
-  await store.put(
-    "vocabs/chars/vocab.txt",
-    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ...chars].join("\n"),
-  );
+  await publish(store, "vocabs/chars", {
+    "vocab.txt": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ...chars].join("\n"),
+    "tokenizer_config.json": JSON.stringify({ do_lower_case: true }),
+  });
   const settings = loadSettings("sharding", {
     args: ["--port", "0", "--store", dir, "--threads", "1", "--log-level", "warn"],
     env: () => undefined,
@@ -145,7 +146,7 @@ Deno.test({
   fn: () =>
     withService(async (rpc, store) => {
       const text = await store.getText("corpora/poems/part-0.txt");
-      await store.put("corpora/big/part-0.txt", Array(20).fill(text).join("\n\n"));
+      await publish(store, "corpora/big", { "part-0.txt": Array(20).fill(text).join("\n\n") });
       const { job } = await rpc.unary("StartBuildPretraining", {
         name: "big",
         corpus: "big",
