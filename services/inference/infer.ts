@@ -10,7 +10,7 @@
  * Letters: T tokens of one input, K labels, C hidden, V vocab, P masked positions.
  */
 import { FailedPrecondition, InvalidArgument, ResourceExhausted } from "../shared/errors.ts";
-import { type Encoding, longestFirst } from "../shared/wordpiece/mod.ts";
+import type { Encoding } from "../shared/wordpiece/mod.ts";
 import type { Batcher, InferenceInput, InferenceOutput } from "./batcher.ts";
 import type { ModelInstance, Registry } from "./registry.ts";
 
@@ -149,7 +149,14 @@ export function encodeInput(
         `(truncation is TRUNCATION_NONE; leave it unset to truncate)`,
     );
   }
-  const special = addSpecialTokens ? (pair === undefined ? 2 : 3) : 0;
+  if (
+    pair === undefined || truncation === "TRUNCATION_LONGEST_FIRST" || truncation === "TRUNCATION_UNSPECIFIED"
+  ) {
+    // The tokenizer's own longest_first, so the cut matches Hugging Face exactly.
+    const cut = instance.tokenizer.encode(text, pair, { maxLength, truncation: true, addSpecialTokens });
+    return { encoding: cut, truncated: true };
+  }
+  const special = addSpecialTokens ? 3 : 0;
   const budget = maxLength - special;
   if (budget < 0) throw new InvalidArgument(`max_length ${maxLength} leaves no room for the special tokens`);
   const isReal = (i: number) => encoding.specialTokensMask[i] === 0;
@@ -158,12 +165,7 @@ export function encodeInput(
     if (isReal(i)) (typeId === 0 ? first : second).push(i);
   });
   let k1 = first.length, k2 = second.length;
-  if (
-    pair === undefined || truncation === "TRUNCATION_LONGEST_FIRST" || truncation === "TRUNCATION_UNSPECIFIED"
-  ) {
-    if (pair === undefined) k1 = budget;
-    else [k1, k2] = longestFirst(k1, k2, budget);
-  } else if (truncation === "TRUNCATION_ONLY_FIRST") {
+  if (truncation === "TRUNCATION_ONLY_FIRST") {
     k1 = budget - k2;
   } else {
     k2 = budget - k1;

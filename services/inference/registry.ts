@@ -268,7 +268,7 @@ export class Registry {
       source,
       threshold,
       loadSeconds: (performance.now() - started) / 1000,
-      lastUsed: Date.now(),
+      lastUsed: performance.now(),
       inFlight: 0,
       retired: false,
     };
@@ -463,7 +463,7 @@ export class Registry {
       }
     }
     instance.inFlight++;
-    instance.lastUsed = Date.now();
+    instance.lastUsed = performance.now();
     return instance;
   }
 
