@@ -228,7 +228,14 @@ async function countWords(
   const normalizer = charNormalizer(basic);
   const buffer = new WordBuffer();
   const words = new Map<string, number>();
+  // Single-character words (every CJK character, every punctuation mark) are most words of a Chinese
+  // corpus: count them in a flat table instead of building a string and a map entry each time.
+  const singles = new Float64Array(0x30000);
   const sink = (chars: Int32Array, _origins: Int32Array, length: number) => {
+    if (length === 1 && chars[0] < singles.length) {
+      singles[chars[0]]++;
+      return;
+    }
     let word = "";
     for (let i = 0; i < length; i++) word += String.fromCodePoint(chars[i]);
     words.set(word, (words.get(word) ?? 0) + 1);
@@ -242,10 +249,16 @@ async function countWords(
       options.onProgress?.({
         stage: "count",
         lines: lineCount,
-        words: words.size,
+        words: words.size, // multi-character words only while counting
         vocabSize: 0,
         targetVocabSize: options.vocabSize,
       });
+    }
+  }
+  for (let cp = 0; cp < singles.length; cp++) {
+    if (singles[cp] > 0) {
+      const word = String.fromCodePoint(cp);
+      words.set(word, (words.get(word) ?? 0) + singles[cp]);
     }
   }
   return { words, lines: lineCount };
