@@ -224,7 +224,10 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
       ? { cert: await Deno.readFile(settings.tls.certFile), key: await Deno.readFile(settings.tls.keyFile) }
       : undefined);
   if (tlsPem) {
-    credentials = grpc.ServerCredentials.createSsl(null, [{
+    // Root certificates only matter for client certificates, which we do not ask for. Left null, grpc-js
+    // passes its whole bundle of public roots, and Deno's TLS server then sends them all during the
+    // handshake, which clients reject ("excessive message size"); the service's own chain keeps it small.
+    credentials = grpc.ServerCredentials.createSsl(Buffer.from(tlsPem.cert), [{
       cert_chain: Buffer.from(tlsPem.cert),
       private_key: Buffer.from(tlsPem.key),
     }], false);
@@ -242,6 +245,8 @@ export async function serve(options: ServeOptions): Promise<RunningServer> {
     // Long job watches stay open for hours: keep idle connections alive through proxies.
     "grpc.keepalive_time_ms": 60_000,
     "grpc.keepalive_permit_without_calls": 1,
+    // Channelz bookkeeping costs on every call and nothing here reads it.
+    "grpc.enable_channelz": 0,
     interceptors: authToken ? [authInterceptor(authToken)] : [],
   });
 
