@@ -379,3 +379,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "fromTokenizerJson() reads a tokenizer.json saved by the tokenizers package and encodes identically",
+  ignore: tk === null,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "bf-wordpiece-" });
+    try {
+      for (const name of ["bert-base-chinese", "english-cased-strip"]) {
+        const ref = await referenceTokenizer(tk, CONFIGS[name]);
+        ref.save(`${dir}/${name}.json`);
+        const loaded = WordPieceTokenizer.fromTokenizerJson(Deno.readTextFileSync(`${dir}/${name}.json`));
+        const texts = randomTexts(300, 5);
+        const expected = await ref.encodeBatch(texts);
+        texts.forEach((text, i) =>
+          assertEquals(
+            comparable(loaded.encode(text)),
+            comparable(fromReference(expected[i])),
+            `${name}: ${text}`,
+          )
+        );
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
