@@ -127,15 +127,89 @@ async function buildChild(flags: Record<string, string>, wwm: boolean): Promise<
   );
 }
 
+/**
+ * The alternative the issue asks to measure: tokenizing through the tokenizer service over gRPC
+ * (Tokenize, batches of `batch` lines) instead of in-process. Runs the service on loopback over a
+ * temporary store holding the vocab; returns text tokens per second on the first `sampleBytes` of text.
+ */
+async function tokenizerServiceThroughput(
+  vocabText: string,
+  corpusPath: string,
+  dir: string,
+  sampleBytes: number,
+) {
+  const { loadSettings } = await import("../../services/shared/config/mod.ts");
+  const { client } = await import("../../services/shared/rpc/mod.ts");
+  const { publish } = await import("../../services/shared/store/publish.ts");
+  const { start } = await import("../../services/tokenizer/main.ts");
+  const storeDir = join(dir, "tokenizer-store");
+  const store = new LocalStore(storeDir);
+  await publish(store, "vocabs/bench", {
+    "vocab.txt": vocabText,
+    "tokenizer_config.json": JSON.stringify({ do_lower_case: true }),
+  });
+  await store.close();
+  const server = await start(loadSettings("tokenizer", {
+    args: ["--port", "0", "--store", storeDir, "--log-level", "error"],
+    env: () => undefined,
+  }));
+  const rpc = client("TokenizerService", server.address, { defaultDeadlineMs: 600_000 });
+  try {
+    using file = await Deno.open(corpusPath);
+    const bytes = new Uint8Array(sampleBytes);
+    const n = (await file.read(bytes)) ?? 0;
+    const lines = new TextDecoder().decode(bytes.subarray(0, n)).split("\n").slice(0, -1).filter((l) =>
+      l.trim()
+    );
+    const started = performance.now();
+    let tokens = 0;
+    for (let i = 0; i < lines.length; i += 256) {
+      const inputs = lines.slice(i, i + 256).map((text) => ({ text }));
+      const { encodings } = await rpc.unary("Tokenize", { vocab: "bench", inputs });
+      for (const encoding of encodings) tokens += encoding.ids.length - 2;
+    }
+    return { tokens, seconds: (performance.now() - started) / 1000, bytes: n };
+  } finally {
+    rpc.close();
+    await server.shutdown("bench done");
+  }
+}
+
+interface BuildRun {
+  seconds: number;
+  instances: number;
+  shards: number;
+  peakRssMb: number;
+}
+
 export async function main(args: string[]): Promise<void> {
   const flags = parseArgs(args, {
-    string: ["mb", "seq-len", "dupe-factor", "workers", "vocab", "vocab-name", "corpus", "store"],
+    string: [
+      "mb",
+      "seq-len",
+      "dupe-factor",
+      "workers",
+      "vocab",
+      "vocab-name",
+      "corpus",
+      "store",
+      "rounds",
+      "service-mb",
+    ],
     boolean: ["wwm", "keep", "child"],
-    default: { mb: "100", "seq-len": "128", "dupe-factor": "1", workers: "2" },
+    default: {
+      mb: "100",
+      "seq-len": "128",
+      "dupe-factor": "1",
+      workers: "2",
+      rounds: "2",
+      "service-mb": "2",
+    },
   });
   if (flags.child) return await buildChild(flags as unknown as Record<string, string>, flags.wwm);
   const mb = Number(flags.mb), seqLen = Number(flags["seq-len"]), dupeFactor = Number(flags["dupe-factor"]);
   const workers = Number(flags.workers);
+  const rounds = Math.max(1, Number(flags.rounds));
   const dir = await Deno.makeTempDir({ prefix: "bf-bench-shards-" });
   try {
     const corpusPath = join(dir, "poems.txt");
@@ -150,68 +224,92 @@ export async function main(args: string[]): Promise<void> {
       await Deno.writeTextFile(vocabPath, await characterVocab(corpusPath));
     }
     const vocabText = await Deno.readTextFile(vocabPath);
-    const child = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        new URL(import.meta.url).pathname,
-        "--child",
-        "--corpus",
-        corpusPath,
-        "--store",
-        join(dir, "store"),
-        "--vocab",
-        vocabPath,
-        "--vocab-name",
-        vocabName,
-        "--seq-len",
-        String(seqLen),
-        "--dupe-factor",
-        String(dupeFactor),
-        "--workers",
-        String(workers),
-        ...(flags.wwm ? ["--wwm"] : []),
-      ],
-      stdout: "piped",
-      stderr: "inherit",
-    }).output();
-    if (!child.success) throw new Error(`the build process failed (exit ${child.code})`);
-    const build = JSON.parse(new TextDecoder().decode(child.stdout).trim().split("\n").pop()!) as {
-      seconds: number;
-      instances: number;
-      shards: number;
-      peakRssMb: number;
+    const buildOnce = async (round: number): Promise<BuildRun> => {
+      const child = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL(import.meta.url).pathname,
+          "--child",
+          "--corpus",
+          corpusPath,
+          "--store",
+          join(dir, `store-${round}`),
+          "--vocab",
+          vocabPath,
+          "--vocab-name",
+          vocabName,
+          "--seq-len",
+          String(seqLen),
+          "--dupe-factor",
+          String(dupeFactor),
+          "--workers",
+          String(workers),
+          ...(flags.wwm ? ["--wwm"] : []),
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      if (!child.success) throw new Error(`the build process failed (exit ${child.code})`);
+      await Deno.remove(join(dir, `store-${round}`), { recursive: true });
+      return JSON.parse(new TextDecoder().decode(child.stdout).trim().split("\n").pop()!) as BuildRun;
     };
-    const tokenizer = await tokenizerThroughput(vocabText, corpusPath, bytes, Math.max(1, workers));
+    // Builds and tokenizer runs alternate, best of `rounds` each: the machine is shared and noisy.
+    let build = null as BuildRun | null;
+    let tokenizer = null as { tokens: number; seconds: number } | null;
+    for (let round = 0; round < rounds; round++) {
+      const b = await buildOnce(round);
+      if (!build || b.seconds < build.seconds) {
+        build = { ...b, peakRssMb: Math.max(b.peakRssMb, build?.peakRssMb ?? 0) };
+      } else build.peakRssMb = Math.max(build.peakRssMb, b.peakRssMb);
+      const t = await tokenizerThroughput(vocabText, corpusPath, bytes, Math.max(1, workers));
+      if (!tokenizer || t.seconds < tokenizer.seconds) tokenizer = t;
+    }
+    const service = await tokenizerServiceThroughput(
+      vocabText,
+      corpusPath,
+      dir,
+      Number(flags["service-mb"]) * 1e6,
+    );
     // Text tokens per second: the corpus' WordPiece tokens over each one's wall time.
-    const shardTokensPerS = tokenizer.tokens / build.seconds;
-    const tokenizerTokensPerS = tokenizer.tokens / tokenizer.seconds;
+    const shardTokensPerS = tokenizer!.tokens / build!.seconds;
+    const tokenizerTokensPerS = tokenizer!.tokens / tokenizer!.seconds;
     const common = {
       corpus_mb: +(bytes / 1e6).toFixed(1),
       seq_len: seqLen,
       dupe_factor: dupeFactor,
       wwm: flags.wwm,
       threads: workers,
+      rounds,
     };
     console.log(JSON.stringify({
       bench: "shards_build",
       impl: "bertforge",
       ...common,
-      mb_per_s: +(bytes / 1e6 / build.seconds).toFixed(2),
-      instances_per_s: Math.round(build.instances / build.seconds),
+      mb_per_s: +(bytes / 1e6 / build!.seconds).toFixed(2),
+      instances_per_s: Math.round(build!.instances / build!.seconds),
       text_tokens_per_s: Math.round(shardTokensPerS),
-      instances: build.instances,
-      shards: build.shards,
-      seconds: +build.seconds.toFixed(1),
-      peak_rss_mb: build.peakRssMb,
+      instances: build!.instances,
+      shards: build!.shards,
+      seconds: +build!.seconds.toFixed(1),
+      peak_rss_mb: build!.peakRssMb,
       vs_tokenizer: +(shardTokensPerS / tokenizerTokensPerS).toFixed(2),
     }));
     console.log(JSON.stringify({
       bench: "shards_build",
-      impl: "tokenizer_encode",
+      impl: "tokenizer_in_process",
       ...common,
-      mb_per_s: +(bytes / 1e6 / tokenizer.seconds).toFixed(2),
+      mb_per_s: +(bytes / 1e6 / tokenizer!.seconds).toFixed(2),
       text_tokens_per_s: Math.round(tokenizerTokensPerS),
+    }));
+    console.log(JSON.stringify({
+      bench: "shards_build",
+      impl: "tokenizer_service_grpc",
+      ...common,
+      corpus_mb: +(service.bytes / 1e6).toFixed(1),
+      threads: 1,
+      mb_per_s: +(service.bytes / 1e6 / service.seconds).toFixed(2),
+      text_tokens_per_s: Math.round(service.tokens / service.seconds),
     }));
   } finally {
     if (!flags.keep) await Deno.remove(dir, { recursive: true });
