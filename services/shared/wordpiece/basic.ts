@@ -2,8 +2,8 @@
  * The BERT basic tokenizer, character by character, as Hugging Face `tokenizers` does it
  * (`BertNormalizer` then `BertPreTokenizer`):
  *
- *   clean text      drop NUL, U+FFFD and "other" characters (Cc Cf Cn Co Cs except \t \n \r),
- *                   every whitespace becomes a word break
+ *   clean text      drop NUL, U+FFFD and control/format/private-use characters (Cc Cf Co, except
+ *                   \t \n \r; \v \f U+0085 are dropped, not split on), every whitespace becomes a break
  *   chinese chars   each CJK ideograph is a word of its own
  *   strip accents   NFD, then drop non-spacing marks (Mn)        (follows `lowercase` unless set)
  *   lowercase       per code point (no final-sigma context, as Rust's `char::to_lowercase`)
