@@ -140,6 +140,13 @@ export function trainVocabJob(): JobKind<TrainVocabSpec, TrainVocabResult> {
 
 async function runTrainVocab(ctx: JobContext<TrainVocabSpec>): Promise<TrainVocabResult> {
   const { spec, store } = ctx;
+  if (ctx.resumeInfo.resumed) {
+    // A run that died after publishing is done: do not fail it with AlreadyExists on the way back.
+    const existing = await vocabInfo(store, spec.name).catch(() => null);
+    if (existing?.lineage?.job_id === ctx.jobId) {
+      return { vocab: spec.name, sha256: existing.sha256, size: existing.size, lines: 0, words: 0 };
+    }
+  }
   const manifest = await readManifest(store, corpusPrefix(spec.corpus)).catch(() => {
     throw new NotFound(`corpus: "${spec.corpus}" is not in the store`);
   });
