@@ -118,8 +118,11 @@ export async function buildDemoData(
     }
   }
   corpus.close();
-  const labelled = [...perForm.values()].flat();
-  // Interleave forms deterministically so both splits hold every form.
+  // Round-robin over the forms, so both splits (and any prefix of them) hold every form in equal numbers.
+  const buckets = [...perForm.values()];
+  const labelled = Array.from({ length: sizes.labelledPerForm }, (_, i) => buckets.map((b) => b[i]))
+    .flat()
+    .filter((e): e is { text: string; label: string } => e !== undefined);
   const train = labelled.filter((_, i) => i % 5 !== 0);
   const evalSet = labelled.filter((_, i) => i % 5 === 0);
   const csv = (rows: { text: string; label: string }[]) =>
