@@ -12,6 +12,7 @@ import {
   SPECIAL_TOKENS,
   trainWordPiece,
   validateName,
+  vocabInfo,
   vocabPrefix,
 } from "../shared/wordpiece/mod.ts";
 
