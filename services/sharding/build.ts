@@ -256,8 +256,24 @@ async function* blocksOf(
         blockSize = 0;
       }
     };
-    for await (const rawLine of linesOf(raw.pipeThrough(new TextDecoderStream()))) {
-      const line = rawLine.trim();
+    // Strict decoding: a binary or mis-encoded file is refused, not turned into replacement characters.
+    const lines = linesOf(raw.pipeThrough(new TextDecoderStream("utf-8", { fatal: true })));
+    let lineNumber = 0;
+    for (;;) {
+      let next: IteratorResult<string>;
+      try {
+        next = await lines.next();
+      } catch (error) {
+        if (error instanceof TypeError) {
+          throw new InvalidArgument(
+            `corpus file ${file.name}: not valid UTF-8 text (decoding failed after ${lineNumber} complete lines)`,
+          );
+        }
+        throw error;
+      }
+      if (next.done) break;
+      lineNumber++;
+      const line = next.value.trim();
       if (line === "") {
         yield* endDocument();
         continue;

@@ -2,7 +2,7 @@ import { assert, assertAlmostEquals, assertEquals, assertNotEquals, assertReject
 import { join } from "@std/path";
 import { Jieba } from "@node-rs/jieba";
 import { dict } from "@node-rs/jieba/dict";
-import { AlreadyExists, Cancelled, FailedPrecondition, NotFound } from "../shared/errors.ts";
+import { AlreadyExists, Cancelled, FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
 import {
   InstanceStream,
   originalIds,
@@ -269,6 +269,14 @@ Deno.test("an existing name is ALREADY_EXISTS unless overwrite; a cancelled buil
   );
   const again = await buildPretrainingShards(options(f, "exists", { overwrite: true }));
   assertEquals((await readManifest(f.store, "exists")).instances, again.instances);
+
+  const binary = join(f.dir, "binary.txt");
+  await Deno.writeFile(binary, Uint8Array.from([0xe4, 0xbd, 0xa0, 0x0a, 0xff, 0xfe, 0x00, 0x41]));
+  await assertRejects(
+    () => buildPretrainingShards(options(f, "binary", { corpus: corpusFromFiles([binary]) })),
+    InvalidArgument,
+    "binary.txt: not valid UTF-8 text",
+  );
 
   const abort = new AbortController();
   await assertRejects(
