@@ -835,7 +835,7 @@ function splitTag(tag: string): [string, string] {
  * ignored in training, as shared/data aligns them); B starts an entity, I continues one of the same type
  * (or starts one after O or another type), O ends it. Scores are the mean probability of the words' tags.
  */
-function tagging(
+export function tagging(
   instance: ModelInstance,
   text: string,
   encoded: Encoded,
