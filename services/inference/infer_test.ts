@@ -56,7 +56,7 @@ Deno.test("tagging() starts a new entity on a type change or a stray I-, and wor
     "I-PER",
     "I-PER",
     "I-PER",
-    "B-LOC",
+    "I-LOC",
     "I-LOC",
   ]);
   // With a CRF the decoded path wins over the emissions.
