@@ -45,7 +45,11 @@ export class Context {
   client(key: ServiceKey): RpcClient {
     let rpc = this.#clients.get(key);
     if (!rpc) {
-      const tls = this.settings.tls?.caFile ? { tls: { caFile: this.settings.tls.caFile } } : {};
+      const tls = this.settings.tls?.caFile
+        ? { tls: { caFile: this.settings.tls.caFile } }
+        : this.flags.tls === true
+        ? { tls: true as const }
+        : {};
       rpc = client(SERVICE_OF[key], this.settings.peers[key], {
         ...(this.settings.authToken ? { authToken: this.settings.authToken } : {}),
         ...tls,
@@ -1017,6 +1021,11 @@ const COMMANDS: CommandSpec[] = [
             service: fullServiceName(SERVICE_OF[key]),
             timeoutMs: 1,
             ...(ctx.settings.authToken ? { authToken: ctx.settings.authToken } : {}),
+            ...(ctx.settings.tls?.caFile
+              ? { tls: { caFile: ctx.settings.tls.caFile } }
+              : ctx.bool("tls")
+              ? { tls: true as const }
+              : {}),
           });
         } catch (error) {
           failures++;
@@ -1069,11 +1078,11 @@ const GLOBAL_STRINGS = [
   "tls-ca",
   "log-level",
 ];
-const GLOBAL_BOOLEANS = ["json", "help"];
+const GLOBAL_BOOLEANS = ["json", "help", "tls"];
 
 export function usage(): string {
   const lines = [
-    "usage: bertctl [--port-base N | --tokenizer-addr H:P ...] [--json] <command>",
+    "usage: bertctl [--port-base N | --tokenizer-addr H:P ...] [--tls | --tls-ca FILE] [--auth-token T] [--json] <command>",
     "",
     "commands:",
     ...COMMANDS.map((c) => `  ${c.usage.replaceAll("\n", "\n  ")}`),
@@ -1094,7 +1103,7 @@ export async function run(args: string[], outputOverride?: Output): Promise<numb
     if (GLOBAL_STRINGS.includes(name) && !flag.includes("=") && args.length > 1) {
       leading.push(flag, args[1]!);
       args = args.slice(2);
-    } else if (GLOBAL_STRINGS.includes(name) || name === "json") {
+    } else if (GLOBAL_STRINGS.includes(name) || GLOBAL_BOOLEANS.includes(name)) {
       leading.push(flag);
       args = args.slice(1);
     } else break;

@@ -103,6 +103,14 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     BERTFORGE_INFERENCE_HTTP: settings.peers.inferenceHttp,
   };
   if (settings.authToken) env.BERTFORGE_AUTH_TOKEN = settings.authToken;
+  if (settings.tls?.certFile && settings.tls.keyFile) {
+    env.BERTFORGE_TLS_CERT = resolve(settings.tls.certFile);
+    env.BERTFORGE_TLS_KEY = resolve(settings.tls.keyFile);
+  }
+  // With TLS on, the health wait trusts the given CA, else the services' own (self-signed) certificate.
+  const healthTls = settings.tls?.certFile
+    ? { tls: { caFile: resolve(settings.tls.caFile ?? settings.tls.certFile) } }
+    : {};
 
   let stopping = false;
   const members: (FleetMember & { child: Deno.ChildProcess; stdin: WritableStreamDefaultWriter })[] = [];
@@ -190,6 +198,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           timeoutMs,
           signal: abort.signal,
           authToken: "",
+          ...healthTls,
         })
       )),
       died.then((member) => {

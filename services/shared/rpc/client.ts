@@ -31,7 +31,7 @@ export interface ClientOptions {
   /** Bearer token sent as `authorization: Bearer <token>`. @default BERTFORGE_AUTH_TOKEN when unset here */
   authToken?: string;
   /** TLS: true for the system roots, or PEM root certificates / a file of them. @default plaintext */
-  tls?: boolean | { ca?: Uint8Array | string; caFile?: string };
+  tls?: boolean | { ca?: Uint8Array | string; caFile?: string; serverName?: string };
   /** Deadline of unary calls that set none; 0 means none. @default 60000 */
   defaultDeadlineMs?: number;
   retry?: RetryOptions;
@@ -78,6 +78,25 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/**
+ * The name a TLS client checks the certificate against. Deno refuses an IP address as the TLS server name
+ * (SNI), so a loopback IP becomes `localhost` unless a name is given (BERTFORGE_TLS_SERVER_NAME).
+ */
+export function tlsServerName(address: string, given?: string): string | undefined {
+  let name = given;
+  if (!name) {
+    try {
+      name = Deno.env.get("BERTFORGE_TLS_SERVER_NAME") || undefined;
+    } catch {
+      name = undefined;
+    }
+  }
+  if (name) return name;
+  const host = address.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
+  if (/^127\.\d+\.\d+\.\d+$/.test(host) || host === "::1") return "localhost";
+  return undefined;
 }
 
 /** Backoff before attempt `attempt` (1-based retry count): exponential, capped, with full jitter above half. */
@@ -127,6 +146,9 @@ export class RpcClient {
       credentials = grpc.credentials.createSsl(ca === undefined ? null : Buffer.from(ca));
     }
     const maxMessageBytes = options.maxMessageBytes ?? 64 * 1024 * 1024;
+    const serverName = options.tls
+      ? tlsServerName(address, typeof options.tls === "object" ? options.tls.serverName : undefined)
+      : undefined;
     const Constructor = clientConstructor(fullName);
     this.raw = new Constructor(address, credentials, {
       "grpc.max_receive_message_length": maxMessageBytes,
@@ -136,6 +158,9 @@ export class RpcClient {
       "grpc.max_reconnect_backoff_ms": 2000,
       "grpc.keepalive_time_ms": 60_000,
       interceptors: [tracingClientInterceptor()],
+      ...(serverName
+        ? { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName }
+        : {}),
     });
   }
 
