@@ -475,6 +475,9 @@ const C_SYMBOLS = {
   bf_fill: { parameters: ["buffer", "f64", "f32"], result: "void" },
 } as const;
 
+/** bf_version() of the kernels.c this file matches. */
+const KERNELS_ABI = 2;
+
 let cLoaded: { kernels: Kernels; path: string } | null | undefined;
 
 /** Path of the compiled kernel library: $BERTFORGE_KERNELS, else build/libbertforge_kernels.so of this checkout. */
@@ -499,6 +502,15 @@ export function loadCKernels(): Kernels | null {
     return null;
   }
   const s = lib.symbols;
+  if (s.bf_version() !== KERNELS_ABI) {
+    console.warn(
+      `native engine: ${path} is a stale build (ABI ${s.bf_version()}, expected ${KERNELS_ABI}); ` +
+        "using the TypeScript kernels until `make kernels` rebuilds it",
+    );
+    lib.close();
+    cLoaded = null;
+    return null;
+  }
   const kernels: Kernels = {
     impl: "c",
     setThreads: (n) => s.bf_set_threads(n),

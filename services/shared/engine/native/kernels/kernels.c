@@ -43,7 +43,8 @@ static inline float fast_expf(float x) {
 }
 
 void bf_set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
-int bf_version(void) { return 1; }
+/* Bumped whenever a signature changes: kernels.ts refuses a stale build instead of calling it with wrong arguments. */
+int bf_version(void) { return 2; }
 
 /* ---------------------------------------------------------------- dropout RNG */
 
