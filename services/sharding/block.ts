@@ -265,7 +265,6 @@ export function processBlock(
   rawDocuments: readonly string[][],
   tokenizer: WordPieceTokenizer,
   settings: BlockSettings,
-  idBytes: 2 | 4,
   workspace: BlockWorkspace,
 ): BlockResult {
   const trainDocuments: Document[] = [];

@@ -341,9 +341,9 @@ class BlockRunner {
     if (this.#failure) return Promise.reject(this.#failure);
     const tokenizer = this.#tokenizer;
     if (tokenizer) {
-      const { settings, idBytes } = this.init;
+      const settings = this.init.settings;
       return this.#workspace!.then((workspace) =>
-        processBlock(index, documents, tokenizer, settings, idBytes, workspace)
+        processBlock(index, documents, tokenizer, settings, workspace)
       );
     }
     return new Promise((resolve, reject) => {

@@ -35,7 +35,7 @@ self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
     }
     await ready;
     if (!tokenizer || !settings || !workspace) throw new Error("build worker got a block before init");
-    const result = processBlock(message.index, message.documents, tokenizer, settings, idBytes, workspace);
+    const result = processBlock(message.index, message.documents, tokenizer, settings, workspace);
     self.postMessage({ type: "result", result }, [
       result.train.records.buffer as ArrayBuffer,
       result.train.offsets.buffer as ArrayBuffer,
