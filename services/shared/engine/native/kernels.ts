@@ -497,7 +497,17 @@ export function loadCKernels(): Kernels | null {
   let lib: Deno.DynamicLibrary<typeof C_SYMBOLS>;
   try {
     lib = Deno.dlopen(path, C_SYMBOLS);
-  } catch {
+  } catch (e) {
+    // absent is the documented fallback; present but unloadable (stale, wrong arch) deserves a word
+    let present = false;
+    try {
+      present = Deno.statSync(path).isFile;
+    } catch {
+      present = false;
+    }
+    if (present) {
+      console.warn(`native engine: cannot load ${path} (${(e as Error).message}); using TypeScript kernels`);
+    }
     cLoaded = null;
     return null;
   }
