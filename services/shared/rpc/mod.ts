@@ -33,6 +33,12 @@
  * await server.shutdown(); // what SIGTERM does: drain, then stop
  * ```
  *
+ * A service's main.ts ends with `if (import.meta.main) await runMain("tokenizer", start)` (from `./main.ts`
+ * here): settings from flags and env (exit 2 on a bad one), SIGTERM/SIGINT drain, stop when fleet's pipe
+ * closes. Auth: set BERTFORGE_AUTH_TOKEN on both sides (health and reflection stay open). TLS: set
+ * BERTFORGE_TLS_CERT/KEY on the service and pass `tls: { caFile }` (or BERTFORGE_TLS_CA in bertctl) to
+ * clients; loopback IPs are checked as `localhost` (BERTFORGE_TLS_SERVER_NAME overrides).
+ *
  * @module
  */
 export * from "./load.ts";
