@@ -291,3 +291,32 @@ Deno.test("pretrainBatch pads to (B, T) with -100 MLM labels outside the predict
   }
   assertThrows(() => pretrainBatch(instances, 4, 0), InvalidArgument, "seq_len 4");
 });
+
+Deno.test("InstanceStream fetches the next shard while the current one is being read", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bf-shards-" });
+  const fetched: string[] = [];
+  // The real local store, with its reads recorded.
+  class RecordingStore extends LocalStore {
+    override get(key: string): Promise<Uint8Array> {
+      fetched.push(key);
+      return super.get(key);
+    }
+  }
+  const store = new RecordingStore(dir);
+  try {
+    await writeSet(store, "pre", 60, 400);
+    const stream = await InstanceStream.open(store, "pre", { seed: 2, shuffle: false });
+    const shards = stream.manifest.shards;
+    assert(shards.length >= 3);
+    fetched.length = 0; // the manifest
+    await stream.next();
+    assertEquals(fetched, [`shards/pre/${shards[0]!.file}`, `shards/pre/${shards[1]!.file}`]);
+    for (let i = 1; i < shards[0]!.instances; i++) await stream.next();
+    assertEquals(fetched.length, 2, "no read inside a shard");
+    await stream.next();
+    assertEquals(fetched.at(-1), `shards/pre/${shards[2]!.file}`);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
