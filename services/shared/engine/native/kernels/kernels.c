@@ -42,6 +42,10 @@ static inline float fast_expf(float x) {
   return x < -87.0f ? 0.0f : p * scale;
 }
 
+/* Below this many elements a kernel runs on the calling thread: waking the OpenMP team costs more than the work
+ * (small inference batches, pooler and classifier rows). Results do not depend on it. */
+#define PARALLEL_MIN 16384
+
 void bf_set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
 /* Bumped whenever a signature changes: kernels.ts refuses a stale build instead of calling it with wrong arguments. */
 int bf_version(void) { return 2; }
@@ -107,7 +111,7 @@ void bf_dropout(float* out, const float* inp, int n, float p, uint32_t seed, dou
   const uint32_t thresh = keep_threshold(p);
   const float scale = 1.0f / (1.0f - p);
   const int blocks = (n + DROPOUT_BLOCK - 1) / DROPOUT_BLOCK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n >= PARALLEL_MIN)
   for (int k = 0; k < blocks; k++) {
     const int i0 = k * DROPOUT_BLOCK, len = n - i0 < DROPOUT_BLOCK ? n - i0 : DROPOUT_BLOCK;
     dropout_block(out + i0, inp + i0, NULL, NULL, len, seed, base + (uint64_t)i0, thresh, scale);
@@ -120,7 +124,7 @@ void bf_residual_dropout(float* out, const float* inp, const float* bias, const 
   const uint64_t base = (uint64_t)offset;
   const uint32_t thresh = keep_threshold(p);
   const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * D >= PARALLEL_MIN)
   for (int r = 0; r < N; r++) {
     const size_t o = (size_t)r * D;
     if (p > 0.0f) {
@@ -136,7 +140,7 @@ void bf_residual_dropout(float* out, const float* inp, const float* bias, const 
 /* out (B,T,C) = wte[ids] + wpe[t] + wtt[types] */
 void bf_embed_fwd(float* out, const int32_t* ids, const int32_t* types, const float* wte, const float* wpe,
                   const float* wtt, int B, int T, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)B * T * C >= PARALLEL_MIN)
   for (int bt = 0; bt < B * T; bt++) {
     const int t = bt % T;
     const float* we = wte + (size_t)ids[bt] * C;
@@ -151,7 +155,7 @@ void bf_embed_fwd(float* out, const int32_t* ids, const int32_t* types, const fl
  * order (row order) is fixed. Rows whose id is pad_id get no gradient, as torch.nn.Embedding(padding_idx). */
 void bf_embed_bwd(float* dwte, float* dwpe, float* dwtt, const float* dout, const int32_t* ids,
                   const int32_t* types, int B, int T, int C, int pad_id) {
-#pragma omp parallel
+#pragma omp parallel if ((long)B * T * C >= PARALLEL_MIN)
   {
     const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
     const int c0 = (int)((long)C * tid / nt), c1 = (int)((long)C * (tid + 1) / nt);
@@ -174,13 +178,13 @@ void bf_embed_bwd(float* dwte, float* dwpe, float* dwtt, const float* dout, cons
 
 /* out (M,C) = inp[idx[m]] ; the rows of the MLM head. */
 void bf_gather_rows(float* out, const float* inp, const int32_t* idx, int M, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)M * C >= PARALLEL_MIN)
   for (int m = 0; m < M; m++) memcpy(out + (size_t)m * C, inp + (size_t)idx[m] * C, sizeof(float) * C);
 }
 
 /* dinp[idx[m]] += dout[m]; idx holds distinct rows. */
 void bf_scatter_add_rows(float* dinp, const float* dout, const int32_t* idx, int M, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)M * C >= PARALLEL_MIN)
   for (int m = 0; m < M; m++) {
     float* d = dinp + (size_t)idx[m] * C;
     const float* g = dout + (size_t)m * C;
@@ -192,7 +196,7 @@ void bf_scatter_add_rows(float* dinp, const float* dout, const int32_t* idx, int
 
 void bf_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
                       int N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * C >= PARALLEL_MIN)
   for (int r = 0; r < N; r++) {
     const float* x = inp + (size_t)r * C;
     float m = 0.0f;
@@ -219,7 +223,7 @@ void bf_layernorm_fwd(float* out, float* mean, float* rstd, const float* inp, co
 void bf_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* mean,
                       const float* rstd, const float* w, int N, int C) {
   /* parameter gradients first (dinp may overwrite dout), split by columns */
-#pragma omp parallel
+#pragma omp parallel if ((long)N * C >= PARALLEL_MIN)
   {
     const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
     const int c0 = (int)((long)C * tid / nt), c1 = (int)((long)C * (tid + 1) / nt);
@@ -233,7 +237,7 @@ void bf_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, cons
       }
     }
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * C >= PARALLEL_MIN)
   for (int r = 0; r < N; r++) {
     const float* x = inp + (size_t)r * C;
     const float* dy = dout + (size_t)r * C;
@@ -257,7 +261,7 @@ void bf_layernorm_bwd(float* dinp, float* dw, float* db, const float* dout, cons
 /* ---------------------------------------------------------------- bias, GELU */
 
 void bf_bias_add(float* out, const float* bias, int N, int D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * D >= PARALLEL_MIN)
   for (int r = 0; r < N; r++) {
     float* o = out + (size_t)r * D;
     for (int j = 0; j < D; j++) o[j] += bias[j];
@@ -266,7 +270,7 @@ void bf_bias_add(float* out, const float* bias, int N, int D) {
 
 /* dbias (D) += column sums of dout (N,D), split by columns. */
 void bf_bias_grad(float* dbias, const float* dout, int N, int D) {
-#pragma omp parallel
+#pragma omp parallel if ((long)N * D >= PARALLEL_MIN)
   {
     const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
     const int j0 = (int)((long)D * tid / nt), j1 = (int)((long)D * (tid + 1) / nt);
@@ -295,13 +299,13 @@ static inline float gelu_grad(float x) {
 }
 
 void bf_gelu_fwd(float* out, const float* inp, int n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n >= PARALLEL_MIN)
   for (int i = 0; i < n; i++) out[i] = gelu(inp[i]);
 }
 
 /* h (N,D) += bias; g = gelu(h): the first FFN GEMM's epilogue (h is kept for backward). */
 void bf_bias_gelu_fwd(float* h, float* g, const float* bias, int N, int D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * D >= PARALLEL_MIN)
   for (int r = 0; r < N; r++) {
     float* hr = h + (size_t)r * D;
     float* gr = g + (size_t)r * D;
@@ -315,7 +319,7 @@ void bf_bias_gelu_fwd(float* h, float* g, const float* bias, int N, int D) {
 
 /* dinp = dout * gelu'(inp); dinp may alias dout. */
 void bf_gelu_bwd(float* dinp, const float* inp, const float* dout, int n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n >= PARALLEL_MIN)
   for (int i = 0; i < n; i++) dinp[i] = dout[i] * gelu_grad(inp[i]);
 }
 
@@ -325,7 +329,7 @@ void bf_gelu_bwd(float* dinp, const float* inp, const float* dout, int n) {
  * the most negative float for padding (HF's extended attention mask). */
 void bf_softmax_fwd(float* att, const float* addmask, int B, int NH, int T, float scale) {
   const int rows = B * NH * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)rows * T >= PARALLEL_MIN)
   for (int r = 0; r < rows; r++) {
     const int b = r / (NH * T);
     const float* am = addmask + (size_t)b * T;
@@ -349,7 +353,7 @@ void bf_softmax_fwd(float* att, const float* addmask, int B, int NH, int T, floa
 
 /* In the forward pass p = softmax(scale * s + mask), so ds = scale * p * (dp - sum_j dp_j p_j). In place is fine. */
 void bf_softmax_bwd(float* dscores, const float* dprobs, const float* probs, int rows, int T, float scale) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)rows * T >= PARALLEL_MIN)
   for (int r = 0; r < rows; r++) {
     const float* p = probs + (size_t)r * T;
     const float* dp = dprobs + (size_t)r * T;
@@ -368,7 +372,7 @@ void bf_softmax_bwd(float* dscores, const float* dprobs, const float* probs, int
  * (0 on ignored rows). Folding the bias in saves a pass over the (rows, V) MLM logits. */
 void bf_softmax_ce(float* logits, const float* bias, const int32_t* labels, float* losses, float* preds, int N,
                    int V, float grad_scale, int want_grad) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)N * V >= PARALLEL_MIN)
   for (int r = 0; r < N; r++) {
     float* x = logits + (size_t)r * V;
     const int y = labels[r];
@@ -410,7 +414,7 @@ void bf_adamw(float* p, const float* g, float* m, float* v, int n, float lr, flo
   const float decay = 1.0f - lr * wd;
   const float step = lr / bc1;
   const float rbc2 = 1.0f / sqrtf(bc2);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n >= PARALLEL_MIN)
   for (int i = 0; i < n; i++) {
     const float gi = g[i] * grad_scale;
     const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
@@ -427,7 +431,7 @@ double bf_sumsq(const float* x, double n_d) {
   const long n = (long)n_d;
   const long chunks = (n + NORM_CHUNK - 1) / NORM_CHUNK;
   double* partial = (double*)malloc(sizeof(double) * (size_t)(chunks > 0 ? chunks : 1));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)n >= PARALLEL_MIN)
   for (long k = 0; k < chunks; k++) {
     const long i0 = k * NORM_CHUNK, i1 = i0 + NORM_CHUNK < n ? i0 + NORM_CHUNK : n;
     double s = 0.0;
@@ -442,7 +446,7 @@ double bf_sumsq(const float* x, double n_d) {
 
 void bf_fill(float* x, double n_d, float value) {
   const long n = (long)n_d;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
   for (long i = 0; i < n; i++) x[i] = value;
 }
 
