@@ -133,7 +133,8 @@ export function loadOrt(): Promise<Ort> {
 /**
  * ONNX Runtime on the exported graph: inputs `input_ids`, `attention_mask`, `token_type_ids` (int64, (B, T));
  * outputs by HF names: `logits` (head logits, or MLM logits (B, T, V) for pretrain), `last_hidden_state`,
- * `pooler_output`, `seq_relationship_logits`. Outputs the graph lacks are left out of the result.
+ * `pooler_output`, `nsp_logits` (or `seq_relationship_logits`), as services/shared/model/onnx/export.ts writes
+ * them. Outputs the graph lacks are left out of the result.
  */
 async function createOnnxBackend(options: BackendOptions): Promise<ServingBackend> {
   const ort = await loadOrt();
@@ -174,25 +175,20 @@ async function createOnnxBackend(options: BackendOptions): Promise<ServingBacken
     name: "onnx",
     maxTokens: Math.max(options.maxBatchTokens, options.maxSeqLen),
     maxSeqLen: options.maxSeqLen,
-    async forward(batch: Batch, forwardOptions: ForwardOptions): Promise<ForwardOutput> {
+    async forward(batch: Batch, _options: ForwardOptions): Promise<ForwardOutput> {
       const { B, T } = batch;
       const feeds: Record<string, unknown> = {
         input_ids: int64(batch.inputIds, B, T),
         attention_mask: int64(batch.attentionMask, B, T),
       };
       if (inputs.includes("token_type_ids")) feeds.token_type_ids = int64(batch.tokenTypeIds, B, T);
-      const wanted = outputs.filter((name) =>
-        name === "last_hidden_state" || name === "pooler_output"
-          ? forwardOptions.wantHidden
-          : name === logitsName
-          ? task !== "pretrain" || forwardOptions.mlmLogits
-          : name === "seq_relationship_logits"
-      );
-      const result = await session.run(feeds, wanted);
+      // Every output is fetched: onnxruntime-node 1.23 labels a subset of fetches with the names of the first
+      // outputs instead of the requested ones, which silently swapped last_hidden_state and logits.
+      const result = await session.run(feeds);
       const data = (name: string | undefined): Float32Array | undefined =>
         name && result[name] ? new Float32Array(result[name].data as Float32Array) : undefined;
       const out: ForwardOutput = { logits: data(logitsName) ?? new Float32Array(0) };
-      const nsp = data("seq_relationship_logits");
+      const nsp = data("nsp_logits") ?? data("seq_relationship_logits");
       if (nsp) out.nspLogits = nsp;
       const hidden = data("last_hidden_state");
       if (hidden) out.hidden = hidden;

@@ -51,6 +51,32 @@ export interface TinyModelOptions {
   extraConfig?: Record<string, unknown>;
   /** Extra files of the version (lineage.json, metrics.json). */
   extraFiles?: Record<string, string>;
+  /** Also publish `model.onnx` (needs services/shared/model/onnx/export.ts; see loadOnnxExporter). */
+  onnx?: boolean;
+}
+
+type ExportOnnx = (
+  path: string,
+  model: {
+    config: BertConfig;
+    head: HeadSpec;
+    weights: Map<string, { shape: number[]; data: Float32Array }>;
+  },
+) => Promise<void>;
+
+/**
+ * The shared ONNX exporter when it is in this checkout, else undefined. Imported by a computed specifier so
+ * this file type-checks and runs before the exporter lands.
+ */
+export async function loadOnnxExporter(): Promise<ExportOnnx | undefined> {
+  const url = new URL("../shared/model/onnx/export.ts", import.meta.url);
+  try {
+    await Deno.stat(url);
+    const mod = await import(url.href);
+    return typeof mod.exportOnnx === "function" ? mod.exportOnnx as ExportOnnx : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 let versionCounter = 0;
@@ -114,6 +140,11 @@ export async function publishTinyModel(
       vocabText: TINY_VOCAB.join("\n") + "\n",
       ...(options.extraFiles ? { extraFiles: options.extraFiles } : {}),
     });
+    if (options.onnx) {
+      const exportOnnx = await loadOnnxExporter();
+      if (!exportOnnx) throw new Error("onnx: services/shared/model/onnx/export.ts is not in this checkout");
+      await exportOnnx(join(modelDir, "model.onnx"), { config, head, weights });
+    }
     const version = options.version ?? nextVersion();
     const parts: Record<string, Uint8Array> = {};
     for await (const entry of Deno.readDir(modelDir)) {
