@@ -18,9 +18,6 @@ import { buildDemoData } from "./demo/poetry.ts";
 import { writeReport } from "./demo/report.ts";
 
 const ROOT = fromFileUrl(new URL("../..", import.meta.url));
-const WORK = join(ROOT, ".bertforge", "demo");
-const STORE = join(WORK, "store");
-const FLEET_PID = join(WORK, "fleet.pid");
 
 /** Sizes of the two modes. The full run is budgeted at ~15 minutes on 2 cores, the quick one at ~3. */
 const PLANS = {
@@ -56,12 +53,18 @@ const PLANS = {
 
 const args = parseArgs(Deno.args, {
   boolean: ["quick", "keep-fleet", "help"],
-  string: ["corpus", "data", "port-base", "text-column"],
+  string: ["corpus", "data", "port-base", "text-column", "work-dir", "report-dir"],
   default: { "port-base": "50750" },
 });
+/** Everything the demo writes but the report: data, the fleet's store and logs. Wiped at each start. */
+const WORK = resolve(args["work-dir"] ?? join(ROOT, ".bertforge", "demo"));
+const STORE = join(WORK, "store");
+const FLEET_PID = join(WORK, "fleet.pid");
+const REPORT_DIR = resolve(args["report-dir"] ?? join(ROOT, "report"));
 if (args.help) {
   console.log(
-    "usage: deno task demo [--quick] [--corpus FILE] [--data TRAIN.csv[,EVAL.csv]] [--port-base N] [--keep-fleet]",
+    "usage: deno task demo [--quick] [--corpus FILE] [--data TRAIN.csv[,EVAL.csv]] [--port-base N] [--keep-fleet]\n" +
+      "                      [--work-dir DIR (default .bertforge/demo)] [--report-dir DIR (default report)]",
   );
   Deno.exit(0);
 }
@@ -373,7 +376,7 @@ async function main() {
     if (!http.ok) throw new Error(`HTTP classify answered ${http.status}`);
 
     stage("10. report");
-    const reportDir = join(ROOT, "report");
+    const reportDir = REPORT_DIR;
     const summary = await writeReport({
       reportDir,
       storeDir: STORE,

@@ -1,0 +1,82 @@
+/**
+ * `make run QUICK=1` end to end, from a clean store: the demo drives every service through bertctl, so this
+ * checks each stage's published artifacts, the report, and that the served model answered over gRPC and HTTP.
+ */
+import { assert, assertEquals, assertGreater, assertStringIncludes } from "@std/assert";
+import { fromFileUrl, join } from "@std/path";
+
+const ROOT = fromFileUrl(new URL("../..", import.meta.url));
+
+async function readJson(path: string) {
+  return JSON.parse(await Deno.readTextFile(path));
+}
+
+async function onlyVersion(dir: string): Promise<string> {
+  const versions = (await Array.fromAsync(Deno.readDir(dir))).filter((e) => e.isDirectory).map((e) => e.name);
+  assertEquals(versions.length, 1, `one published version in ${dir}: ${versions}`);
+  return join(dir, versions[0]!);
+}
+
+Deno.test({
+  name: "make run QUICK=1: vocab, shards, pretrained and fine-tuned models, report, gRPC and HTTP answers",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const work = await Deno.makeTempDir({ prefix: "bertforge-demo-" });
+    const reportDir = join(work, "report");
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        join(ROOT, "services/cli/demo.ts"),
+        "--quick",
+        "--port-base",
+        String(52_000 + Math.floor(Math.random() * 40) * 10),
+        "--work-dir",
+        join(work, "demo"),
+        "--report-dir",
+        reportDir,
+      ],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(stdout);
+    const err = new TextDecoder().decode(stderr);
+    assertEquals(code, 0, `demo failed:\n${out.slice(-4000)}\n${err.slice(-4000)}`);
+
+    const store = join(work, "demo", "store");
+    // Vocabulary and shards were published (manifest last) with their lineage.
+    const vocab = await Deno.readTextFile(join(store, "vocabs/demo-vocab/vocab.txt"));
+    assertEquals(vocab.split("\n").slice(0, 5), ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
+    const shards = await readJson(join(store, "shards/demo-shards/MANIFEST.json"));
+    assert(shards.parts.length >= 2, "shards manifest lists its parts");
+    // The pretrained model: HF layout, and MLM accuracy rose above its first step.
+    const bert = await onlyVersion(join(store, "models/demo-bert"));
+    for (const file of ["config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "lineage.json", "loss.svg"]) {
+      assert((await Deno.stat(join(bert, file))).size > 0, `${file} in ${bert}`);
+    }
+    const pretrain = await readJson(join(bert, "metrics.json"));
+    assertGreater(pretrain.eval_mlm_accuracy, pretrain.curves.mlm_accuracy[0][1]);
+    // The classifier: labels in config.json, a confusion matrix, lineage naming its base model.
+    const classifier = await onlyVersion(join(store, "models/demo-classifier"));
+    const config = await readJson(join(classifier, "config.json"));
+    assertEquals(Object.values(config.id2label).sort(), ["七言律詩", "七言絕句", "五言律詩", "五言絕句"]);
+    const lineage = await readJson(join(classifier, "lineage.json"));
+    assert(JSON.stringify(lineage.inputs).includes("demo-bert"), "classifier lineage names its base model");
+    assert((await Deno.stat(join(classifier, "confusion.svg"))).isFile);
+    // The served model answered over both protocols, and the report holds the pictures.
+    assertStringIncludes(out, `"model":{"name":"demo-classifier"`);
+    assertStringIncludes(out, "HTTP 200");
+    const html = await Deno.readTextFile(join(reportDir, "index.html"));
+    assertStringIncludes(html, "demo-classifier-confusion.svg");
+    assertStringIncludes(html, "demo-bert-loss.svg");
+    assertStringIncludes(await Deno.readTextFile(join(reportDir, "demo-bert-loss.svg")), "<svg");
+    // The fleet is gone: its pid file was removed and nothing listens any more.
+    await Deno.stat(join(work, "demo", "fleet.pid")).then(
+      () => assert(false, "fleet.pid left behind"),
+      () => {},
+    );
+    await Deno.remove(work, { recursive: true });
+  },
+});
