@@ -185,6 +185,19 @@ export class WordPieceTokenizer {
     return tokens;
   }
 
+  /**
+   * Basic tokenizer + WordPiece into the tokenizer's own piece buffer: ids and [start, end) code point
+   * offsets, no [CLS]/[SEP], nothing allocated per word (the bulk path of the sharding build). The
+   * arrays are views valid until the next call on this tokenizer.
+   */
+  tokenizePieces(
+    text: string,
+  ): { readonly length: number; ids: Int32Array; starts: Int32Array; ends: Int32Array } {
+    this.pieces.length = 0;
+    this.tokenizeInto(text);
+    return this.pieces;
+  }
+
   /** Words of the basic tokenizer (and literal special tokens) with their pieces and input offsets. */
   tokenizeWords(text: string): TokenizedWord[] {
     const words: TokenizedWord[] = [];
