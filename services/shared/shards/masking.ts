@@ -83,9 +83,11 @@ export function createMaskedLmPredictions(
       groups++;
     }
   }
+  // The reference shuffles every candidate, then walks them until it has enough. Drawing the shuffle
+  // lazily, one Fisher-Yates step per candidate visited, gives the walk the same distribution for a
+  // fraction of the random draws.
   const order = scratch(groups, 2);
   for (let g = 0; g < groups; g++) order[g] = g;
-  rng.shuffle(order.subarray(0, groups));
 
   const output = scratchOut ? scratchOut.inputIds.subarray(0, length) : ids.slice();
   if (scratchOut) output.set(ids);
@@ -96,7 +98,10 @@ export function createMaskedLmPredictions(
   const chosen: number[] = [];
   for (let k = 0; k < groups; k++) {
     if (chosen.length >= numToPredict) break;
-    const g = order[k]!;
+    const pick = rng.randint(k, groups - 1);
+    const g = order[pick]!;
+    order[pick] = order[k]!;
+    order[k] = g;
     const from = groupStart[g]!, to = groupEnd[g]!;
     // A whole word that would exceed the budget is skipped rather than cut, as the reference does.
     // (Groups are disjoint, so the reference's "already covered" check never fires here.)
