@@ -38,6 +38,8 @@ import { canonicalName, hasPooler, isIgnorableName, type ParamSpec, paramSpecs }
 import { crfDecode, crfLoss } from "./crf.ts";
 
 const IGNORE = -100;
+/** OpenBLAS/OpenMP thread count last set by any engine of this process. */
+let threadsInUse = 0;
 /** HF's extended attention mask: (1 - mask) * finfo(float32).min */
 const MASK_VALUE = -3.4028234663852886e38;
 /** Cap on the MLM logits chunk (rows * V floats): bounds memory for large vocabularies. */
@@ -222,8 +224,7 @@ export class NativeEngine implements Engine {
     this.threads = options.threads ?? (envThreads > 0 ? envThreads : navigator.hardwareConcurrency ?? 1);
     this.blas = loadBlas();
     this.kernels = loadKernels(options.kernels);
-    this.blas.setThreads(this.threads);
-    this.kernels.setThreads(this.threads);
+    this.useThreads();
     if (options.batchedAttention !== false && this.kernels.attachBlas?.(this.blas.library)) {
       this.batched = this.kernels.batchedSgemm ?? null;
     }
@@ -722,8 +723,17 @@ export class NativeEngine implements Engine {
     }
   }
 
+  /** Thread counts are process-wide in OpenBLAS and OpenMP: an engine re-asserts its own before each pass. */
+  private useThreads(): void {
+    if (threadsInUse === this.threads) return;
+    this.blas.setThreads(this.threads);
+    this.kernels.setThreads(this.threads);
+    threadsInUse = this.threads;
+  }
+
   /** X[L] (NT, C) from the batch; with `train`, dropout on and counters recorded. */
   private encoderForward(batch: Batch, train: boolean): void {
+    this.useThreads();
     const k = this.kernels, c = this.config, P = this.P, A = this.A;
     const { B, T } = batch;
     const C = c.hidden_size, F = c.intermediate_size, NH = c.num_attention_heads, HS = C / NH;
