@@ -83,25 +83,11 @@ export class Rng {
     return this.nextUint32() / 0x100000000;
   }
 
-  /** An integer in [lo, hi], both ends included (Python: `randint(lo, hi)`). Unbiased. */
+  /** An integer in [lo, hi], both ends included (Python: `randint(lo, hi)`). Unbiased by rejection. */
   randint(lo: number, hi: number): number {
     const span = hi - lo + 1;
     if (!(span >= 1) || span > 0x100000000) throw new RangeError(`randint needs lo <= hi: got ${lo}, ${hi}`);
     if (span === 1) return lo;
-    if (span <= 0x200000) {
-      // Lemire's multiply-shift with rejection: x * span stays below 2^53, so it is exact in a double,
-      // and the rare rejection test is the only modulo (randint runs ~100 times per instance).
-      let product = this.nextUint32() * span;
-      let low = product - Math.floor(product * TWO_TO_MINUS_32) * 0x100000000;
-      if (low < span) {
-        const threshold = (0x100000000 - span) % span;
-        while (low < threshold) {
-          product = this.nextUint32() * span;
-          low = product - Math.floor(product * TWO_TO_MINUS_32) * 0x100000000;
-        }
-      }
-      return lo + Math.floor(product * TWO_TO_MINUS_32);
-    }
     const limit = 0x100000000 - (0x100000000 % span);
     let x = this.nextUint32();
     while (x >= limit) x = this.nextUint32();
@@ -119,8 +105,6 @@ export class Rng {
     return items;
   }
 }
-
-const TWO_TO_MINUS_32 = 1 / 0x100000000;
 
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
