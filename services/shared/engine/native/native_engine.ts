@@ -1479,17 +1479,19 @@ export class NativeEngine implements Engine {
   }
 
   /**
-   * Forward + backward without an optimizer step: fills the gradients (zeroed first) of `scale * loss`.
-   * With `train` false dropout is off, which is what gradient checks need.
+   * Forward + backward without an optimizer step: fills the gradients (zeroed first) of the loss. With `train`
+   * false dropout is off; with `train` true and `dropoutOffset` the dropout masks are those of that RNG counter,
+   * so a gradient check can hold them fixed across evaluations. The RNG state is left as it was.
    */
-  computeGradients(batch: Batch, train = false): StepStats {
+  computeGradients(batch: Batch, train = false, dropoutOffset?: number): StepStats {
     this.checkBatch(batch, true);
     this.grads.fill(0);
     const saved = this.rngOffset;
+    if (dropoutOffset !== undefined) this.rngOffset = dropoutOffset;
     this.encoderForward(batch, train);
     const stats = this.headForwardBackward(batch, train, true, 1);
     this.encoderBackward(batch);
-    if (!train) this.rngOffset = saved;
+    this.rngOffset = saved;
     return stats;
   }
 

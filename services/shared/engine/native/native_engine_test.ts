@@ -88,7 +88,7 @@ function lcgDirection(n: number, seed: number): Float32Array {
  * For every parameter tensor: the directional derivative along a random ±1 direction by central differences
  * against g·d from backward. eps is scaled so the step has norm ~0.05 whatever the tensor size.
  */
-function gradCheck(head: HeadSpec, kernels: "c" | "ts" = "c"): void {
+function gradCheck(head: HeadSpec, kernels: "c" | "ts" = "c", dropout = false): void {
   const engine = new NativeEngine({
     config: tinyConfig(),
     head,
@@ -98,8 +98,10 @@ function gradCheck(head: HeadSpec, kernels: "c" | "ts" = "c"): void {
     kernels,
   });
   const batch = tinyBatch(head);
-  engine.computeGradients(batch, false);
-  const grads = engine.getGradients();
+  // with dropout the masks of one RNG counter are held fixed, so the loss stays a smooth function of the weights
+  const loss = () => dropout ? engine.computeGradients(batch, true, 12345).loss : engine.evaluate(batch).loss;
+  engine.computeGradients(batch, dropout, 12345);
+  const grads = engine.getGradients(); // a copy: the loss evaluations below overwrite the engine's gradients
   const failures: string[] = [];
   let checked = 0;
   for (const name of engine.parameterNames()) {
@@ -112,9 +114,9 @@ function gradCheck(head: HeadSpec, kernels: "c" | "ts" = "c"): void {
     const eps = 0.05 / Math.sqrt(w.length);
     const base = Float32Array.from(w);
     for (let i = 0; i < w.length; i++) w[i] = base[i] + eps * d[i];
-    const plus = engine.evaluate(batch).loss;
+    const plus = loss();
     for (let i = 0; i < w.length; i++) w[i] = base[i] - eps * d[i];
-    const minus = engine.evaluate(batch).loss;
+    const minus = loss();
     w.set(base);
     const numeric = (plus - minus) / (2 * eps);
     const tol = 0.03 * Math.max(Math.abs(analytic), Math.abs(numeric)) + 2e-3;
@@ -146,6 +148,17 @@ Deno.test("native engine: gradients match finite differences, ner head", () => {
 Deno.test("native engine: gradients match finite differences, ner head with CRF", () => {
   gradCheck({ task: "ner", numLabels: K, crf: true });
 });
+for (
+  const head of [{ task: "pretrain" }, { task: "classify", numLabels: K }, {
+    task: "ner",
+    numLabels: K,
+  }] as HeadSpec[]
+) {
+  Deno.test(`native engine: gradients match finite differences with dropout masks held fixed, ${head.task} head`, () => {
+    gradCheck(head, "c", true);
+  });
+}
+
 Deno.test("native engine: gradients match finite differences with the TypeScript kernels", () => {
   gradCheck({ task: "pretrain" }, "ts");
 });
