@@ -87,6 +87,16 @@ export interface Kernels {
     T: number,
     scale: number,
   ): void;
+  softmaxDropoutBwd(
+    dscores: Float32Array,
+    dprobsDropped: Float32Array,
+    probs: Float32Array,
+    probsDropped: Float32Array,
+    rows: number,
+    T: number,
+    scale: number,
+    dropScale: number,
+  ): void;
   softmaxCe(
     logits: Float32Array,
     bias: Float32Array | null,
@@ -328,6 +338,20 @@ export const tsKernels: Kernels = {
       for (let j = 0; j < T; j++) dscores[x + j] = scale * probs[x + j] * (dprobs[x + j] - dot);
     }
   },
+  softmaxDropoutBwd(dscores, dprobsDropped, probs, probsDropped, rows, T, scale, dropScale) {
+    const ds = Math.fround(dropScale);
+    for (let r = 0; r < rows; r++) {
+      const x = r * T;
+      let dot = 0;
+      for (let j = 0; j < T; j++) {
+        dot += (probsDropped[x + j] !== 0 ? dprobsDropped[x + j] * ds : 0) * probs[x + j];
+      }
+      for (let j = 0; j < T; j++) {
+        const dp = probsDropped[x + j] !== 0 ? dprobsDropped[x + j] * ds : 0;
+        dscores[x + j] = scale * probs[x + j] * (dp - dot);
+      }
+    }
+  },
   softmaxCe(logits, bias, labels, losses, preds, N, V, gradScale, wantGrad) {
     for (let r = 0; r < N; r++) {
       const x = r * V, y = labels[r];
@@ -421,6 +445,10 @@ const C_SYMBOLS = {
   bf_gelu_bwd: { parameters: ["buffer", "buffer", "buffer", "i32"], result: "void" },
   bf_softmax_fwd: { parameters: ["buffer", "buffer", "i32", "i32", "i32", "f32"], result: "void" },
   bf_softmax_bwd: { parameters: ["buffer", "buffer", "buffer", "i32", "i32", "f32"], result: "void" },
+  bf_softmax_dropout_bwd: {
+    parameters: ["buffer", "buffer", "buffer", "buffer", "i32", "i32", "f32", "f32"],
+    result: "void",
+  },
   bf_softmax_ce: {
     parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "i32", "i32", "f32", "i32"],
     result: "void",
@@ -476,7 +504,7 @@ const C_SYMBOLS = {
 } as const;
 
 /** bf_version() of the kernels.c this file matches. */
-const KERNELS_ABI = 2;
+const KERNELS_ABI = 3;
 
 let cLoaded: { kernels: Kernels; path: string } | null | undefined;
 
@@ -545,6 +573,8 @@ export function loadCKernels(): Kernels | null {
     softmaxFwd: (att, addmask, B, NH, T, scale) => s.bf_softmax_fwd(att, addmask, B, NH, T, scale),
     softmaxBwd: (dscores, dprobs, probs, rows, T, scale) =>
       s.bf_softmax_bwd(dscores, dprobs, probs, rows, T, scale),
+    softmaxDropoutBwd: (dscores, dprobsDropped, probs, probsDropped, rows, T, scale, dropScale) =>
+      s.bf_softmax_dropout_bwd(dscores, dprobsDropped, probs, probsDropped, rows, T, scale, dropScale),
     softmaxCe: (logits, bias, labels, losses, preds, N, V, gradScale, wantGrad) =>
       s.bf_softmax_ce(logits, bias, labels, losses, preds, N, V, gradScale, wantGrad ? 1 : 0),
     adamw: (p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, gradScale) =>

@@ -207,6 +207,10 @@ Deno.test({
       s.length,
       (kk, o) => kk.softmaxBwd(o, x.subarray(0, s.length), s, Bs * NH * T, T, 0.3),
     );
+    const sd = s.map((v, i) => (i % 3 === 0 ? 0 : v * 1.25)); // a third dropped, the rest scaled
+    both("softmax_dropout_bwd", s.length, (kk, o) => {
+      kk.softmaxDropoutBwd(o, x.subarray(0, s.length), s, sd, Bs * NH * T, T, 0.3, 1.25);
+    });
     const Vv = 41, labels = Int32Array.from({ length: N }, (_, i) => (i % 4 === 1 ? -100 : (i * 7) % Vv));
     const logits = rand(N * Vv, 26, 5), decBias = rand(Vv, 31);
     both("softmax_ce", N * Vv + 2 * N, (kk, o) => {

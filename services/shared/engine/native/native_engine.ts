@@ -94,6 +94,7 @@ interface LayerParams {
 interface LayerActs {
   qkv: Buf; // (NT, 3C)
   att: Buf; // (B, NH, T, T) attention probabilities before dropout
+  attd: Buf; // (B, NH, T, T) after dropout (empty when attention dropout is off): the PV operand, kept for dV
   atty: Buf; // (NT, C) attention output, heads side by side
   pre1: Buf; // (NT, C) x + dropout(atty Wo + bo), the input of LayerNorm 1
   mean1: Buf; // (NT)
@@ -269,13 +270,13 @@ export class NativeEngine implements Engine {
     for (let l = 0; l < L; l++) {
       ar.plan(`qkv${l}`, NT * 3 * C);
       ar.plan(`att${l}`, NA);
+      ar.plan(`attd${l}`, c.attention_probs_dropout_prob > 0 ? NA : 0);
       for (const n of ["atty", "pre1", "x1", "pre2"]) ar.plan(`${n}${l}`, NT * C);
       for (const n of ["mean1", "rstd1", "mean2", "rstd2"]) ar.plan(`${n}${l}`, NT);
       ar.plan(`h${l}`, NT * F);
       ar.plan(`g${l}`, NT * F);
     }
     // scratch shared by all layers
-    ar.plan("attDrop", NA); // (B, NH, T, T) attention probabilities after dropout
     ar.plan("tmp", NT * C);
     ar.plan("dX", NT * C);
     ar.plan("dPre", NT * C);
@@ -310,6 +311,7 @@ export class NativeEngine implements Engine {
     this.LA = Array.from({ length: L }, (_, l) => ({
       qkv: ar.f32(`qkv${l}`),
       att: ar.f32(`att${l}`),
+      attd: ar.f32(`attd${l}`),
       atty: ar.f32(`atty${l}`),
       pre1: ar.f32(`pre1${l}`),
       mean1: ar.f32(`mean1${l}`),
@@ -326,7 +328,6 @@ export class NativeEngine implements Engine {
       "emb",
       "embMean",
       "embRstd",
-      "attDrop",
       "tmp",
       "dX",
       "dPre",
@@ -800,8 +801,8 @@ export class NativeEngine implements Engine {
       this.mark("softmax");
       let probs = S.att;
       if (pA > 0) {
-        k.dropout(A.attDrop.a, S.att.a, nAtt, pA, seed, this.takeDropout(nAtt));
-        probs = A.attDrop;
+        k.dropout(S.attd.a, S.att.a, nAtt, pA, seed, this.takeDropout(nAtt));
+        probs = S.attd;
         this.mark("dropout");
       }
       // atty (NT, C), head h in columns h*HS.. = P_bh (T, T) V_bh (T, HS)
@@ -888,7 +889,6 @@ export class NativeEngine implements Engine {
     const NT = B * T, C3 = 3 * C, L = c.num_hidden_layers;
     const pH = this.fwdDropH, pA = this.fwdDropA;
     const seed = this.rngSeed, scale = 1 / Math.sqrt(HS);
-    const nAtt = B * NH * T * T;
     // forward took sites in the order: emb, then per layer (att, attout, ffnout)
     const siteOf = (l: number, which: number) => {
       let i = pH > 0 ? 1 : 0;
@@ -937,12 +937,7 @@ export class NativeEngine implements Engine {
       this.gemm(false, false, NT, C, C, dTmp.p, C, W.attow.p, C, 0, dX.p, C); // datty (in dX) = dTmp Wo
       this.mark("gemm_attn_out_dx");
       // attention: probs' = dropout(softmax(scale Q K^T + mask)), atty = probs' V
-      let probs = S.att;
-      if (pA > 0) {
-        k.dropout(A.attDrop.a, S.att.a, nAtt, pA, seed, siteOf(l, 0)); // replay the dropped probabilities
-        probs = A.attDrop;
-        this.mark("dropout");
-      }
+      const probs = pA > 0 ? S.attd : S.att;
       const TT = T * T, qkvB = T * C3;
       const vBase = S.qkv.p + 4 * 2 * C;
       // dprobs' (B, NH, T, T) = datty_bh V_bh^T ; dV_bh = probs'^T datty_bh
@@ -989,8 +984,9 @@ export class NativeEngine implements Engine {
         NH,
       );
       this.mark("gemm_attn_values_bwd");
-      if (pA > 0) k.dropout(dAtt.a, dAtt.a, nAtt, pA, seed, siteOf(l, 0));
-      k.softmaxBwd(dAtt.a, dAtt.a, S.att.a, B * NH * T, T, scale); // dscores, with the 1/sqrt(HS) folded in
+      // dscores, with the 1/sqrt(HS) folded in; with dropout, dprobs = dprobs' * keep / (1 - p), keep read off attd
+      if (pA > 0) k.softmaxDropoutBwd(dAtt.a, dAtt.a, S.att.a, S.attd.a, B * NH * T, T, scale, 1 / (1 - pA));
+      else k.softmaxBwd(dAtt.a, dAtt.a, S.att.a, B * NH * T, T, scale);
       this.mark("softmax_bwd");
       // dQ = dS K ; dK = dS^T Q
       const kBase = S.qkv.p + 4 * C;

@@ -48,7 +48,7 @@ static inline float fast_expf(float x) {
 
 void bf_set_threads(int n) { omp_set_num_threads(n > 0 ? n : 1); }
 /* Bumped whenever a signature changes: kernels.ts refuses a stale build instead of calling it with wrong arguments. */
-int bf_version(void) { return 2; }
+int bf_version(void) { return 3; }
 
 /* ---------------------------------------------------------------- dropout RNG */
 
@@ -361,6 +361,23 @@ void bf_softmax_bwd(float* dscores, const float* dprobs, const float* probs, int
     float dot = 0.0f;
     for (int j = 0; j < T; j++) dot += dp[j] * p[j];
     for (int j = 0; j < T; j++) ds[j] = scale * p[j] * (dp[j] - dot);
+  }
+}
+
+/* softmax_bwd behind attention dropout: probs_dropped = dropout(probs) from the forward, so an entry was kept iff
+ * probs_dropped != 0 (a kept entry with probs == 0 contributes 0 either way) and dprobs = dprobs' * keep * drop_scale.
+ * Saves replaying the dropout mask and a pass over (B, NH, T, T). In place is fine. */
+void bf_softmax_dropout_bwd(float* dscores, const float* dprobs_dropped, const float* probs, const float* probs_dropped,
+                            int rows, int T, float scale, float drop_scale) {
+#pragma omp parallel for schedule(static) if ((long)rows * T >= PARALLEL_MIN)
+  for (int r = 0; r < rows; r++) {
+    const float* p = probs + (size_t)r * T;
+    const float* pd = probs_dropped + (size_t)r * T;
+    const float* dpd = dprobs_dropped + (size_t)r * T;
+    float* ds = dscores + (size_t)r * T;
+    float dot = 0.0f;
+    for (int j = 0; j < T; j++) dot += (pd[j] != 0.0f ? dpd[j] * drop_scale : 0.0f) * p[j];
+    for (int j = 0; j < T; j++) ds[j] = scale * p[j] * ((pd[j] != 0.0f ? dpd[j] * drop_scale : 0.0f) - dot);
   }
 }
 
