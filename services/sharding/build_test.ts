@@ -135,6 +135,22 @@ Deno.test("DocumentTokenizer marks jieba words and ## continuations for whole-wo
   assertEquals(Array.from(plain.finish()!.wordStarts), [1, 1, 1, 1, 1, 1, 1, 1, 1]);
 });
 
+Deno.test("DocumentTokenizer yields exactly the tokenizer's ids, with or without jieba", () => {
+  const text = "我爱北京天安门 unaffable 2024年，𠀀 playing! ...";
+  const tokenizer = WordPieceTokenizer.fromVocabText(vocabFor(text));
+  const expected = tokenizer.encode(text, undefined, { addSpecialTokens: false }).ids;
+  for (const jieba of [null, Jieba.withDict(dict)]) {
+    const words = new DocumentTokenizer(tokenizer, jieba);
+    words.addSentence(text);
+    const document = words.finish()!;
+    assertEquals(Array.from(document.ids), expected);
+    // Every ## piece continues a word.
+    tokenizer.convertIdsToTokens(document.ids).forEach((token, t) => {
+      if (token.startsWith("##")) assertEquals(document.wordStarts[t], 0);
+    });
+  }
+});
+
 Deno.test("a built shard set has NSP ~50/50, ~15% of tokens masked, 80/10/10, and well-formed instances", async () => {
   const f = await setup();
   const manifest = await buildPretrainingShards(options(f, "stats"));
