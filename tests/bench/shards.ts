@@ -1,13 +1,16 @@
 /**
- * `deno task bench shards [--mb 100] [--seq-len 128] [--dupe-factor 1] [--workers 2] [--wwm] [--vocab FILE]`
+ * `deno task bench shards [--mb 100] [--seq-len 128] [--dupe-factor 1] [--workers 2] [--wwm] [--vocab FILE]
+ * [--rounds 2] [--service-mb 2]`
  *
  * Builds pretraining shards from a corpus of at least `--mb` MB made of the chinese-poetry package (every
  * Tang and Song poem a document, one verse couplet a line, repeated until the size is reached), into a
- * temporary local store, and prints
+ * temporary local store, in a child process (so its peak RSS is the build's own), and prints
  * `{"bench":"shards_build","impl":"bertforge","mb_per_s":..,"instances_per_s":..,"peak_rss_mb":..,...}`.
- * The same run encodes the same text with the WordPiece tokenizer on as many threads
- * (`{"bench":"shards_build","impl":"tokenizer_encode",...}`) and reports the ratio of text tokens per
- * second, the issue's target being >= 0.7.
+ * The same run encodes the same text with the WordPiece tokenizer in-process on as many threads
+ * (`"impl":"tokenizer_in_process"`; `vs_tokenizer` is the ratio of text tokens per second, the issue's
+ * target being >= 0.7), best of `--rounds` alternating rounds each since the machine is shared, and
+ * tokenizes `--service-mb` MB through the tokenizer service over gRPC (`"impl":"tokenizer_service_grpc"`),
+ * the alternative the build does not take.
  */
 import { parseArgs } from "@std/cli";
 import { join } from "@std/path";
