@@ -100,6 +100,8 @@ export interface ShardCursor {
   rng: { algorithm: "xoshiro128**"; seed: number };
   rank: number;
   world: number;
+  /** The split read; absent (older cursors) means the training split. */
+  split?: ShardSplit;
 }
 
 export interface InstanceStreamOptions {
@@ -179,8 +181,15 @@ export class InstanceStream {
     }
     const cursor = options.cursor;
     if (cursor) {
-      const expect = { shards: set.name, seed: this.seed, rank: this.rank, world: this.world };
-      const got = { shards: cursor.shards, seed: cursor.rng?.seed, rank: cursor.rank, world: cursor.world };
+      const split = options.split ?? "train";
+      const expect = { shards: set.name, seed: this.seed, rank: this.rank, world: this.world, split };
+      const got = {
+        shards: cursor.shards,
+        seed: cursor.rng?.seed,
+        rank: cursor.rank,
+        world: cursor.world,
+        split: cursor.split ?? "train",
+      };
       if (cursor.version !== 1 || JSON.stringify(expect) !== JSON.stringify(got)) {
         throw new InvalidArgument(
           `cursor belongs to another stream: cursor has ${JSON.stringify(got)}, this stream is ${
@@ -239,6 +248,7 @@ export class InstanceStream {
       rng: { algorithm: "xoshiro128**", seed: this.seed },
       rank: this.rank,
       world: this.world,
+      split: this.options.split ?? "train",
     };
   }
 

@@ -219,6 +219,13 @@ Deno.test("InstanceStream refuses a cursor of another seed, set or partition", a
       InvalidArgument,
     );
     await assertRejects(
+      () => InstanceStream.open(store, "k", { seed: 1, rank: 0, world: 2, cursor, split: "eval" }),
+      InvalidArgument,
+      '"split":"train"',
+    );
+    const { split: _, ...older } = cursor;
+    await InstanceStream.open(store, "k", { seed: 1, rank: 0, world: 2, cursor: older });
+    await assertRejects(
       () => InstanceStream.open(store, "k", { seed: 1, rank: 2, world: 2 }),
       InvalidArgument,
       "rank",
