@@ -3,7 +3,8 @@
  *   [--saturate 256] [--threads N]`
  *
  * Starts the inference service as a child process on a bert-mini-shaped classifier with random weights (the
- * bert-base-chinese vocabulary, so text tokenizes as in production), then drives it the way deploy/k6 does:
+ * bert-base-chinese vocabulary, so text tokenizes as in production), once per serving backend (`native`, and
+ * `onnx` when the shared ONNX exporter is present), then drives it the way deploy/k6 does:
  * HTTP with autocannon and gRPC with a grpc-js client pool, at each concurrency, with the k6 scripts' mix of
  * short and long Chinese and English reviews. One JSON line per run:
  *
@@ -19,13 +20,15 @@
 import { parseArgs } from "@std/cli";
 import { join } from "@std/path";
 import autocannon from "autocannon";
-import { client } from "../../services/shared/rpc/mod.ts";
+import * as grpc from "@grpc/grpc-js";
+import { clientConstructor, fullServiceName } from "../../services/shared/rpc/mod.ts";
 import { LocalStore } from "../../services/shared/store/mod.ts";
 import { initWeights, saveModelDir } from "../../services/shared/model/checkpoint.ts";
 import { presetConfig } from "../../services/shared/model/config.ts";
 import { publish } from "../../services/shared/store/publish.ts";
 import { WordPieceTokenizer } from "../../services/shared/wordpiece/mod.ts";
 import { createServingBackend, loadOrt } from "../../services/inference/backends.ts";
+import { loadOnnxExporter } from "../../services/inference/testing.ts";
 
 const TEXTS = [
   "这家酒店位置很好，服务也周到，下次还会再来。",
@@ -70,13 +73,10 @@ async function publishModel(arch: string): Promise<{ dir: string; vocabText: str
   const head = { task: "classify" as const, numLabels: 2 };
   const dir = await Deno.makeTempDir({ prefix: "bertforge-bench-inference-" });
   const modelDir = join(dir, "tmp-model");
-  await saveModelDir(modelDir, {
-    config,
-    head,
-    labels: ["negative", "positive"],
-    weights: initWeights(config, head, 1),
-    vocabText,
-  });
+  const weights = initWeights(config, head, 1);
+  await saveModelDir(modelDir, { config, head, labels: ["negative", "positive"], weights, vocabText });
+  const exportOnnx = await loadOnnxExporter();
+  if (exportOnnx) await exportOnnx(join(modelDir, "model.onnx"), { config, head, weights });
   const parts: Record<string, Uint8Array> = {};
   for await (const entry of Deno.readDir(modelDir)) {
     parts[entry.name] = await Deno.readFile(join(modelDir, entry.name));
@@ -90,6 +90,8 @@ async function publishModel(arch: string): Promise<{ dir: string; vocabText: str
 
 interface Server {
   process: Deno.ChildProcess;
+  /** Set once the process has exited (its status), so later runs report it instead of counting refusals. */
+  exited?: string;
   grpc: string;
   http: string;
   stop(): Promise<void>;
@@ -123,6 +125,10 @@ async function startServer(storeDir: string, extra: string[]): Promise<Server> {
   }).spawn();
   const http = `http://127.0.0.1:${httpPort}`;
   const until = Date.now() + 120_000;
+  let exited: string | undefined;
+  process.status.then((
+    status,
+  ) => (exited = `code ${status.code}${status.signal ? `, ${status.signal}` : ""}`));
   while (true) {
     try {
       const response = await fetch(`${http}/health`);
@@ -136,6 +142,9 @@ async function startServer(storeDir: string, extra: string[]): Promise<Server> {
   }
   return {
     process,
+    get exited() {
+      return exited;
+    },
     grpc: `127.0.0.1:${port}`,
     http,
     async stop() {
@@ -168,29 +177,42 @@ async function driveHttp(url: string, connections: number, seconds: number) {
   };
 }
 
+/**
+ * A pool of plain grpc-js channels (no tracing or retry interceptors, so the load generator stays cheap),
+ * `concurrency` callers round-robin over them, each issuing its next call when the previous one answers.
+ */
 async function driveGrpc(address: string, concurrency: number, seconds: number) {
+  const Client = clientConstructor(fullServiceName("InferenceService"));
   const pool = Array.from(
     { length: Math.min(concurrency, 4) },
-    () => client("InferenceService", address, { retry: { maxAttempts: 1 } }),
+    // A distinct option per channel, so grpc-js opens one connection each instead of sharing a subchannel.
+    (_, i) => new Client(address, grpc.credentials.createInsecure(), { "grpc.bench_channel": i }),
   );
-  await Promise.all(pool.map((c) => c.waitForReady(10_000)));
+  await Promise.all(
+    pool.map((c) =>
+      new Promise<void>((resolve, reject) =>
+        c.waitForReady(Date.now() + 10_000, (error) => (error ? reject(error) : resolve()))
+      )
+    ),
+  );
   const latencies: number[] = [];
   let errors = 0, rejected = 0, i = 0;
   const until = performance.now() + seconds * 1000;
   await Promise.all(Array.from({ length: concurrency }, async (_, worker) => {
-    const rpc = pool[worker % pool.length]!;
+    const rpc = pool[worker % pool.length]! as unknown as Record<string, (...args: unknown[]) => void>;
     while (performance.now() < until) {
       const text = TEXTS[i++ % TEXTS.length]!;
       const started = performance.now();
-      try {
-        await rpc.unary("Classify", { model: MODEL, text, options: { return_logits: false } }, {
-          deadlineMs: 10_000,
-        });
-        latencies.push(performance.now() - started);
-      } catch (error) {
-        if ((error as { code?: string }).code === "RESOURCE_EXHAUSTED") rejected++;
-        else errors++;
-      }
+      const code = await new Promise<number>((resolve) =>
+        rpc.Classify!(
+          { model: MODEL, text, options: { return_logits: false } },
+          { deadline: Date.now() + 10_000 },
+          (error: grpc.ServiceError | null) => resolve(error ? error.code : 0),
+        )
+      );
+      if (code === 0) latencies.push(performance.now() - started);
+      else if (code === grpc.status.RESOURCE_EXHAUSTED) rejected++;
+      else errors++;
     }
   }));
   for (const c of pool) c.close();
@@ -259,7 +281,7 @@ async function inProcess(
 
 export async function main(args: string[]): Promise<void> {
   const flags = parseArgs(args, {
-    string: ["duration", "concurrency", "arch", "max-input-length", "saturate", "threads"],
+    string: ["duration", "concurrency", "arch", "max-input-length", "saturate", "threads", "backends"],
     default: {
       duration: "5",
       concurrency: "1,8,32",
@@ -282,26 +304,54 @@ export async function main(args: string[]): Promise<void> {
     ...(threads ? ["--threads", String(threads)] : []),
   ];
   try {
-    const server = await startServer(storeDir, [...serverFlags, "--max-concurrent-requests", "1024"]);
-    try {
-      await driveHttp(server.http, 4, 1); // warm-up: JIT, allocator, first batches
-      for (const concurrency of concurrencies) {
-        for (const protocol of ["http", "grpc"] as const) {
-          const result = protocol === "http"
-            ? await driveHttp(server.http, concurrency, seconds)
-            : await driveGrpc(server.grpc, concurrency, seconds);
-          console.log(JSON.stringify({
-            ...common,
-            impl: "bertforge",
-            protocol,
-            concurrency,
-            ...result,
-            server_rss_mb: rssMb(server.process.pid),
-          }));
+    const hasOnnx = await new LocalStore(storeDir).exists(`models/${MODEL}/20260101T000000Z/model.onnx`);
+    const backends = flags.backends
+      ? String(flags.backends).split(",")
+      : hasOnnx
+      ? ["native", "onnx"]
+      : ["native"];
+    for (const backend of backends) {
+      const server = await startServer(storeDir, [
+        ...serverFlags,
+        "--backend",
+        backend,
+        "--max-concurrent-requests",
+        "1024",
+      ]);
+      try {
+        await driveHttp(server.http, 4, 1); // warm-up: JIT, allocator, first batches
+        for (const concurrency of concurrencies) {
+          for (const protocol of ["http", "grpc"] as const) {
+            const line = { ...common, impl: "bertforge", backend, protocol, concurrency };
+            if (server.exited) {
+              console.log(
+                JSON.stringify({ ...line, skipped: true, reason: `the server exited (${server.exited})` }),
+              );
+              continue;
+            }
+            let result;
+            try {
+              result = protocol === "http"
+                ? await driveHttp(server.http, concurrency, seconds)
+                : await driveGrpc(server.grpc, concurrency, seconds);
+            } catch (error) {
+              console.log(JSON.stringify({ ...line, failed: true, reason: (error as Error).message }));
+              continue;
+            }
+            console.log(JSON.stringify({
+              ...common,
+              impl: "bertforge",
+              backend,
+              protocol,
+              concurrency,
+              ...result,
+              server_rss_mb: rssMb(server.process.pid),
+            }));
+          }
         }
+      } finally {
+        await server.stop();
       }
-    } finally {
-      await server.stop();
     }
 
     // Far above the admission bound: the answer must be 429, not timeouts, and memory must stay flat.
@@ -320,6 +370,7 @@ export async function main(args: string[]): Promise<void> {
         console.log(JSON.stringify({
           ...common,
           impl: "bertforge",
+          backend: "native",
           protocol: "http",
           scenario: "saturation",
           concurrency: saturate,
@@ -339,7 +390,6 @@ export async function main(args: string[]): Promise<void> {
         JSON.stringify({ ...common, impl: "engine-inprocess", backend: "native", batch, ...native }),
       );
     }
-    const hasOnnx = await new LocalStore(storeDir).exists(`models/${MODEL}/20260101T000000Z/model.onnx`);
     if (!hasOnnx) {
       let ort = "loads";
       try {
@@ -357,7 +407,9 @@ export async function main(args: string[]): Promise<void> {
     } else {
       for (const batch of concurrencies) {
         const ort = await inProcess("onnx", storeDir, vocabText, arch, maxLength, batch, seconds, threads);
-        console.log(JSON.stringify({ ...common, impl: "onnxruntime", batch, ...ort }));
+        console.log(
+          JSON.stringify({ ...common, impl: "onnxruntime", backend: "onnx-inprocess", batch, ...ort }),
+        );
       }
     }
   } finally {
