@@ -86,7 +86,8 @@ export async function corpusFromStore(store: ObjectStore, ref: string): Promise<
     const manifest = await readArtifactManifest(store, prefix);
     for (const part of manifest.parts) files.push(open(`${prefix}/${part.name}`, part.size));
     if (files.length === 0) throw new FailedPrecondition(`corpus '${ref}' holds no files`);
-    return { name: prefix, files };
+    // Lineage names the artifact as the other services do: by its bare name.
+    return { name: ref, files };
   }
   if (!ref.endsWith("/")) {
     const single = await store.stat(ref);
@@ -486,7 +487,12 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
       inputs: [
         {
           role: "corpus",
-          ref: { kind: "ARTIFACT_KIND_CORPUS", name: fields.corpus.name, sha256: fields.corpus.sha256 },
+          ref: {
+            kind: "ARTIFACT_KIND_CORPUS",
+            name: fields.corpus.name,
+            sha256: fields.corpus.sha256,
+            ...(fields.corpus.name.includes("/") ? {} : { prefix: `corpora/${fields.corpus.name}/` }),
+          },
         },
         {
           role: "vocab",

@@ -385,7 +385,7 @@ Deno.test({
       });
       await assertRejects(() => corpusFromStore(store, "absent"), NotFound);
       const corpus = await corpusFromStore(store, "poems");
-      assertEquals(corpus.name, "corpora/poems");
+      assertEquals(corpus.name, "poems");
       const remote = await buildPretrainingShards(options(f, "s3", { store, corpus }));
       const local = await buildPretrainingShards(options(f, "s3-local"));
       assertEquals(remote.shards.map((s) => s.sha256), local.shards.map((s) => s.sha256));
