@@ -181,13 +181,17 @@ async function driveHttp(url: string, connections: number, seconds: number) {
  * A pool of plain grpc-js channels (no tracing or retry interceptors, so the load generator stays cheap),
  * `concurrency` callers round-robin over them, each issuing its next call when the previous one answers.
  */
-async function driveGrpc(address: string, concurrency: number, seconds: number) {
+function grpcPool(address: string, size = 4): grpc.Client[] {
   const Client = clientConstructor(fullServiceName("InferenceService"));
-  const pool = Array.from(
-    { length: Math.min(concurrency, 4) },
-    // A distinct option per channel, so grpc-js opens one connection each instead of sharing a subchannel.
+  // A distinct option per channel, so grpc-js opens one connection each instead of sharing a subchannel.
+  return Array.from(
+    { length: size },
     (_, i) => new Client(address, grpc.credentials.createInsecure(), { "grpc.bench_channel": i }),
   );
+}
+
+async function driveGrpc(all: grpc.Client[], concurrency: number, seconds: number) {
+  const pool = all.slice(0, Math.min(concurrency, all.length));
   await Promise.all(
     pool.map((c) =>
       new Promise<void>((resolve, reject) =>
@@ -215,7 +219,6 @@ async function driveGrpc(address: string, concurrency: number, seconds: number) 
       else errors++;
     }
   }));
-  for (const c of pool) c.close();
   latencies.sort((a, b) => a - b);
   return {
     requests_per_s: round(latencies.length / seconds, 1),
@@ -318,6 +321,9 @@ export async function main(args: string[]): Promise<void> {
         "--max-concurrent-requests",
         "1024",
       ]);
+      // Channels stay open until the server has stopped: a client's GOAWAY can abort a Deno HTTP/2 server
+      // in nghttp2 (denoland/deno#36788, deno 2.9.6), which would end the run rather than measure it.
+      const pool = grpcPool(server.grpc);
       try {
         await driveHttp(server.http, 4, 1); // warm-up: JIT, allocator, first batches
         for (const concurrency of concurrencies) {
@@ -333,7 +339,7 @@ export async function main(args: string[]): Promise<void> {
             try {
               result = protocol === "http"
                 ? await driveHttp(server.http, concurrency, seconds)
-                : await driveGrpc(server.grpc, concurrency, seconds);
+                : await driveGrpc(pool, concurrency, seconds);
             } catch (error) {
               console.log(JSON.stringify({ ...line, failed: true, reason: (error as Error).message }));
               continue;
@@ -351,6 +357,7 @@ export async function main(args: string[]): Promise<void> {
         }
       } finally {
         await server.stop();
+        for (const c of pool) c.close();
       }
     }
 
