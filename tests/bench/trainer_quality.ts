@@ -50,6 +50,7 @@ export async function main(argv: string[]): Promise<void> {
       "senti-epochs": 4,
       "more-steps": 0,
       "senti2-epochs": 6,
+      "ner2-epochs": 5,
     },
   });
   const store = new LocalStore(args.store as string);
@@ -265,6 +266,34 @@ export async function main(argv: string[]): Promise<void> {
       test_examples: Number(senti2.examples),
       baseline_accuracy: baselineAccuracy,
     });
+    // NER again on the longer-pretrained model, with the higher rate and more epochs a weakly pretrained
+    // small model needs (the first NER runs were still improving at their last epoch).
+    for (const crf of [false, true]) {
+      const name = crf ? "quality-ner-crf-2" : "quality-ner-2";
+      if (!(await done(name))) {
+        await runFinetuneJob({
+          name,
+          base: { name: "quality-mini-2" },
+          task: "ner",
+          crf,
+          trainDataset: "ner-train",
+          evalDataset: "ner-dev",
+          epochs: Number(args["ner2-epochs"]),
+          batchSize: 32,
+          learningRate: 5e-4,
+          maxLength: 128,
+          seed: 42,
+        }, { jobId: name, store, emit: log(name) });
+      }
+      const ner = await trainer.evaluate({ model: { name }, dataset: "ner-dev", batch_size: 32 });
+      out({
+        stage: crf ? "ner-bert-crf-2" : "ner-bert-2",
+        model: name,
+        pretrain_steps: steps + more,
+        ...ner.metrics,
+        dev_sentences: Number(ner.examples),
+      });
+    }
   }
   await trainer.close();
 }
