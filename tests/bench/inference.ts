@@ -321,8 +321,9 @@ export async function main(args: string[]): Promise<void> {
         "--max-concurrent-requests",
         "1024",
       ]);
-      // Channels stay open until the server has stopped: a client's GOAWAY can abort a Deno HTTP/2 server
-      // in nghttp2 (denoland/deno#36788, deno 2.9.6), which would end the run rather than measure it.
+      // One pool for all runs, closed just before the server stops: a GOAWAY can abort the Deno process that
+      // receives it inside nghttp2 (denoland/deno#36788, deno 2.9.6), the server mid-run when clients come and
+      // go, or this process when the stopping server says goodbye first.
       const pool = grpcPool(server.grpc);
       try {
         await driveHttp(server.http, 4, 1); // warm-up: JIT, allocator, first batches
@@ -356,8 +357,8 @@ export async function main(args: string[]): Promise<void> {
           }
         }
       } finally {
-        await server.stop();
         for (const c of pool) c.close();
+        await server.stop();
       }
     }
 
