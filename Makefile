@@ -59,6 +59,8 @@ run: deps
 
 # deploy-tools: the chart tests render with a real helm binary and lint with yamllint.
 test: deps deploy-tools
+	$(DENO) lint --quiet
+	$(DENO) task check
 	$(DENO) task test
 
 bench: deps
