@@ -11,13 +11,17 @@
  * - An entry whose caller went away (signal aborted: cancelled, deadline passed) leaves the queue at once
  *   and is never run; one whose deadline passed while queued fails DEADLINE_EXCEEDED when reached.
  * - Every entry records its queue time and the inference time of the batch it ran in.
+ * - With tracing on, each pass is an `inference.batch` span: a child of the oldest traced request it served,
+ *   linked to every traced request in it (a batch can serve several traces), with B, T and queue times.
  *
  * Letters: B batch, T padded sequence length, K labels, C hidden, V vocab, P masked positions of an input.
  */
+import { setImmediate } from "node:timers";
 import { BertforgeError, Cancelled, ResourceExhausted } from "../shared/errors.ts";
 import type { Batch, ForwardOutput } from "../shared/engine/engine.ts";
 import type { ServingBackend } from "./backends.ts";
 import type { InferenceMetrics } from "./metrics.ts";
+import { captureTraceContext, type Context, spanContextOf, startSpan } from "../shared/telemetry/otel.ts";
 
 /** Bounds the (B*T, V) MLM logits of one pass: 2^25 floats = 128 MiB. */
 const MAX_MLM_FLOATS = 1 << 25;
@@ -89,6 +93,8 @@ interface Entry {
   mlm: boolean;
   enqueuedAt: number;
   deadline: number | undefined;
+  /** The submitting request's trace context (tracing on only). */
+  trace: Context | undefined;
   resolve: (output: InferenceOutput) => void;
   reject: (error: unknown) => void;
   done: boolean;
@@ -170,6 +176,7 @@ export class Batcher {
     const now = performance.now();
     const wallNow = Date.now();
     const entries: Entry[] = [];
+    const trace = captureTraceContext();
     const promises = inputs.map((input) =>
       new Promise<InferenceOutput>((resolve, reject) => {
         entries.push({
@@ -180,6 +187,7 @@ export class Batcher {
           enqueuedAt: now,
           // Deadlines travel as wall-clock times; the queue compares them in the same clock.
           deadline: options.deadline !== undefined ? now + (options.deadline - wallNow) : undefined,
+          trace,
           resolve,
           reject,
           done: false,
@@ -239,8 +247,9 @@ export class Batcher {
       }
       const batch = this.#take();
       if (batch.length > 0) await this.#forward(batch);
-      // Let I/O run between passes: requests that arrived meanwhile join the next batch.
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      // Yield past the I/O poll phase (setImmediate, not a timer, which runs before it): requests whose bytes
+      // arrived during the pass are parsed and queued first, so they join the next batch.
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -313,13 +322,29 @@ export class Batcher {
     const wantHidden = entries.some((e) => e.input.wantHidden);
     const mlmLogits = entries[0]!.mlm;
     const started = performance.now();
+    const traced = entries.flatMap((entry) => (entry.trace ? [entry.trace] : []));
+    const links = [...new Set(traced)].flatMap((ctx) => spanContextOf(ctx) ?? []);
+    // Untraced passes (HTTP without a trace) get no span: a root span per batch would be noise.
+    const span = traced.length > 0
+      ? startSpan("inference.batch", {
+        "bertforge.model": target.label,
+        "bertforge.batch.size": B,
+        "bertforge.batch.seq_len": T,
+        "bertforge.batch.tokens": B * T,
+        "bertforge.batch.max_queue_ms": started - Math.min(...entries.map((e) => e.enqueuedAt)),
+      }, { parent: traced[0], links })
+      : undefined;
     let output: ForwardOutput;
     try {
       output = await target.backend.forward(batch, { wantHidden, mlmLogits });
     } catch (error) {
+      span?.recordException(error as Error);
+      span?.setStatus({ code: 2, message: (error as Error)?.message ?? String(error) });
+      span?.end();
       for (const entry of entries) this.#finish(entry, undefined, error);
       return;
     }
+    span?.end();
     const inferenceMs = performance.now() - started;
     this.batches++;
     const metrics = this.options.metrics;

@@ -47,6 +47,21 @@ function percentile(sorted: number[], p: number): number {
 
 const round = (x: number, digits = 2) => Number(x.toFixed(digits));
 
+/** Forward passes and inputs so far, from the server's Prometheus metrics. */
+async function batchCounters(http: string): Promise<{ passes: number; inputs: number }> {
+  try {
+    const text = await (await fetch(`${http}/metrics`)).text();
+    const value = (name: string) =>
+      text.split("\n").filter((l) => l.startsWith(name)).reduce(
+        (sum, l) => sum + Number(l.split(" ").at(-1)),
+        0,
+      );
+    return { passes: value("bertforge_batch_size_count"), inputs: value("bertforge_batch_size_sum") };
+  } catch {
+    return { passes: NaN, inputs: NaN };
+  }
+}
+
 function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
@@ -337,6 +352,7 @@ export async function main(args: string[]): Promise<void> {
               continue;
             }
             let result;
+            const before = await batchCounters(server.http);
             try {
               result = protocol === "http"
                 ? await driveHttp(server.http, concurrency, seconds)
@@ -345,6 +361,7 @@ export async function main(args: string[]): Promise<void> {
               console.log(JSON.stringify({ ...line, failed: true, reason: (error as Error).message }));
               continue;
             }
+            const after = await batchCounters(server.http);
             console.log(JSON.stringify({
               ...common,
               impl: "bertforge",
@@ -352,6 +369,10 @@ export async function main(args: string[]): Promise<void> {
               protocol,
               concurrency,
               ...result,
+              mean_batch: round(
+                (after.inputs - before.inputs) / Math.max(1, after.passes - before.passes),
+                1,
+              ),
               server_rss_mb: rssMb(server.process.pid),
             }));
           }
