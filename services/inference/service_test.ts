@@ -36,6 +36,7 @@ async function withService(
   fn: (f: Fixture) => Promise<void>,
   knobs: Partial<InferenceSettings> = {},
   publishAll = true,
+  extraArgs: string[] = [],
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "bertforge-inference-test-" });
   const store = new LocalStore(dir);
@@ -67,6 +68,7 @@ async function withService(
       Deno.env.get("TEST_LOG") ?? "error",
       "--backend",
       "native",
+      ...extraArgs,
     ],
     env: () => undefined,
   });
@@ -74,7 +76,7 @@ async function withService(
     inference: { models: publishAll ? [{ name: "sentiment" }] : [], reloadIntervalMs: 0, ...knobs },
     handleSignals: false,
   });
-  const rpc = client("InferenceService", svc.grpc.address, { retry: { maxAttempts: 1 } });
+  const rpc = client("InferenceService", svc.grpc.address, { retry: { maxAttempts: 1 }, authToken: "" });
   try {
     if (publishAll) await svc.ready;
     await fn({ store, dir, svc, rpc, http: svc.http.url, versions });
@@ -596,4 +598,38 @@ Deno.test("InferenceService survives fuzzing with random bytes, JSON and protobu
     assertEquals(after.result.logits, before.result.logits);
     assertEquals(svc.batcher.admitted, 0);
   });
+});
+
+Deno.test("InferenceService with a bearer token refuses HTTP and gRPC calls without it; health stays open", async () => {
+  await withService(
+    async ({ rpc, http, svc }) => {
+      assertEquals(await grpcCode(rpc.unary("Classify", { text: "好" })), "UNAUTHENTICATED");
+      const withToken = client("InferenceService", svc.grpc.address, {
+        authToken: "s3cret",
+        retry: { maxAttempts: 1 },
+      });
+      try {
+        assertEquals((await withToken.unary("Classify", { text: "好" })).model.name, "sentiment");
+      } finally {
+        withToken.close();
+      }
+      const refused = await post(http, "/v1/models/sentiment:classify", { text: "好" });
+      assertEquals([refused.status, refused.json.error.code], [401, "UNAUTHENTICATED"]);
+      const allowed = await fetch(`${http}/v1/models/sentiment:classify`, {
+        method: "POST",
+        headers: { authorization: "Bearer s3cret" },
+        body: JSON.stringify({ text: "好" }),
+      });
+      assertEquals(allowed.status, 200);
+      await allowed.body?.cancel();
+      for (const path of ["/health", "/openapi.json", "/metrics"]) {
+        const open = await fetch(`${http}${path}`);
+        await open.body?.cancel();
+        assertEquals(open.status, 200, path);
+      }
+    },
+    {},
+    true,
+    ["--auth-token", "s3cret"],
+  );
 });
