@@ -2,7 +2,13 @@
  * The service's metrics in the Prometheus text format (served at `GET /metrics` on the HTTP port): counters,
  * gauges and histograms with labels, kept in plain maps. Names follow TEI's `te_*` set under a `bertforge_`
  * prefix: queue depth, batch size and tokens, queue/inference/request latency per model and method.
+ *
+ * Every observation is mirrored to OpenTelemetry instruments of the same name (`@opentelemetry/api`), which
+ * cost nothing until a MeterProvider is registered (OTEL_* configuration), and then export over OTLP.
  */
+import { metrics as otelMetrics } from "@opentelemetry/api";
+
+const meter = otelMetrics.getMeter("bertforge-inference");
 
 type Labels = Record<string, string>;
 
@@ -29,7 +35,9 @@ abstract class Metric {
 export class Counter extends Metric {
   readonly type = "counter";
   readonly #values = new Map<string, number>();
+  readonly #otel = meter.createCounter(this.name, { description: this.help });
   inc(labels: Labels = {}, by = 1): void {
+    this.#otel.add(by, labels);
     const key = labelKey(labels);
     this.#values.set(key, (this.#values.get(key) ?? 0) + by);
   }
@@ -44,7 +52,9 @@ export class Counter extends Metric {
 export class Gauge extends Metric {
   readonly type = "gauge";
   readonly #values = new Map<string, number>();
+  readonly #otel = meter.createGauge(this.name, { description: this.help });
   set(value: number, labels: Labels = {}): void {
+    this.#otel.record(value, labels);
     this.#values.set(labelKey(labels), value);
   }
   get(labels: Labels = {}): number {
@@ -58,10 +68,16 @@ export class Gauge extends Metric {
 export class Histogram extends Metric {
   readonly type = "histogram";
   readonly #series = new Map<string, { counts: number[]; sum: number; count: number }>();
+  readonly #otel;
   constructor(name: string, help: string, readonly buckets: readonly number[]) {
     super(name, help);
+    this.#otel = meter.createHistogram(name, {
+      description: help,
+      advice: { explicitBucketBoundaries: [...buckets] },
+    });
   }
   observe(value: number, labels: Labels = {}): void {
+    this.#otel.record(value, labels);
     const key = labelKey(labels);
     let series = this.#series.get(key);
     if (!series) {
