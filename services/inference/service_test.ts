@@ -108,6 +108,9 @@ async function grpcCode(promise: Promise<unknown>): Promise<string> {
     : error.code;
 }
 
+/** Streams carry no deadline by default: a stuck one must fail the test, not stall CI. */
+const STREAM_DEADLINE = { deadlineMs: 30_000 };
+
 const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
 
 Deno.test("InferenceService answers every operation over gRPC, each naming the model and version", async () => {
@@ -228,7 +231,7 @@ Deno.test("InferenceService streams answer in order, echo ids and report a bad i
   await withService(async ({ rpc }) => {
     const requests = ["好", "", "差", "hello"].map((text, i) => ({ id: `r${i}`, request: { text } }));
     const answers = [];
-    for await (const message of rpc.bidi("ClassifyStream", requests)) answers.push(message);
+    for await (const message of rpc.bidi("ClassifyStream", requests, STREAM_DEADLINE)) answers.push(message);
     assertEquals(answers.map((a) => a.id), ["r0", "r1", "r2", "r3"]);
     assertEquals(answers.map((a) => a.outcome), ["response", "error", "response", "response"]);
     assertEquals(answers[1].error.code, "INVALID_ARGUMENT");
@@ -236,7 +239,13 @@ Deno.test("InferenceService streams answer in order, echo ids and report a bad i
     assertAlmostEquals(answers[2].response.result.scores[0].score, single.result.scores[0].score, 1e-4);
 
     const tags = [];
-    for await (const m of rpc.bidi("TagStream", [{ id: "a", request: { model: "ner", text: "张三" } }])) {
+    for await (
+      const m of rpc.bidi(
+        "TagStream",
+        [{ id: "a", request: { model: "ner", text: "张三" } }],
+        STREAM_DEADLINE,
+      )
+    ) {
       tags.push(m);
     }
     assertEquals(tags[0].outcome, "response");
@@ -245,7 +254,7 @@ Deno.test("InferenceService streams answer in order, echo ids and report a bad i
       { id: "x", model: "sentiment", input: { text: "hello" } },
       { id: "y", model: "missing", input: { text: "hello" } },
     ];
-    for await (const m of rpc.bidi("TokenizeStream", tokenizeRequests)) toks.push(m);
+    for await (const m of rpc.bidi("TokenizeStream", tokenizeRequests, STREAM_DEADLINE)) toks.push(m);
     assertEquals(toks[0].encoding.tokens, ["[CLS]", "hello", "[SEP]"]);
     assertEquals(toks[1].error.code, "NOT_FOUND");
     for (const method of ["ClassifyPairStream", "FillMaskStream", "EmbedStream"]) {
@@ -253,7 +262,7 @@ Deno.test("InferenceService streams answer in order, echo ids and report a bad i
         ? { model: "pairs", pair: { text: "a", text_pair: "b" } }
         : { model: "pretrained", text: "今天[MASK]好" };
       const out = [];
-      for await (const m of rpc.bidi(method, [{ id: "1", request }])) out.push(m);
+      for await (const m of rpc.bidi(method, [{ id: "1", request }], STREAM_DEADLINE)) out.push(m);
       assertEquals(out[0].outcome, "response", `${method}: ${JSON.stringify(out[0].error)}`);
     }
   });

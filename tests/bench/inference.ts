@@ -11,10 +11,11 @@
  *   {"bench":"inference","impl":"bertforge","protocol":"http"|"grpc","model":..,"concurrency":..,
  *    "requests_per_s":..,"p50_ms":..,"p99_ms":..,"errors":..,"rejected":..,"server_rss_mb":..}
  *
- * Then a saturation run far above `--max-concurrent-requests` (expect 429s, no timeouts, flat memory), and the
- * in-process references on the same model and texts with the same batching (batches of `concurrency` inputs,
- * padded to the longest): the native engine (`impl: engine-inprocess`) and ONNX Runtime
- * (`impl: onnxruntime`) when the version carries a `model.onnx`, else a line saying why it is skipped.
+ * Then a saturation run far above `--max-concurrent-requests` (expect 429s, no timeouts, bounded memory), and
+ * the in-process references on the same model and texts in batches of `concurrency` inputs (`batching`:
+ * `mixed` padded to the longest, or `one-length`, no padding at all): the native engine
+ * (`impl: engine-inprocess`) and ONNX Runtime (`impl: onnxruntime`) when the shared exporter can write a
+ * `model.onnx`, else a line saying why it is skipped. `mean_batch` is the server's inputs per forward pass.
  * Timings on shared CPUs are noisy: compare lines of one run, not across machines.
  */
 import { parseArgs } from "@std/cli";
@@ -244,9 +245,14 @@ async function driveGrpc(all: grpc.Client[], concurrency: number, seconds: numbe
   };
 }
 
-/** The same model in this process, batches of `batch` inputs back to back: what perfect batching would give. */
+/**
+ * The same model in this process, batches of `batch` inputs back to back with no serving around them.
+ * `mixed`: consecutive texts of the mix padded to the longest (batching without bucketing); `one-length`: each
+ * batch is one text repeated, so nothing is padded (perfect bucketing, the upper bound of any batcher).
+ */
 async function inProcess(
   kind: "native" | "onnx",
+  batching: "mixed" | "one-length",
   storeDir: string,
   vocabText: string,
   arch: string,
@@ -276,7 +282,10 @@ async function inProcess(
   let done = 0, i = 0;
   const until = performance.now() + seconds * 1000;
   while (performance.now() < until) {
-    const chosen = Array.from({ length: batch }, () => encodings[i++ % encodings.length]!);
+    const chosen = batching === "mixed"
+      ? Array.from({ length: batch }, () => encodings[i++ % encodings.length]!)
+      : Array.from({ length: batch }, () => encodings[i % encodings.length]!);
+    if (batching === "one-length") i++;
     const T = Math.max(...chosen.map((e) => e.ids.length));
     const inputIds = new Int32Array(batch * T), tokenTypeIds = new Int32Array(batch * T);
     const attentionMask = new Int32Array(batch * T);
@@ -414,10 +423,29 @@ export async function main(args: string[]): Promise<void> {
     }
 
     for (const batch of concurrencies) {
-      const native = await inProcess("native", storeDir, vocabText, arch, maxLength, batch, seconds, threads);
-      console.log(
-        JSON.stringify({ ...common, impl: "engine-inprocess", backend: "native", batch, ...native }),
-      );
+      for (const batching of ["mixed", "one-length"] as const) {
+        const native = await inProcess(
+          "native",
+          batching,
+          storeDir,
+          vocabText,
+          arch,
+          maxLength,
+          batch,
+          seconds,
+          threads,
+        );
+        console.log(
+          JSON.stringify({
+            ...common,
+            impl: "engine-inprocess",
+            backend: "native",
+            batching,
+            batch,
+            ...native,
+          }),
+        );
+      }
     }
     if (!hasOnnx) {
       let ort = "loads";
@@ -431,14 +459,33 @@ export async function main(args: string[]): Promise<void> {
         impl: "onnxruntime",
         skipped: true,
         reason:
-          `no ONNX export of the model (services/shared/model/onnx has not landed, so no model.onnx to run); onnxruntime-node ${ort}`,
+          `no ONNX export (services/shared/model/onnx/export.ts is not in this checkout); onnxruntime-node ${ort}`,
       }));
     } else {
       for (const batch of concurrencies) {
-        const ort = await inProcess("onnx", storeDir, vocabText, arch, maxLength, batch, seconds, threads);
-        console.log(
-          JSON.stringify({ ...common, impl: "onnxruntime", backend: "onnx-inprocess", batch, ...ort }),
-        );
+        for (const batching of ["mixed", "one-length"] as const) {
+          const ort = await inProcess(
+            "onnx",
+            batching,
+            storeDir,
+            vocabText,
+            arch,
+            maxLength,
+            batch,
+            seconds,
+            threads,
+          );
+          console.log(
+            JSON.stringify({
+              ...common,
+              impl: "onnxruntime",
+              backend: "onnx-inprocess",
+              batching,
+              batch,
+              ...ort,
+            }),
+          );
+        }
       }
     }
   } finally {
