@@ -13,7 +13,7 @@ import { client, type RpcClient, waitForServing } from "../shared/rpc/client.ts"
 import { fullServiceName, type ServiceName } from "../shared/rpc/load.ts";
 import type { Message } from "../shared/rpc/serve.ts";
 import { localUploadSources, saveDownload, uploadRequests, watchJob } from "../shared/rpc/streams.ts";
-import { setupTelemetry } from "../shared/telemetry/otel.ts";
+import { setupTelemetry, withSpan } from "../shared/telemetry/otel.ts";
 import { consoleOutput, JobProgress, type Output, table } from "./ui.ts";
 
 /** Wrong use of the command line: exit code 2, with the usage of the command. */
@@ -1162,7 +1162,13 @@ export async function run(args: string[], outputOverride?: Output): Promise<numb
       throw new UsageError((error as Error).message);
     }
     ctx = new Context(spec.name, flags, flags._.map(String), settings, out);
-    const code = await spec.run(ctx);
+    const context = ctx;
+    // One root span per command, so its uploads, the call that starts a job and the watch share one trace.
+    const code = await withSpan(
+      `bertctl ${spec.name}`,
+      { "bertforge.command": spec.name },
+      () => spec.run(context),
+    );
     return typeof code === "number" ? code : 0;
   } catch (error) {
     if (error instanceof UsageError) {

@@ -26,6 +26,13 @@ import {
   ResourceExhausted,
 } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
+import {
+  captureTraceContext,
+  type Context,
+  ROOT_CONTEXT,
+  SpanStatusCode,
+  withSpan,
+} from "../telemetry/otel.ts";
 
 export type JobState = "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED" | "CANCELLED";
 export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
@@ -177,6 +184,8 @@ export class JobManager {
   readonly #logs = new Map<string, EventLog>();
   readonly #records = new Map<string, JobRecord>();
   readonly #wakers = new Map<string, Set<() => void>>();
+  /** The trace context of each queued job's submit call (only while tracing is on). */
+  readonly #submitContexts = new Map<string, Context>();
   #lastIdTime = 0;
   #closed = false;
 
@@ -224,6 +233,8 @@ export class JobManager {
     await this.store.putJson(`${JOBS_PREFIX}${id}/spec.json`, checked ?? null);
     this.#records.set(id, record);
     this.#logs.set(id, new EventLog(0));
+    const traceContext = captureTraceContext();
+    if (traceContext) this.#submitContexts.set(id, traceContext);
     await this.#transition(record, "QUEUED", "queued");
     this.#queue.push(id);
     this.#pump();
@@ -456,7 +467,29 @@ export class JobManager {
     }
   }
 
-  async #run(id: string, controller: AbortController): Promise<void> {
+  /**
+   * Runs the job in a `job.run` span under its submit call's trace: the job starts after the call returned
+   * (perhaps behind others), so the context is the one captured at submit, not whatever is active now.
+   * A job recovered from a dead process has none and starts a trace of its own.
+   */
+  #run(id: string, controller: AbortController): Promise<void> {
+    const record = this.#records.get(id)!;
+    const parent = this.#submitContexts.get(id) ?? ROOT_CONTEXT;
+    this.#submitContexts.delete(id);
+    return withSpan("job.run", {
+      "bertforge.job.id": id,
+      "bertforge.job.kind": record.kind,
+      "bertforge.job.attempt": record.attempt,
+    }, async (span) => {
+      await this.#execute(id, controller);
+      span.setAttribute("bertforge.job.state", record.state);
+      if (record.state === "FAILED") {
+        span.setStatus({ code: SpanStatusCode.ERROR, message: record.error?.message ?? "failed" });
+      }
+    }, { parent });
+  }
+
+  async #execute(id: string, controller: AbortController): Promise<void> {
     const record = this.#records.get(id)!;
     const definition = this.#kinds.get(record.kind)!;
     const resumed = record.attempt > 1;
@@ -543,6 +576,7 @@ export class JobManager {
     outcome: { result?: unknown; error?: { code: string; message: string } },
   ): Promise<void> {
     record.finishedAt = new Date().toISOString();
+    this.#submitContexts.delete(record.id);
     if ("result" in outcome) record.result = outcome.result;
     if (outcome.error) record.error = outcome.error;
     await this.#transition(record, state, outcome.error?.message ?? state.toLowerCase());

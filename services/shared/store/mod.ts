@@ -24,12 +24,14 @@ import { InvalidArgument } from "../errors.ts";
 import { LocalStore } from "./local.ts";
 import { type S3Settings, S3Store } from "./s3.ts";
 import type { ObjectStore } from "./store.ts";
+import { tracedStore } from "./traced.ts";
 
 export * from "./store.ts";
 export * from "./publish.ts";
 export { hashFile, Sha256, sha256 } from "./hash.ts";
 export { LocalStore } from "./local.ts";
 export { type S3Settings, S3Store } from "./s3.ts";
+export { tracedStore } from "./traced.ts";
 
 /** The embedded store's folder when nothing else is configured. */
 export const DEFAULT_STORE_DIR = ".bertforge/store";
@@ -37,10 +39,11 @@ export const DEFAULT_STORE_DIR = ".bertforge/store";
 /** Where the store lives: a local folder, or an S3 endpoint. */
 export type StoreSettings = { dir: string } | { s3: S3Settings };
 
+/** The store the settings name, its operations traced as `store.*` spans inside a trace (traced.ts). */
 export function openStore(settings: StoreSettings): ObjectStore {
-  if ("s3" in settings && settings.s3) return new S3Store(settings.s3);
+  if ("s3" in settings && settings.s3) return tracedStore(new S3Store(settings.s3));
   if ("dir" in settings && typeof settings.dir === "string" && settings.dir !== "") {
-    return new LocalStore(settings.dir);
+    return tracedStore(new LocalStore(settings.dir));
   }
   throw new InvalidArgument("store settings must give either dir or s3");
 }

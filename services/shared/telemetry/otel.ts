@@ -14,7 +14,9 @@ import {
   context,
   INVALID_SPAN_CONTEXT,
   propagation,
+  ROOT_CONTEXT,
   type Span,
+  type SpanContext,
   SpanKind,
   SpanStatusCode,
   trace,
@@ -216,27 +218,50 @@ export function tracingClientInterceptor(): grpc.Interceptor {
   };
 }
 
+export interface SpanOptions {
+  /** @default SpanKind.INTERNAL */
+  kind?: SpanKind;
+  /**
+   * The context to start in instead of the active one: work that runs after its call returned (a queued
+   * job) passes the context captured at submit with {@linkcode captureTraceContext}.
+   */
+  parent?: Context;
+  /** Spans this one relates to outside its parent (the requests an inference batch served). */
+  links?: SpanContext[];
+}
+
 /**
- * Runs `fn` inside a new INTERNAL span (a trainer step, a store write), recording a thrown error.
+ * Runs `fn` inside a new span (INTERNAL unless `options.kind` says otherwise), recording a thrown error.
  * Attributes may be added inside through the span argument (`span.setAttribute("loss", 2.1)`).
  */
 export async function withSpan<T>(
   name: string,
   attributes: Attributes,
   fn: (span: Span) => Promise<T> | T,
+  options: SpanOptions = {},
 ): Promise<T> {
   if (!tracingEnabled()) return await fn(trace.wrapSpanContext(INVALID_SPAN_CONTEXT));
-  return await tracer().startActiveSpan(name, { attributes }, async (span) => {
-    try {
-      return await fn(span);
-    } catch (error) {
-      span.recordException(error as Error);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });
-      throw error;
-    } finally {
-      span.end();
-    }
-  });
+  const spanOptions = {
+    attributes,
+    ...(options.kind !== undefined ? { kind: options.kind } : {}),
+    ...(options.links?.length ? { links: options.links.map((context) => ({ context })) } : {}),
+  };
+  return await tracer().startActiveSpan(
+    name,
+    spanOptions,
+    options.parent ?? context.active(),
+    async (span) => {
+      try {
+        return await fn(span);
+      } catch (error) {
+        span.recordException(error as Error);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });
+        throw error;
+      } finally {
+        span.end();
+      }
+    },
+  );
 }
 
 /** The id of the active trace (32 hex digits), or undefined when none: handy in log lines. */
@@ -244,3 +269,40 @@ export function activeTraceId(): string | undefined {
   const spanContext = trace.getSpanContext(context.active());
   return spanContext && trace.isSpanContextValid(spanContext) ? spanContext.traceId : undefined;
 }
+
+/**
+ * The active context when tracing is on (undefined when off), to hand to work that runs later under
+ * another context: `withSpan(name, attrs, fn, { parent: captured })`.
+ */
+export function captureTraceContext(): Context | undefined {
+  return tracingEnabled() ? context.active() : undefined;
+}
+
+/** The active span's context when it is a real (recording or remote) one: what a link points at. */
+export function activeSpanContext(): SpanContext | undefined {
+  if (!tracingEnabled()) return undefined;
+  const spanContext = trace.getSpanContext(context.active());
+  return spanContext && trace.isSpanContextValid(spanContext) ? spanContext : undefined;
+}
+
+/** The span context a context carries, when it is a valid one (to link to it). */
+export function spanContextOf(ctx: Context): SpanContext | undefined {
+  const spanContext = trace.getSpanContext(ctx);
+  return spanContext && trace.isSpanContextValid(spanContext) ? spanContext : undefined;
+}
+
+/**
+ * Starts a span by hand for work whose start and end are not one function call (a batch assembled in one
+ * place and finished in another); the caller ends it. A non-recording span while tracing is off.
+ */
+export function startSpan(name: string, attributes: Attributes, options: SpanOptions = {}): Span {
+  if (!tracingEnabled()) return trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+  return tracer().startSpan(name, {
+    attributes,
+    ...(options.kind !== undefined ? { kind: options.kind } : {}),
+    ...(options.links?.length ? { links: options.links.map((context) => ({ context })) } : {}),
+  }, options.parent ?? context.active());
+}
+
+export { ROOT_CONTEXT, SpanKind, SpanStatusCode };
+export type { Context, SpanContext };

@@ -1,0 +1,356 @@
+/**
+ * One trace per pipeline call, as an operator's collector would receive it: the fleet and bertctl export
+ * OTLP/HTTP JSON (what `@opentelemetry/exporter-trace-otlp-http` sends) to a receiver started here on
+ * loopback, and the test rebuilds the span trees of a `shards build` and of a `predict` from what arrived.
+ */
+import { assert, assertEquals, assertGreater } from "@std/assert";
+import { fromFileUrl, join } from "@std/path";
+import { startFleet } from "../../services/cli/fleet.ts";
+import { loadSettings } from "../../services/shared/config/settings.ts";
+import { initWeights, saveModelDir } from "../../services/shared/model/checkpoint.ts";
+import type { BertConfig } from "../../services/shared/model/config.ts";
+import { LocalStore, publish } from "../../services/shared/store/mod.ts";
+import { documentText, poetryDir, readPoems } from "../../services/cli/demo/poetry.ts";
+
+const ROOT = fromFileUrl(new URL("../..", import.meta.url));
+const KIND = { INTERNAL: 1, SERVER: 2, CLIENT: 3 } as const;
+
+interface ReceivedSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string;
+  name: string;
+  kind: number;
+  service: string;
+  attributes: Record<string, unknown>;
+  links: { traceId: string; spanId: string }[];
+}
+
+type OtlpValue = {
+  stringValue?: string;
+  intValue?: string | number;
+  doubleValue?: number;
+  boolValue?: boolean;
+};
+
+function otlpValue(value: OtlpValue): unknown {
+  if (value.stringValue !== undefined) return value.stringValue;
+  if (value.intValue !== undefined) return Number(value.intValue);
+  if (value.doubleValue !== undefined) return value.doubleValue;
+  if (value.boolValue !== undefined) return value.boolValue;
+  return undefined;
+}
+
+function attributesOf(list: { key: string; value: OtlpValue }[] = []): Record<string, unknown> {
+  return Object.fromEntries(list.map(({ key, value }) => [key, otlpValue(value)]));
+}
+
+/** An OTLP/HTTP receiver for JSON-encoded traces (`POST /v1/traces`), keeping every span it is sent. */
+function startReceiver() {
+  const spans: ReceivedSpan[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request) => {
+    const url = new URL(request.url);
+    if (request.method !== "POST" || url.pathname !== "/v1/traces") {
+      return new Response("not found", { status: 404 });
+    }
+    const type = request.headers.get("content-type") ?? "";
+    if (!type.includes("json")) return new Response(`expected JSON, got ${type}`, { status: 415 });
+    // deno-lint-ignore no-explicit-any
+    const body: any = await request.json();
+    for (const resourceSpans of body.resourceSpans ?? []) {
+      const service = String(attributesOf(resourceSpans.resource?.attributes)["service.name"] ?? "");
+      for (const scopeSpans of resourceSpans.scopeSpans ?? []) {
+        for (const span of scopeSpans.spans ?? []) {
+          spans.push({
+            traceId: span.traceId,
+            spanId: span.spanId,
+            parentSpanId: span.parentSpanId ?? "",
+            name: span.name,
+            kind: span.kind,
+            service,
+            attributes: attributesOf(span.attributes),
+            // deno-lint-ignore no-explicit-any
+            links: (span.links ?? []).map((l: any) => ({ traceId: l.traceId, spanId: l.spanId })),
+          });
+        }
+      }
+    }
+    return Response.json({});
+  });
+  return { spans, port: server.addr.port, close: () => server.shutdown() };
+}
+
+/** Waits until `ready` holds over the spans received so far (services export in batches, every 200 ms here). */
+async function waitFor(spans: ReceivedSpan[], ready: () => boolean, what: string, timeoutMs = 30_000) {
+  const until = Date.now() + timeoutMs;
+  while (!ready()) {
+    if (Date.now() > until) {
+      throw new Error(`timed out waiting for ${what}; received:\n${describe(spans)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function describe(spans: ReceivedSpan[]): string {
+  return spans.map((s) =>
+    `${s.traceId.slice(0, 8)} ${s.spanId} <- ${s.parentSpanId || "(root)"} ${s.service} ${s.kind} ${s.name} ${
+      JSON.stringify(s.attributes)
+    }`
+  ).join("\n");
+}
+
+/** The spans of one trace, with helpers to walk it. */
+function treeOf(all: ReceivedSpan[], traceId: string) {
+  const spans = all.filter((s) => s.traceId === traceId);
+  const byId = new Map(spans.map((s) => [s.spanId, s]));
+  const children = (parent: ReceivedSpan) => spans.filter((s) => s.parentSpanId === parent.spanId);
+  const child = (parent: ReceivedSpan, match: (s: ReceivedSpan) => boolean, what: string) => {
+    const found = children(parent).filter(match);
+    assert(
+      found.length > 0,
+      `${what} under ${parent.service}:${parent.name}; the trace is:\n${describe(spans)}`,
+    );
+    return found[0]!;
+  };
+  const descendants = (parent: ReceivedSpan): ReceivedSpan[] =>
+    children(parent).flatMap((c) => [c, ...descendants(c)]);
+  return { spans, byId, children, child, descendants };
+}
+
+const rpc = (name: string, kind: number, service: string) => (s: ReceivedSpan) =>
+  s.name === `bertforge.v1.${name}` && s.kind === kind && s.service === service;
+
+/** A tiny classifier in the store (odd sizes, bert-base-chinese vocabulary) for `predict` to auto-load. */
+async function publishTinyClassifier(storeDir: string, vocabText: string): Promise<void> {
+  const config: BertConfig = {
+    vocab_size: vocabText.trimEnd().split("\n").length,
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 2,
+    intermediate_size: 37,
+    hidden_act: "gelu",
+    hidden_dropout_prob: 0.1,
+    attention_probs_dropout_prob: 0.1,
+    max_position_embeddings: 64,
+    type_vocab_size: 2,
+    initializer_range: 0.02,
+    layer_norm_eps: 1e-12,
+    pad_token_id: 0,
+    model_type: "bert",
+  };
+  const head = { task: "classify" as const, numLabels: 2 };
+  const modelDir = join(storeDir, "..", "tiny-model");
+  await saveModelDir(modelDir, {
+    config,
+    head,
+    labels: ["negative", "positive"],
+    weights: initWeights(config, head, 7),
+    vocabText,
+  });
+  const parts: Record<string, Uint8Array> = {};
+  for await (const entry of Deno.readDir(modelDir)) {
+    parts[entry.name] = await Deno.readFile(join(modelDir, entry.name));
+  }
+  await publish(new LocalStore(storeDir), "models/tiny-clf/20260101T000000Z", parts, {
+    metadata: {
+      kind: "model",
+      name: "tiny-clf",
+      version: "20260101T000000Z",
+      task: "classify",
+      source: "test",
+    },
+  });
+}
+
+async function bertctl(portBase: number, args: string[]): Promise<string> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(ROOT, "services/cli/bertctl.ts"),
+      "--port-base",
+      String(portBase),
+      ...args,
+      "--json",
+    ],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(stdout);
+  assertEquals(code, 0, `bertctl ${args.join(" ")} failed:\n${out}\n${new TextDecoder().decode(stderr)}`);
+  return out;
+}
+
+Deno.test({
+  name:
+    "tracing: shards build and predict each make one trace from bertctl through the services to the store",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const receiver = startReceiver();
+    const work = await Deno.makeTempDir({ prefix: "bertforge-tracing-" });
+    const storeDir = join(work, "store");
+    const vocabText = await Deno.readTextFile(
+      join(ROOT, "tests/fixtures/tokenizer/bert-base-chinese-vocab.txt"),
+    );
+    await Deno.mkdir(join(work, "vocab"));
+    await Deno.writeTextFile(join(work, "vocab", "vocab.txt"), vocabText);
+    const documents: string[] = [];
+    for await (const poem of readPoems(poetryDir(ROOT), "tang", 150)) documents.push(documentText(poem));
+    await Deno.writeTextFile(join(work, "poems.txt"), documents.join("\n\n") + "\n");
+    await publishTinyClassifier(storeDir, vocabText);
+
+    // The services inherit these; bertctl (a child of this process) too.
+    Deno.env.set("OTEL_EXPORTER_OTLP_ENDPOINT", `http://127.0.0.1:${receiver.port}`);
+    Deno.env.set("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json");
+    Deno.env.set("OTEL_BSP_SCHEDULE_DELAY", "200");
+    const portBase = 53_000 + Math.floor(Math.random() * 90) * 10;
+    const logs: string[] = [];
+    const fleet = await startFleet({
+      settings: loadSettings(undefined, {
+        args: ["--store", storeDir, "--port-base", String(portBase), "--log-level", "warn"],
+        env: () => undefined,
+      }),
+      output: (line) => logs.push(line),
+    });
+    try {
+      // --- shards build: bertctl → tokenizer (corpus upload, vocab import) → sharding → job → store
+      await bertctl(portBase, [
+        "shards",
+        "build",
+        "--corpus",
+        join(work, "poems.txt"),
+        "--vocab",
+        join(work, "vocab"),
+        "--seq-len",
+        "32",
+        "--name",
+        "traced-shards",
+      ]);
+      const isRoot = (name: string) => (s: ReceivedSpan) => s.name === name && s.service === "bertctl";
+      await waitFor(receiver.spans, () => {
+        const root = receiver.spans.find(isRoot("bertctl shards build"));
+        return root !== undefined && receiver.spans.some((s) =>
+          s.traceId === root.traceId && s.name === "job.run" && s.service === "bertforge-sharding"
+        ) && receiver.spans.some((s) =>
+          s.traceId === root.traceId && s.name === "store.put" &&
+          s.attributes["bertforge.store.key"] === "shards/traced-shards/MANIFEST.json"
+        );
+      }, "the shards build trace");
+      const buildRoot = receiver.spans.find(isRoot("bertctl shards build"))!;
+      assertEquals(buildRoot.parentSpanId, "", "the command's span is the root of its trace");
+      const ctlTraces = new Set(receiver.spans.filter((s) => s.service === "bertctl").map((s) => s.traceId));
+      assertEquals(ctlTraces.size, 1, "every span bertctl made for the command is in one trace");
+      const build = treeOf(receiver.spans, buildRoot.traceId);
+
+      // The corpus upload reaches the tokenizer, which writes it to the store.
+      const upload = build.child(
+        buildRoot,
+        rpc("TokenizerService/UploadCorpus", KIND.CLIENT, "bertctl"),
+        "upload",
+      );
+      const uploadServer = build.child(
+        upload,
+        rpc("TokenizerService/UploadCorpus", KIND.SERVER, "bertforge-tokenizer"),
+        "the tokenizer's server span",
+      );
+      assert(
+        build.descendants(uploadServer).some((s) =>
+          s.name === "store.put" && s.kind === KIND.CLIENT &&
+          String(s.attributes["bertforge.store.key"]).startsWith("corpora/")
+        ),
+        `the upload writes under corpora/:\n${describe(build.spans)}`,
+      );
+
+      // The build: client → sharding server → the job (run after the call returned) → its store writes.
+      const start = build.child(
+        buildRoot,
+        rpc("ShardingService/StartBuildPretraining", KIND.CLIENT, "bertctl"),
+        "the StartBuildPretraining call",
+      );
+      const startServer = build.child(
+        start,
+        rpc("ShardingService/StartBuildPretraining", KIND.SERVER, "bertforge-sharding"),
+        "the sharding server span",
+      );
+      const job = build.child(startServer, (s) => s.name === "job.run", "the build job");
+      assertEquals(job.service, "bertforge-sharding");
+      assertEquals(job.attributes["bertforge.job.state"], "SUCCEEDED");
+      const jobStore = build.descendants(job).filter((s) => s.name.startsWith("store."));
+      const keys = jobStore.map((s) =>
+        String(s.attributes["bertforge.store.key"] ?? s.attributes["bertforge.store.prefix"])
+      );
+      assert(keys.some((k) => k.startsWith("corpora/")), `the job reads the corpus: ${keys}`);
+      assert(keys.some((k) => k.startsWith("vocabs/")), `the job reads the vocab: ${keys}`);
+      assert(keys.includes("shards/traced-shards/MANIFEST.json"), `the job publishes the manifest: ${keys}`);
+      assert(
+        jobStore.every((s) => s.kind === KIND.CLIENT && s.attributes["bertforge.store.kind"] === "local"),
+      );
+      // The sharding service builds in-process: it never calls the tokenizer service.
+      assertEquals(
+        build.descendants(startServer).filter((s) => s.name.startsWith("bertforge.v1.TokenizerService/")),
+        [],
+      );
+      // bertctl then follows the job over the same trace.
+      build.child(buildRoot, rpc("ShardingService/WatchJob", KIND.CLIENT, "bertctl"), "the watch");
+
+      // --- predict: bertctl → inference server → the batch that served it (auto-loading the model)
+      const before = new Set(receiver.spans.map((s) => s.traceId));
+      await bertctl(portBase, ["predict", "--model", "tiny-clf", "--text", "白日依山盡，黃河入海流。"]);
+      await waitFor(receiver.spans, () => {
+        const root = receiver.spans.find((s) => isRoot("bertctl predict")(s));
+        return root !== undefined &&
+          receiver.spans.some((s) => s.traceId === root.traceId && s.name === "inference.batch");
+      }, "the predict trace");
+      const predictRoot = receiver.spans.find(isRoot("bertctl predict"))!;
+      assert(!before.has(predictRoot.traceId), "predict starts a trace of its own");
+      const predict = treeOf(receiver.spans, predictRoot.traceId);
+      assertEquals(
+        new Set(predict.spans.filter((s) => s.service === "bertctl").map((s) => s.traceId)).size,
+        1,
+      );
+      const classify = predict.child(
+        predictRoot,
+        rpc("InferenceService/ClassifyBatch", KIND.CLIENT, "bertctl"),
+        "the ClassifyBatch call",
+      );
+      const classifyServer = predict.child(
+        classify,
+        rpc("InferenceService/ClassifyBatch", KIND.SERVER, "bertforge-inference"),
+        "the inference server span",
+      );
+      const batch = predict.child(classifyServer, (s) => s.name === "inference.batch", "the batch");
+      assertEquals(batch.service, "bertforge-inference");
+      assertEquals(batch.attributes["bertforge.batch.size"], 1);
+      assertEquals(batch.attributes["bertforge.model"], "tiny-clf");
+      assertGreater(Number(batch.attributes["bertforge.batch.seq_len"]), 2);
+      assert(
+        batch.links.some((l) => l.spanId === classifyServer.spanId && l.traceId === predictRoot.traceId),
+        "the batch links the request it served",
+      );
+      // The first request for the model loaded it from the store, inside this trace.
+      const modelReads = predict.spans.filter((s) =>
+        s.name.startsWith("store.") &&
+        String(s.attributes["bertforge.store.key"] ?? "").startsWith("models/tiny-clf/")
+      );
+      assert(
+        modelReads.length > 0,
+        `the model is read from the store in the trace:\n${describe(predict.spans)}`,
+      );
+
+      // Resources name every service that took part.
+      const services = new Set(receiver.spans.map((s) => s.service));
+      for (const name of ["bertctl", "bertforge-tokenizer", "bertforge-sharding", "bertforge-inference"]) {
+        assert(services.has(name), `spans from ${name} among ${[...services]}`);
+      }
+    } catch (error) {
+      console.error(logs.slice(-40).join("\n"));
+      throw error;
+    } finally {
+      await fleet.stop();
+      await receiver.close();
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+    }
+  },
+});
