@@ -120,9 +120,9 @@ function treeOf(all: ReceivedSpan[], traceId: string) {
 const rpc = (name: string, kind: number, service: string) => (s: ReceivedSpan) =>
   s.name === `bertforge.v1.${name}` && s.kind === kind && s.service === service;
 
-/** A tiny classifier in the store (odd sizes, bert-base-chinese vocabulary) for `predict` to auto-load. */
-async function publishTinyClassifier(storeDir: string, vocabText: string): Promise<void> {
-  const config: BertConfig = {
+/** Odd sizes, so a swapped dimension fails loudly; the bert-base-chinese vocabulary. */
+function tinyConfig(vocabText: string): BertConfig {
+  return {
     vocab_size: vocabText.trimEnd().split("\n").length,
     hidden_size: 32,
     num_hidden_layers: 2,
@@ -138,6 +138,11 @@ async function publishTinyClassifier(storeDir: string, vocabText: string): Promi
     pad_token_id: 0,
     model_type: "bert",
   };
+}
+
+/** A tiny classifier in the store for `predict` to auto-load. */
+async function publishTinyClassifier(storeDir: string, vocabText: string): Promise<void> {
+  const config = tinyConfig(vocabText);
   const head = { task: "classify" as const, numLabels: 2 };
   const modelDir = join(storeDir, "..", "tiny-model");
   await saveModelDir(modelDir, {
@@ -294,6 +299,62 @@ Deno.test({
       );
       // bertctl then follows the job over the same trace.
       build.child(buildRoot, rpc("ShardingService/WatchJob", KIND.CLIENT, "bertctl"), "the watch");
+
+      // --- train pretrain: the trainer's steps are spans of the job, under the SubmitJob call's trace
+      const configPath = join(work, "tiny-config.json");
+      await Deno.writeTextFile(configPath, JSON.stringify(tinyConfig(vocabText)));
+      await bertctl(portBase, [
+        "train",
+        "pretrain",
+        "--shards",
+        "traced-shards",
+        "--arch",
+        configPath,
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--name",
+        "traced-bert",
+      ]);
+      await waitFor(receiver.spans, () => {
+        const root = receiver.spans.find(isRoot("bertctl train pretrain"));
+        return root !== undefined && receiver.spans.filter((s) =>
+              s.traceId === root.traceId && s.name === "trainer.step"
+            ).length === 3 &&
+          receiver.spans.some((s) => s.traceId === root.traceId && s.name === "job.run");
+      }, "the pretraining trace");
+      const trainRoot = receiver.spans.find(isRoot("bertctl train pretrain"))!;
+      const training = treeOf(receiver.spans, trainRoot.traceId);
+      const submit = training.child(
+        trainRoot,
+        rpc("TrainerService/SubmitJob", KIND.CLIENT, "bertctl"),
+        "submit",
+      );
+      const submitServer = training.child(
+        submit,
+        rpc("TrainerService/SubmitJob", KIND.SERVER, "bertforge-trainer"),
+        "the trainer's server span",
+      );
+      const trainJob = training.child(submitServer, (s) => s.name === "job.run", "the training job");
+      assertEquals(trainJob.attributes["bertforge.job.state"], "SUCCEEDED");
+      const steps = training.descendants(trainJob).filter((s) => s.name === "trainer.step");
+      assertEquals(steps.map((s) => s.attributes["bertforge.step"]).sort(), [1, 2, 3]);
+      for (const step of steps) {
+        assertEquals(step.service, "bertforge-trainer");
+        assert(
+          Number.isFinite(step.attributes["bertforge.loss"]),
+          `loss on ${JSON.stringify(step.attributes)}`,
+        );
+        assertGreater(Number(step.attributes["bertforge.tokens_per_s"]), 0);
+      }
+      assert(
+        training.descendants(trainJob).some((s) =>
+          s.name === "store.put" &&
+          String(s.attributes["bertforge.store.key"]).startsWith("models/traced-bert/")
+        ),
+        `the job publishes the model:\n${describe(training.spans)}`,
+      );
 
       // --- predict: bertctl → inference server → the batch that served it (auto-loading the model)
       const before = new Set(receiver.spans.map((s) => s.traceId));
