@@ -24,6 +24,7 @@
  */
 import { BertforgeError, InvalidArgument, NotFound, Unauthenticated } from "../shared/errors.ts";
 import { timingSafeEqual } from "node:crypto";
+import { withHttpServerSpan } from "../shared/telemetry/otel.ts";
 import { Buffer } from "node:buffer";
 import type { Answer, CallOptions, Inference, Message } from "./infer.ts";
 import { PayloadTooLarge } from "./infer.ts";
@@ -266,15 +267,28 @@ export async function serveHttp(options: HttpOptions): Promise<RunningHttp> {
     const started = performance.now();
     const path = new URL(request.url).pathname;
     const opName = /:([A-Za-z]+)$/.exec(path)?.[1] ?? (path.startsWith("/v1/models") ? "models" : path);
-    let response: Response;
-    try {
-      response = await route(request);
-    } catch (error) {
-      if (!(error instanceof BertforgeError)) {
-        log("error", "http request failed", { path, error: (error as Error)?.stack ?? String(error) });
+    const respond = async (): Promise<Response> => {
+      try {
+        return await route(request);
+      } catch (error) {
+        if (!(error instanceof BertforgeError)) {
+          log("error", "http request failed", { path, error: (error as Error)?.stack ?? String(error) });
+        }
+        return errorResponse(error);
       }
-      response = errorResponse(error);
-    }
+    };
+    // Model paths trace under one route template each (a span name per model would not aggregate).
+    const response = path.startsWith("/v1/")
+      ? await withHttpServerSpan(
+        request,
+        MODEL_PATH.test(path)
+          ? `/v1/models/{model}${opName === "models" ? "" : `:${opName}`}`
+          : /^\/v1\/models\/?$/.test(path)
+          ? "/v1/models"
+          : "/v1/{unknown}",
+        respond,
+      )
+      : await respond();
     if (path.startsWith("/v1/")) {
       metrics.requests.inc({ method: opName, protocol: "http", code: String(response.status) });
       metrics.requestTime.observe(performance.now() - started, { method: opName, protocol: "http" });

@@ -189,7 +189,7 @@ async function bertctl(portBase: number, args: string[]): Promise<string> {
 
 Deno.test({
   name:
-    "tracing: shards build and predict each make one trace from bertctl through the services to the store",
+    "tracing: shards build, train pretrain, predict (gRPC and HTTP) each make one trace from bertctl through the services to the store",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -399,6 +399,26 @@ Deno.test({
         modelReads.length > 0,
         `the model is read from the store in the trace:\n${describe(predict.spans)}`,
       );
+
+      // Over HTTP/JSON the inference service continues the caller's traceparent, and its batch follows.
+      const traceId = "4bf92f3577b34da6a3ce929d0e0e4736", callerSpan = "00f067aa0ba902b7";
+      const answer = await fetch(`http://127.0.0.1:${portBase + 5}/v1/models/tiny-clf:classify`, {
+        method: "POST",
+        headers: { "content-type": "application/json", traceparent: `00-${traceId}-${callerSpan}-01` },
+        body: JSON.stringify({ text: "大漠孤煙直" }),
+      });
+      assertEquals(answer.status, 200, await answer.text());
+      await waitFor(
+        receiver.spans,
+        () => receiver.spans.some((s) => s.traceId === traceId && s.name === "inference.batch"),
+        "the HTTP trace",
+      );
+      const http = treeOf(receiver.spans, traceId);
+      const httpServer = http.spans.find((s) => s.parentSpanId === callerSpan)!;
+      assertEquals(httpServer.name, "POST /v1/models/{model}:classify");
+      assertEquals(httpServer.kind, KIND.SERVER);
+      assertEquals(httpServer.attributes["http.response.status_code"], 200);
+      http.child(httpServer, (s) => s.name === "inference.batch", "the batch of the HTTP request");
 
       // Resources name every service that took part.
       const services = new Set(receiver.spans.map((s) => s.service));

@@ -161,6 +161,48 @@ function rpcAttributes(path: string): Attributes {
   return { "rpc.system": "grpc", "rpc.service": service, "rpc.method": method };
 }
 
+const headersGetter = {
+  get(carrier: Headers, key: string): string | undefined {
+    return carrier.get(key) ?? undefined;
+  },
+  keys(carrier: Headers): string[] {
+    return [...carrier.keys()];
+  },
+};
+
+/**
+ * Runs an HTTP handler in a SERVER span named `METHOD route` (`route` is the low-cardinality template,
+ * e.g. `/v1/models/{model}:classify`), continuing a `traceparent` the caller sent; records the status.
+ */
+export async function withHttpServerSpan(
+  request: Request,
+  route: string,
+  fn: () => Promise<Response>,
+): Promise<Response> {
+  if (!tracingEnabled()) return await fn();
+  const parent = propagation.extract(ROOT_CONTEXT, request.headers, headersGetter);
+  const span = tracer().startSpan(`${request.method} ${route}`, {
+    kind: SpanKind.SERVER,
+    attributes: {
+      "http.request.method": request.method,
+      "http.route": route,
+      "url.path": new URL(request.url).pathname,
+    },
+  }, parent);
+  try {
+    const response = await context.with(trace.setSpan(parent, span), fn);
+    span.setAttribute("http.response.status_code", response.status);
+    if (response.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    return response;
+  } catch (error) {
+    span.recordException(error as Error);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });
+    throw error;
+  } finally {
+    span.end();
+  }
+}
+
 export interface ServerSpan {
   /** The context to run the handler in (the span is its active span). */
   readonly context: Context;
