@@ -22,6 +22,7 @@ interface ReceivedSpan {
   name: string;
   kind: number;
   service: string;
+  resource: Record<string, unknown>;
   attributes: Record<string, unknown>;
   links: { traceId: string; spanId: string }[];
 }
@@ -58,7 +59,8 @@ function startReceiver() {
     // deno-lint-ignore no-explicit-any
     const body: any = await request.json();
     for (const resourceSpans of body.resourceSpans ?? []) {
-      const service = String(attributesOf(resourceSpans.resource?.attributes)["service.name"] ?? "");
+      const resource = attributesOf(resourceSpans.resource?.attributes);
+      const service = String(resource["service.name"] ?? "");
       for (const scopeSpans of resourceSpans.scopeSpans ?? []) {
         for (const span of scopeSpans.spans ?? []) {
           spans.push({
@@ -68,6 +70,7 @@ function startReceiver() {
             name: span.name,
             kind: span.kind,
             service,
+            resource,
             attributes: attributesOf(span.attributes),
             // deno-lint-ignore no-explicit-any
             links: (span.links ?? []).map((l: any) => ({ traceId: l.traceId, spanId: l.spanId })),
@@ -210,6 +213,7 @@ Deno.test({
     Deno.env.set("OTEL_EXPORTER_OTLP_ENDPOINT", `http://127.0.0.1:${receiver.port}`);
     Deno.env.set("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json");
     Deno.env.set("OTEL_BSP_SCHEDULE_DELAY", "200");
+    Deno.env.set("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=tracing-test");
     const portBase = 53_000 + Math.floor(Math.random() * 90) * 10;
     const logs: string[] = [];
     const fleet = await startFleet({
@@ -425,6 +429,7 @@ Deno.test({
       for (const name of ["bertctl", "bertforge-tokenizer", "bertforge-sharding", "bertforge-inference"]) {
         assert(services.has(name), `spans from ${name} among ${[...services]}`);
       }
+      assert(receiver.spans.every((s) => s.resource["deployment.environment"] === "tracing-test"));
     } catch (error) {
       console.error(logs.slice(-40).join("\n"));
       throw error;

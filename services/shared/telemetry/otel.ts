@@ -77,9 +77,43 @@ export function exporterFromEnv(
   if (named.includes("none")) return undefined;
   if (named.includes("console")) return new ConsoleSpanExporter();
   const endpoint = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || env("OTEL_EXPORTER_OTLP_ENDPOINT");
+  if (!named.includes("otlp") && !endpoint) return undefined;
+  const protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") || env("OTEL_EXPORTER_OTLP_PROTOCOL");
+  if (protocol && protocol !== "http/json") {
+    // Only the JSON encoding is bundled; every collector's OTLP/HTTP receiver (port 4318) takes it too.
+    console.warn(
+      `telemetry: OTEL_EXPORTER_OTLP_PROTOCOL=${protocol} is not supported, exporting http/json instead ` +
+        "(point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's OTLP/HTTP port, usually 4318)",
+    );
+  }
   // The OTLP/HTTP exporter reads the endpoint, headers and timeout variables itself.
-  if (named.includes("otlp") || endpoint) return new OTLPTraceExporter();
-  return undefined;
+  return new OTLPTraceExporter();
+}
+
+/**
+ * The resource of every span: `service.name` as the code names the process, then what the standard
+ * variables add (`OTEL_RESOURCE_ATTRIBUTES=k8s.pod.name=x,deployment.environment=prod`; `OTEL_SERVICE_NAME`
+ * overrides the name, as the specification says), so operators can tag pods without code changes.
+ */
+export function resourceAttributes(
+  serviceName: string,
+  env: (name: string) => string | undefined = defaultEnv,
+): Attributes {
+  const attributes: Attributes = { [ATTR_SERVICE_NAME]: serviceName };
+  for (const pair of (env("OTEL_RESOURCE_ATTRIBUTES") ?? "").split(",")) {
+    const at = pair.indexOf("=");
+    if (at <= 0) continue;
+    try {
+      attributes[decodeURIComponent(pair.slice(0, at).trim())] = decodeURIComponent(
+        pair.slice(at + 1).trim(),
+      );
+    } catch {
+      // A malformed percent-escape drops that pair only, as the SDKs do.
+    }
+  }
+  const name = env("OTEL_SERVICE_NAME");
+  if (name) attributes[ATTR_SERVICE_NAME] = name;
+  return attributes;
 }
 
 /**
@@ -96,7 +130,7 @@ export function setupTelemetry(options: TelemetryOptions): Telemetry {
     ? new SimpleSpanProcessor(exporter)
     : new BatchSpanProcessor(exporter);
   const provider = new NodeTracerProvider({
-    resource: new Resource({ [ATTR_SERVICE_NAME]: options.serviceName }),
+    resource: new Resource(resourceAttributes(options.serviceName, options.env ?? defaultEnv)),
     spanProcessors: [processor],
   });
   // register() installs the AsyncLocalStorage context manager, so the active span follows awaits.

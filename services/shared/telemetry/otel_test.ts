@@ -2,7 +2,7 @@ import { assert, assertEquals } from "@std/assert";
 import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
 import { SpanKind } from "@opentelemetry/api";
 import { client, serve } from "../rpc/mod.ts";
-import { exporterFromEnv, setupTelemetry, withSpan } from "./otel.ts";
+import { exporterFromEnv, resourceAttributes, setupTelemetry, withSpan } from "./otel.ts";
 
 const quiet = { handleSignals: false, port: 0 } as const;
 
@@ -85,4 +85,22 @@ Deno.test("tracing stays off unless the OTEL_* variables ask for it", () => {
   assert(exporterFromEnv(env({ OTEL_TRACES_EXPORTER: "console" })) !== undefined);
   const off = setupTelemetry({ serviceName: "x", env: env({}) });
   assertEquals(off.enabled, false);
+});
+
+Deno.test("resourceAttributes() adds OTEL_RESOURCE_ATTRIBUTES and lets OTEL_SERVICE_NAME rename the service", () => {
+  const env = (vars: Record<string, string>) => (name: string) => vars[name];
+  assertEquals(resourceAttributes("bertforge-trainer", env({})), { "service.name": "bertforge-trainer" });
+  assertEquals(
+    resourceAttributes(
+      "bertforge-trainer",
+      env({
+        OTEL_RESOURCE_ATTRIBUTES: "k8s.pod.name=trainer-0, deployment.environment=a%2Cb,broken,=x,bad=%E0",
+      }),
+    ),
+    { "service.name": "bertforge-trainer", "k8s.pod.name": "trainer-0", "deployment.environment": "a,b" },
+  );
+  assertEquals(
+    resourceAttributes("bertforge-trainer", env({ OTEL_SERVICE_NAME: "gpu-trainer" }))["service.name"],
+    "gpu-trainer",
+  );
 });
