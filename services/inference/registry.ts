@@ -83,6 +83,8 @@ interface Slot {
   instance?: ModelInstance;
   loading?: Promise<ModelInstance>;
   error?: string;
+  /** A newer version whose hot reload failed: not retried on every poll (a new publish is). */
+  failedVersion?: string;
 }
 
 export interface RegistryOptions {
@@ -491,12 +493,18 @@ export class Registry {
         try {
           const latest = await resolveVersion(this.store, slot.name);
           if (slot.instance && latest <= slot.instance.version) continue;
+          if (slot.instance && latest === slot.failedVersion) continue;
           this.#log("info", "a new version was published: reloading", {
             model: slot.name,
             from: slot.instance?.version ?? "",
             to: latest,
           });
-          await this.load({ name: slot.name }, { backend: slot.backend, force: true });
+          try {
+            await this.load({ name: slot.name }, { backend: slot.backend, force: true });
+          } catch (error) {
+            slot.failedVersion = latest;
+            throw error;
+          }
           changed.push(`${slot.name}/${latest}`);
         } catch (error) {
           this.#log("warn", "hot reload check failed", { model: slot.name, error: (error as Error).message });

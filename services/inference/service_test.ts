@@ -11,7 +11,8 @@ import { BertforgeError } from "../shared/errors.ts";
 import { client, healthClient, type Message, type RpcClient } from "../shared/rpc/mod.ts";
 import { LocalStore } from "../shared/store/mod.ts";
 import { type InferenceService, type InferenceSettings, startInference } from "./main.ts";
-import { publishTinyModel } from "./testing.ts";
+import { publish } from "../shared/store/publish.ts";
+import { nextVersion, publishTinyModel, TINY_VOCAB } from "./testing.ts";
 
 interface Fixture {
   store: LocalStore;
@@ -460,6 +461,18 @@ Deno.test("InferenceService hot-reloads a new version; requests holding the old 
     svc.registry.release(old);
     assertEquals(svc.registry.instances().some((i) => i === old), false, "disposed after its last request");
     assertEquals(await svc.registry.checkForUpdates(), [], "nothing new: no reload");
+    // A broken newer version does not take the model down: the last good one keeps serving.
+    const good = await store.getText(`models/sentiment/${newer}/config.json`);
+    const broken = nextVersion();
+    await publish(store, `models/sentiment/${broken}`, {
+      "config.json": good,
+      "model.safetensors": "not safetensors",
+      "vocab.txt": TINY_VOCAB.join("\n"),
+    });
+    assertEquals(await svc.registry.checkForUpdates(), []);
+    assertEquals((await rpc.unary("Classify", { text: "好" })).model.version, newer);
+    const fixed = await publishTinyModel(store, "sentiment", { task: "classify", seed: 5 });
+    assertEquals(await svc.registry.checkForUpdates(), [`sentiment/${fixed}`]);
     const pinned = await rpc.unary("Classify", { text: "好", version: versions.sentiment });
     assertEquals(pinned.model.version, versions.sentiment, "a pinned version loads beside the latest");
   });
