@@ -146,6 +146,9 @@ function better(value: number, best: number, mode: "max" | "min"): boolean {
   return mode === "max" ? value > best : value < best;
 }
 
+/** Most `trainer.step` spans one job makes; a longer job spans every n-th step. */
+const MAX_STEP_SPANS = 500;
+
 /** Real (non-padding) tokens of a batch: the throughput that matters to a user. */
 function realTokens(batch: Batch): number {
   let n = 0;
@@ -251,12 +254,21 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
   let exhausted = false;
 
   const spans = tracer();
+  // A span per optimizer step (a no-op unless OTEL_* configures tracing), so a trace shows the training; a long
+  // job spans one step in `spanEvery` (at most ~MAX_STEP_SPANS), which keeps its trace readable and the
+  // exporter's queue (2048 spans by default) from dropping spans when steps are fast.
+  const spanEvery = Math.max(1, Math.ceil(totalSteps / MAX_STEP_SPANS));
   while (step < totalSteps && !state.stoppedEarly && !exhausted) {
     const learningRate = engine.learningRate();
-    // One span per optimizer step (a no-op unless OTEL_* configures tracing), so a trace shows the training.
-    const span = spans.startSpan("trainer.step", {
-      attributes: { "bertforge.job_id": jobId, "bertforge.step": step + 1 },
-    });
+    const span = (step + 1) % spanEvery === 0 || step === 0
+      ? spans.startSpan("trainer.step", {
+        attributes: {
+          "bertforge.job_id": jobId,
+          "bertforge.step": step + 1,
+          "bertforge.step_span_every": spanEvery,
+        },
+      })
+      : undefined;
     const spanStart = performance.now();
     let spanLoss = 0, spanTokens = 0;
     let micro = 0;
@@ -268,8 +280,8 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
       }
       const stats = engine.trainStep(batch);
       if (!Number.isFinite(stats.loss)) {
-        span.setStatus({ code: 2, message: `loss ${stats.loss}` });
-        span.end();
+        span?.setStatus({ code: 2, message: `loss ${stats.loss}` });
+        span?.end();
         const message =
           `loss is ${stats.loss} at step ${step + 1} (epoch ${source.epoch() + 1}): training diverged; ` +
           (lastCheckpointStep === null
@@ -289,13 +301,13 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
       tokensThisRun += tokens;
       windowTokens += tokens;
     }
-    span.setAttributes({
+    span?.setAttributes({
       "bertforge.loss": spanLoss,
       "bertforge.learning_rate": learningRate,
       "bertforge.tokens": spanTokens,
       "bertforge.tokens_per_s": spanTokens / Math.max(1e-9, (performance.now() - spanStart) / 1000),
     });
-    span.end();
+    span?.end();
     if (micro < gradAccum) break; // a partial accumulation at the very end of the data is dropped
     step++;
 
