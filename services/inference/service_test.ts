@@ -655,3 +655,23 @@ Deno.test("InferenceService with a bearer token refuses HTTP and gRPC calls with
     ["--auth-token", "s3cret"],
   );
 });
+
+Deno.test("InferenceService honours gRPC deadlines: expired calls end DEADLINE_EXCEEDED and leave the queue", async () => {
+  await withService(async ({ rpc, svc }) => {
+    const text = "这家酒店的服务很差，房间也不好，今天天气很好".repeat(2);
+    const busy = Array.from({ length: 60 }, () => rpc.unary("ClassifyBatch", { texts: Array(8).fill(text) }));
+    const hurried = Array.from(
+      { length: 20 },
+      () => rpc.unary("Classify", { text }, { deadlineMs: 1 }).then(() => "OK", (e) => e.code ?? String(e)),
+    );
+    const codes = await Promise.all(hurried);
+    await Promise.all(busy);
+    assert(codes.every((c) => c === "OK" || c === "DEADLINE_EXCEEDED"), codes.join(","));
+    assert(codes.includes("DEADLINE_EXCEEDED"), codes.join(","));
+    // Every admitted input is answered or dropped: nothing leaks from the admission bound.
+    for (let i = 0; i < 50 && svc.batcher.admitted > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assertEquals(svc.batcher.admitted, 0);
+    assertEquals(svc.batcher.queueSize, 0);
+    assertEquals((await rpc.unary("Classify", { text: "好" })).model.name, "sentiment");
+  }, { maxConcurrentRequests: 10_000, maxBatchRequests: 4 });
+});
