@@ -137,14 +137,22 @@ export function setupTelemetry(options: TelemetryOptions): Telemetry {
   provider.register({ propagator: new W3CTraceContextPropagator() });
   const handle = { provider, serviceName: options.serviceName };
   active = handle;
+  // An unreachable collector must not fail the program (bertctl would exit 1 after a successful command):
+  // the export error becomes one warning line.
+  const warnExportFailed = (error: unknown) =>
+    console.warn(
+      `telemetry: spans of ${options.serviceName} could not be exported: ${
+        (error as Error)?.message ?? error
+      }`,
+    );
   return {
     enabled: true,
-    forceFlush: () => provider.forceFlush(),
+    forceFlush: () => provider.forceFlush().catch(warnExportFailed),
     shutdown: async () => {
       if (active !== handle) return;
       active = undefined;
       try {
-        await provider.shutdown();
+        await provider.shutdown().catch(warnExportFailed);
       } finally {
         trace.disable();
         context.disable();

@@ -1,5 +1,6 @@
 import { assert, assertEquals } from "@std/assert";
-import { InMemorySpanExporter } from "@opentelemetry/sdk-trace-base";
+import { InMemorySpanExporter, type SpanExporter } from "@opentelemetry/sdk-trace-base";
+import { ExportResultCode } from "@opentelemetry/core";
 import { SpanKind } from "@opentelemetry/api";
 import { client, serve } from "../rpc/mod.ts";
 import { exporterFromEnv, resourceAttributes, setupTelemetry, withSpan } from "./otel.ts";
@@ -102,5 +103,30 @@ Deno.test("resourceAttributes() adds OTEL_RESOURCE_ATTRIBUTES and lets OTEL_SERV
   assertEquals(
     resourceAttributes("bertforge-trainer", env({ OTEL_SERVICE_NAME: "gpu-trainer" }))["service.name"],
     "gpu-trainer",
+  );
+});
+
+Deno.test("an exporter that fails (collector down) costs a warning, never a failed flush or shutdown", async () => {
+  const failing: SpanExporter = {
+    export: (_spans, done) =>
+      done({ code: ExportResultCode.FAILED, error: new Error("connect ECONNREFUSED") }),
+    shutdown: () => Promise.resolve(),
+  };
+  const telemetry = setupTelemetry({ serviceName: "bertctl", exporter: failing, simple: false });
+  const warnings: string[] = [];
+  const warn = console.warn;
+  console.warn = (message: string) => warnings.push(message);
+  try {
+    await withSpan("bertctl models list", {}, () => {});
+    await telemetry.forceFlush();
+    await withSpan("bertctl models list", {}, () => {});
+    await telemetry.shutdown();
+  } finally {
+    console.warn = warn;
+  }
+  assertEquals(warnings.length, 2);
+  assert(
+    warnings.every((w) => w.includes("bertctl could not be exported") && w.includes("ECONNREFUSED")),
+    `${warnings}`,
   );
 });
