@@ -37,6 +37,7 @@ import { readDataset, storeDataset } from "./datasets.ts";
 import { evaluateFeatures } from "./evaluate.ts";
 import { readManifest } from "../shared/store/publish.ts";
 import { join } from "node:path";
+import { createHash } from "node:crypto";
 
 const TASK_ENUM: Record<string, FinetuneTask | "pretrain"> = {
   TASK_TYPE_PRETRAIN: "pretrain",
@@ -383,17 +384,17 @@ export class Trainer {
     }
     await this.#checkInputs(spec);
     const id = await this.manager.submit(spec.kind, spec);
-    if (spec.requestId) this.#requestIds.set(spec.requestId, id);
+    if (spec.requestId) {
+      this.#requestIds.set(spec.requestId, id);
+      // Remembered in the store too, so a retry after a trainer restart still finds the first job.
+      await this.store.putJson(requestKey(spec.requestId), { jobId: id }).catch(() => {});
+    }
     return await this.manager.get(id);
   }
 
   async #findRequest(requestId: string): Promise<string | undefined> {
-    const { jobs } = await this.manager.list({ pageSize: 1000 });
-    for (const job of jobs) {
-      const spec = await this.manager.getSpec<StoredSpec>(job.id).catch(() => null);
-      if (spec?.requestId === requestId) return job.id;
-    }
-    return undefined;
+    const stored = await this.store.getJson<{ jobId?: string }>(requestKey(requestId)).catch(() => null);
+    return stored?.jobId;
   }
 
   async jobMessage(record: JobRecord): Promise<Message> {
@@ -742,6 +743,11 @@ export class Trainer {
   async close(): Promise<void> {
     await this.manager.close();
   }
+}
+
+/** Where an idempotency key's job id is kept (hashed: request ids are free-form client strings). */
+function requestKey(requestId: string): string {
+  return `trainer/requests/${createHash("sha256").update(requestId).digest("hex")}.json`;
 }
 
 function modelSummary(

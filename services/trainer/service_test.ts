@@ -260,7 +260,9 @@ Deno.test("TrainerService: one job at a time, the next queued; cancel stops with
   withTrainer(async (rpc, store) => {
     const long = { ...PRETRAIN, pretrain: { ...PRETRAIN.pretrain, steps: 400, checkpoint_every: 1000 } };
     const first = (await rpc.unary("SubmitJob", { ...long, name: "first" })).job;
-    const second = (await rpc.unary("SubmitJob", { ...long, name: "second" })).job;
+    const second = (await rpc.unary("SubmitJob", { ...long, name: "second", request_id: "retry-me" })).job;
+    const again = (await rpc.unary("SubmitJob", { ...long, name: "second", request_id: "retry-me" })).job;
+    assertEquals(again.id, second.id, "the same request_id returns the first job");
     const queued = (await rpc.unary("GetJob", { job_id: second.id })).job;
     assertEquals([queued.state, queued.queue_position], ["JOB_STATE_QUEUED", 1]);
     const listed = await rpc.unary("ListJobs", { filter: { states: ["JOB_STATE_QUEUED"] } });
