@@ -192,7 +192,7 @@ async function bertctl(portBase: number, args: string[]): Promise<string> {
 
 Deno.test({
   name:
-    "tracing: shards build, train pretrain, predict (gRPC and HTTP) each make one trace from bertctl through the services to the store",
+    "tracing: shards build, vocab train, train pretrain, predict (gRPC, HTTP) are each one trace from bertctl to the store",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -303,6 +303,44 @@ Deno.test({
       );
       // bertctl then follows the job over the same trace.
       build.child(buildRoot, rpc("ShardingService/WatchJob", KIND.CLIENT, "bertctl"), "the watch");
+
+      // --- vocab train: bertctl → tokenizer → the vocab job → its reads and the published vocab
+      await bertctl(portBase, [
+        "vocab",
+        "train",
+        "--corpus",
+        "poems",
+        "--size",
+        "300",
+        "--name",
+        "traced-vocab",
+      ]);
+      await waitFor(receiver.spans, () => {
+        const root = receiver.spans.find(isRoot("bertctl vocab train"));
+        return root !== undefined &&
+          receiver.spans.some((s) =>
+            s.traceId === root.traceId &&
+            s.attributes["bertforge.store.key"] === "vocabs/traced-vocab/MANIFEST.json"
+          );
+      }, "the vocab trace");
+      const vocabRoot = receiver.spans.find(isRoot("bertctl vocab train"))!;
+      const vocab = treeOf(receiver.spans, vocabRoot.traceId);
+      const vocabJob = vocab.child(
+        vocab.child(
+          vocab.child(vocabRoot, rpc("TokenizerService/StartTrainVocab", KIND.CLIENT, "bertctl"), "the call"),
+          rpc("TokenizerService/StartTrainVocab", KIND.SERVER, "bertforge-tokenizer"),
+          "the tokenizer's server span",
+        ),
+        (s) => s.name === "job.run",
+        "the vocab job",
+      );
+      assertEquals(vocabJob.attributes["bertforge.job.kind"], "train_vocab");
+      assert(
+        vocab.descendants(vocabJob).some((s) =>
+          s.name === "store.put" && s.attributes["bertforge.store.key"] === "vocabs/traced-vocab/vocab.txt"
+        ),
+        describe(vocab.spans),
+      );
 
       // --- train pretrain: the trainer's steps are spans of the job, under the SubmitJob call's trace
       const configPath = join(work, "tiny-config.json");
