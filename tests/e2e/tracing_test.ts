@@ -83,14 +83,19 @@ function startReceiver() {
   return { spans, port: server.addr.port, close: () => server.shutdown() };
 }
 
-/** Waits until `ready` holds over the spans received so far (services export in batches, every 200 ms here). */
-async function waitFor(spans: ReceivedSpan[], ready: () => boolean, what: string, timeoutMs = 30_000) {
+/**
+ * Runs `check` until it stops throwing: services export in batches (every 200 ms here), each process on its own
+ * clock, so a trace fills in over a moment after the command returns. The last failure is the one reported.
+ */
+async function eventually<T>(check: () => T, timeoutMs = 30_000): Promise<T> {
   const until = Date.now() + timeoutMs;
-  while (!ready()) {
-    if (Date.now() > until) {
-      throw new Error(`timed out waiting for ${what}; received:\n${describe(spans)}`);
+  while (true) {
+    try {
+      return check();
+    } catch (error) {
+      if (Date.now() > until) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200));
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 
@@ -237,72 +242,74 @@ Deno.test({
         "--name",
         "traced-shards",
       ]);
-      const isRoot = (name: string) => (s: ReceivedSpan) => s.name === name && s.service === "bertctl";
-      await waitFor(receiver.spans, () => {
-        const root = receiver.spans.find(isRoot("bertctl shards build"));
-        return root !== undefined && receiver.spans.some((s) =>
-          s.traceId === root.traceId && s.name === "job.run" && s.service === "bertforge-sharding"
-        ) && receiver.spans.some((s) =>
-          s.traceId === root.traceId && s.name === "store.put" &&
-          s.attributes["bertforge.store.key"] === "shards/traced-shards/MANIFEST.json"
+      const rootOf = (name: string) => {
+        const root = receiver.spans.find((s) => s.name === name && s.service === "bertctl");
+        assert(root, `a root span "${name}" from bertctl; received:\n${describe(receiver.spans)}`);
+        return root;
+      };
+      await eventually(() => {
+        const buildRoot = rootOf("bertctl shards build");
+        assertEquals(buildRoot.parentSpanId, "", "the command's span is the root of its trace");
+        const ctlTraces = new Set(
+          receiver.spans.filter((s) => s.service === "bertctl").map((s) => s.traceId),
         );
-      }, "the shards build trace");
-      const buildRoot = receiver.spans.find(isRoot("bertctl shards build"))!;
-      assertEquals(buildRoot.parentSpanId, "", "the command's span is the root of its trace");
-      const ctlTraces = new Set(receiver.spans.filter((s) => s.service === "bertctl").map((s) => s.traceId));
-      assertEquals(ctlTraces.size, 1, "every span bertctl made for the command is in one trace");
-      const build = treeOf(receiver.spans, buildRoot.traceId);
+        assertEquals(ctlTraces.size, 1, "every span bertctl made for the command is in one trace");
+        const build = treeOf(receiver.spans, buildRoot.traceId);
 
-      // The corpus upload reaches the tokenizer, which writes it to the store.
-      const upload = build.child(
-        buildRoot,
-        rpc("TokenizerService/UploadCorpus", KIND.CLIENT, "bertctl"),
-        "upload",
-      );
-      const uploadServer = build.child(
-        upload,
-        rpc("TokenizerService/UploadCorpus", KIND.SERVER, "bertforge-tokenizer"),
-        "the tokenizer's server span",
-      );
-      assert(
-        build.descendants(uploadServer).some((s) =>
-          s.name === "store.put" && s.kind === KIND.CLIENT &&
-          String(s.attributes["bertforge.store.key"]).startsWith("corpora/")
-        ),
-        `the upload writes under corpora/:\n${describe(build.spans)}`,
-      );
+        // The corpus upload reaches the tokenizer, which writes it to the store.
+        const upload = build.child(
+          buildRoot,
+          rpc("TokenizerService/UploadCorpus", KIND.CLIENT, "bertctl"),
+          "upload",
+        );
+        const uploadServer = build.child(
+          upload,
+          rpc("TokenizerService/UploadCorpus", KIND.SERVER, "bertforge-tokenizer"),
+          "the tokenizer's server span",
+        );
+        assert(
+          build.descendants(uploadServer).some((s) =>
+            s.name === "store.put" && s.kind === KIND.CLIENT &&
+            String(s.attributes["bertforge.store.key"]).startsWith("corpora/")
+          ),
+          `the upload writes under corpora/:\n${describe(build.spans)}`,
+        );
 
-      // The build: client → sharding server → the job (run after the call returned) → its store writes.
-      const start = build.child(
-        buildRoot,
-        rpc("ShardingService/StartBuildPretraining", KIND.CLIENT, "bertctl"),
-        "the StartBuildPretraining call",
-      );
-      const startServer = build.child(
-        start,
-        rpc("ShardingService/StartBuildPretraining", KIND.SERVER, "bertforge-sharding"),
-        "the sharding server span",
-      );
-      const job = build.child(startServer, (s) => s.name === "job.run", "the build job");
-      assertEquals(job.service, "bertforge-sharding");
-      assertEquals(job.attributes["bertforge.job.state"], "SUCCEEDED");
-      const jobStore = build.descendants(job).filter((s) => s.name.startsWith("store."));
-      const keys = jobStore.map((s) =>
-        String(s.attributes["bertforge.store.key"] ?? s.attributes["bertforge.store.prefix"])
-      );
-      assert(keys.some((k) => k.startsWith("corpora/")), `the job reads the corpus: ${keys}`);
-      assert(keys.some((k) => k.startsWith("vocabs/")), `the job reads the vocab: ${keys}`);
-      assert(keys.includes("shards/traced-shards/MANIFEST.json"), `the job publishes the manifest: ${keys}`);
-      assert(
-        jobStore.every((s) => s.kind === KIND.CLIENT && s.attributes["bertforge.store.kind"] === "local"),
-      );
-      // The sharding service builds in-process: it never calls the tokenizer service.
-      assertEquals(
-        build.descendants(startServer).filter((s) => s.name.startsWith("bertforge.v1.TokenizerService/")),
-        [],
-      );
-      // bertctl then follows the job over the same trace.
-      build.child(buildRoot, rpc("ShardingService/WatchJob", KIND.CLIENT, "bertctl"), "the watch");
+        // The build: client → sharding server → the job (run after the call returned) → its store writes.
+        const start = build.child(
+          buildRoot,
+          rpc("ShardingService/StartBuildPretraining", KIND.CLIENT, "bertctl"),
+          "the StartBuildPretraining call",
+        );
+        const startServer = build.child(
+          start,
+          rpc("ShardingService/StartBuildPretraining", KIND.SERVER, "bertforge-sharding"),
+          "the sharding server span",
+        );
+        const job = build.child(startServer, (s) => s.name === "job.run", "the build job");
+        assertEquals(job.service, "bertforge-sharding");
+        assertEquals(job.attributes["bertforge.job.state"], "SUCCEEDED");
+        const jobStore = build.descendants(job).filter((s) => s.name.startsWith("store."));
+        const keys = jobStore.map((s) =>
+          String(s.attributes["bertforge.store.key"] ?? s.attributes["bertforge.store.prefix"])
+        );
+        assert(keys.some((k) => k.startsWith("corpora/")), `the job reads the corpus: ${keys}`);
+        assert(keys.some((k) => k.startsWith("vocabs/")), `the job reads the vocab: ${keys}`);
+        assert(
+          keys.includes("shards/traced-shards/MANIFEST.json"),
+          `the job publishes the manifest: ${keys}`,
+        );
+        assert(
+          jobStore.every((s) => s.kind === KIND.CLIENT && s.attributes["bertforge.store.kind"] === "local"),
+        );
+        // The sharding service builds in-process: it never calls the tokenizer service.
+        assertEquals(
+          build.descendants(startServer).filter((s) => s.name.startsWith("bertforge.v1.TokenizerService/")),
+          [],
+        );
+        // bertctl then follows the job over the same trace.
+        build.child(buildRoot, rpc("ShardingService/WatchJob", KIND.CLIENT, "bertctl"), "the watch");
+      });
 
       // --- vocab train: bertctl → tokenizer → the vocab job → its reads and the published vocab
       await bertctl(portBase, [
@@ -315,32 +322,30 @@ Deno.test({
         "--name",
         "traced-vocab",
       ]);
-      await waitFor(receiver.spans, () => {
-        const root = receiver.spans.find(isRoot("bertctl vocab train"));
-        return root !== undefined &&
-          receiver.spans.some((s) =>
-            s.traceId === root.traceId &&
-            s.attributes["bertforge.store.key"] === "vocabs/traced-vocab/MANIFEST.json"
-          );
-      }, "the vocab trace");
-      const vocabRoot = receiver.spans.find(isRoot("bertctl vocab train"))!;
-      const vocab = treeOf(receiver.spans, vocabRoot.traceId);
-      const vocabJob = vocab.child(
-        vocab.child(
-          vocab.child(vocabRoot, rpc("TokenizerService/StartTrainVocab", KIND.CLIENT, "bertctl"), "the call"),
-          rpc("TokenizerService/StartTrainVocab", KIND.SERVER, "bertforge-tokenizer"),
-          "the tokenizer's server span",
-        ),
-        (s) => s.name === "job.run",
-        "the vocab job",
-      );
-      assertEquals(vocabJob.attributes["bertforge.job.kind"], "train_vocab");
-      assert(
-        vocab.descendants(vocabJob).some((s) =>
-          s.name === "store.put" && s.attributes["bertforge.store.key"] === "vocabs/traced-vocab/vocab.txt"
-        ),
-        describe(vocab.spans),
-      );
+      await eventually(() => {
+        const vocabRoot = rootOf("bertctl vocab train");
+        const vocab = treeOf(receiver.spans, vocabRoot.traceId);
+        const vocabJob = vocab.child(
+          vocab.child(
+            vocab.child(
+              vocabRoot,
+              rpc("TokenizerService/StartTrainVocab", KIND.CLIENT, "bertctl"),
+              "the call",
+            ),
+            rpc("TokenizerService/StartTrainVocab", KIND.SERVER, "bertforge-tokenizer"),
+            "the tokenizer's server span",
+          ),
+          (s) => s.name === "job.run",
+          "the vocab job",
+        );
+        assertEquals(vocabJob.attributes["bertforge.job.kind"], "train_vocab");
+        assert(
+          vocab.descendants(vocabJob).some((s) =>
+            s.name === "store.put" && s.attributes["bertforge.store.key"] === "vocabs/traced-vocab/vocab.txt"
+          ),
+          describe(vocab.spans),
+        );
+      });
 
       // --- train pretrain: the trainer's steps are spans of the job, under the SubmitJob call's trace
       const configPath = join(work, "tiny-config.json");
@@ -359,88 +364,80 @@ Deno.test({
         "--name",
         "traced-bert",
       ]);
-      await waitFor(receiver.spans, () => {
-        const root = receiver.spans.find(isRoot("bertctl train pretrain"));
-        return root !== undefined && receiver.spans.filter((s) =>
-              s.traceId === root.traceId && s.name === "trainer.step"
-            ).length === 3 &&
-          receiver.spans.some((s) => s.traceId === root.traceId && s.name === "job.run");
-      }, "the pretraining trace");
-      const trainRoot = receiver.spans.find(isRoot("bertctl train pretrain"))!;
-      const training = treeOf(receiver.spans, trainRoot.traceId);
-      const submit = training.child(
-        trainRoot,
-        rpc("TrainerService/SubmitJob", KIND.CLIENT, "bertctl"),
-        "submit",
-      );
-      const submitServer = training.child(
-        submit,
-        rpc("TrainerService/SubmitJob", KIND.SERVER, "bertforge-trainer"),
-        "the trainer's server span",
-      );
-      const trainJob = training.child(submitServer, (s) => s.name === "job.run", "the training job");
-      assertEquals(trainJob.attributes["bertforge.job.state"], "SUCCEEDED");
-      const steps = training.descendants(trainJob).filter((s) => s.name === "trainer.step");
-      assertEquals(steps.map((s) => s.attributes["bertforge.step"]).sort(), [1, 2, 3]);
-      for (const step of steps) {
-        assertEquals(step.service, "bertforge-trainer");
-        assert(
-          Number.isFinite(step.attributes["bertforge.loss"]),
-          `loss on ${JSON.stringify(step.attributes)}`,
+      await eventually(() => {
+        const trainRoot = rootOf("bertctl train pretrain");
+        const training = treeOf(receiver.spans, trainRoot.traceId);
+        const submit = training.child(
+          trainRoot,
+          rpc("TrainerService/SubmitJob", KIND.CLIENT, "bertctl"),
+          "submit",
         );
-        assertGreater(Number(step.attributes["bertforge.tokens_per_s"]), 0);
-      }
-      assert(
-        training.descendants(trainJob).some((s) =>
-          s.name === "store.put" &&
-          String(s.attributes["bertforge.store.key"]).startsWith("models/traced-bert/")
-        ),
-        `the job publishes the model:\n${describe(training.spans)}`,
-      );
+        const submitServer = training.child(
+          submit,
+          rpc("TrainerService/SubmitJob", KIND.SERVER, "bertforge-trainer"),
+          "the trainer's server span",
+        );
+        const trainJob = training.child(submitServer, (s) => s.name === "job.run", "the training job");
+        assertEquals(trainJob.attributes["bertforge.job.state"], "SUCCEEDED");
+        const steps = training.descendants(trainJob).filter((s) => s.name === "trainer.step");
+        assertEquals(steps.map((s) => s.attributes["bertforge.step"]).sort(), [1, 2, 3]);
+        for (const step of steps) {
+          assertEquals(step.service, "bertforge-trainer");
+          assert(
+            Number.isFinite(step.attributes["bertforge.loss"]),
+            `loss on ${JSON.stringify(step.attributes)}`,
+          );
+          assertGreater(Number(step.attributes["bertforge.tokens_per_s"]), 0);
+        }
+        assert(
+          training.descendants(trainJob).some((s) =>
+            s.name === "store.put" &&
+            String(s.attributes["bertforge.store.key"]).startsWith("models/traced-bert/")
+          ),
+          `the job publishes the model:\n${describe(training.spans)}`,
+        );
+      });
 
       // --- predict: bertctl → inference server → the batch that served it (auto-loading the model)
       const before = new Set(receiver.spans.map((s) => s.traceId));
       await bertctl(portBase, ["predict", "--model", "tiny-clf", "--text", "白日依山盡，黃河入海流。"]);
-      await waitFor(receiver.spans, () => {
-        const root = receiver.spans.find((s) => isRoot("bertctl predict")(s));
-        return root !== undefined &&
-          receiver.spans.some((s) => s.traceId === root.traceId && s.name === "inference.batch");
-      }, "the predict trace");
-      const predictRoot = receiver.spans.find(isRoot("bertctl predict"))!;
-      assert(!before.has(predictRoot.traceId), "predict starts a trace of its own");
-      const predict = treeOf(receiver.spans, predictRoot.traceId);
-      assertEquals(
-        new Set(predict.spans.filter((s) => s.service === "bertctl").map((s) => s.traceId)).size,
-        1,
-      );
-      const classify = predict.child(
-        predictRoot,
-        rpc("InferenceService/ClassifyBatch", KIND.CLIENT, "bertctl"),
-        "the ClassifyBatch call",
-      );
-      const classifyServer = predict.child(
-        classify,
-        rpc("InferenceService/ClassifyBatch", KIND.SERVER, "bertforge-inference"),
-        "the inference server span",
-      );
-      const batch = predict.child(classifyServer, (s) => s.name === "inference.batch", "the batch");
-      assertEquals(batch.service, "bertforge-inference");
-      assertEquals(batch.attributes["bertforge.batch.size"], 1);
-      assertEquals(batch.attributes["bertforge.model"], "tiny-clf");
-      assertGreater(Number(batch.attributes["bertforge.batch.seq_len"]), 2);
-      assert(
-        batch.links.some((l) => l.spanId === classifyServer.spanId && l.traceId === predictRoot.traceId),
-        "the batch links the request it served",
-      );
-      // The first request for the model loaded it from the store, inside this trace.
-      const modelReads = predict.spans.filter((s) =>
-        s.name.startsWith("store.") &&
-        String(s.attributes["bertforge.store.key"] ?? "").startsWith("models/tiny-clf/")
-      );
-      assert(
-        modelReads.length > 0,
-        `the model is read from the store in the trace:\n${describe(predict.spans)}`,
-      );
+      await eventually(() => {
+        const predictRoot = rootOf("bertctl predict");
+        assert(!before.has(predictRoot.traceId), "predict starts a trace of its own");
+        const predict = treeOf(receiver.spans, predictRoot.traceId);
+        assertEquals(
+          new Set(predict.spans.filter((s) => s.service === "bertctl").map((s) => s.traceId)).size,
+          1,
+        );
+        const classify = predict.child(
+          predictRoot,
+          rpc("InferenceService/ClassifyBatch", KIND.CLIENT, "bertctl"),
+          "the ClassifyBatch call",
+        );
+        const classifyServer = predict.child(
+          classify,
+          rpc("InferenceService/ClassifyBatch", KIND.SERVER, "bertforge-inference"),
+          "the inference server span",
+        );
+        const batch = predict.child(classifyServer, (s) => s.name === "inference.batch", "the batch");
+        assertEquals(batch.service, "bertforge-inference");
+        assertEquals(batch.attributes["bertforge.batch.size"], 1);
+        assertEquals(batch.attributes["bertforge.model"], "tiny-clf");
+        assertGreater(Number(batch.attributes["bertforge.batch.seq_len"]), 2);
+        assert(
+          batch.links.some((l) => l.spanId === classifyServer.spanId && l.traceId === predictRoot.traceId),
+          "the batch links the request it served",
+        );
+        // The first request for the model loaded it from the store, inside this trace.
+        const modelReads = predict.spans.filter((s) =>
+          s.name.startsWith("store.") &&
+          String(s.attributes["bertforge.store.key"] ?? "").startsWith("models/tiny-clf/")
+        );
+        assert(
+          modelReads.length > 0,
+          `the model is read from the store in the trace:\n${describe(predict.spans)}`,
+        );
+      });
 
       // Over HTTP/JSON the inference service continues the caller's traceparent, and its batch follows.
       const traceId = "4bf92f3577b34da6a3ce929d0e0e4736", callerSpan = "00f067aa0ba902b7";
@@ -450,17 +447,15 @@ Deno.test({
         body: JSON.stringify({ text: "大漠孤煙直" }),
       });
       assertEquals(answer.status, 200, await answer.text());
-      await waitFor(
-        receiver.spans,
-        () => receiver.spans.some((s) => s.traceId === traceId && s.name === "inference.batch"),
-        "the HTTP trace",
-      );
-      const http = treeOf(receiver.spans, traceId);
-      const httpServer = http.spans.find((s) => s.parentSpanId === callerSpan)!;
-      assertEquals(httpServer.name, "POST /v1/models/{model}:classify");
-      assertEquals(httpServer.kind, KIND.SERVER);
-      assertEquals(httpServer.attributes["http.response.status_code"], 200);
-      http.child(httpServer, (s) => s.name === "inference.batch", "the batch of the HTTP request");
+      await eventually(() => {
+        const http = treeOf(receiver.spans, traceId);
+        const httpServer = http.spans.find((s) => s.parentSpanId === callerSpan);
+        assert(httpServer, `a server span under the caller's span:\n${describe(http.spans)}`);
+        assertEquals(httpServer.name, "POST /v1/models/{model}:classify");
+        assertEquals(httpServer.kind, KIND.SERVER);
+        assertEquals(httpServer.attributes["http.response.status_code"], 200);
+        http.child(httpServer, (s) => s.name === "inference.batch", "the batch of the HTTP request");
+      });
 
       // Resources name every service that took part.
       const services = new Set(receiver.spans.map((s) => s.service));
