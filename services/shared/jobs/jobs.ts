@@ -27,9 +27,11 @@ import {
 } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import {
+  activeTraceparent,
   captureTraceContext,
   type Context,
   ROOT_CONTEXT,
+  spanContextFromTraceparent,
   SpanStatusCode,
   withSpan,
 } from "../telemetry/otel.ts";
@@ -77,6 +79,8 @@ export interface JobRecord {
   error?: { code: string; message: string };
   /** seq of the last event written. */
   lastSeq: number;
+  /** W3C trace context of the submit call, when tracing was on: a resumed run links back to it. */
+  traceparent?: string;
 }
 
 export interface ResumeInfo {
@@ -235,6 +239,8 @@ export class JobManager {
     this.#logs.set(id, new EventLog(0));
     const traceContext = captureTraceContext();
     if (traceContext) this.#submitContexts.set(id, traceContext);
+    const traceparent = activeTraceparent();
+    if (traceparent) record.traceparent = traceparent;
     await this.#transition(record, "QUEUED", "queued");
     this.#queue.push(id);
     this.#pump();
@@ -470,12 +476,15 @@ export class JobManager {
   /**
    * Runs the job in a `job.run` span under its submit call's trace: the job starts after the call returned
    * (perhaps behind others), so the context is the one captured at submit, not whatever is active now.
-   * A job recovered from a dead process has none and starts a trace of its own.
+   * A job recovered from a dead process starts a trace of its own, linked to the submit call's.
    */
   #run(id: string, controller: AbortController): Promise<void> {
     const record = this.#records.get(id)!;
-    const parent = this.#submitContexts.get(id) ?? ROOT_CONTEXT;
+    const captured = this.#submitContexts.get(id);
     this.#submitContexts.delete(id);
+    const submitted = !captured && record.traceparent
+      ? spanContextFromTraceparent(record.traceparent)
+      : undefined;
     return withSpan("job.run", {
       "bertforge.job.id": id,
       "bertforge.job.kind": record.kind,
@@ -486,7 +495,7 @@ export class JobManager {
       if (record.state === "FAILED") {
         span.setStatus({ code: SpanStatusCode.ERROR, message: record.error?.message ?? "failed" });
       }
-    }, { parent });
+    }, { parent: captured ?? ROOT_CONTEXT, ...(submitted ? { links: [submitted] } : {}) });
   }
 
   async #execute(id: string, controller: AbortController): Promise<void> {

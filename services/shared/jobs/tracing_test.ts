@@ -51,3 +51,42 @@ Deno.test("a job queued behind another runs in a job.run span of its own submit 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a job resumed by another manager starts its own trace, linked to the submit call", async () => {
+  const exporter = new InMemorySpanExporter();
+  const telemetry = setupTelemetry({ serviceName: "test", exporter });
+  const dir = await Deno.makeTempDir({ prefix: "bertforge-jobs-tracing-" });
+  const store = tracedStore(new LocalStore(dir));
+  const { promise: started, resolve: markStarted } = Promise.withResolvers<void>();
+  const first = new JobManager(store).register("resumable", {
+    onInterrupted: "resume",
+    run: async (ctx) => {
+      markStarted();
+      await new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)));
+    },
+  });
+  const second = new JobManager(store).register("resumable", {
+    onInterrupted: "resume",
+    run: () => Promise.resolve(),
+  });
+  try {
+    const id = await withSpan("submit", {}, () => first.submit("resumable", {}));
+    await started;
+    await first.close(); // as if the process died: the job stays RUNNING in the store
+    assertEquals((await second.recover()).resumed, [id]);
+    await second.idle();
+    await telemetry.forceFlush();
+    const spans = exporter.getFinishedSpans();
+    const submit = spans.find((s) => s.name === "submit")!;
+    const resumed = spans.find((s) => s.name === "job.run" && s.attributes["bertforge.job.attempt"] === 2);
+    assert(resumed, `a job.run span of attempt 2 among ${spans.map((s) => s.name)}`);
+    assertEquals(resumed.parentSpanId, undefined);
+    assert(resumed.spanContext().traceId !== submit.spanContext().traceId);
+    assertEquals(resumed.links.map((l) => l.context.spanId), [submit.spanContext().spanId]);
+    assertEquals(resumed.attributes["bertforge.job.state"], "SUCCEEDED");
+  } finally {
+    await second.close();
+    await telemetry.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

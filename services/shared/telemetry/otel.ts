@@ -369,6 +369,23 @@ export function activeSpanContext(): SpanContext | undefined {
   return spanContext && trace.isSpanContextValid(spanContext) ? spanContext : undefined;
 }
 
+/**
+ * The active context as a W3C `traceparent` string (undefined when tracing is off or no span is active): what
+ * outlives the process, e.g. in a job's stored state, to be linked back with {@linkcode spanContextFromTraceparent}.
+ */
+export function activeTraceparent(): string | undefined {
+  if (!activeSpanContext()) return undefined;
+  const carrier: Record<string, string> = {};
+  propagation.inject(context.active(), carrier);
+  return carrier.traceparent;
+}
+
+/** The span context a `traceparent` string names, when it is a valid one. */
+export function spanContextFromTraceparent(traceparent: string): SpanContext | undefined {
+  if (!tracingEnabled()) return undefined;
+  return spanContextOf(propagation.extract(ROOT_CONTEXT, { traceparent }));
+}
+
 /** The span context a context carries, when it is a valid one (to link to it). */
 export function spanContextOf(ctx: Context): SpanContext | undefined {
   const spanContext = trace.getSpanContext(ctx);
