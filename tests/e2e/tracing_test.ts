@@ -289,6 +289,7 @@ Deno.test({
         const job = build.child(startServer, (s) => s.name === "job.run", "the build job");
         assertEquals(job.service, "bertforge-sharding");
         assertEquals(job.attributes["bertforge.job.state"], "SUCCEEDED");
+        assertGreater(Number(job.attributes["bertforge.job.result.instances"]), 0);
         const jobStore = build.descendants(job).filter((s) => s.name.startsWith("store."));
         const keys = jobStore.map((s) =>
           String(s.attributes["bertforge.store.key"] ?? s.attributes["bertforge.store.prefix"])

@@ -492,6 +492,18 @@ export class JobManager {
     }, async (span) => {
       await this.#execute(id, controller);
       span.setAttribute("bertforge.job.state", record.state);
+      // What the job made (instances, shards, model version...) where the trace shows it; nested values stay in
+      // state.json.
+      if (record.result && typeof record.result === "object") {
+        for (const [key, value] of Object.entries(record.result)) {
+          if (
+            typeof value === "number" || typeof value === "boolean" ||
+            (typeof value === "string" && value.length <= 256)
+          ) {
+            span.setAttribute(`bertforge.job.result.${key}`, value);
+          }
+        }
+      }
       if (record.state === "FAILED") {
         span.setStatus({ code: SpanStatusCode.ERROR, message: record.error?.message ?? "failed" });
       }
