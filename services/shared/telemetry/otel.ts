@@ -6,7 +6,10 @@
  *
  * The trace context travels in gRPC metadata as the W3C `traceparent`/`tracestate` headers: the rpc layer
  * injects it on every client call ({@linkcode tracingClientInterceptor}) and continues it on every server
- * call ({@linkcode startServerSpan}), so one trace shows bertctl → sharding → tokenizer → store.
+ * call ({@linkcode startServerSpan}), so one trace shows bertctl → a service → its job → the store. Work that
+ * runs after its call returned (jobs, inference batches) starts from a context captured at the call
+ * ({@linkcode captureTraceContext}); where that is lost (a job resumed by another process) it links back
+ * through a stored `traceparent` instead. README "Deploying" lists every span and attribute.
  */
 import {
   type Attributes,
