@@ -172,8 +172,15 @@ export class NativeEngine implements Engine {
   private readonly numDecay: number;
   private params: Float32Array;
   private grads: Float32Array;
-  private m: Float32Array;
-  private v: Float32Array;
+  // AdamW moments, allocated by the first optimizer step or train-state restore: a serving engine never
+  // trains, and two parameter-sized arrays are half of its weight memory.
+  private moments?: { m: Float32Array; v: Float32Array };
+  private get m(): Float32Array {
+    return (this.moments ??= { m: new Float32Array(this.numParams), v: new Float32Array(this.numParams) }).m;
+  }
+  private get v(): Float32Array {
+    return (this.moments ??= { m: new Float32Array(this.numParams), v: new Float32Array(this.numParams) }).v;
+  }
   private P: Tensors;
   private G: Tensors;
   private acts: Arena;
@@ -250,8 +257,6 @@ export class NativeEngine implements Engine {
     this.numDecay = this.specs.filter((s) => s.decay).reduce((a, s) => a + s.size, 0);
     this.params = new Float32Array(this.numParams);
     this.grads = new Float32Array(this.numParams);
-    this.m = new Float32Array(this.numParams);
-    this.v = new Float32Array(this.numParams);
     this.P = this.pointTensors("params");
     this.G = this.pointTensors("grads");
     this.initWeights();
@@ -1493,16 +1498,13 @@ export class NativeEngine implements Engine {
 
   /** Bytes held by the engine's arenas. */
   memoryBytes(): number {
-    return 4 * 4 * this.numParams + (this.acts.buffer?.byteLength ?? 0);
+    return 4 * (this.moments ? 4 : 2) * this.numParams + (this.acts.buffer?.byteLength ?? 0);
   }
 
   dispose(): void {
     this.disposed = true;
-    this.params =
-      this.grads =
-      this.m =
-      this.v =
-        new Float32Array(0);
+    this.params = this.grads = new Float32Array(0);
+    this.moments = undefined;
     this.acts.buffer = null;
     this.X = [];
     this.LA = [];
