@@ -748,9 +748,9 @@ const COMMANDS: CommandSpec[] = [
   {
     name: "predict",
     usage: "predict --model MODEL[@VERSION] (--text T [--pair T2] | --file F) [--top-k K]\n" +
-      '        [--zero-shot --labels A,B --template "...[MASK]..."]',
+      '        [--zero-shot --labels A,B --template "...[MASK]..." [--label-words W1,W2] [--calibrate]]',
     strings: ["model", "text", "pair", "file", "top-k", "labels", "template", "label-words"],
-    booleans: ["zero-shot", "tags"],
+    booleans: ["zero-shot", "tags", "calibrate"],
     service: "inference",
     async run(ctx) {
       const [model, version = ""] = ctx.required("model").split("@");
@@ -771,7 +771,7 @@ const COMMANDS: CommandSpec[] = [
             model,
             version,
             texts: batch,
-            options: { template, labels, label_words: labelWords },
+            options: { template, labels, label_words: labelWords, calibrate: ctx.bool("calibrate") },
           });
           batch.forEach((text, i) => {
             const r = results[i];

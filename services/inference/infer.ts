@@ -676,6 +676,11 @@ export class Inference {
       );
     }
     const words = givenWords.length > 0 ? givenWords : labels;
+    // Contextual calibration (Zhao et al. 2021, "Calibrate Before Use"): a small MLM favours some label words
+    // whatever the text says; the template filled with no text measures that prior, and each text's scores
+    // are taken relative to it.
+    const calibrate = options.calibrate === true;
+    const scored = calibrate ? [...texts, { text: "", field: "options.calibrate" }] : texts;
     return await this.registry.use(this.#ref(request), async (instance) => {
       this.#requireMlm(instance, "ZeroShot");
       const tokenizer = instance.tokenizer;
@@ -694,7 +699,7 @@ export class Inference {
       const lengths = [...new Set(wordIds.map((ids) => ids.length))];
       const started = performance.now();
       const prompts: Array<{ text: number; length: number; encoded: Encoded; positions: number[] }> = [];
-      texts.forEach((t, textIndex) => {
+      scored.forEach((t, textIndex) => {
         for (const length of lengths) {
           const filled = maskCount === 1 ? template.replace("[MASK]", "[MASK]".repeat(length)) : template;
           const encoded = encodePrompt(instance, t.text, filled, truncation, t.field);
@@ -718,17 +723,23 @@ export class Inference {
         performance.now() - started,
       );
       const V = instance.vocabSize;
-      const results = texts.map((_, textIndex) => {
-        const mine = prompts.map((p, i) => ({ p, output: outputs[i]! })).filter(({ p }) =>
-          p.text === textIndex
-        );
-        const scores = wordIds.map((ids) => {
+      const promptsOf = (textIndex: number) =>
+        prompts.map((p, i) => ({ p, output: outputs[i]! })).filter(({ p }) => p.text === textIndex);
+      const wordScores = (textIndex: number) => {
+        const mine = promptsOf(textIndex);
+        return wordIds.map((ids) => {
           const { output } = mine.find(({ p }) => p.length === ids.length)!;
           // Mean log-probability of the word's tokens at their [MASK] positions.
           let sum = 0;
           ids.forEach((id, j) => sum += output.mlm![j * V + id]! - logSumExp(output.mlm!, j * V, V));
           return sum / ids.length;
         });
+      };
+      const prior = calibrate ? wordScores(texts.length) : undefined;
+      const results = texts.map((_, textIndex) => {
+        const mine = promptsOf(textIndex);
+        const raw = wordScores(textIndex);
+        const scores = prior ? raw.map((score, k) => score - prior[k]!) : raw;
         const probabilities = softmax(scores);
         let best = 0;
         probabilities.forEach((p, k) => {

@@ -225,6 +225,30 @@ Deno.test("InferenceService answers every operation over gRPC, each naming the m
       options: { template: "总之[MASK]。", labels: ["很好", "差"] },
     });
     assertEquals(widened.results.length, 2);
+
+    // Calibration divides every text's word probabilities by the same prior (the template without text):
+    // the difference of log-odds between two texts is unchanged, the log-odds themselves move.
+    const options = {
+      template: "{text}总之很[MASK]。",
+      labels: ["positive", "negative"],
+      label_words: ["好", "差"],
+    };
+    const texts = ["酒店很好", "房间太差，再也不来"];
+    const logOdds = (results: { scores: { score: number }[] }[]) =>
+      results.map((r) => Math.log(r.scores[0]!.score / r.scores[1]!.score));
+    const plain = logOdds(
+      (await rpc.unary("ZeroShotBatch", { model: "pretrained", texts, options })).results,
+    );
+    const calibrated = logOdds(
+      (await rpc.unary("ZeroShotBatch", {
+        model: "pretrained",
+        texts,
+        options: { ...options, calibrate: true },
+      }))
+        .results,
+    );
+    assertAlmostEquals(calibrated[0]! - calibrated[1]!, plain[0]! - plain[1]!, 1e-4);
+    assert(Math.abs(calibrated[0]! - plain[0]!) > 1e-6, "the prior of random weights is not uniform");
   });
 });
 
