@@ -23,6 +23,9 @@ import { trainLinearBaseline } from "../../services/shared/baseline/linear.ts";
 import { runPretrainJob } from "../../services/trainer/pretrain.ts";
 import { runFinetuneJob } from "../../services/trainer/finetune.ts";
 import { storeDataset } from "../../services/trainer/datasets.ts";
+import { publishModel } from "../../services/trainer/models.ts";
+import { presetConfig } from "../../services/shared/model/config.ts";
+import { initWeights } from "../../services/shared/model/checkpoint.ts";
 import { formatEvent } from "../../services/trainer/jobs.ts";
 import { Trainer } from "../../services/trainer/service.ts";
 import type { TrainerEvent } from "../../services/trainer/loop.ts";
@@ -42,6 +45,7 @@ function log(stage: string) {
 export async function main(argv: string[]): Promise<void> {
   const args = parseArgs(argv, {
     string: ["store"],
+    boolean: ["control"],
     default: {
       store: ".bertforge/quality",
       steps: 1200,
@@ -51,6 +55,7 @@ export async function main(argv: string[]): Promise<void> {
       "more-steps": 0,
       "senti2-epochs": 6,
       "ner2-epochs": 5,
+      control: false,
     },
   });
   const store = new LocalStore(args.store as string);
@@ -294,6 +299,47 @@ export async function main(argv: string[]): Promise<void> {
         dev_sentences: Number(ner.examples),
       });
     }
+  }
+  // 7. Optional control: the same sentiment fine-tune from a randomly initialised bert-mini (no pretraining),
+  // to show what the pretraining contributes.
+  if (args.control) {
+    if (!(await done("quality-random"))) {
+      const config = presetConfig(
+        "bert-mini",
+        (await store.getText("vocabs/quality/vocab.txt")).trim().split("\n").length,
+      );
+      await publishModel(store, {
+        name: "quality-random",
+        config,
+        head: { task: "pretrain" },
+        weights: initWeights(config, { task: "pretrain" }, 1),
+        vocabText: await store.getText("vocabs/quality/vocab.txt"),
+      });
+    }
+    if (!(await done("quality-senti-random"))) {
+      await runFinetuneJob({
+        name: "quality-senti-random",
+        base: { name: "quality-random" },
+        task: "classify",
+        trainDataset: "senti-train",
+        epochs: Number(args["senti-epochs"]),
+        batchSize: 32,
+        learningRate: 1e-4,
+        maxLength: 128,
+        seed: 42,
+      }, { jobId: "quality-senti-random", store, emit: log("sentiment-random") });
+    }
+    const control = await trainer.evaluate({
+      model: { name: "quality-senti-random" },
+      dataset: "senti-test",
+      batch_size: 32,
+    });
+    out({
+      stage: "sentiment-bert-no-pretraining",
+      model: "quality-senti-random",
+      ...control.metrics,
+      baseline_accuracy: baselineAccuracy,
+    });
   }
   await trainer.close();
 }
