@@ -1,6 +1,7 @@
 /**
  * `deno task bench <name> [flags]`: runs tests/bench/<name>.ts, whose `main(args)` prints compact JSON lines.
- * `deno task bench all` runs every benchmark with its default arguments, one after another.
+ * `deno task bench all` runs every benchmark with its default arguments, one after another, each in its own
+ * process, so a bench's peak RSS is its own and not the sum of those before it.
  */
 const BENCHES = ["tokenize", "train", "shards", "trainer_job", "inference"];
 
@@ -23,7 +24,14 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   if (name === "all") {
-    for (const bench of BENCHES) await run(bench, []);
+    for (const bench of BENCHES) {
+      const { code } = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", new URL(import.meta.url).pathname, bench],
+        stdout: "inherit",
+        stderr: "inherit",
+      }).output();
+      if (code !== 0) console.error(`bench '${bench}' exited with code ${code}`);
+    }
   } else {
     await run(name, args);
   }
