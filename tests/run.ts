@@ -22,15 +22,40 @@ files.sort();
 
 const results: { file: string; ok: boolean; seconds: number }[] = [];
 const started = performance.now();
+/**
+ * Deno 2.9's node:http2 can abort a process on an HTTP/2 GOAWAY that races a stream (an nghttp2 assertion,
+ * denoland/deno#36788); tests that SIGKILL a gRPC server mid-call can meet it. Such a file is run once more,
+ * and says so; any other failure counts at once.
+ */
+const KNOWN_RUNTIME_ABORT = "nghttp2_session.c";
+
+async function runFile(file: string): Promise<{ code: number; output: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["test", "-A", "--no-check=remote", file],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  const forward = async (stream: ReadableStream<Uint8Array>, sink: typeof Deno.stdout) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      output += decoder.decode(chunk, { stream: true });
+      await sink.write(chunk);
+    }
+  };
+  await Promise.all([forward(child.stdout, Deno.stdout), forward(child.stderr, Deno.stderr)]);
+  return { code: (await child.status).code, output };
+}
+
 for (const file of files) {
   const t0 = performance.now();
   console.log(`\n=== ${file}`);
-  const { code } = await new Deno.Command(Deno.execPath(), {
-    args: ["test", "-A", "--no-check=remote", file],
-    cwd: ROOT,
-    stdout: "inherit",
-    stderr: "inherit",
-  }).output();
+  let { code, output } = await runFile(file);
+  if (code !== 0 && output.includes(KNOWN_RUNTIME_ABORT)) {
+    console.log(`\n=== ${file}: the runtime aborted in nghttp2 (denoland/deno#36788); running it once more`);
+    ({ code } = await runFile(file));
+  }
   results.push({ file, ok: code === 0, seconds: (performance.now() - t0) / 1000 });
 }
 

@@ -37,7 +37,8 @@ import { InvalidArgument } from "../errors.ts";
 
 export const SHARD_MAGIC = "BFSHARD\0";
 export const TRAILER_MAGIC = "BFSHEND\0";
-export const FORMAT_VERSION = 1;
+// 2: shards end with a trailer (end marker + counts), so a shard streams out as it is built.
+export const FORMAT_VERSION = 2;
 export const HEADER_BYTES = 32;
 export const TRAILER_BYTES = 16;
 const FLAG_RANDOM_NEXT = 1;
