@@ -72,7 +72,9 @@ if (args.help) {
 const plan = args.quick ? PLANS.quick : PLANS.full;
 const portBase = Number(args["port-base"]);
 if (!Number.isInteger(portBase) || portBase < 1024 || portBase > 65000) {
-  console.error(`demo: --port-base must be an integer in [1024, 65000]: current value is ${args["port-base"]}`);
+  console.error(
+    `demo: --port-base must be an integer in [1024, 65000]: current value is ${args["port-base"]}`,
+  );
   Deno.exit(2);
 }
 
@@ -135,7 +137,15 @@ async function startFleetInBackground(): Promise<RunningFleet> {
     `$ deno task fleet --store ${STORE} --port-base ${portBase} > ${logPath} 2>&1 &`,
   );
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(ROOT, "services/cli/fleet.ts"), "--store", STORE, "--port-base", String(portBase)],
+    args: [
+      "run",
+      "-A",
+      join(ROOT, "services/cli/fleet.ts"),
+      "--store",
+      STORE,
+      "--port-base",
+      String(portBase),
+    ],
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
@@ -155,10 +165,15 @@ async function startFleetInBackground(): Promise<RunningFleet> {
   };
   const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
   const status = child.status.then((s) => {
-    if (!ready) readyPromise.reject(new Error(`the fleet exited (code ${s.code}) before it was ready: see ${logPath}`));
+    if (!ready) {
+      readyPromise.reject(new Error(`the fleet exited (code ${s.code}) before it was ready: see ${logPath}`));
+    }
     return s;
   });
-  const timeout = setTimeout(() => readyPromise.reject(new Error(`the fleet was not ready in 180 s: see ${logPath}`)), 180_000);
+  const timeout = setTimeout(
+    () => readyPromise.reject(new Error(`the fleet was not ready in 180 s: see ${logPath}`)),
+    180_000,
+  );
   try {
     await readyPromise.promise;
   } finally {
@@ -196,8 +211,11 @@ interface Labelled {
 
 async function readLabelledCsv(path: string): Promise<Labelled[]> {
   const rows = parseCsv(await Deno.readTextFile(path), { skipFirstRow: true }) as Record<string, string>[];
-  const textColumn = args["text-column"] ?? ["text", "text_a", "review", "sentence"].find((c) => c in (rows[0] ?? {}));
-  if (!textColumn) throw new Error(`${path}: no text column (expected one of text, text_a, review, sentence)`);
+  const textColumn = args["text-column"] ??
+    ["text", "text_a", "review", "sentence"].find((c) => c in (rows[0] ?? {}));
+  if (!textColumn) {
+    throw new Error(`${path}: no text column (expected one of text, text_a, review, sentence)`);
+  }
   return rows.map((r) => ({ text: r[textColumn] ?? "", label: r.label ?? "" }));
 }
 
@@ -213,7 +231,9 @@ async function main() {
   if (args.corpus || args.data) {
     corpusPath = resolve(args.corpus ?? "");
     if (!args.corpus) throw new Error("--data needs --corpus (the text to pretrain on)");
-    if (!args.data) throw new Error("--corpus needs --data TRAIN.csv[,EVAL.csv] (label,text) to fine-tune on");
+    if (!args.data) {
+      throw new Error("--corpus needs --data TRAIN.csv[,EVAL.csv] (label,text) to fine-tune on");
+    }
     const [train, evalFile] = args.data.split(",");
     trainPath = resolve(train!);
     if (evalFile) evalPath = resolve(evalFile);
@@ -254,7 +274,16 @@ async function main() {
 
   try {
     stage("3. WordPiece vocabulary");
-    await bertctl(["vocab", "train", "--corpus", corpusPath, "--size", String(plan.vocabSize), "--name", "demo-vocab"]);
+    await bertctl([
+      "vocab",
+      "train",
+      "--corpus",
+      corpusPath,
+      "--size",
+      String(plan.vocabSize),
+      "--name",
+      "demo-vocab",
+    ]);
     const sample = heldOut[0]?.text ?? "白日依山盡，黃河入海流。";
     await bertctl(["tokenize", "--vocab", "demo-vocab", "--text", sample.slice(0, 24)], { capture: true });
 
@@ -322,25 +351,38 @@ async function main() {
 
     stage("7. evaluation, with the baselines beside it");
     const metrics = JSON.parse(
-      (await bertctl(["--json", "eval", "--model", "demo-classifier", "--task", "classify", "--data", evalPath], {
+      (await bertctl([
+        "--json",
+        "eval",
+        "--model",
+        "demo-classifier",
+        "--task",
+        "classify",
+        "--data",
+        evalPath,
+      ], {
         capture: true,
       })).trim().split("\n").at(-1)!,
     );
     const linear = trainLinearBaseline(train);
-    const linearAccuracy = heldOut.filter((e) => linear.predict(e.text).label === e.label).length / heldOut.length;
+    const linearAccuracy = heldOut.filter((e) => linear.predict(e.text).label === e.label).length /
+      heldOut.length;
     const majority = majorityBaseline(train, heldOut);
     console.log(
       `accuracy on ${heldOut.length} held-out examples: bertforge ${(metrics.accuracy * 100).toFixed(1)}%, ` +
-        `linear char-bigram ${(linearAccuracy * 100).toFixed(1)}%, majority class ${(majority.accuracy * 100).toFixed(1)}%`,
+        `linear char-bigram ${(linearAccuracy * 100).toFixed(1)}%, majority class ${
+          (majority.accuracy * 100).toFixed(1)
+        }%`,
     );
 
     stage("8. serving: predictions over gRPC");
     const examples = heldOut.slice(0, 4);
     const predictionsFile = join(WORK, "predict.txt");
     await Deno.writeTextFile(predictionsFile, examples.map((e) => e.text).join("\n") + "\n");
-    const predictions = (await bertctl(["--json", "predict", "--model", "demo-classifier", "--file", predictionsFile], {
-      capture: true,
-    })).trim().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    const predictions =
+      (await bertctl(["--json", "predict", "--model", "demo-classifier", "--file", predictionsFile], {
+        capture: true,
+      })).trim().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
     const maskText = "白日依山[MASK]，黃河入海流。";
     const fillMask = JSON.parse(
       (await bertctl(["--json", "predict", "--model", "demo-bert", "--text", maskText, "--top-k", "5"], {
@@ -421,4 +463,3 @@ if (import.meta.main) {
     Deno.exit(1);
   }
 }
-

@@ -254,7 +254,10 @@ Deno.test("UploadCorpus + StartTrainVocab stream progress, publish a vocab that 
 Deno.test("ImportVocab without a case setting reads an uncased vocabulary uncased, a cased one cased", async () => {
   await withService(async (rpc) => {
     await rpc.unary("ImportVocab", { name: "uncased", vocab_txt: vocabBytes() });
-    const { encodings } = await rpc.unary("Tokenize", { vocab: "uncased", inputs: [{ text: "你好，BERT!" }] });
+    const { encodings } = await rpc.unary("Tokenize", {
+      vocab: "uncased",
+      inputs: [{ text: "你好，BERT!" }],
+    });
     assertEquals(encodings[0].ids, [101, 872, 1962, 8024, 8815, 8716, 106, 102]);
     const cased = new TextEncoder().encode("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nBert\nbert\n!\n");
     await rpc.unary("ImportVocab", { name: "cased", vocab_txt: cased });

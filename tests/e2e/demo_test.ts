@@ -53,7 +53,16 @@ Deno.test({
     assert(shards.parts.length >= 2, "shards manifest lists its parts");
     // The pretrained model: HF layout, and MLM accuracy rose above its first step.
     const bert = await onlyVersion(join(store, "models/demo-bert"));
-    for (const file of ["config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "lineage.json", "loss.svg"]) {
+    for (
+      const file of [
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+        "tokenizer.json",
+        "lineage.json",
+        "loss.svg",
+      ]
+    ) {
       assert((await Deno.stat(join(bert, file))).size > 0, `${file} in ${bert}`);
     }
     const pretrain = await readJson(join(bert, "metrics.json"));

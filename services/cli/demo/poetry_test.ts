@@ -36,7 +36,11 @@ Deno.test("buildDemoData() writes a corpus of documents and balanced labelled sp
   >[];
   assertEquals(train.length + evalRows.length, 160);
   assertEquals(new Set(evalRows.map((r) => r.label)), new Set(FORMS));
-  assertEquals(new Set(train.slice(0, 4).map((r) => r.label)), new Set(FORMS), "forms interleave from the start");
+  assertEquals(
+    new Set(train.slice(0, 4).map((r) => r.label)),
+    new Set(FORMS),
+    "forms interleave from the start",
+  );
   for (const row of train) {
     assertEquals(formOf({ title: "", author: "", paragraphs: [row.text!] }), row.label);
   }

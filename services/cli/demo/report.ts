@@ -59,7 +59,11 @@ async function latestVersion(storeDir: string, name: string): Promise<string | u
   return versions.sort().at(-1);
 }
 
-async function modelReport(storeDir: string, reportDir: string, name: string): Promise<ModelReport | undefined> {
+async function modelReport(
+  storeDir: string,
+  reportDir: string,
+  name: string,
+): Promise<ModelReport | undefined> {
   const version = await latestVersion(storeDir, name);
   if (!version) return undefined;
   const dir = join(storeDir, "models", name, version);
@@ -110,7 +114,9 @@ export async function writeReport(input: ReportInput): Promise<string> {
 
   const lines: string[] = [];
   lines.push("artifacts and their lineage:");
-  for (const a of artifacts) lines.push(`  ${a.kind.padEnd(7)} ${a.prefix.padEnd(36)} ← ${lineageLine(a.lineage)}`);
+  for (const a of artifacts) {
+    lines.push(`  ${a.kind.padEnd(7)} ${a.prefix.padEnd(36)} ← ${lineageLine(a.lineage)}`);
+  }
   for (const m of models) lines.push(`  model   ${m.prefix.padEnd(36)} ← ${lineageLine(m.lineage)}`);
   if (pretrained) {
     const mlm = pretrained.metrics.curves as Record<string, [number, number][]> | undefined;
@@ -131,7 +137,9 @@ export async function writeReport(input: ReportInput): Promise<string> {
     );
   }
   lines.push(
-    `${input.taskName}, ${ev.examples} held-out examples: accuracy bertforge ${percent(ev.bertforge.accuracy)} ` +
+    `${input.taskName}, ${ev.examples} held-out examples: accuracy bertforge ${
+      percent(ev.bertforge.accuracy)
+    } ` +
       `(macro F1 ${percent(ev.bertforge.macro_f1)}) | linear char-bigram ${percent(ev.linearAccuracy)} | ` +
       `majority class '${ev.majority.label}' ${percent(ev.majority.accuracy)}`,
   );
@@ -152,7 +160,9 @@ export async function writeReport(input: ReportInput): Promise<string> {
   const summary = lines.join("\n");
 
   const figure = (m: ModelReport) =>
-    m.pictures.map((p) => `<figure><img src="${p}" alt="${escapeXml(p)}"><figcaption>${escapeXml(p)}</figcaption></figure>`)
+    m.pictures.map((p) =>
+      `<figure><img src="${p}" alt="${escapeXml(p)}"><figcaption>${escapeXml(p)}</figcaption></figure>`
+    )
       .join("\n");
   const html = `<!doctype html>
 <html lang="en">
@@ -170,18 +180,28 @@ export async function writeReport(input: ReportInput): Promise<string> {
 </head>
 <body>
 <h1>bertforge demo report</h1>
-<p>Pretrained a BERT on the corpus, fine-tuned it on ${escapeXml(input.taskName)}, and served it over gRPC and HTTP.
-Generated ${new Date().toISOString()} in ${input.elapsedSeconds.toFixed(0)} s${input.quick ? " (quick mode)" : ""}.</p>
+<p>Pretrained a BERT on the corpus, fine-tuned it on ${
+    escapeXml(input.taskName)
+  }, and served it over gRPC and HTTP.
+Generated ${new Date().toISOString()} in ${input.elapsedSeconds.toFixed(0)} s${
+    input.quick ? " (quick mode)" : ""
+  }.</p>
 <h2>Results on ${ev.examples} held-out examples</h2>
 <table>
 <tr><th>model</th><th>accuracy</th><th>macro F1</th></tr>
-<tr><td>bertforge (${escapeXml(classifier?.prefix ?? "?")})</td><td class="good">${percent(ev.bertforge.accuracy)}</td><td>${
-    percent(ev.bertforge.macro_f1)
-  }</td></tr>
+<tr><td>bertforge (${escapeXml(classifier?.prefix ?? "?")})</td><td class="good">${
+    percent(ev.bertforge.accuracy)
+  }</td><td>${percent(ev.bertforge.macro_f1)}</td></tr>
 <tr><td>linear model on character unigrams + bigrams</td><td>${percent(ev.linearAccuracy)}</td><td></td></tr>
-<tr><td>majority class (${escapeXml(ev.majority.label)})</td><td>${percent(ev.majority.accuracy)}</td><td></td></tr>
+<tr><td>majority class (${escapeXml(ev.majority.label)})</td><td>${
+    percent(ev.majority.accuracy)
+  }</td><td></td></tr>
 </table>
-${models.map((m) => `<h2>${escapeXml(m.prefix)}</h2>\n<p>${escapeXml(lineageLine(m.lineage))}</p>\n${figure(m)}`).join("\n")}
+${
+    models.map((m) =>
+      `<h2>${escapeXml(m.prefix)}</h2>\n<p>${escapeXml(lineageLine(m.lineage))}</p>\n${figure(m)}`
+    ).join("\n")
+  }
 <h2>Summary</h2>
 <pre>${escapeXml(summary)}</pre>
 </body>
