@@ -11,7 +11,7 @@
  * The default corpus and task come from the npm package `chinese-poetry`: a fresh machine has them.
  */
 import { parseArgs } from "@std/cli";
-import { parse as parseCsv } from "@std/csv";
+import { parse as parseCsv, parseRows as parseCsvRows, stringify as stringifyCsv } from "@std/csv";
 import { fromFileUrl, join, resolve } from "@std/path";
 import { majorityBaseline, trainLinearBaseline } from "../shared/baseline/linear.ts";
 import { buildDemoData } from "./demo/poetry.ts";
@@ -238,13 +238,13 @@ async function main() {
     trainPath = resolve(train!);
     if (evalFile) evalPath = resolve(evalFile);
     else {
-      // Hold out every 5th row, as the built-in task does.
-      const rows = (await Deno.readTextFile(trainPath)).split(/\r?\n/);
-      const [header, ...body] = rows.filter((r) => r.trim());
+      // Hold out every 5th record, as the built-in task does (parsed as CSV: fields may hold newlines).
+      const [header, ...records] = parseCsvRows(await Deno.readTextFile(trainPath));
+      if (!header || records.length < 5) throw new Error(`${trainPath}: needs a header and at least 5 rows`);
       trainPath = join(WORK, "train.csv");
       evalPath = join(WORK, "eval.csv");
-      await Deno.writeTextFile(trainPath, [header, ...body.filter((_, i) => i % 5 !== 0)].join("\n") + "\n");
-      await Deno.writeTextFile(evalPath, [header, ...body.filter((_, i) => i % 5 === 0)].join("\n") + "\n");
+      await Deno.writeTextFile(trainPath, stringifyCsv([header, ...records.filter((_, i) => i % 5 !== 0)]));
+      await Deno.writeTextFile(evalPath, stringifyCsv([header, ...records.filter((_, i) => i % 5 === 0)]));
     }
     taskName = "your labels";
     console.log(`corpus ${corpusPath}, train ${trainPath}, eval ${evalPath}`);

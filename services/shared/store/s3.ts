@@ -145,7 +145,7 @@ export class S3Store extends BaseStore {
     await this.#ensureBucket();
     const hasher = new Sha256();
     const contentType = options.contentType ?? "application/octet-stream";
-    let part = new Uint8Array(this.#partSize);
+    const part = new Uint8Array(this.#partSize);
     let filled = 0;
     let upload: { id: string; etags: { part: number; etag: string }[] } | null = null;
 
@@ -180,8 +180,9 @@ export class S3Store extends BaseStore {
           filled += take;
           chunk = chunk.subarray(take);
           if (filled === part.byteLength) {
+            // One part buffer for the whole upload: sendPart has finished with it (retries included) when
+            // it returns, and a fresh buffer per part would leave the garbage collector a part per part.
             await sendPart(part);
-            part = new Uint8Array(this.#partSize);
             filled = 0;
           }
         }
