@@ -10,6 +10,7 @@
 import type { Logger } from "../shared/config/log.ts";
 import { AlreadyExists, InvalidArgument, NotFound } from "../shared/errors.ts";
 import { type JobEvent, JobManager, type JobRecord } from "../shared/jobs/jobs.ts";
+import { jobEventMessage, jobMessage } from "../shared/jobs/proto.ts";
 import type { CallContext, Handlers, Message } from "../shared/rpc/serve.ts";
 import { type PretrainInstance, ShardSet } from "../shared/shards/mod.ts";
 import {
@@ -51,13 +52,6 @@ export interface SharderOptions {
   /** The code version recorded in lineage. */
   codeVersion?: string;
 }
-
-const EVENT_TYPE: Record<string, string> = {
-  state: "JOB_EVENT_TYPE_STATE",
-  progress: "JOB_EVENT_TYPE_PROGRESS",
-  log: "JOB_EVENT_TYPE_LOG",
-  artifact: "JOB_EVENT_TYPE_ARTIFACT",
-};
 
 const num = (value: unknown): number => (typeof value === "string" ? Number(value) : (value as number) ?? 0);
 
@@ -202,26 +196,7 @@ export class Sharder {
     const spec = await this.manager.getSpec<BuildSpec>(record.id).catch(() => null);
     const result = record.result as BuildResult | undefined;
     return {
-      id: record.id,
-      kind: record.kind,
-      name: spec?.name ?? "",
-      state: `JOB_STATE_${record.state}`,
-      spec_json: spec ? JSON.stringify(spec) : "",
-      created_at: record.createdAt,
-      started_at: record.startedAt ?? "",
-      finished_at: record.finishedAt ?? "",
-      progress: record.progress
-        ? {
-          job_id: record.id,
-          type: "JOB_EVENT_TYPE_PROGRESS",
-          state: `JOB_STATE_${record.state}`,
-          step: String(record.progress.done),
-          total: String(record.progress.total ?? 0),
-          unit: record.progress.unit ?? "bytes",
-          metrics: {},
-        }
-        : null,
-      error: record.error ? `${record.error.code}: ${record.error.message}` : "",
+      ...jobMessage(record, spec, { unit: "bytes" }),
       outputs: result
         ? [{
           kind: "ARTIFACT_KIND_SHARDS",
@@ -230,8 +205,6 @@ export class Sharder {
           size_bytes: String(result.sizeBytes),
         }]
         : [],
-      queue_position: 0,
-      restarts: Math.max(0, record.attempt - 1),
     };
   }
 
@@ -388,21 +361,7 @@ function shardSetMessage(m: ShardManifest): Message {
 }
 
 function protoEvent(jobId: string, event: JobEvent, state: string, startedAt?: string): Message {
-  const out: Message = {
-    job_id: jobId,
-    seq: event.seq,
-    time: event.time,
-    type: EVENT_TYPE[event.type] ?? "JOB_EVENT_TYPE_LOG",
-    state: `JOB_STATE_${event.state ?? state}`,
-    message: event.message ?? "",
-    elapsed_seconds: startedAt ? Math.max(0, (Date.parse(event.time) - Date.parse(startedAt)) / 1000) : 0,
-    metrics: {},
-  };
-  if (event.progress) {
-    out.step = String(event.progress.done);
-    out.total = String(event.progress.total ?? 0);
-    out.unit = event.progress.unit ?? "bytes";
-  }
+  const out = jobEventMessage(jobId, event, state, { startedAt, unit: "bytes" });
   if (event.type === "artifact" && event.data?.name) {
     const name = String(event.data.name);
     out.artifact = { kind: "ARTIFACT_KIND_SHARDS", name, prefix: `${shardSetPrefix(name)}/` };

@@ -5,6 +5,7 @@
  */
 import { BertforgeError, FailedPrecondition, InvalidArgument, ResourceExhausted } from "../shared/errors.ts";
 import type { JobEvent, JobManager, JobRecord } from "../shared/jobs/mod.ts";
+import { jobEventMessage, jobMessage } from "../shared/jobs/proto.ts";
 import { type CallContext, type Handlers, type Message, receiveUpload } from "../shared/rpc/mod.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { ArtifactWriter } from "../shared/store/publish.ts";
@@ -287,26 +288,7 @@ export class TokenizerService {
     const spec = await this.jobs.getSpec<{ name?: string }>(record.id).catch(() => null);
     const result = record.result as { vocab?: string; sha256?: string } | undefined;
     return {
-      id: record.id,
-      kind: record.kind,
-      name: spec?.name ?? "",
-      state: `JOB_STATE_${record.state}`,
-      spec_json: spec ? JSON.stringify(spec) : "",
-      created_at: record.createdAt,
-      started_at: record.startedAt ?? "",
-      finished_at: record.finishedAt ?? "",
-      progress: record.progress
-        ? {
-          job_id: record.id,
-          type: "JOB_EVENT_TYPE_PROGRESS",
-          state: `JOB_STATE_${record.state}`,
-          step: String(record.progress.done),
-          total: String(record.progress.total ?? 0),
-          unit: record.progress.unit ?? "",
-          metrics: {},
-        }
-        : null,
-      error: record.error ? `${record.error.code}: ${record.error.message}` : "",
+      ...jobMessage(record, spec, { unit: "" }),
       outputs: result?.vocab
         ? [{
           kind: "ARTIFACT_KIND_VOCAB",
@@ -315,8 +297,6 @@ export class TokenizerService {
           sha256: result.sha256 ?? "",
         }]
         : [],
-      queue_position: 0,
-      restarts: Math.max(0, record.attempt - 1),
     };
   }
 
@@ -332,29 +312,8 @@ export class TokenizerService {
   }
 }
 
-const EVENT_TYPES: Record<string, string> = {
-  state: "JOB_EVENT_TYPE_STATE",
-  progress: "JOB_EVENT_TYPE_PROGRESS",
-  log: "JOB_EVENT_TYPE_LOG",
-  artifact: "JOB_EVENT_TYPE_ARTIFACT",
-};
-
 function eventMessage(jobId: string, event: JobEvent, state: string, startedAt?: string): Message {
-  const out: Message = {
-    job_id: jobId,
-    seq: event.seq,
-    time: event.time,
-    type: EVENT_TYPES[event.type] ?? "JOB_EVENT_TYPE_LOG",
-    state: `JOB_STATE_${event.state ?? state}`,
-    message: event.message ?? "",
-    elapsed_seconds: startedAt ? Math.max(0, (Date.parse(event.time) - Date.parse(startedAt)) / 1000) : 0,
-    metrics: {},
-  };
-  if (event.progress) {
-    out.step = String(event.progress.done);
-    out.total = String(event.progress.total ?? 0);
-    out.unit = event.progress.unit ?? "";
-  }
+  const out = jobEventMessage(jobId, event, state, { startedAt, unit: "" });
   const vocab = (event.data as { vocab?: VocabInfo } | undefined)?.vocab;
   if (event.type === "artifact" && vocab) {
     out.artifact = {

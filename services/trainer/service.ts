@@ -5,6 +5,7 @@
  * complete checkpoint when the service starts again.
  */
 import { type JobEvent, type JobEventInput, JobManager, type JobRecord } from "../shared/jobs/jobs.ts";
+import { jobEventMessage, jobMessage, jobProgressMessage } from "../shared/jobs/proto.ts";
 import type { CallContext, Handlers, Message } from "../shared/rpc/serve.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
@@ -161,15 +162,6 @@ export function toJobEvent(event: TrainerEvent): JobEventInput {
   }
 }
 
-const EVENT_TYPE: Record<string, string> = {
-  state: "JOB_EVENT_TYPE_STATE",
-  progress: "JOB_EVENT_TYPE_PROGRESS",
-  eval: "JOB_EVENT_TYPE_EVAL",
-  checkpoint: "JOB_EVENT_TYPE_CHECKPOINT",
-  log: "JOB_EVENT_TYPE_LOG",
-  artifact: "JOB_EVENT_TYPE_ARTIFACT",
-};
-
 function modelRef(
   model: { name: string; version: string; prefix?: string; sha256?: string; sizeBytes?: number },
 ) {
@@ -186,21 +178,7 @@ function modelRef(
 /** A stored job event → common.proto JobEvent. */
 export function protoEvent(jobId: string, event: JobEvent, state: string, startedAt?: string): Message {
   const data = (event.data ?? {}) as Record<string, unknown> & Partial<TrainerEvent>;
-  const out: Message = {
-    job_id: jobId,
-    seq: event.seq,
-    time: event.time,
-    type: EVENT_TYPE[event.type] ?? "JOB_EVENT_TYPE_LOG",
-    state: `JOB_STATE_${event.state ?? state}`,
-    message: event.message ?? "",
-    elapsed_seconds: startedAt ? Math.max(0, (Date.parse(event.time) - Date.parse(startedAt)) / 1000) : 0,
-    metrics: {},
-  };
-  if (event.progress) {
-    out.step = String(event.progress.done);
-    out.total = String(event.progress.total ?? 0);
-    out.unit = event.progress.unit ?? "steps";
-  }
+  const out = jobEventMessage(jobId, event, state, { startedAt, unit: "steps" });
   if (data.type === "step") {
     out.loss = data.loss;
     out.learning_rate = data.learningRate;
@@ -400,17 +378,7 @@ export class Trainer {
   async jobMessage(record: JobRecord): Promise<Message> {
     const spec = await this.manager.getSpec<StoredSpec>(record.id).catch(() => null);
     const result = record.result as JobOutcome | undefined;
-    const progress: Message | null = this.#lastProgress.get(record.id) ?? (record.progress
-      ? {
-        job_id: record.id,
-        type: "JOB_EVENT_TYPE_PROGRESS",
-        state: `JOB_STATE_${record.state}`,
-        step: String(record.progress.done),
-        total: String(record.progress.total ?? 0),
-        unit: record.progress.unit ?? "steps",
-        metrics: {},
-      }
-      : null);
+    const progress = this.#lastProgress.get(record.id) ?? jobProgressMessage(record, "steps");
     let queuePosition = 0;
     if (record.state === "QUEUED") {
       const { jobs } = await this.manager.list({ state: "QUEUED", pageSize: 1000 });
@@ -418,19 +386,9 @@ export class Trainer {
       queuePosition = queued.indexOf(record.id) + 1;
     }
     return {
-      id: record.id,
-      kind: record.kind,
-      name: spec?.name ?? "",
-      state: `JOB_STATE_${record.state}`,
-      spec_json: spec ? JSON.stringify(spec) : "",
-      created_at: record.createdAt,
-      started_at: record.startedAt ?? "",
-      finished_at: record.finishedAt ?? "",
-      progress,
-      error: record.error ? `${record.error.code}: ${record.error.message}` : "",
+      ...jobMessage(record, spec, { unit: "steps", progress }),
       outputs: result?.model ? [modelRef(result.model)] : [],
       queue_position: queuePosition,
-      restarts: Math.max(0, record.attempt - 1),
     };
   }
 

@@ -30,3 +30,4 @@
  * @module
  */
 export * from "./jobs.ts";
+export * from "./proto.ts";
