@@ -28,6 +28,7 @@ import {
   curvePictures,
   type JobOutcome,
   lineageJson,
+  publishedModelRef,
   type TrainerJobContext,
 } from "./jobs.ts";
 import { loadModel, publishModel, validateName } from "./models.ts";
@@ -403,15 +404,8 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
       },
       metadata: { source: "trained", job_id: ctx.jobId, metrics },
     });
-    const weightsPart = published.manifest.parts.find((p) => p.name === "model.safetensors");
     return {
-      model: {
-        name: published.name,
-        version: published.version,
-        prefix: published.prefix,
-        ...(weightsPart ? { sha256: weightsPart.sha256 } : {}),
-        sizeBytes: published.manifest.parts.reduce((a, p) => a + p.size, 0),
-      },
+      model: publishedModelRef(published),
       metrics,
       tokensPerSecond: result.tokensPerSecond,
       steps: result.step,

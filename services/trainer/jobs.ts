@@ -5,6 +5,7 @@
 import type { Engine, EngineOptions } from "../shared/engine/engine.ts";
 import { createEngine, requestedBackend } from "../shared/engine/select.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
+import type { Manifest } from "../shared/store/publish.ts";
 import { lossCurveSvg, metricCurvesSvg, type Point } from "../shared/report/svg.ts";
 import type { LoopState, TrainerEvent } from "./loop.ts";
 
@@ -26,6 +27,20 @@ export interface JobOutcome {
   metrics: Record<string, number>;
   tokensPerSecond: number;
   steps: number;
+}
+
+/** The reference a job returns for the model version it published: weights hash and total size. */
+export function publishedModelRef(
+  published: { name: string; version: string; prefix: string; manifest: Manifest },
+): JobOutcome["model"] {
+  const weightsPart = published.manifest.parts.find((p) => p.name === "model.safetensors");
+  return {
+    name: published.name,
+    version: published.version,
+    prefix: published.prefix,
+    ...(weightsPart ? { sha256: weightsPart.sha256 } : {}),
+    sizeBytes: published.manifest.parts.reduce((a, p) => a + p.size, 0),
+  };
 }
 
 export type JobEngineOptions = EngineOptions & { backend?: string; log?: (message: string) => void };

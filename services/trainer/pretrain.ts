@@ -20,6 +20,7 @@ import {
   curvePictures,
   type JobOutcome,
   lineageJson,
+  publishedModelRef,
   type TrainerJobContext,
 } from "./jobs.ts";
 import { loadModel, publishModel, validateName } from "./models.ts";
@@ -375,15 +376,8 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
       },
       metadata: { source: "trained", job_id: ctx.jobId, metrics },
     });
-    const weightsPart = published.manifest.parts.find((p) => p.name === "model.safetensors");
     return {
-      model: {
-        name: published.name,
-        version: published.version,
-        prefix: published.prefix,
-        ...(weightsPart ? { sha256: weightsPart.sha256 } : {}),
-        sizeBytes: published.manifest.parts.reduce((a, p) => a + p.size, 0),
-      },
+      model: publishedModelRef(published),
       metrics,
       tokensPerSecond: result.tokensPerSecond,
       steps: result.step,
