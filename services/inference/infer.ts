@@ -227,6 +227,10 @@ function codePoints(text: string): string[] {
 // ------------------------------------------------------------------------------------------ the service core
 
 type Task = ModelInstance["head"]["task"];
+/** One input text and the request field it came from (for error messages). */
+type TextItem = { text: string; field: string };
+/** What every operation's run returns: the model it ran on, one result per input, and timings. */
+type Run = { instance: ModelInstance; results: Message[]; timing: Timing };
 
 export class Inference {
   constructor(
@@ -358,22 +362,31 @@ export class Inference {
     };
   }
 
-  async classify(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const text = textField(request.text, "text");
-    const { instance, results, timing } = await this.#classify(request, call, "Classify", [{
-      text,
+  /** A single-text call: `text` validated, the run's one result answered as `result`. */
+  async #answerOne(request: Message, run: (items: TextItem[]) => Promise<Run>): Promise<Answer> {
+    const { instance, results, timing } = await run([{
+      text: textField(request.text, "text"),
       field: "text",
     }]);
     return { response: { model: this.#modelRef(instance), result: results[0] }, timing };
   }
 
-  async classifyBatch(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const texts = this.#batchList(request.texts, "texts").map((t, i) => ({
+  /** A batch call: every `texts[i]` validated, all the run's results answered as `results`. */
+  async #answerBatch(request: Message, run: (items: TextItem[]) => Promise<Run>): Promise<Answer> {
+    const items = this.#batchList(request.texts, "texts").map((t, i) => ({
       text: textField(t, `texts[${i}]`),
       field: `texts[${i}]`,
     }));
-    const { instance, results, timing } = await this.#classify(request, call, "ClassifyBatch", texts);
+    const { instance, results, timing } = await run(items);
     return { response: { model: this.#modelRef(instance), results }, timing };
+  }
+
+  async classify(request: Message, call: CallOptions = {}): Promise<Answer> {
+    return await this.#answerOne(request, (items) => this.#classify(request, call, "Classify", items));
+  }
+
+  async classifyBatch(request: Message, call: CallOptions = {}): Promise<Answer> {
+    return await this.#answerBatch(request, (items) => this.#classify(request, call, "ClassifyBatch", items));
   }
 
   #pairInput(value: unknown, field: string): { text: string; pair: string; field: string } {
@@ -432,18 +445,11 @@ export class Inference {
   }
 
   async tag(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const text = textField(request.text, "text");
-    const { instance, results, timing } = await this.#tag(request, call, "Tag", [{ text, field: "text" }]);
-    return { response: { model: this.#modelRef(instance), result: results[0] }, timing };
+    return await this.#answerOne(request, (items) => this.#tag(request, call, "Tag", items));
   }
 
   async tagBatch(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const texts = this.#batchList(request.texts, "texts").map((t, i) => ({
-      text: textField(t, `texts[${i}]`),
-      field: `texts[${i}]`,
-    }));
-    const { instance, results, timing } = await this.#tag(request, call, "TagBatch", texts);
-    return { response: { model: this.#modelRef(instance), results }, timing };
+    return await this.#answerBatch(request, (items) => this.#tag(request, call, "TagBatch", items));
   }
 
   // ---- FillMask
@@ -509,21 +515,11 @@ export class Inference {
   }
 
   async fillMask(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const text = textField(request.text, "text");
-    const { instance, results, timing } = await this.#fillMask(request, call, "FillMask", [{
-      text,
-      field: "text",
-    }]);
-    return { response: { model: this.#modelRef(instance), result: results[0] }, timing };
+    return await this.#answerOne(request, (items) => this.#fillMask(request, call, "FillMask", items));
   }
 
   async fillMaskBatch(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const texts = this.#batchList(request.texts, "texts").map((t, i) => ({
-      text: textField(t, `texts[${i}]`),
-      field: `texts[${i}]`,
-    }));
-    const { instance, results, timing } = await this.#fillMask(request, call, "FillMaskBatch", texts);
-    return { response: { model: this.#modelRef(instance), results }, timing };
+    return await this.#answerBatch(request, (items) => this.#fillMask(request, call, "FillMaskBatch", items));
   }
 
   // ---- Embed
@@ -580,18 +576,11 @@ export class Inference {
   }
 
   async embed(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const text = textField(request.text, "text");
-    const { instance, results, timing } = await this.#embed(request, call, [{ text, field: "text" }]);
-    return { response: { model: this.#modelRef(instance), result: results[0] }, timing };
+    return await this.#answerOne(request, (items) => this.#embed(request, call, items));
   }
 
   async embedBatch(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const texts = this.#batchList(request.texts, "texts").map((t, i) => ({
-      text: textField(t, `texts[${i}]`),
-      field: `texts[${i}]`,
-    }));
-    const { instance, results, timing } = await this.#embed(request, call, texts);
-    return { response: { model: this.#modelRef(instance), results }, timing };
+    return await this.#answerBatch(request, (items) => this.#embed(request, call, items));
   }
 
   // ---- Tokenize
@@ -756,18 +745,11 @@ export class Inference {
   }
 
   async zeroShot(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const text = textField(request.text, "text");
-    const { instance, results, timing } = await this.#zeroShot(request, call, [{ text, field: "text" }]);
-    return { response: { model: this.#modelRef(instance), result: results[0] }, timing };
+    return await this.#answerOne(request, (items) => this.#zeroShot(request, call, items));
   }
 
   async zeroShotBatch(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const texts = this.#batchList(request.texts, "texts").map((t, i) => ({
-      text: textField(t, `texts[${i}]`),
-      field: `texts[${i}]`,
-    }));
-    const { instance, results, timing } = await this.#zeroShot(request, call, texts);
-    return { response: { model: this.#modelRef(instance), results }, timing };
+    return await this.#answerBatch(request, (items) => this.#zeroShot(request, call, items));
   }
 }
 
