@@ -99,6 +99,14 @@ export class Context {
   }
 }
 
+/** The MODEL[@VERSION] argument of the `models` commands; an empty version means the latest. */
+function positionalModel(ctx: Context): { name: string; version: string } {
+  const ref = ctx.positional[0];
+  if (!ref) throw new UsageError("give the model name");
+  const [name = "", version = ""] = ref.split("@");
+  return { name, version };
+}
+
 interface CommandSpec {
   /** `vocab train` */
   name: string;
@@ -932,14 +940,12 @@ const COMMANDS: CommandSpec[] = [
     strings: ["format", "out"],
     service: "trainer",
     async run(ctx) {
-      const ref = ctx.positional[0];
-      if (!ref) throw new UsageError("give the model name");
+      const { name, version } = positionalModel(ctx);
       const format = ctx.required("format");
       if (format !== "hf" && format !== "onnx") {
         throw new UsageError(`--format must be hf or onnx: got "${format}"`);
       }
       const out = ctx.required("out");
-      const [name, version = ""] = ref.split("@");
       await Deno.mkdir(out, { recursive: true });
       let summary: Message | undefined;
       const written = await saveDownload(
@@ -959,9 +965,7 @@ const COMMANDS: CommandSpec[] = [
     usage: "models info MODEL[@VERSION]",
     service: "inference",
     async run(ctx) {
-      const ref = ctx.positional[0];
-      if (!ref) throw new UsageError("give the model name");
-      const [name, version = ""] = ref.split("@");
+      const { name, version } = positionalModel(ctx);
       const info = await ctx.client("inference").unary("ModelInfo", { model: { name, version } });
       if (ctx.out.json) ctx.out.jsonLine(info);
       else ctx.out.line(JSON.stringify(info, null, 2));
@@ -974,9 +978,7 @@ const COMMANDS: CommandSpec[] = [
     booleans: ["default"],
     service: "inference",
     async run(ctx) {
-      const ref = ctx.positional[0];
-      if (!ref) throw new UsageError("give the model name");
-      const [name, version = ""] = ref.split("@");
+      const { name, version } = positionalModel(ctx);
       const response = await ctx.client("inference").unary("Load", {
         model: { name, version },
         backend: ctx.string("backend") ?? "",
@@ -998,9 +1000,7 @@ const COMMANDS: CommandSpec[] = [
     usage: "models unload MODEL[@VERSION]",
     service: "inference",
     async run(ctx) {
-      const ref = ctx.positional[0];
-      if (!ref) throw new UsageError("give the model name");
-      const [name, version = ""] = ref.split("@");
+      const { name, version } = positionalModel(ctx);
       const response = await ctx.client("inference").unary("Unload", { model: { name, version } });
       if (ctx.out.json) ctx.out.jsonLine(response);
       else ctx.out.line(`unloaded ${name}`);
