@@ -6,13 +6,14 @@
  * @module
  */
 import type { Jieba } from "@node-rs/jieba";
-import { type PretrainInstance, recordBytes, writeRecord } from "../shared/shards/format.ts";
+import { recordBytesOf, writeRecordFields } from "../shared/shards/format.ts";
 import type { MaskingSettings } from "../shared/shards/masking.ts";
 import { Rng } from "../shared/shards/rng.ts";
 import { CJK, classifyCodePoint } from "../shared/wordpiece/basic.ts";
 import type { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
 import {
-  createInstancesFromDocument,
+  type AssembledInstance,
+  assembleInstancesFromDocument,
   type Document,
   type InstanceSettings,
   sentenceCount,
@@ -233,25 +234,43 @@ class RecordBuffer {
   bytes = new Uint8Array(1 << 20);
   view = new DataView(this.bytes.buffer);
   length = 0;
-  offsets: number[] = [];
+  offsets = new Uint32Array(1 << 14);
+  count = 0;
 
   constructor(readonly idBytes: 2 | 4) {}
 
   reset(): void {
     this.length = 0;
-    this.offsets.length = 0;
+    this.count = 0;
   }
 
-  add(instance: PretrainInstance): void {
-    const need = recordBytes(instance, this.idBytes);
+  add(x: AssembledInstance): void {
+    const need = recordBytesOf(x.length, x.masked, this.idBytes, x.wholeWord);
     if (this.length + need > this.bytes.length) {
       const grown = new Uint8Array(Math.max(this.bytes.length * 2, this.length + need));
       grown.set(this.bytes.subarray(0, this.length));
       this.bytes = grown;
       this.view = new DataView(grown.buffer);
     }
-    this.offsets.push(this.length);
-    this.length = writeRecord(this.view, this.length, instance, this.idBytes);
+    if (this.count === this.offsets.length) {
+      const grown = new Uint32Array(this.offsets.length * 2);
+      grown.set(this.offsets);
+      this.offsets = grown;
+    }
+    this.offsets[this.count++] = this.length;
+    this.length = writeRecordFields(
+      this.view,
+      this.length,
+      x.ids,
+      x.length,
+      x.segmentALength,
+      x.isRandomNext,
+      x.positions,
+      x.labels,
+      x.masked,
+      x.wholeWord ? x.wordStarts : undefined,
+      this.idBytes,
+    );
   }
 }
 
@@ -356,31 +375,35 @@ function instancesOf(
   rng.shuffle(documents);
   const buffer = workspace.records;
   buffer.reset();
-  const emit = (instance: PretrainInstance) => {
-    buffer.add(instance);
-    stats.instances++;
-    stats.tokens += instance.inputIds.length;
-    stats.maskedTokens += instance.maskedPositions.length;
-    if (instance.isRandomNext) stats.randomNext++;
+  const emit = (x: AssembledInstance) => {
+    buffer.add(x);
+    stats.tokens += x.length;
+    stats.maskedTokens += x.masked;
+    if (x.isRandomNext) stats.randomNext++;
   };
   for (let dupe = 0; dupe < settings.dupeFactor; dupe++) {
     for (let d = 0; d < documents.length; d++) {
-      createInstancesFromDocument(documents, d, instanceSettings, rng, emit);
+      assembleInstancesFromDocument(documents, d, instanceSettings, rng, emit);
     }
   }
+  const count = buffer.count;
+  stats.instances = count;
 
   // The reference shuffles its instances before writing; records are moved, not re-encoded.
-  const order = Array.from(buffer.offsets.keys());
+  const order = new Uint32Array(count);
+  for (let k = 0; k < count; k++) order[k] = k;
   rng.shuffle(order);
   const records = new Uint8Array(buffer.length);
-  const offsets = new Uint32Array(order.length);
+  const offsets = new Uint32Array(count);
+  const source = buffer.bytes, starts = buffer.offsets;
   let at = 0;
-  order.forEach((k, i) => {
-    const start = buffer.offsets[k]!;
-    const end = k + 1 < buffer.offsets.length ? buffer.offsets[k + 1]! : buffer.length;
+  for (let i = 0; i < count; i++) {
+    const k = order[i]!;
+    const start = starts[k]!;
+    const end = k + 1 < count ? starts[k + 1]! : buffer.length;
     offsets[i] = at;
-    records.set(buffer.bytes.subarray(start, end), at);
+    records.set(source.subarray(start, end), at);
     at += end - start;
-  });
+  }
   return { records, offsets, stats };
 }

@@ -10,12 +10,7 @@
  * @module
  */
 import type { PretrainInstance } from "../shared/shards/format.ts";
-import {
-  createMaskedLmPredictions,
-  type MaskingScratch,
-  maskingScratch,
-  type MaskingSettings,
-} from "../shared/shards/masking.ts";
+import { type MaskingSettings, maskInPlace } from "../shared/shards/masking.ts";
 import type { Rng } from "../shared/shards/rng.ts";
 
 /**
@@ -41,10 +36,10 @@ export interface InstanceSettings {
   masking: MaskingSettings;
 }
 
-/** A token window [lo, hi) over a reusable array: truncation from either end moves the bounds. */
+/** A token window [lo, hi) of a document's ids (no copy): truncation from either end moves the bounds. */
 class Segment {
-  ids: number[] = [];
-  wordStarts: number[] = [];
+  ids: Uint32Array = NO_IDS;
+  wordStarts: Uint8Array = NO_WORD_STARTS;
   lo = 0;
   hi = 0;
 
@@ -52,22 +47,16 @@ class Segment {
     return this.hi - this.lo;
   }
 
-  reset(): void {
-    this.ids.length = 0;
-    this.wordStarts.length = 0;
-    this.lo = this.hi = 0;
-  }
-
-  /** Appends sentence `j` of `document`. */
-  extend(document: Document, j: number): void {
-    const from = document.sentenceStarts[j]!, to = document.sentenceStarts[j + 1]!;
-    for (let t = from; t < to; t++) {
-      this.ids.push(document.ids[t]!);
-      this.wordStarts.push(document.wordStarts[t]!);
-    }
-    this.hi = this.ids.length;
+  /** Sentences [from, to) of `document`. */
+  take(document: Document, from: number, to: number): void {
+    this.ids = document.ids;
+    this.wordStarts = document.wordStarts;
+    this.lo = document.sentenceStarts[from]!;
+    this.hi = document.sentenceStarts[to]!;
   }
 }
+const NO_IDS = new Uint32Array(0);
+const NO_WORD_STARTS = new Uint8Array(0);
 
 /** Truncates a pair of sequences to a maximum sequence length (the reference's `truncate_seq_pair`). */
 export function truncateSeqPair(a: Segment, b: Segment, maxNumTokens: number, rng: Rng): void {
@@ -83,19 +72,48 @@ export function truncateSeqPair(a: Segment, b: Segment, maxNumTokens: number, rn
 const segmentA = new Segment();
 const segmentB = new Segment();
 
-/** Buffers reused by every instance of a thread (an instance passed to `out` is valid during the call only). */
-let scratch: { length: number; ids: Uint32Array; wordStarts: Uint8Array; masking: MaskingScratch } | null =
-  null;
-function scratchFor(maxSeqLength: number) {
-  if (!scratch || scratch.length < maxSeqLength) {
-    scratch = {
-      length: maxSeqLength,
-      ids: new Uint32Array(maxSeqLength),
-      wordStarts: new Uint8Array(maxSeqLength),
-      masking: maskingScratch(maxSeqLength),
-    };
+/**
+ * One instance in reusable buffers (the build encodes it straight from them): `ids` (masked),
+ * `wordStarts`, `positions` and `labels` hold `length`, `length`, `masked` and `masked` valid entries.
+ */
+export class AssembledInstance {
+  length = 0;
+  segmentALength = 0;
+  isRandomNext = false;
+  masked = 0;
+  /** Whether the instance keeps its word starts (whole-word masking). */
+  wholeWord = false;
+  readonly ids: Uint32Array;
+  readonly wordStarts: Uint8Array;
+  readonly positions: Uint16Array;
+  readonly labels: Uint32Array;
+
+  constructor(readonly capacity: number) {
+    this.ids = new Uint32Array(capacity);
+    this.wordStarts = new Uint8Array(capacity);
+    this.positions = new Uint16Array(capacity);
+    this.labels = new Uint32Array(capacity);
   }
-  return scratch;
+
+  /** The instance as views into the buffers (valid until the next instance is assembled). */
+  view(): PretrainInstance {
+    const instance: PretrainInstance = {
+      inputIds: this.ids.subarray(0, this.length),
+      segmentALength: this.segmentALength,
+      isRandomNext: this.isRandomNext,
+      maskedPositions: this.positions.subarray(0, this.masked),
+      maskedLabels: this.labels.subarray(0, this.masked),
+    };
+    if (this.wholeWord) instance.wordStarts = this.wordStarts.subarray(0, this.length);
+    return instance;
+  }
+}
+
+/** The instance buffers of this thread, reused by every instance. */
+let assembled: AssembledInstance | null = null;
+function assembledFor(maxSeqLength: number): AssembledInstance {
+  if (!assembled || assembled.capacity < maxSeqLength) assembled = new AssembledInstance(maxSeqLength);
+  return assembled;
 }
 
 /**
@@ -109,6 +127,20 @@ export function createInstancesFromDocument(
   settings: InstanceSettings,
   rng: Rng,
   out: (instance: PretrainInstance) => void,
+): void {
+  assembleInstancesFromDocument(documents, documentIndex, settings, rng, (x) => out(x.view()));
+}
+
+/**
+ * {@linkcode createInstancesFromDocument} without an object per instance: `out` gets the thread's
+ * {@linkcode AssembledInstance}, overwritten by the next instance.
+ */
+export function assembleInstancesFromDocument(
+  documents: readonly Document[],
+  documentIndex: number,
+  settings: InstanceSettings,
+  rng: Rng,
+  out: (instance: AssembledInstance) => void,
 ): void {
   const document = documents[documentIndex]!;
   const sentences = sentenceCount(document);
@@ -135,9 +167,7 @@ export function createInstancesFromDocument(
       let aEnd = 1;
       if (chunkLength >= 2) aEnd = rng.randint(1, chunkLength - 1);
       const a = segmentA, b = segmentB;
-      a.reset();
-      b.reset();
-      for (let j = 0; j < aEnd; j++) a.extend(document, chunkFrom + j);
+      a.take(document, chunkFrom, chunkFrom + aEnd);
 
       let isRandomNext = false;
       if (chunkLength === 1 || rng.random() < settings.randomNextProb) {
@@ -152,14 +182,17 @@ export function createInstancesFromDocument(
         const randomDocument = documents[randomDocumentIndex]!;
         const randomSentences = sentenceCount(randomDocument);
         const randomStart = rng.randint(0, randomSentences - 1);
-        for (let j = randomStart; j < randomSentences; j++) {
-          b.extend(randomDocument, j);
-          if (b.size >= targetBLength) break;
+        // Sentences from randomStart until B holds targetBLength tokens (or the document ends).
+        const randomStarts = randomDocument.sentenceStarts;
+        let end = randomStart + 1;
+        while (end < randomSentences && randomStarts[end]! - randomStarts[randomStart]! < targetBLength) {
+          end++;
         }
+        b.take(randomDocument, randomStart, end);
         // The sentences of the chunk that B did not use are "put back" so they are not wasted.
         i -= chunkLength - aEnd;
       } else {
-        for (let j = aEnd; j < chunkLength; j++) b.extend(document, chunkFrom + j);
+        b.take(document, chunkFrom + aEnd, chunkFrom + chunkLength);
       }
       truncateSeqPair(a, b, maxNumTokens, rng);
       // Sentences are never empty and truncation cuts the longer side, so both keep a token.
@@ -172,37 +205,37 @@ export function createInstancesFromDocument(
   }
 }
 
-/** `[CLS] A [SEP] B [SEP]`, then the masked LM predictions; arrays are views into the thread's scratch. */
+/** `[CLS] A [SEP] B [SEP]`, then the masked LM predictions, in the thread's instance buffers. */
 function assemble(
   a: Segment,
   b: Segment,
   isRandomNext: boolean,
   settings: InstanceSettings,
   rng: Rng,
-): PretrainInstance {
+): AssembledInstance {
   const masking = settings.masking;
-  const length = a.size + b.size + 3;
-  const buffers = scratchFor(settings.maxSeqLength);
-  const ids = buffers.ids.subarray(0, length);
-  const wordStarts = buffers.wordStarts.subarray(0, length).fill(1);
+  const x = assembledFor(settings.maxSeqLength);
+  const ids = x.ids, wordStarts = x.wordStarts;
   ids[0] = masking.clsId;
+  wordStarts[0] = 1;
   let at = 1;
-  for (const part of [a, b]) {
-    for (let t = part.lo; t < part.hi; t++, at++) {
-      ids[at] = part.ids[t]!;
-      // A segment cut at the front may open on a continuation; it still starts a word of its own.
-      wordStarts[at] = t === part.lo ? 1 : part.wordStarts[t]!;
-    }
-    ids[at++] = masking.sepId;
+  // A segment cut at the front may open on a continuation; it still starts a word of its own.
+  for (let t = a.lo, source = a.ids, starts = a.wordStarts; t < a.hi; t++, at++) {
+    ids[at] = source[t]!;
+    wordStarts[at] = t === a.lo ? 1 : starts[t]!;
   }
-  const masked = createMaskedLmPredictions(ids, wordStarts, masking, rng, buffers.masking);
-  const instance: PretrainInstance = {
-    inputIds: masked.inputIds,
-    segmentALength: a.size + 2,
-    isRandomNext,
-    maskedPositions: masked.positions,
-    maskedLabels: masked.labels,
-  };
-  if (masking.wholeWord) instance.wordStarts = wordStarts;
-  return instance;
+  ids[at] = masking.sepId;
+  wordStarts[at++] = 1;
+  for (let t = b.lo, source = b.ids, starts = b.wordStarts; t < b.hi; t++, at++) {
+    ids[at] = source[t]!;
+    wordStarts[at] = t === b.lo ? 1 : starts[t]!;
+  }
+  ids[at] = masking.sepId;
+  wordStarts[at++] = 1;
+  x.length = at;
+  x.segmentALength = a.size + 2;
+  x.isRandomNext = isRandomNext;
+  x.wholeWord = masking.wholeWord;
+  x.masked = maskInPlace(ids, at, wordStarts, masking, rng, x.positions, x.labels);
+  return x;
 }

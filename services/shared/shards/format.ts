@@ -67,9 +67,17 @@ export function idBytesFor(vocabSize: number): 2 | 4 {
 
 /** Size in bytes of one encoded record. */
 export function recordBytes(instance: PretrainInstance, idBytes: number): number {
-  const length = instance.inputIds.length;
-  const masked = instance.maskedPositions.length;
-  return 8 + length * idBytes + masked * (2 + idBytes) + (instance.wordStarts ? (length + 7) >> 3 : 0);
+  return recordBytesOf(
+    instance.inputIds.length,
+    instance.maskedPositions.length,
+    idBytes,
+    !!instance.wordStarts,
+  );
+}
+
+/** Size in bytes of a record of `length` tokens and `masked` predictions. */
+export function recordBytesOf(length: number, masked: number, idBytes: number, wordStarts: boolean): number {
+  return 8 + length * idBytes + masked * (2 + idBytes) + (wordStarts ? (length + 7) >> 3 : 0);
 }
 
 /** Encodes one instance at `offset` of `view`; returns the offset after it. */
@@ -80,50 +88,77 @@ export function writeRecord(
   idBytes: number,
 ): number {
   const { inputIds, maskedPositions, maskedLabels, wordStarts } = instance;
-  const length = inputIds.length;
-  const masked = maskedPositions.length;
-  if (length > 0xffff) throw new InvalidArgument(`instance length must be <= 65535: got ${length}`);
-  if (maskedLabels.length !== masked) {
+  if (maskedLabels.length !== maskedPositions.length) {
     throw new InvalidArgument(
-      `maskedLabels must match maskedPositions: ${maskedLabels.length} labels for ${masked} positions`,
+      `maskedLabels must match maskedPositions: ${maskedLabels.length} labels for ${maskedPositions.length} positions`,
     );
   }
-  view.setUint16(offset, length, true);
-  view.setUint16(offset + 2, instance.segmentALength, true);
-  view.setUint8(
-    offset + 4,
-    (instance.isRandomNext ? FLAG_RANDOM_NEXT : 0) | (wordStarts ? FLAG_WORD_STARTS : 0),
+  return writeRecordFields(
+    view,
+    offset,
+    inputIds,
+    inputIds.length,
+    instance.segmentALength,
+    instance.isRandomNext,
+    maskedPositions,
+    maskedLabels,
+    maskedPositions.length,
+    wordStarts,
+    idBytes,
   );
+}
+
+/**
+ * {@linkcode writeRecord} from the fields of an instance held in reusable buffers: the first `length`
+ * ids (and word starts, when given) and the first `masked` positions and labels.
+ */
+export function writeRecordFields(
+  view: DataView,
+  offset: number,
+  inputIds: Uint32Array,
+  length: number,
+  segmentALength: number,
+  isRandomNext: boolean,
+  maskedPositions: Uint16Array,
+  maskedLabels: Uint32Array,
+  masked: number,
+  wordStarts: Uint8Array | undefined,
+  idBytes: number,
+): number {
+  if (length > 0xffff) throw new InvalidArgument(`instance length must be <= 65535: got ${length}`);
+  view.setUint16(offset, length, true);
+  view.setUint16(offset + 2, segmentALength, true);
+  view.setUint8(offset + 4, (isRandomNext ? FLAG_RANDOM_NEXT : 0) | (wordStarts ? FLAG_WORD_STARTS : 0));
   view.setUint8(offset + 5, 0);
   view.setUint16(offset + 6, masked, true);
   let at = offset + 8;
-  at = writeIds(view, at, inputIds, idBytes);
+  at = writeIds(view, at, inputIds, length, idBytes);
   for (let i = 0; i < masked; i++, at += 2) view.setUint16(at, maskedPositions[i]!, true);
-  at = writeIds(view, at, maskedLabels, idBytes);
+  at = writeIds(view, at, maskedLabels, masked, idBytes);
   if (wordStarts) {
-    const bitmap = (length + 7) >> 3;
-    for (let b = 0; b < bitmap; b++) {
-      let byte = 0;
-      for (let bit = 0; bit < 8; bit++) {
-        const i = b * 8 + bit;
-        if (i < length && wordStarts[i]) byte |= 1 << bit;
+    // bit i of byte i >> 3 = token i starts a word
+    let byte = 0;
+    for (let i = 0; i < length; i++) {
+      if (wordStarts[i]) byte |= 1 << (i & 7);
+      if ((i & 7) === 7) {
+        view.setUint8(at++, byte);
+        byte = 0;
       }
-      view.setUint8(at + b, byte);
     }
-    at += bitmap;
+    if ((length & 7) !== 0) view.setUint8(at++, byte);
   }
   return at;
 }
 
-function writeIds(view: DataView, at: number, ids: Uint32Array, idBytes: number): number {
+function writeIds(view: DataView, at: number, ids: Uint32Array, count: number, idBytes: number): number {
   if (idBytes === 2) {
-    for (let i = 0; i < ids.length; i++, at += 2) {
+    for (let i = 0; i < count; i++, at += 2) {
       const id = ids[i]!;
       if (id > 0xffff) throw new InvalidArgument(`token id ${id} does not fit a uint16 shard (idBytes 2)`);
       view.setUint16(at, id, true);
     }
   } else {
-    for (let i = 0; i < ids.length; i++, at += 4) view.setUint32(at, ids[i]!, true);
+    for (let i = 0; i < count; i++, at += 4) view.setUint32(at, ids[i]!, true);
   }
   return at;
 }

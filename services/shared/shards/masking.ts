@@ -34,10 +34,6 @@ export interface MaskedLm {
   labels: Uint32Array;
 }
 
-/**
- * Chooses and replaces the positions to predict in `ids` (the unmasked sequence, `[CLS] A [SEP] B [SEP]`).
- * `wordStarts` (1 = the token starts a word) is only read when `settings.wholeWord`.
- */
 /** Reusable output buffers for {@linkcode createMaskedLmPredictions}, sized for the longest instance. */
 export interface MaskingScratch {
   inputIds: Uint32Array;
@@ -54,6 +50,8 @@ export function maskingScratch(maxSeqLength: number): MaskingScratch {
 }
 
 /**
+ * Chooses and replaces the positions to predict in `ids` (the unmasked sequence, `[CLS] A [SEP] B [SEP]`).
+ * `wordStarts` (1 = the token starts a word) is only read when `settings.wholeWord`.
  * With `scratch`, the result's arrays are views into it, valid until the next call with the same
  * scratch (the build encodes each instance at once and saves an allocation per array).
  */
@@ -64,8 +62,46 @@ export function createMaskedLmPredictions(
   rng: Rng,
   scratchOut?: MaskingScratch,
 ): MaskedLm {
-  const { clsId, sepId } = settings;
   const length = ids.length;
+  if (scratchOut) {
+    const output = scratchOut.inputIds.subarray(0, length);
+    output.set(ids);
+    const count = maskInPlace(
+      output,
+      length,
+      wordStarts,
+      settings,
+      rng,
+      scratchOut.positions,
+      scratchOut.labels,
+    );
+    return {
+      inputIds: output,
+      positions: scratchOut.positions.subarray(0, count),
+      labels: scratchOut.labels.subarray(0, count),
+    };
+  }
+  const output = ids.slice();
+  const positions = new Uint16Array(length), labels = new Uint32Array(length);
+  const count = maskInPlace(output, length, wordStarts, settings, rng, positions, labels);
+  return { inputIds: output, positions: positions.slice(0, count), labels: labels.slice(0, count) };
+}
+
+/**
+ * {@linkcode createMaskedLmPredictions} on the first `length` ids of `ids`, replaced in place: the
+ * ascending positions go to `positions` and their original ids to `labels` (both at least `length`
+ * long); returns their count. Allocates nothing (the build masks every instance this way).
+ */
+export function maskInPlace(
+  ids: Uint32Array,
+  length: number,
+  wordStarts: Uint8Array | undefined,
+  settings: MaskingSettings,
+  rng: Rng,
+  positions: Uint16Array,
+  labels: Uint32Array,
+): number {
+  const { clsId, sepId } = settings;
   // Candidate groups [groupStart[g], groupEnd[g]): one position each, or one whole word each under
   // whole-word masking (a word never spans [CLS]/[SEP], which are no candidates).
   const groupStart = scratch(length, 0);
@@ -88,16 +124,17 @@ export function createMaskedLmPredictions(
   // fraction of the random draws.
   const order = scratch(groups, 2);
   for (let g = 0; g < groups; g++) order[g] = g;
+  // The original id of every chosen position, by position (labels are written once they are sorted).
+  const originals = originalsFor(length);
 
-  const output = scratchOut ? scratchOut.inputIds.subarray(0, length) : ids.slice();
-  if (scratchOut) output.set(ids);
   const numToPredict = Math.min(
     settings.maxPredictionsPerSeq,
     Math.max(1, pythonRound(length * settings.maskedLmProb)),
   );
-  const chosen: number[] = [];
+  const { maskId, vocabSize } = settings;
+  let chosen = 0;
   for (let k = 0; k < groups; k++) {
-    if (chosen.length >= numToPredict) break;
+    if (chosen >= numToPredict) break;
     const pick = rng.randint(k, groups - 1);
     const g = order[pick]!;
     order[pick] = order[k]!;
@@ -105,28 +142,32 @@ export function createMaskedLmPredictions(
     const from = groupStart[g]!, to = groupEnd[g]!;
     // A whole word that would exceed the budget is skipped rather than cut, as the reference does.
     // (Groups are disjoint, so the reference's "already covered" check never fires here.)
-    if (chosen.length + (to - from) > numToPredict) continue;
+    if (chosen + (to - from) > numToPredict) continue;
     for (let index = from; index < to; index++) {
+      originals[index] = ids[index]!;
       // 80% of the time, replace with [MASK]
       if (rng.random() < 0.8) {
-        output[index] = settings.maskId;
+        ids[index] = maskId;
       } else if (rng.random() < 0.5) {
         // 10% of the time, keep the original token
       } else {
         // 10% of the time, replace with a random token of the vocabulary
-        output[index] = rng.randint(0, settings.vocabSize - 1);
+        ids[index] = rng.randint(0, vocabSize - 1);
       }
-      chosen.push(index);
+      positions[chosen++] = index;
     }
   }
-  chosen.sort((a, b) => a - b);
-  const positions = scratchOut
-    ? scratchOut.positions.subarray(0, chosen.length)
-    : new Uint16Array(chosen.length);
-  positions.set(chosen);
-  const labels = scratchOut ? scratchOut.labels.subarray(0, chosen.length) : new Uint32Array(chosen.length);
-  for (let k = 0; k < chosen.length; k++) labels[k] = ids[chosen[k]!]!;
-  return { inputIds: output, positions, labels };
+  // Ascending positions: insertion sort for the usual handful, the typed-array sort beyond.
+  if (chosen <= 64) {
+    for (let i = 1; i < chosen; i++) {
+      const p = positions[i]!;
+      let j = i - 1;
+      for (; j >= 0 && positions[j]! > p; j--) positions[j + 1] = positions[j]!;
+      positions[j + 1] = p;
+    }
+  } else positions.subarray(0, chosen).sort();
+  for (let k = 0; k < chosen; k++) labels[k] = originals[positions[k]!]!;
+  return chosen;
 }
 
 /** Reusable work arrays (masking runs once per instance; allocating them each time dominated). */
@@ -134,4 +175,10 @@ const scratchArrays: Int32Array[] = [new Int32Array(512), new Int32Array(512), n
 function scratch(length: number, slot: number): Int32Array {
   if (scratchArrays[slot]!.length < length) scratchArrays[slot] = new Int32Array(length * 2);
   return scratchArrays[slot]!;
+}
+
+let originalsScratch = new Uint32Array(512);
+function originalsFor(length: number): Uint32Array {
+  if (originalsScratch.length < length) originalsScratch = new Uint32Array(length * 2);
+  return originalsScratch;
 }
