@@ -20,7 +20,7 @@ export interface LinearBaseline {
 }
 
 /** FNV-1a over a short string: fast, stable across runs and platforms. */
-function hashString(s: string): number {
+export function hashString(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);
@@ -47,7 +47,8 @@ export function charNgramFeatures(text: string, buckets: number): Map<number, nu
   return features;
 }
 
-function mulberry32(seed: number): () => number {
+/** A small seeded PRNG (mulberry32): uniform in [0, 1), the same sequence for a seed everywhere. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
