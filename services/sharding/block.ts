@@ -6,6 +6,7 @@
  * @module
  */
 import type { Jieba } from "@node-rs/jieba";
+import { InvalidArgument } from "../shared/errors.ts";
 import { recordBytesOf, writeRecordFields } from "../shared/shards/format.ts";
 import type { MaskingSettings } from "../shared/shards/masking.ts";
 import { Rng } from "../shared/shards/rng.ts";
@@ -54,6 +55,63 @@ export interface BlockResult {
   index: number;
   train: EncodedRecords;
   eval: EncodedRecords;
+}
+
+/** A block as the reader cuts it: the text of whole documents, and where it came from. */
+export interface RawBlock {
+  /**
+   * UTF-8 lines, each ending in "\n"; a blank line ends a document (documentsOf in block.ts reads it).
+   * Blank lines and long leading or trailing whitespace are left out, so its size stays near the block's.
+   */
+  bytes: Uint8Array;
+  /** The corpus file of the bytes from `at` on, and the line there (to name a file that is not UTF-8). */
+  files: { name: string; at: number; line: number }[];
+}
+
+const blockDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * The documents of a block, each a list of trimmed lines (build.ts cut the block at line and
+ * document boundaries). A block that is not UTF-8 is INVALID_ARGUMENT naming its file.
+ */
+export function documentsOf(block: RawBlock): string[][] {
+  let text: string;
+  try {
+    text = blockDecoder.decode(block.bytes);
+  } catch (error) {
+    if (error instanceof TypeError) throw notUtf8(block);
+    throw error;
+  }
+  const documents: string[][] = [];
+  let document: string[] = [];
+  let from = 0;
+  for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", from)) {
+    const line = text.slice(from, nl).trim();
+    from = nl + 1;
+    if (line !== "") document.push(line);
+    else if (document.length > 0) {
+      documents.push(document);
+      document = [];
+    }
+  }
+  if (document.length > 0) documents.push(document);
+  return documents;
+}
+
+/** Names the file whose part of the block does not decode. */
+function notUtf8(block: RawBlock): InvalidArgument {
+  const { files, bytes } = block;
+  for (let f = 0; f < files.length; f++) {
+    const part = bytes.subarray(files[f]!.at, f + 1 < files.length ? files[f + 1]!.at : bytes.length);
+    try {
+      blockDecoder.decode(part);
+    } catch {
+      return new InvalidArgument(
+        `corpus file ${files[f]!.name}: not valid UTF-8 text (at or after line ${files[f]!.line})`,
+      );
+    }
+  }
+  return new InvalidArgument(`corpus file ${files[0]?.name ?? "?"}: not valid UTF-8 text`);
 }
 
 // Terminal punctuation, then any closing quotes or brackets; a Western full stop only before a space.

@@ -2,10 +2,11 @@
  * Builds a pretraining shard set from a corpus, in bounded memory:
  *
  *   corpus files (store objects or local files, `.gz` decompressed while streaming, sha256 hashed)
- *     → lines → documents (blank line = document break)
- *     → blocks of whole documents (~`blockBytes` of text each)
- *     → workers: tokenize, NSP pairs, masks, encode (block.ts; one RNG per block from (seed, block))
- *     → records streamed in block order into shards of at most `maxShardBytes`
+ *     → blocks of whole documents (~`blockBytes` of text each; blank line = document break), cut from
+ *       the bytes without decoding them, so the calling thread does little more than read and write
+ *     → workers (block bytes transferred, not copied): decode, tokenize, NSP pairs, masks, encode
+ *       (block.ts; one RNG per block from (seed, block))
+ *     → records (transferred back) streamed in block order into shards of at most `maxShardBytes`
  *     → manifest last.
  *
  * Memory is a few blocks in flight plus the record index of the shard being written, whatever the corpus
@@ -38,9 +39,11 @@ import {
   type BlockSettings,
   type BlockStats,
   BlockWorkspace,
+  documentsOf,
   processBlock,
+  type RawBlock,
 } from "./block.ts";
-import type { WorkerRequest } from "./build_worker.ts";
+import type { WorkerReply, WorkerRequest } from "./build_worker.ts";
 
 /** One input file of a corpus, opened as a byte stream when the build reaches it. */
 export interface CorpusFile {
@@ -113,9 +116,31 @@ export function corpusFromFiles(
     files: paths.map((path) => ({
       name: path,
       size: Deno.statSync(path).size,
-      open: async () => (await Deno.open(path)).readable,
+      open: async () => readChunks(await Deno.open(path)),
     })),
   };
+}
+
+/** A file as a stream of 1 MiB reads (its readable reads 64 KiB at a time, 16 times the calls). */
+function readChunks(file: Deno.FsFile, chunkBytes = 1 << 20): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const chunk = new Uint8Array(chunkBytes);
+        const n = await file.read(chunk);
+        if (n === null) {
+          file.close();
+          controller.close();
+        } else controller.enqueue(chunk.subarray(0, n));
+      } catch (error) {
+        file.close();
+        controller.error(error);
+      }
+    },
+    cancel() {
+      file.close();
+    },
+  });
 }
 
 export const DEFAULT_BLOCK_BYTES = 2 * 1024 * 1024;
@@ -205,103 +230,313 @@ function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-/** Longest line kept whole; a longer one is cut (a sentence break) so memory stays bounded. */
-const MAX_LINE_CHARS = 1 << 20;
+/**
+ * Longest line kept whole, in UTF-8 bytes (a million CJK characters); a longer one is cut (a sentence
+ * break) at a character boundary, so memory stays bounded.
+ */
+const MAX_LINE_BYTES = 3 << 20;
+/** Leading and trailing whitespace up to this many bytes travels with a line (the worker trims it). */
+const WHITESPACE_KEPT = 16;
+const NEWLINE = 10;
 
-async function* linesOf(text: ReadableStream<string>): AsyncGenerator<string> {
-  let pending = "";
-  for await (const chunk of text) {
-    pending += chunk;
-    let from = 0;
-    for (let nl = pending.indexOf("\n", from); nl >= 0; nl = pending.indexOf("\n", from)) {
-      yield pending.slice(from, nl);
-      from = nl + 1;
-    }
-    pending = pending.slice(from);
-    while (pending.length > MAX_LINE_CHARS) {
-      yield pending.slice(0, MAX_LINE_CHARS);
-      pending = pending.slice(MAX_LINE_CHARS);
-    }
-  }
-  if (pending) yield pending;
+/** UTF-8 length of the whitespace character (as String.prototype.trim sees it) at `i`, or 0. */
+function whitespaceAt(w: Uint8Array, i: number, end: number): number {
+  const b = w[i]!;
+  if (b < 0x80) return b === 0x20 || (b >= 9 && b <= 13) ? 1 : 0;
+  if (b === 0xc2) return i + 1 < end && w[i + 1] === 0xa0 ? 2 : 0;
+  if (b < 0xe1 || b > 0xef || i + 2 >= end) return 0;
+  return isWhitespace3(b, w[i + 1]!, w[i + 2]!) ? 3 : 0;
 }
 
-/** Blocks of whole documents, each a list of lines; a file boundary is a document boundary too. */
-async function* blocksOf(
+/** UTF-8 length of the whitespace character ending just before `end` (not before `start`), or 0. */
+function whitespaceBefore(w: Uint8Array, start: number, end: number): number {
+  const b = w[end - 1]!;
+  if (b < 0x80) return b === 0x20 || (b >= 9 && b <= 13) ? 1 : 0;
+  if (b === 0xa0 && end - 2 >= start && w[end - 2] === 0xc2) return 2;
+  return end - 3 >= start && isWhitespace3(w[end - 3]!, w[end - 2]!, b) ? 3 : 0;
+}
+
+/** U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000, U+FEFF as three UTF-8 bytes. */
+function isWhitespace3(b0: number, b1: number, b2: number): boolean {
+  switch (b0) {
+    case 0xe1:
+      return b1 === 0x9a && b2 === 0x80;
+    case 0xe2:
+      return (b1 === 0x80 && ((b2 >= 0x80 && b2 <= 0x8a) || b2 === 0xa8 || b2 === 0xa9 || b2 === 0xaf)) ||
+        (b1 === 0x81 && b2 === 0x9f);
+    case 0xe3:
+      return b1 === 0x80 && b2 === 0x80;
+    case 0xef:
+      return b1 === 0xbb && b2 === 0xbf;
+    default:
+      return false;
+  }
+}
+
+/**
+ * Cuts the corpus bytes into blocks of whole documents without decoding them (the workers do): lines
+ * found by byte, their trimmed UTF-16 length counted from the UTF-8 (the size rule below), and runs of
+ * lines copied into the block as they are. Same blocks as reading lines as strings: a document is
+ * the non-blank lines between blank ones (a file boundary ends one too), its size 3 bytes per UTF-16
+ * unit of its trimmed lines (near enough for Chinese, generous for Latin); a block ends with the
+ * document that brings it to `blockBytes`, and a document reaching `blockBytes` alone is cut there.
+ */
+class BlockCutter {
+  readonly ready: RawBlock[] = [];
+  #block = new Uint8Array(0);
+  #length = 0;
+  #files: RawBlock["files"] = [];
+  #blockSize = 0;
+  #documentSize = 0;
+  #documentLines = 0;
+  /** The run of source bytes [runFrom, runTo) of `#source` still to be copied into the block. */
+  #source: Uint8Array = new Uint8Array(0);
+  #runFrom = 0;
+  #runTo = 0;
+  #file = "";
+  /** Files started so far: tells a file from the next of the same name. */
+  #fileSeq = 0;
+  #runFileSeq = -1;
+  #line = 0;
+  /** The line the run starts at. */
+  #runLine = 0;
+
+  constructor(readonly blockBytes: number) {}
+
+  /** The next lines come from `name`. */
+  startFile(name: string): void {
+    this.#file = name;
+    this.#fileSeq++;
+    this.#line = 0;
+  }
+
+  /**
+   * Takes the complete lines of `bytes[from, to)` (and the rest too when `final`); returns where it
+   * stopped. `bytes[from, searchFrom)` is known to hold no line break.
+   */
+  lines(bytes: Uint8Array, from: number, to: number, final: boolean, searchFrom = from): number {
+    this.#source = bytes;
+    this.#runFrom = this.#runTo = from;
+    const view = bytes.subarray(0, to);
+    let at = from;
+    for (let nl = view.indexOf(NEWLINE, searchFrom); nl >= 0; nl = view.indexOf(NEWLINE, at)) {
+      this.#lineAt(at, nl, true);
+      at = nl + 1;
+    }
+    while (to - at > MAX_LINE_BYTES) {
+      // Cut before a UTF-8 continuation byte never: back up to the start of a character.
+      let cut = at + MAX_LINE_BYTES;
+      while (cut > at && (bytes[cut]! & 0xc0) === 0x80) cut--;
+      this.#lineAt(at, cut, false);
+      this.#line--; // the same line goes on
+      at = cut;
+    }
+    if (final && at < to) {
+      this.#lineAt(at, to, false);
+      at = to;
+    }
+    this.#flushRun();
+    return at;
+  }
+
+  /** The end of a file: it ends the document. */
+  endFile(): void {
+    this.#endDocument(true);
+  }
+
+  /** The last block, if any. */
+  finish(): void {
+    this.#flushRun();
+    if (this.#length > 0) this.#emit();
+  }
+
+  /** Line [from, to) of the source, followed by "\n" there when `newline`. */
+  #lineAt(from: number, to: number, newline: boolean): void {
+    const w = this.#source;
+    this.#line++;
+    let start = from, end = to;
+    for (let n = 0; start < end && (n = whitespaceAt(w, start, end)) > 0;) start += n;
+    for (let n = 0; end > start && (n = whitespaceBefore(w, start, end)) > 0;) end -= n;
+    if (start === end) {
+      // A blank line ends the open document; it travels as the separator when short, else "\n" does.
+      if (this.#documentLines === 0) return this.#breakRun();
+      if (newline && to - from < WHITESPACE_KEPT) this.#addRun(from, to + 1);
+      else this.#addNewline();
+      this.#endDocument(false);
+      return;
+    }
+    // UTF-16 units: one per character, two for a 4-byte one.
+    let units = end - start;
+    for (let i = start; i < end; i++) {
+      const b = w[i]!;
+      if (b >= 0x80) {
+        if (b < 0xc0) units--;
+        else if (b >= 0xf0) units++;
+      }
+    }
+    if (newline && (start - from) + (to - end) <= WHITESPACE_KEPT) this.#addRun(from, to + 1);
+    else {
+      this.#addRun(start, end);
+      this.#addNewline();
+    }
+    this.#documentLines++;
+    this.#documentSize += units * 3;
+    // A document larger than a block is cut, so that no block outgrows its bound.
+    if (this.#documentSize >= this.blockBytes) this.#endDocument(true);
+  }
+
+  #endDocument(separate: boolean): void {
+    if (this.#documentLines > 0) {
+      if (separate) this.#addNewline();
+      this.#blockSize += this.#documentSize;
+    }
+    this.#documentLines = 0;
+    this.#documentSize = 0;
+    if (this.#blockSize >= this.blockBytes) {
+      this.#flushRun();
+      this.#emit();
+    }
+  }
+
+  #addRun(from: number, to: number): void {
+    if (from !== this.#runTo || this.#runFrom === this.#runTo) {
+      this.#flushRun();
+      this.#runFrom = from;
+      this.#runLine = this.#line;
+    }
+    this.#runTo = to;
+  }
+
+  #breakRun(): void {
+    this.#flushRun();
+  }
+
+  #addNewline(): void {
+    this.#flushRun();
+    this.#reserve(1);
+    this.#block[this.#length++] = NEWLINE;
+  }
+
+  #flushRun(): void {
+    const n = this.#runTo - this.#runFrom;
+    if (n > 0) {
+      const files = this.#files;
+      if (files.length === 0 || this.#runFileSeq !== this.#fileSeq) {
+        files.push({ name: this.#file, at: this.#length, line: this.#runLine });
+        this.#runFileSeq = this.#fileSeq;
+      }
+      this.#reserve(n);
+      this.#block.set(this.#source.subarray(this.#runFrom, this.#runTo), this.#length);
+      this.#length += n;
+    }
+    this.#runFrom = this.#runTo;
+  }
+
+  #reserve(n: number): void {
+    if (this.#length + n <= this.#block.length) return;
+    // Chinese text takes about its size plus a line break per line; Latin text a third of it.
+    const first = Math.min(Math.ceil(this.blockBytes * 1.25) + (1 << 16), 8 << 20);
+    const size = Math.max(this.#length + n, this.#block.length * 2, first);
+    const grown = new Uint8Array(size);
+    grown.set(this.#block.subarray(0, this.#length));
+    this.#block = grown;
+  }
+
+  #emit(): void {
+    this.ready.push({ bytes: this.#block.subarray(0, this.#length), files: this.#files });
+    // The block's buffer goes to a worker (transferred): the next block gets a new one.
+    this.#block = new Uint8Array(0);
+    this.#length = 0;
+    this.#files = [];
+    this.#blockSize = 0;
+  }
+}
+
+/** Reads the corpus' bytes (hashing them as stored) and cuts them into blocks of whole documents. */
+export async function* blocksOf(
   corpus: CorpusSource,
   blockBytes: number,
   hasher: Sha256,
   counters: { bytesRead: number },
-): AsyncGenerator<string[][]> {
-  let block: string[][] = [];
-  let blockSize = 0;
+): AsyncGenerator<RawBlock> {
+  const cutter = new BlockCutter(blockBytes);
+  // Bytes read but not cut yet: [from, to) of `pending`, the tail of a line that goes on in the next chunk.
+  let pending = new Uint8Array(1 << 20);
   for (const file of corpus.files) {
     let raw = await file.open();
-    raw = raw.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, controller) {
-          hasher.update(chunk);
-          counters.bytesRead += chunk.byteLength;
-          controller.enqueue(chunk);
-        },
-      }),
-    );
-    if (file.name.endsWith(".gz")) {
+    const gzip = file.name.endsWith(".gz");
+    if (gzip) {
       raw = raw.pipeThrough(
-        new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>,
-      );
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            hasher.update(chunk);
+            counters.bytesRead += chunk.byteLength;
+            controller.enqueue(chunk);
+          },
+        }),
+      ).pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
     }
-    let document: string[] = [];
-    let documentSize = 0;
-    const endDocument = function* (): Generator<string[][]> {
-      if (document.length > 0) {
-        block.push(document);
-        blockSize += documentSize;
+    cutter.startFile(file.name);
+    let from = 0, to = 0;
+    let first = true;
+    for await (let chunk of raw) {
+      if (!gzip) {
+        hasher.update(chunk);
+        counters.bytesRead += chunk.byteLength;
       }
-      document = [];
-      documentSize = 0;
-      if (blockSize >= blockBytes) {
-        yield block;
-        block = [];
-        blockSize = 0;
+      if (first && chunk.byteLength > 0) {
+        first = false;
+        // A byte order mark opens the file, not its text (as TextDecoder reads it).
+        if (chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf) chunk = chunk.subarray(3);
       }
-    };
-    // Strict decoding: a binary or mis-encoded file is refused, not turned into replacement characters.
-    const lines = linesOf(raw.pipeThrough(new TextDecoderStream("utf-8", { fatal: true })));
-    let lineNumber = 0;
-    for (;;) {
-      let next: IteratorResult<string>;
-      try {
-        next = await lines.next();
-      } catch (error) {
-        if (error instanceof TypeError) {
-          throw new InvalidArgument(
-            `corpus file ${file.name}: not valid UTF-8 text (decoding failed after ${lineNumber} complete lines)`,
-          );
+      if (from === to) {
+        // Nothing pending: cut the chunk where it lies, and keep only its unfinished last line.
+        from = cutter.lines(chunk, 0, chunk.byteLength, false);
+        to = chunk.byteLength;
+        if (from < to) {
+          if (pending.length < to - from) pending = new Uint8Array(Math.max(2 * (to - from), pending.length));
+          pending.set(chunk.subarray(from, to));
+          to -= from;
+          from = 0;
+        } else from = to = 0;
+      } else {
+        if (from > 0) {
+          pending.copyWithin(0, from, to);
+          to -= from;
+          from = 0;
         }
-        throw error;
+        if (pending.length < to + chunk.byteLength) {
+          const grown = new Uint8Array(Math.max(2 * pending.length, to + chunk.byteLength));
+          grown.set(pending.subarray(0, to));
+          pending = grown;
+        }
+        pending.set(chunk, to);
+        const searchFrom = to;
+        to += chunk.byteLength;
+        from = cutter.lines(pending, 0, to, false, searchFrom);
+        if (from === to) from = to = 0;
       }
-      if (next.done) break;
-      lineNumber++;
-      const line = next.value.trim();
-      if (line === "") {
-        yield* endDocument();
-        continue;
-      }
-      document.push(line);
-      documentSize += line.length * 3; // UTF-8 bytes, near enough for Chinese, generous for Latin
-      // A document larger than a block is cut, so that no block outgrows its bound.
-      if (documentSize >= blockBytes) yield* endDocument();
+      if (cutter.ready.length > 0) yield* cutter.ready.splice(0);
     }
-    yield* endDocument();
+    cutter.lines(pending, from, to, true);
+    cutter.endFile();
+    if (cutter.ready.length > 0) yield* cutter.ready.splice(0);
   }
-  if (block.length > 0) yield block;
+  cutter.finish();
+  yield* cutter.ready.splice(0);
 }
 
-/** Runs blocks on worker threads (or inline when `workers` is 0); results come back per index. */
+/**
+ * Runs blocks on worker threads (or inline when `workers` is 0); results come back per index. A block
+ * goes to the worker with the fewest blocks queued, and its bytes are transferred, not copied.
+ */
 class BlockRunner {
   readonly #workers: Worker[] = [];
-  readonly #waiting = new Map<number, { resolve: (r: BlockResult) => void; reject: (e: Error) => void }>();
+  readonly #queued: number[] = [];
+  readonly #waiting = new Map<
+    number,
+    { worker: number; resolve: (r: BlockResult) => void; reject: (e: Error) => void }
+  >();
   #failure: Error | null = null;
   #tokenizer: WordPieceTokenizer | null = null;
   #workspace: Promise<BlockWorkspace> | null = null;
@@ -318,12 +553,16 @@ class BlockRunner {
     for (let w = 0; w < workers; w++) {
       const worker = new Worker(new URL("./build_worker.ts", import.meta.url).href, { type: "module" });
       worker.onmessage = (event) => {
-        const data = event.data as
-          | { type: "result"; result: BlockResult }
-          | { type: "error"; index: number; message: string };
+        const data = event.data as WorkerReply;
         if (data.type === "result") {
-          this.#waiting.get(data.result.index)?.resolve(data.result);
+          const waiting = this.#waiting.get(data.result.index);
           this.#waiting.delete(data.result.index);
+          if (waiting) {
+            this.#queued[waiting.worker]!--;
+            waiting.resolve(data.result);
+          }
+        } else if (data.invalidArgument) {
+          this.#fail(new InvalidArgument(data.message));
         } else {
           this.#fail(new Error(`build worker failed on block ${data.index}: ${data.message}`));
         }
@@ -334,6 +573,7 @@ class BlockRunner {
       };
       worker.postMessage(init);
       this.#workers.push(worker);
+      this.#queued.push(0);
     }
   }
 
@@ -347,19 +587,22 @@ class BlockRunner {
     this.#waiting.clear();
   }
 
-  run(index: number, documents: string[][]): Promise<BlockResult> {
+  run(index: number, block: RawBlock): Promise<BlockResult> {
     if (this.#failure) return Promise.reject(this.#failure);
     const tokenizer = this.#tokenizer;
     if (tokenizer) {
       const settings = this.init.settings;
       return this.#workspace!.then((workspace) =>
-        processBlock(index, documents, tokenizer, settings, workspace)
+        processBlock(index, documentsOf(block), tokenizer, settings, workspace)
       );
     }
+    let worker = 0;
+    for (let w = 1; w < this.#queued.length; w++) if (this.#queued[w]! < this.#queued[worker]!) worker = w;
     return new Promise((resolve, reject) => {
-      this.#waiting.set(index, { resolve, reject });
-      const request: WorkerRequest = { type: "block", index, documents };
-      this.#workers[index % this.#workers.length]!.postMessage(request);
+      this.#waiting.set(index, { worker, resolve, reject });
+      this.#queued[worker]!++;
+      const request: WorkerRequest = { type: "block", index, block };
+      this.#workers[worker]!.postMessage(request, [block.bytes.buffer as ArrayBuffer]);
     });
   }
 

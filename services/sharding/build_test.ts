@@ -15,8 +15,16 @@ import { LocalStore } from "../shared/store/local.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { startS3rver } from "../shared/store/testing.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
-import { DocumentTokenizer, splitSentences } from "./block.ts";
-import { type BuildOptions, buildPretrainingShards, corpusFromFiles, corpusFromStore } from "./build.ts";
+import { documentsOf, DocumentTokenizer, splitSentences } from "./block.ts";
+import {
+  blocksOf,
+  type BuildOptions,
+  buildPretrainingShards,
+  corpusFromFiles,
+  corpusFromStore,
+  type CorpusSource,
+} from "./build.ts";
+import { Sha256 } from "../shared/store/hash.ts";
 import { sentenceCount } from "./instances.ts";
 
 const POETRY = new URL("../../node_modules/chinese-poetry/dist/quantangshi/", import.meta.url);
@@ -110,6 +118,105 @@ Deno.test("splitSentences cuts a one-line document at Chinese and Western senten
     "e.g.x 3.5 ok",
   ]);
   assertEquals(splitSentences("他说：“好。”然后走了"), ["他说：“好。”", "然后走了"]);
+});
+
+/**
+ * Blocks as lines read as strings make them: documents of trimmed non-blank lines, a file boundary ends
+ * one, a document reaching `blockBytes` (3 per UTF-16 unit) is cut, a block ends with the document that
+ * brings it to `blockBytes`.
+ */
+function referenceBlocks(files: string[], blockBytes: number): string[][][] {
+  const blocks: string[][][] = [];
+  let block: string[][] = [], blockSize = 0;
+  for (const text of files) {
+    let document: string[] = [], documentSize = 0;
+    const endDocument = () => {
+      if (document.length > 0) {
+        block.push(document);
+        blockSize += documentSize;
+      }
+      document = [];
+      documentSize = 0;
+      if (blockSize >= blockBytes) {
+        blocks.push(block);
+        block = [];
+        blockSize = 0;
+      }
+    };
+    for (const raw of text.replace(/^\uFEFF/, "").split("\n")) {
+      const line = raw.trim();
+      if (line === "") {
+        endDocument();
+        continue;
+      }
+      document.push(line);
+      documentSize += line.length * 3;
+      if (documentSize >= blockBytes) endDocument();
+    }
+    endDocument();
+  }
+  if (block.length > 0) blocks.push(block);
+  return blocks;
+}
+
+/** A corpus of in-memory files streamed in chunks of the sizes `chunk` returns. */
+function chunkedCorpus(files: Uint8Array[], chunk: () => number): CorpusSource {
+  return {
+    name: "chunked",
+    files: files.map((bytes, f) => ({
+      name: `file-${f}.txt`,
+      open: () =>
+        Promise.resolve(
+          new ReadableStream<Uint8Array>({
+            start(controller) {
+              for (let at = 0; at < bytes.length;) {
+                const n = Math.max(1, chunk());
+                controller.enqueue(bytes.slice(at, at + n));
+                at += n;
+              }
+              controller.close();
+            },
+          }),
+        ),
+    })),
+  };
+}
+
+async function documentBlocks(corpus: CorpusSource, blockBytes: number): Promise<string[][][]> {
+  const blocks: string[][][] = [];
+  for await (const block of blocksOf(corpus, blockBytes, new Sha256(), { bytesRead: 0 })) {
+    blocks.push(documentsOf(block));
+  }
+  return blocks;
+}
+
+Deno.test("blocks hold the documents of the text read as lines, however the corpus streams in", async () => {
+  const space = "\u3000 \t\u00a0\u2003\ufeff\u205f\u1680\u2028\u202f\r";
+  const files = [
+    "\ufeff床前明月光，\r\n疑是地上霜。\r\n\r\n\u3000\u3000举头望明月，\n低头思故乡。  \n" +
+    `${space}\n${space}${space}${space}\n\n\n𠀀𠀁 astral\u00a0\nunaffable playing.\u3000\n` +
+    `x${space.repeat(5)}\n${space.repeat(5)}y\n\u0085not trimmed\u180e\n\u200bzero width\u200b\n`,
+    "no line break at the end\n\n" + "长".repeat(3000) + "\n" + "短句。\n".repeat(500) + "last",
+    "\n\n   \n\u3000\n",
+    Array.from(
+      { length: 300 },
+      (_, d) =>
+        Array.from({ length: 1 + (d % 7) }, (_, l) => `文${d}行${l}`).join("\n") + (d % 3 ? "\n\n" : "\n \n"),
+    ).join(""),
+    "",
+    "only one line",
+  ];
+  const bytes = files.map((f) => new TextEncoder().encode(f));
+  const rng = Rng.seeded(5);
+  for (const blockBytes of [64, 1000, 5000, 1 << 20]) {
+    const expected = referenceBlocks(files, blockBytes);
+    for (const chunk of [() => 1 << 20, () => 1, () => rng.randint(1, 7), () => rng.randint(1, 2000)]) {
+      assertEquals(await documentBlocks(chunkedCorpus(bytes, chunk), blockBytes), expected);
+    }
+  }
+  // A file that is not UTF-8 is named, even inside a block that began in another file.
+  const bad = chunkedCorpus([bytes[1]!, Uint8Array.from([0x41, 0x0a, 0xe4, 0xbd, 0x0a])], () => 100);
+  await assertRejects(() => documentBlocks(bad, 1 << 20), InvalidArgument, "file-1.txt: not valid UTF-8");
 });
 
 Deno.test("DocumentTokenizer marks jieba words and ## continuations for whole-word masking", () => {

@@ -7,11 +7,23 @@
  */
 /// <reference lib="deno.worker" />
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
-import { type BlockSettings, BlockWorkspace, processBlock } from "./block.ts";
+import { InvalidArgument } from "../shared/errors.ts";
+import {
+  type BlockResult,
+  type BlockSettings,
+  BlockWorkspace,
+  documentsOf,
+  processBlock,
+  type RawBlock,
+} from "./block.ts";
 
 export type WorkerRequest =
   | { type: "init"; vocabText: string; lowercase: boolean; settings: BlockSettings; idBytes: 2 | 4 }
-  | { type: "block"; index: number; documents: string[][] };
+  | { type: "block"; index: number; block: RawBlock };
+
+export type WorkerReply =
+  | { type: "result"; result: BlockResult }
+  | { type: "error"; index: number; message: string; invalidArgument: boolean };
 
 let tokenizer: WordPieceTokenizer | null = null;
 let settings: BlockSettings | null = null;
@@ -35,8 +47,9 @@ self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
     }
     await ready;
     if (!tokenizer || !settings || !workspace) throw new Error("build worker got a block before init");
-    const result = processBlock(message.index, message.documents, tokenizer, settings, workspace);
-    self.postMessage({ type: "result", result }, [
+    const result = processBlock(message.index, documentsOf(message.block), tokenizer, settings, workspace);
+    const reply: WorkerReply = { type: "result", result };
+    self.postMessage(reply, [
       result.train.records.buffer as ArrayBuffer,
       result.train.offsets.buffer as ArrayBuffer,
       result.eval.records.buffer as ArrayBuffer,
@@ -44,6 +57,13 @@ self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
     ]);
   } catch (error) {
     const index = message.type === "block" ? message.index : -1;
-    self.postMessage({ type: "error", index, message: (error as Error)?.stack ?? String(error) });
+    const invalidArgument = error instanceof InvalidArgument;
+    const reply: WorkerReply = {
+      type: "error",
+      index,
+      message: invalidArgument ? error.message : (error as Error)?.stack ?? String(error),
+      invalidArgument,
+    };
+    self.postMessage(reply);
   }
 };
