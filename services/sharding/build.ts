@@ -256,6 +256,16 @@ function whitespaceBefore(w: Uint8Array, start: number, end: number): number {
   return end - 3 >= start && isWhitespace3(w[end - 3]!, w[end - 2]!, b) ? 3 : 0;
 }
 
+/** UTF-16 length of the UTF-8 text `w[from, to)`. */
+function unitsOf(w: Uint8Array, from: number, to: number): number {
+  let units = 0;
+  for (let i = from; i < to; i++) {
+    const b = w[i]!;
+    if (b < 0x80 || b >= 0xc0) units += b >= 0xf0 ? 2 : 1;
+  }
+  return units;
+}
+
 /** U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000, U+FEFF as three UTF-8 bytes. */
 function isWhitespace3(b0: number, b1: number, b2: number): boolean {
   switch (b0) {
@@ -298,6 +308,8 @@ class BlockCutter {
   #fileSeq = 0;
   #runFileSeq = -1;
   #line = 0;
+  /** UTF-16 units of the unfinished line `lines` stopped at. */
+  #tailUnits = 0;
   /** The line the run starts at. */
   #runLine = 0;
 
@@ -317,24 +329,34 @@ class BlockCutter {
   lines(bytes: Uint8Array, from: number, to: number, final: boolean, searchFrom = from): number {
     this.#source = bytes;
     this.#runFrom = this.#runTo = from;
-    const view = bytes.subarray(0, to);
     let at = from;
-    for (let nl = view.indexOf(NEWLINE, searchFrom); nl >= 0; nl = view.indexOf(NEWLINE, at)) {
-      this.#lineAt(at, nl, true);
-      at = nl + 1;
+    // UTF-16 units of the line so far: one per character, two for a 4-byte one. One pass over the
+    // bytes finds the line breaks and counts them (the calling thread's main cost: keep it tight).
+    let units = searchFrom > from ? this.#tailUnits : 0;
+    for (let i = searchFrom; i < to; i++) {
+      const b = bytes[i]!;
+      if (b === NEWLINE) {
+        this.#lineAt(at, i, true, units);
+        at = i + 1;
+        units = 0;
+      } else if (b < 0x80 || b >= 0xc0) units += b >= 0xf0 ? 2 : 1;
     }
     while (to - at > MAX_LINE_BYTES) {
-      // Cut before a UTF-8 continuation byte never: back up to the start of a character.
+      // Cut at the start of a character, never before a UTF-8 continuation byte.
       let cut = at + MAX_LINE_BYTES;
       while (cut > at && (bytes[cut]! & 0xc0) === 0x80) cut--;
-      this.#lineAt(at, cut, false);
+      const pieceUnits = unitsOf(bytes, at, cut);
+      this.#lineAt(at, cut, false, pieceUnits);
       this.#line--; // the same line goes on
+      units -= pieceUnits;
       at = cut;
     }
     if (final && at < to) {
-      this.#lineAt(at, to, false);
+      this.#lineAt(at, to, false, units);
       at = to;
+      units = 0;
     }
+    this.#tailUnits = units;
     this.#flushRun();
     return at;
   }
@@ -351,12 +373,13 @@ class BlockCutter {
   }
 
   /** Line [from, to) of the source, followed by "\n" there when `newline`. */
-  #lineAt(from: number, to: number, newline: boolean): void {
+  #lineAt(from: number, to: number, newline: boolean, units: number): void {
     const w = this.#source;
     this.#line++;
+    // Trimmed whitespace is one UTF-16 unit a character.
     let start = from, end = to;
-    for (let n = 0; start < end && (n = whitespaceAt(w, start, end)) > 0;) start += n;
-    for (let n = 0; end > start && (n = whitespaceBefore(w, start, end)) > 0;) end -= n;
+    for (let n = 0; start < end && (n = whitespaceAt(w, start, end)) > 0; units--) start += n;
+    for (let n = 0; end > start && (n = whitespaceBefore(w, start, end)) > 0; units--) end -= n;
     if (start === end) {
       // A blank line ends the open document; it travels as the separator when short, else "\n" does.
       if (this.#documentLines === 0) return this.#breakRun();
@@ -364,15 +387,6 @@ class BlockCutter {
       else this.#addNewline();
       this.#endDocument(false);
       return;
-    }
-    // UTF-16 units: one per character, two for a 4-byte one.
-    let units = end - start;
-    for (let i = start; i < end; i++) {
-      const b = w[i]!;
-      if (b >= 0x80) {
-        if (b < 0xc0) units--;
-        else if (b >= 0xf0) units++;
-      }
     }
     if (newline && (start - from) + (to - end) <= WHITESPACE_KEPT) this.#addRun(from, to + 1);
     else {
