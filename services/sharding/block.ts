@@ -14,10 +14,10 @@ import { CJK, classifyCodePoint } from "../shared/wordpiece/basic.ts";
 import type { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
 import {
   type AssembledInstance,
-  assembleInstancesFromDocument,
+  assembleInstances,
   type Document,
+  DocumentSet,
   type InstanceSettings,
-  sentenceCount,
 } from "./instances.ts";
 
 /** The settings a block needs (a subset of the manifest's PretrainingSettings). */
@@ -156,25 +156,22 @@ function codePoints(text: string): number {
   return count;
 }
 
-const ARENA_TOKENS = 1 << 20;
-
 /**
- * Tokenizes the sentences of one document into one flat {@linkcode Document}. `wordStarts` marks the
- * first piece of every word: WordPiece `##` pieces continue a word, and with `jieba` a Chinese character
+ * Tokenizes the sentences of documents into a {@linkcode DocumentSet}. `wordStarts` marks the first
+ * piece of every word: WordPiece `##` pieces continue a word, and with `jieba` a Chinese character
  * continues the jieba word of the character before it (Chinese-BERT-wwm's rule), so whole-word masking
  * picks all of them or none. Empty sentences (nothing but whitespace or control characters) are left
  * out, as the reference leaves them out.
  */
 export class DocumentTokenizer {
-  #ids = new Uint32Array(4096);
-  #wordStarts = new Uint8Array(4096);
-  #length = 0;
-  #sentenceStarts: number[] = [0];
-
   /** 1 for ids of continuation pieces (`##...`): they never start a word. */
   readonly #continuation: Uint8Array;
 
-  constructor(readonly tokenizer: WordPieceTokenizer, readonly jieba: Jieba | null) {
+  constructor(
+    readonly tokenizer: WordPieceTokenizer,
+    readonly jieba: Jieba | null,
+    readonly set: DocumentSet = new DocumentSet(),
+  ) {
     const prefix = tokenizer.continuingSubwordPrefix;
     this.#continuation = Uint8Array.from(
       tokenizer.idToToken,
@@ -187,103 +184,58 @@ export class DocumentTokenizer {
     // the build's time). A piece starts a word unless it is a `##` continuation, or a Chinese character
     // inside the jieba word of the character before it.
     const pieces = this.tokenizer.tokenizePieces(text);
-    let boundaries: Uint8Array | null = null;
-    let cjkAt: Uint8Array | null = null;
-    if (this.jieba) {
+    const set = this.set;
+    const count = pieces.length;
+    set.reserve(count);
+    const ids = set.ids, wordStarts = set.wordStarts, continuation = this.#continuation;
+    const pieceIds = pieces.ids;
+    let at = set.tokens;
+    if (!this.jieba) {
+      for (let p = 0; p < count; p++, at++) {
+        const id = pieceIds[p]!;
+        ids[at] = id;
+        wordStarts[at] = continuation[id] ? 0 : 1;
+      }
+    } else {
       const length = codePoints(text);
-      boundaries = new Uint8Array(length + 1);
-      cjkAt = new Uint8Array(length);
+      const boundaries = new Uint8Array(length + 1);
+      const cjkAt = new Uint8Array(length);
       for (let i = 0, cp = 0; i < text.length; i++, cp++) {
         const c = text.codePointAt(i)!;
         if (c > 0xffff) i++;
         cjkAt[cp] = (classifyCodePoint(c) & CJK) !== 0 ? 1 : 0;
       }
-      let at = 0;
+      let offset = 0;
       for (const word of this.jieba.cut(text, true)) {
-        boundaries[at] = 1;
-        at += codePoints(word);
+        boundaries[offset] = 1;
+        offset += codePoints(word);
+      }
+      let previousCjkEnd = -1;
+      for (let p = 0; p < count; p++, at++) {
+        const id = pieceIds[p]!, start = pieces.starts[p]!, end = pieces.ends[p]!;
+        const cjk = end - start === 1 && cjkAt[start] === 1;
+        const continuesJiebaWord = cjk && previousCjkEnd === start && !boundaries[start];
+        ids[at] = id;
+        wordStarts[at] = continuation[id] || continuesJiebaWord ? 0 : 1;
+        previousCjkEnd = cjk ? end : -1;
       }
     }
-    this.#reserve(pieces.length);
-    let previousCjkEnd = -1;
-    for (let p = 0; p < pieces.length; p++) {
-      const id = pieces.ids[p]!, start = pieces.starts[p]!, end = pieces.ends[p]!;
-      const cjk = cjkAt !== null && end - start === 1 && cjkAt[start] === 1;
-      const continuesJiebaWord = cjk && previousCjkEnd === start && !boundaries![start];
-      this.#ids[this.#length] = id;
-      this.#wordStarts[this.#length] = this.#continuation[id] || continuesJiebaWord ? 0 : 1;
-      this.#length++;
-      previousCjkEnd = cjk ? end : -1;
-    }
-    this.#endSentence();
+    set.tokens = at;
+    set.endSentence();
   }
 
-  #endSentence(): void {
-    if (this.#length > this.#sentenceStarts[this.#sentenceStarts.length - 1]!) {
-      this.#sentenceStarts.push(this.#length);
-    }
+  /**
+   * Ends the document of the sentences added since the last end; returns its index in the set, or -1
+   * when it has no tokens.
+   */
+  endDocument(): number {
+    return this.set.endDocument();
   }
 
-  // Documents are views into arenas of a few MB, reused block after block, rather than arrays of their
-  // own: thousands of small off-heap buffers per block made a worker's memory balloon before V8 freed them.
-  #arenas: { ids: Uint32Array; wordStarts: Uint8Array; starts: Uint32Array }[] = [];
-  #arena = -1;
-  #arenaUsed = 0;
-  #arenaStartsUsed = 0;
-
-  /** Forgets every document handed out so far: their arrays get overwritten by the next ones. */
-  reuseArenas(): void {
-    this.#arena = -1;
-    this.#arenaUsed = this.#arenaStartsUsed = 0;
-  }
-
-  /** The document so far (null when it has no tokens); the tokenizer is empty afterwards. */
+  /** The document so far as a {@linkcode Document} (null when it has no tokens). */
   finish(): Document | null {
-    let document: Document | null = null;
-    const length = this.#length, starts = this.#sentenceStarts.length;
-    if (starts > 1) {
-      let arena = this.#arenas[this.#arena];
-      if (
-        !arena || this.#arenaUsed + length > arena.ids.length ||
-        this.#arenaStartsUsed + starts > arena.starts.length
-      ) {
-        this.#arena++;
-        arena = this.#arenas[this.#arena];
-        if (!arena || arena.ids.length < length || arena.starts.length < starts) {
-          const size = Math.max(ARENA_TOKENS, length);
-          arena = {
-            ids: new Uint32Array(size),
-            wordStarts: new Uint8Array(size),
-            starts: new Uint32Array(Math.max(ARENA_TOKENS / 8, starts)),
-          };
-          this.#arenas[this.#arena] = arena;
-        }
-        this.#arenaUsed = this.#arenaStartsUsed = 0;
-      }
-      const at = this.#arenaUsed, startsAt = this.#arenaStartsUsed;
-      const ids = arena.ids.subarray(at, at + length);
-      ids.set(this.#ids.subarray(0, length));
-      const wordStarts = arena.wordStarts.subarray(at, at + length);
-      wordStarts.set(this.#wordStarts.subarray(0, length));
-      const sentenceStarts = arena.starts.subarray(startsAt, startsAt + starts);
-      sentenceStarts.set(this.#sentenceStarts);
-      this.#arenaUsed += length;
-      this.#arenaStartsUsed += starts;
-      document = { ids, wordStarts, sentenceStarts };
-    }
-    this.#length = 0;
-    this.#sentenceStarts = [0];
-    return document;
-  }
-
-  #reserve(extra: number): void {
-    if (this.#length + extra <= this.#ids.length) return;
-    const size = Math.max(this.#ids.length * 2, this.#length + extra);
-    const ids = new Uint32Array(size), wordStarts = new Uint8Array(size);
-    ids.set(this.#ids.subarray(0, this.#length));
-    wordStarts.set(this.#wordStarts.subarray(0, this.#length));
-    this.#ids = ids;
-    this.#wordStarts = wordStarts;
+    const d = this.set.endDocument();
+    return d < 0 ? null : this.set.document(d);
   }
 }
 
@@ -336,6 +288,9 @@ class RecordBuffer {
 export class BlockWorkspace {
   readonly documentTokenizer: DocumentTokenizer;
   readonly records: RecordBuffer;
+  /** Indices of the block's training and held-out documents. */
+  train = new Uint32Array(1 << 12);
+  held = new Uint32Array(1 << 6);
 
   private constructor(tokenizer: WordPieceTokenizer, jieba: Jieba | null, idBytes: 2 | 4) {
     this.documentTokenizer = new DocumentTokenizer(tokenizer, jieba);
@@ -365,22 +320,27 @@ export function processBlock(
   settings: BlockSettings,
   workspace: BlockWorkspace,
 ): BlockResult {
-  const trainDocuments: Document[] = [];
-  const evalDocuments: Document[] = [];
   let sentences = 0;
   const holdOut = Rng.seeded(settings.seed, index, 0xe7a1);
   const documentTokenizer = workspace.documentTokenizer;
-  documentTokenizer.reuseArenas();
+  const set = documentTokenizer.set;
+  set.clear();
+  let trainCount = 0, heldCount = 0;
   for (const lines of rawDocuments) {
     const heldOut = holdOut.random() < settings.evalFraction;
     // A document given as one line is split into its sentences, so NSP still sees sentence boundaries.
     const texts = lines.length === 1 ? splitSentences(lines[0]!) : lines;
     for (const text of texts) documentTokenizer.addSentence(text);
-    const document = documentTokenizer.finish();
-    if (document) {
-      (heldOut ? evalDocuments : trainDocuments).push(document);
-      sentences += sentenceCount(document);
+    const d = documentTokenizer.endDocument();
+    if (d < 0) continue;
+    if (heldOut) {
+      if (heldCount === workspace.held.length) workspace.held = grown(workspace.held);
+      workspace.held[heldCount++] = d;
+    } else {
+      if (trainCount === workspace.train.length) workspace.train = grown(workspace.train);
+      workspace.train[trainCount++] = d;
     }
+    sentences += set.sentenceCount(d);
   }
   const masking: MaskingSettings = {
     maskedLmProb: settings.maskedLmProb,
@@ -398,14 +358,16 @@ export function processBlock(
     masking,
   };
   const train = instancesOf(
-    trainDocuments,
+    set,
+    workspace.train.subarray(0, trainCount),
     Rng.seeded(settings.seed, index),
     instanceSettings,
     settings,
     workspace,
   );
   const held = instancesOf(
-    evalDocuments,
+    set,
+    workspace.held.subarray(0, heldCount),
     Rng.seeded(settings.seed, index, 0xe7a2),
     instanceSettings,
     settings,
@@ -415,8 +377,15 @@ export function processBlock(
   return { index, train, eval: held };
 }
 
+function grown(array: Uint32Array): Uint32Array<ArrayBuffer> {
+  const bigger = new Uint32Array(array.length * 2);
+  bigger.set(array);
+  return bigger;
+}
+
 function instancesOf(
-  documents: Document[],
+  set: DocumentSet,
+  documents: Uint32Array,
   rng: Rng,
   instanceSettings: InstanceSettings,
   settings: BlockSettings,
@@ -441,7 +410,7 @@ function instancesOf(
   };
   for (let dupe = 0; dupe < settings.dupeFactor; dupe++) {
     for (let d = 0; d < documents.length; d++) {
-      assembleInstancesFromDocument(documents, d, instanceSettings, rng, emit);
+      assembleInstances(set, documents, d, instanceSettings, rng, emit);
     }
   }
   const count = buffer.count;

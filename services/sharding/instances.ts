@@ -28,6 +28,96 @@ export function sentenceCount(document: Document): number {
   return document.sentenceStarts.length - 1;
 }
 
+/**
+ * Tokenized documents, flat in a few arrays reused block after block (the build's form: no object per
+ * document, and a random next segment costs a couple of array reads). Sentence k is tokens
+ * [sentenceStarts[k], sentenceStarts[k + 1]), document d is sentences [documentStarts[d],
+ * documentStarts[d + 1]); tokens, sentences and documents are appended in order.
+ */
+export class DocumentSet {
+  ids = new Uint32Array(1 << 16);
+  wordStarts = new Uint8Array(1 << 16);
+  tokens = 0;
+  /** Sentence starts; `sentenceStarts[sentences]` is where the open sentence starts. */
+  sentenceStarts = new Uint32Array(1 << 12);
+  sentences = 0;
+  /** Document starts (in sentences); `documentStarts[documents]` is where the open document starts. */
+  documentStarts = new Uint32Array(1 << 10);
+  documents = 0;
+
+  /** A set of the given documents (tests, and callers holding Document objects). */
+  static of(documents: readonly Document[]): DocumentSet {
+    const set = new DocumentSet();
+    for (const document of documents) {
+      const starts = document.sentenceStarts;
+      for (let j = 0; j + 1 < starts.length; j++) {
+        const from = starts[j]!, to = starts[j + 1]!;
+        set.reserve(to - from);
+        set.ids.set(document.ids.subarray(from, to), set.tokens);
+        set.wordStarts.set(document.wordStarts.subarray(from, to), set.tokens);
+        set.tokens += to - from;
+        set.endSentence();
+      }
+      set.endDocument();
+    }
+    return set;
+  }
+
+  /** Forgets every document: the arrays get overwritten by the next ones. */
+  clear(): void {
+    this.tokens = this.sentences = this.documents = 0;
+    this.sentenceStarts[0] = 0;
+    this.documentStarts[0] = 0;
+  }
+
+  /** Room for `extra` more tokens from `tokens` on. */
+  reserve(extra: number): void {
+    if (this.tokens + extra <= this.ids.length) return;
+    const size = Math.max(this.ids.length * 2, this.tokens + extra);
+    const ids = new Uint32Array(size), wordStarts = new Uint8Array(size);
+    ids.set(this.ids.subarray(0, this.tokens));
+    wordStarts.set(this.wordStarts.subarray(0, this.tokens));
+    this.ids = ids;
+    this.wordStarts = wordStarts;
+  }
+
+  /** Ends the open sentence: the tokens added since the last end (nothing when there are none). */
+  endSentence(): void {
+    if (this.tokens === this.sentenceStarts[this.sentences]) return;
+    if (this.sentences + 2 > this.sentenceStarts.length) this.sentenceStarts = grown(this.sentenceStarts);
+    this.sentenceStarts[++this.sentences] = this.tokens;
+  }
+
+  /** Ends the open document; returns its index, or -1 when it has no sentence (and is no document). */
+  endDocument(): number {
+    if (this.sentences === this.documentStarts[this.documents]) return -1;
+    if (this.documents + 2 > this.documentStarts.length) this.documentStarts = grown(this.documentStarts);
+    this.documentStarts[++this.documents] = this.sentences;
+    return this.documents - 1;
+  }
+
+  sentenceCount(d: number): number {
+    return this.documentStarts[d + 1]! - this.documentStarts[d]!;
+  }
+
+  /** Document `d` as a {@linkcode Document} (views into the set's arrays). */
+  document(d: number): Document {
+    const first = this.documentStarts[d]!, last = this.documentStarts[d + 1]!;
+    const from = this.sentenceStarts[first]!, to = this.sentenceStarts[last]!;
+    return {
+      ids: this.ids.subarray(from, to),
+      wordStarts: this.wordStarts.subarray(from, to),
+      sentenceStarts: this.sentenceStarts.slice(first, last + 1).map((start) => start - from),
+    };
+  }
+}
+
+function grown(array: Uint32Array): Uint32Array<ArrayBuffer> {
+  const bigger = new Uint32Array(array.length * 2);
+  bigger.set(array);
+  return bigger;
+}
+
 export interface InstanceSettings {
   maxSeqLength: number;
   shortSeqProb: number;
@@ -47,12 +137,12 @@ class Segment {
     return this.hi - this.lo;
   }
 
-  /** Sentences [from, to) of `document`. */
-  take(document: Document, from: number, to: number): void {
-    this.ids = document.ids;
-    this.wordStarts = document.wordStarts;
-    this.lo = document.sentenceStarts[from]!;
-    this.hi = document.sentenceStarts[to]!;
+  /** Sentences [from, to) of `set` (indices into its sentence list). */
+  take(set: DocumentSet, from: number, to: number): void {
+    this.ids = set.ids;
+    this.wordStarts = set.wordStarts;
+    this.lo = set.sentenceStarts[from]!;
+    this.hi = set.sentenceStarts[to]!;
   }
 }
 const NO_IDS = new Uint32Array(0);
@@ -128,23 +218,28 @@ export function createInstancesFromDocument(
   rng: Rng,
   out: (instance: PretrainInstance) => void,
 ): void {
-  assembleInstancesFromDocument(documents, documentIndex, settings, rng, (x) => out(x.view()));
+  const order = Uint32Array.from(documents.keys());
+  assembleInstances(DocumentSet.of(documents), order, documentIndex, settings, rng, (x) => out(x.view()));
 }
 
 /**
- * {@linkcode createInstancesFromDocument} without an object per instance: `out` gets the thread's
- * {@linkcode AssembledInstance}, overwritten by the next instance.
+ * {@linkcode createInstancesFromDocument} on a {@linkcode DocumentSet}, without an object per
+ * instance: `documents` lists the set's documents in the order to draw from, the instances are those
+ * of `documents[documentIndex]`, and `out` gets the thread's {@linkcode AssembledInstance}, overwritten
+ * by the next instance.
  */
-export function assembleInstancesFromDocument(
-  documents: readonly Document[],
+export function assembleInstances(
+  set: DocumentSet,
+  documents: Uint32Array,
   documentIndex: number,
   settings: InstanceSettings,
   rng: Rng,
   out: (instance: AssembledInstance) => void,
 ): void {
   const document = documents[documentIndex]!;
-  const sentences = sentenceCount(document);
-  const starts = document.sentenceStarts;
+  const firstSentence = set.documentStarts[document]!;
+  const sentences = set.documentStarts[document + 1]! - firstSentence;
+  const starts = set.sentenceStarts;
   // Account for [CLS], [SEP], [SEP]
   const maxNumTokens = settings.maxSeqLength - 3;
 
@@ -155,19 +250,20 @@ export function assembleInstancesFromDocument(
   if (rng.random() < settings.shortSeqProb) targetSeqLength = rng.randint(2, maxNumTokens);
 
   // Segments A and B follow the sentence boundaries of the input rather than an arbitrary split point,
-  // which would make next sentence prediction too easy. The current chunk is sentences [chunkFrom, i].
+  // which would make next sentence prediction too easy. The current chunk is sentences [chunkFrom, i]
+  // (counted from the document's first sentence).
   let chunkFrom = 0;
   let currentLength = 0;
   let i = 0;
   while (i < sentences) {
-    currentLength += starts[i + 1]! - starts[i]!;
+    currentLength += starts[firstSentence + i + 1]! - starts[firstSentence + i]!;
     if (i === sentences - 1 || currentLength >= targetSeqLength) {
       const chunkLength = i + 1 - chunkFrom;
       // How many sentences of the chunk go into segment A.
       let aEnd = 1;
       if (chunkLength >= 2) aEnd = rng.randint(1, chunkLength - 1);
       const a = segmentA, b = segmentB;
-      a.take(document, chunkFrom, chunkFrom + aEnd);
+      a.take(set, firstSentence + chunkFrom, firstSentence + chunkFrom + aEnd);
 
       let isRandomNext = false;
       if (chunkLength === 1 || rng.random() < settings.randomNextProb) {
@@ -180,19 +276,18 @@ export function assembleInstancesFromDocument(
           if (randomDocumentIndex !== documentIndex) break;
         }
         const randomDocument = documents[randomDocumentIndex]!;
-        const randomSentences = sentenceCount(randomDocument);
-        const randomStart = rng.randint(0, randomSentences - 1);
+        const randomFirst = set.documentStarts[randomDocument]!;
+        const randomSentences = set.documentStarts[randomDocument + 1]! - randomFirst;
+        const randomStart = randomFirst + rng.randint(0, randomSentences - 1);
         // Sentences from randomStart until B holds targetBLength tokens (or the document ends).
-        const randomStarts = randomDocument.sentenceStarts;
+        const randomEnd = randomFirst + randomSentences;
         let end = randomStart + 1;
-        while (end < randomSentences && randomStarts[end]! - randomStarts[randomStart]! < targetBLength) {
-          end++;
-        }
-        b.take(randomDocument, randomStart, end);
+        while (end < randomEnd && starts[end]! - starts[randomStart]! < targetBLength) end++;
+        b.take(set, randomStart, end);
         // The sentences of the chunk that B did not use are "put back" so they are not wasted.
         i -= chunkLength - aEnd;
       } else {
-        b.take(document, chunkFrom + aEnd, chunkFrom + chunkLength);
+        b.take(set, firstSentence + chunkFrom + aEnd, firstSentence + chunkFrom + chunkLength);
       }
       truncateSeqPair(a, b, maxNumTokens, rng);
       // Sentences are never empty and truncation cuts the longer side, so both keep a token.
