@@ -180,6 +180,49 @@ export class DocumentTokenizer {
   }
 
   addSentence(text: string): void {
+    this.addSentences([text]);
+  }
+
+  /**
+   * Adds the sentences of one document. Whole-word masking segments them with one jieba call: joined
+   * by "\n", which jieba always cuts at (it is whitespace, and sentences are trimmed), so the words are
+   * those of each sentence on its own, for fewer calls into the native module.
+   */
+  addSentences(texts: readonly string[]): void {
+    if (!this.jieba) {
+      for (const text of texts) this.#add(text, null, null);
+      return;
+    }
+    const words = this.jieba.cut(texts.length === 1 ? texts[0]! : texts.join("\n"), true);
+    let w = 0, wordStart = 0, sentenceStart = 0;
+    for (const text of texts) {
+      const length = codePoints(text);
+      if (this.#boundaries.length < length + 1) {
+        this.#boundaries = new Uint8Array(2 * (length + 1));
+        this.#cjkAt = new Uint8Array(2 * (length + 1));
+      }
+      const boundaries = this.#boundaries, cjkAt = this.#cjkAt;
+      boundaries.fill(0, 0, length + 1);
+      // A word starting before this sentence's end starts a word of it (the one at its end is the "\n").
+      for (; w < words.length && wordStart < sentenceStart + length; w++) {
+        if (wordStart >= sentenceStart) boundaries[wordStart - sentenceStart] = 1;
+        wordStart += codePoints(words[w]!);
+      }
+      for (let i = 0, cp = 0; i < text.length; i++, cp++) {
+        const c = text.codePointAt(i)!;
+        if (c > 0xffff) i++;
+        cjkAt[cp] = (classifyCodePoint(c) & CJK) !== 0 ? 1 : 0;
+      }
+      this.#add(text, boundaries, cjkAt);
+      sentenceStart += length + 1;
+    }
+  }
+
+  /** Jieba word starts and CJK characters of the sentence being added, by code point (reused). */
+  #boundaries = new Uint8Array(256);
+  #cjkAt = new Uint8Array(256);
+
+  #add(text: string, boundaries: Uint8Array | null, cjkAt: Uint8Array | null): void {
     // The tokenizer's piece buffer rather than tokenizeWords: no object per word (they took a third of
     // the build's time). A piece starts a word unless it is a `##` continuation, or a Chinese character
     // inside the jieba word of the character before it.
@@ -190,26 +233,13 @@ export class DocumentTokenizer {
     const ids = set.ids, wordStarts = set.wordStarts, continuation = this.#continuation;
     const pieceIds = pieces.ids;
     let at = set.tokens;
-    if (!this.jieba) {
+    if (!boundaries || !cjkAt) {
       for (let p = 0; p < count; p++, at++) {
         const id = pieceIds[p]!;
         ids[at] = id;
         wordStarts[at] = continuation[id] ? 0 : 1;
       }
     } else {
-      const length = codePoints(text);
-      const boundaries = new Uint8Array(length + 1);
-      const cjkAt = new Uint8Array(length);
-      for (let i = 0, cp = 0; i < text.length; i++, cp++) {
-        const c = text.codePointAt(i)!;
-        if (c > 0xffff) i++;
-        cjkAt[cp] = (classifyCodePoint(c) & CJK) !== 0 ? 1 : 0;
-      }
-      let offset = 0;
-      for (const word of this.jieba.cut(text, true)) {
-        boundaries[offset] = 1;
-        offset += codePoints(word);
-      }
       let previousCjkEnd = -1;
       for (let p = 0; p < count; p++, at++) {
         const id = pieceIds[p]!, start = pieces.starts[p]!, end = pieces.ends[p]!;
@@ -329,8 +359,7 @@ export function processBlock(
   for (const lines of rawDocuments) {
     const heldOut = holdOut.random() < settings.evalFraction;
     // A document given as one line is split into its sentences, so NSP still sees sentence boundaries.
-    const texts = lines.length === 1 ? splitSentences(lines[0]!) : lines;
-    for (const text of texts) documentTokenizer.addSentence(text);
+    documentTokenizer.addSentences(lines.length === 1 ? splitSentences(lines[0]!) : lines);
     const d = documentTokenizer.endDocument();
     if (d < 0) continue;
     if (heldOut) {

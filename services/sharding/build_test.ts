@@ -242,6 +242,28 @@ Deno.test("DocumentTokenizer marks jieba words and ## continuations for whole-wo
   assertEquals(Array.from(plain.finish()!.wordStarts), [1, 1, 1, 1, 1, 1, 1, 1, 1]);
 });
 
+Deno.test("DocumentTokenizer segments a document with one jieba call as it would sentence by sentence", () => {
+  const sentences = [
+    "我们中出了一个叛徒",
+    "unaffable playing 2024年",
+    "他说：“好。”",
+    "𠀀𠀁北京 e.g. U.S.A.",
+    "一个\u3000叛徒\u2028我们",
+    "abc",
+    "def我们",
+  ];
+  const tokenizer = WordPieceTokenizer.fromVocabText(vocabFor(sentences.join("")));
+  const jieba = Jieba.withDict(dict);
+  const one = new DocumentTokenizer(tokenizer, jieba);
+  for (const sentence of sentences) one.addSentence(sentence);
+  const together = new DocumentTokenizer(tokenizer, jieba);
+  together.addSentences(sentences);
+  const a = one.finish()!, b = together.finish()!;
+  assertEquals(Array.from(b.ids), Array.from(a.ids));
+  assertEquals(Array.from(b.wordStarts), Array.from(a.wordStarts));
+  assertEquals(Array.from(b.sentenceStarts), Array.from(a.sentenceStarts));
+});
+
 Deno.test("DocumentTokenizer yields exactly the tokenizer's ids, with or without jieba", () => {
   const text = "我爱北京天安门 unaffable 2024年，𠀀 playing! ...";
   const tokenizer = WordPieceTokenizer.fromVocabText(vocabFor(text));
