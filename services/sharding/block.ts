@@ -7,7 +7,7 @@
  */
 import type { Jieba } from "@node-rs/jieba";
 import { InvalidArgument } from "../shared/errors.ts";
-import { recordBytesOf, writeRecordFields } from "../shared/shards/format.ts";
+import { idBytesFor, recordBytesOf, writeRecordFields } from "../shared/shards/format.ts";
 import type { MaskingSettings } from "../shared/shards/masking.ts";
 import { Rng } from "../shared/shards/rng.ts";
 import { CJK, classifyCodePoint } from "../shared/wordpiece/basic.ts";
@@ -327,11 +327,9 @@ export class BlockWorkspace {
     this.records = new RecordBuffer(idBytes);
   }
 
-  static async create(
-    tokenizer: WordPieceTokenizer,
-    settings: BlockSettings,
-    idBytes: 2 | 4,
-  ): Promise<BlockWorkspace> {
+  /** Shards hold ids as uint16 when the vocabulary fits, else uint32 (`idBytesFor`). */
+  static async create(tokenizer: WordPieceTokenizer, settings: BlockSettings): Promise<BlockWorkspace> {
+    const idBytes = idBytesFor(tokenizer.idToToken.length);
     return new BlockWorkspace(tokenizer, settings.wholeWordMask ? await defaultJieba() : null, idBytes);
   }
 }

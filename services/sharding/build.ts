@@ -561,7 +561,7 @@ class BlockRunner {
   ) {
     if (workers === 0) {
       this.#tokenizer = WordPieceTokenizer.fromVocabText(init.vocabText, { lowercase: init.lowercase });
-      this.#workspace = BlockWorkspace.create(this.#tokenizer, init.settings, init.idBytes);
+      this.#workspace = BlockWorkspace.create(this.#tokenizer, init.settings);
       return;
     }
     for (let w = 0; w < workers; w++) {
@@ -634,9 +634,6 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
   validateShardSetName(options.name);
   const settings = resolveSettings(options.settings);
   const lowercase = options.vocab.lowercase ?? true;
-  const tokenizer = WordPieceTokenizer.fromVocabText(options.vocab.text, { lowercase });
-  const vocabSize = tokenizer.idToToken.length;
-  const idBytes = idBytesFor(vocabSize);
   const blockSettings: BlockSettings = {
     seed: settings.seed,
     maxSeqLength: settings.maxSeqLength,
@@ -649,19 +646,27 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     evalFraction: settings.evalFraction,
   };
   const workers = options.workers ?? Math.min(4, navigator.hardwareConcurrency || 1);
-  const writer = await ShardSetWriter.create(options.store, options.name, {
-    idBytes,
-    maxSeqLen: settings.maxSeqLength,
-    maxShardBytes: settings.maxShardBytes,
-    overwrite: options.overwrite ?? false,
-  });
+  // Workers first: they start (modules, vocab, jieba) while this thread reads the vocab and opens the set.
   const runner = new BlockRunner(workers, {
     type: "init",
     vocabText: options.vocab.text,
     lowercase,
     settings: blockSettings,
-    idBytes,
   });
+  let tokenizer: WordPieceTokenizer, writer: ShardSetWriter;
+  try {
+    tokenizer = WordPieceTokenizer.fromVocabText(options.vocab.text, { lowercase });
+    writer = await ShardSetWriter.create(options.store, options.name, {
+      idBytes: idBytesFor(tokenizer.idToToken.length),
+      maxSeqLen: settings.maxSeqLength,
+      maxShardBytes: settings.maxShardBytes,
+      overwrite: options.overwrite ?? false,
+    });
+  } catch (error) {
+    runner.close();
+    throw error;
+  }
+  const vocabSize = tokenizer.idToToken.length;
   const hasher = new Sha256();
   const counters = { bytesRead: 0 };
   let evalDocuments = 0;

@@ -18,7 +18,7 @@ import {
 } from "./block.ts";
 
 export type WorkerRequest =
-  | { type: "init"; vocabText: string; lowercase: boolean; settings: BlockSettings; idBytes: 2 | 4 }
+  | { type: "init"; vocabText: string; lowercase: boolean; settings: BlockSettings }
   | { type: "block"; index: number; block: RawBlock };
 
 export type WorkerReply =
@@ -27,7 +27,6 @@ export type WorkerReply =
 
 let tokenizer: WordPieceTokenizer | null = null;
 let settings: BlockSettings | null = null;
-let idBytes: 2 | 4 = 2;
 let workspace: BlockWorkspace | null = null;
 
 let ready: Promise<void> = Promise.resolve();
@@ -38,8 +37,7 @@ self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
     if (message.type === "init") {
       tokenizer = WordPieceTokenizer.fromVocabText(message.vocabText, { lowercase: message.lowercase });
       settings = message.settings;
-      idBytes = message.idBytes;
-      ready = BlockWorkspace.create(tokenizer, settings, idBytes).then((created) => {
+      ready = BlockWorkspace.create(tokenizer, settings).then((created) => {
         workspace = created;
       });
       await ready;
