@@ -269,10 +269,15 @@ export class DocumentTokenizer {
   }
 }
 
+/** Whether this platform stores a uint16 low byte first (shards are little endian). */
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
 /** Growable byte buffer of encoded records. */
 class RecordBuffer {
   bytes = new Uint8Array(1 << 20);
   view = new DataView(this.bytes.buffer);
+  /** The bytes as uint16s: records of uint16 ids without word starts are all of even size. */
+  words = new Uint16Array(this.bytes.buffer);
   length = 0;
   offsets = new Uint32Array(1 << 14);
   count = 0;
@@ -291,6 +296,7 @@ class RecordBuffer {
       grown.set(this.bytes.subarray(0, this.length));
       this.bytes = grown;
       this.view = new DataView(grown.buffer);
+      this.words = new Uint16Array(grown.buffer);
     }
     if (this.count === this.offsets.length) {
       const grown = new Uint32Array(this.offsets.length * 2);
@@ -298,6 +304,10 @@ class RecordBuffer {
       this.offsets = grown;
     }
     this.offsets[this.count++] = this.length;
+    if (this.idBytes === 2 && !x.wholeWord && LITTLE_ENDIAN && (this.length & 1) === 0) {
+      this.length = this.#addWords(x);
+      return;
+    }
     this.length = writeRecordFields(
       this.view,
       this.length,
@@ -311,6 +321,47 @@ class RecordBuffer {
       x.wholeWord ? x.wordStarts : undefined,
       this.idBytes,
     );
+  }
+
+  /** writeRecordFields for uint16 ids and no word starts, a uint16 at a time (the common case). */
+  #addWords(x: AssembledInstance): number {
+    const words = this.words, ids = x.ids, positions = x.positions, labels = x.labels;
+    const length = x.length, masked = x.masked;
+    let at = this.length >> 1;
+    words[at] = length;
+    words[at + 1] = x.segmentALength;
+    words[at + 2] = x.isRandomNext ? 1 : 0; // flags, then the reserved byte
+    words[at + 3] = masked;
+    at += 4;
+    let all = 0;
+    for (let i = 0; i < length; i++) {
+      const id = ids[i]!;
+      all |= id;
+      words[at++] = id;
+    }
+    for (let k = 0; k < masked; k++) words[at++] = positions[k]!;
+    for (let k = 0; k < masked; k++) {
+      const id = labels[k]!;
+      all |= id;
+      words[at++] = id;
+    }
+    if ((all & ~0xffff) !== 0) {
+      // Name the id as writeRecordFields does.
+      writeRecordFields(
+        this.view,
+        this.length,
+        ids,
+        length,
+        0,
+        false,
+        positions,
+        labels,
+        masked,
+        undefined,
+        2,
+      );
+    }
+    return at << 1;
   }
 }
 

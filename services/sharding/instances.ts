@@ -312,21 +312,29 @@ function assemble(
   const x = assembledFor(settings.maxSeqLength);
   const ids = x.ids, wordStarts = x.wordStarts;
   ids[0] = masking.clsId;
-  wordStarts[0] = 1;
   let at = 1;
-  // A segment cut at the front may open on a continuation; it still starts a word of its own.
-  for (let t = a.lo, source = a.ids, starts = a.wordStarts; t < a.hi; t++, at++) {
-    ids[at] = source[t]!;
-    wordStarts[at] = t === a.lo ? 1 : starts[t]!;
+  if (masking.wholeWord) {
+    wordStarts[0] = 1;
+    // A segment cut at the front may open on a continuation; it still starts a word of its own.
+    for (let t = a.lo, source = a.ids, starts = a.wordStarts; t < a.hi; t++, at++) {
+      ids[at] = source[t]!;
+      wordStarts[at] = t === a.lo ? 1 : starts[t]!;
+    }
+    ids[at] = masking.sepId;
+    wordStarts[at++] = 1;
+    for (let t = b.lo, source = b.ids, starts = b.wordStarts; t < b.hi; t++, at++) {
+      ids[at] = source[t]!;
+      wordStarts[at] = t === b.lo ? 1 : starts[t]!;
+    }
+    ids[at] = masking.sepId;
+    wordStarts[at++] = 1;
+  } else {
+    // Word starts only matter to whole-word masking (and are not stored without it).
+    for (let t = a.lo, source = a.ids; t < a.hi; t++) ids[at++] = source[t]!;
+    ids[at++] = masking.sepId;
+    for (let t = b.lo, source = b.ids; t < b.hi; t++) ids[at++] = source[t]!;
+    ids[at++] = masking.sepId;
   }
-  ids[at] = masking.sepId;
-  wordStarts[at++] = 1;
-  for (let t = b.lo, source = b.ids, starts = b.wordStarts; t < b.hi; t++, at++) {
-    ids[at] = source[t]!;
-    wordStarts[at] = t === b.lo ? 1 : starts[t]!;
-  }
-  ids[at] = masking.sepId;
-  wordStarts[at++] = 1;
   x.length = at;
   x.segmentALength = a.size + 2;
   x.isRandomNext = isRandomNext;

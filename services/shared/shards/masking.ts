@@ -104,26 +104,35 @@ export function maskInPlace(
   const { clsId, sepId } = settings;
   // Candidate groups [groupStart[g], groupEnd[g]): one position each, or one whole word each under
   // whole-word masking (a word never spans [CLS]/[SEP], which are no candidates).
-  const groupStart = scratch(length, 0);
-  const groupEnd = scratch(length, 1);
-  let groups = 0;
+  // The reference shuffles every candidate, then walks them until it has enough. Drawing the shuffle
+  // lazily, one Fisher-Yates step per candidate visited (`order`), gives the walk the same
+  // distribution for a fraction of the random draws.
   const wholeWord = settings.wholeWord && wordStarts !== undefined;
-  for (let i = 0; i < length; i++) {
-    const id = ids[i]!;
-    if (id === clsId || id === sepId) continue;
-    if (wholeWord && groups > 0 && !wordStarts![i] && groupEnd[groups - 1] === i) {
-      groupEnd[groups - 1] = i + 1;
-    } else {
-      groupStart[groups] = i;
-      groupEnd[groups] = i + 1;
-      groups++;
+  const groupStart = scratch(length, 0);
+  const order = scratch(length, 2);
+  let groups = 0;
+  let groupEnd: Int32Array | null = null;
+  if (wholeWord) {
+    groupEnd = scratch(length, 1);
+    for (let i = 0; i < length; i++) {
+      const id = ids[i]!;
+      if (id === clsId || id === sepId) continue;
+      if (groups > 0 && !wordStarts![i] && groupEnd[groups - 1] === i) {
+        groupEnd[groups - 1] = i + 1;
+      } else {
+        groupStart[groups] = i;
+        groupEnd[groups] = i + 1;
+        order[groups] = groups;
+        groups++;
+      }
+    }
+  } else {
+    // One position a group: the order holds the positions themselves (the same walk, one read less).
+    for (let i = 0; i < length; i++) {
+      const id = ids[i]!;
+      if (id !== clsId && id !== sepId) order[groups++] = i;
     }
   }
-  // The reference shuffles every candidate, then walks them until it has enough. Drawing the shuffle
-  // lazily, one Fisher-Yates step per candidate visited, gives the walk the same distribution for a
-  // fraction of the random draws.
-  const order = scratch(groups, 2);
-  for (let g = 0; g < groups; g++) order[g] = g;
   // The original id of every chosen position, by position (labels are written once they are sorted).
   const originals = originalsFor(length);
 
@@ -139,7 +148,7 @@ export function maskInPlace(
     const g = order[pick]!;
     order[pick] = order[k]!;
     order[k] = g;
-    const from = groupStart[g]!, to = groupEnd[g]!;
+    const from = groupEnd ? groupStart[g]! : g, to = groupEnd ? groupEnd[g]! : g + 1;
     // A whole word that would exceed the budget is skipped rather than cut, as the reference does.
     // (Groups are disjoint, so the reference's "already covered" check never fires here.)
     if (chosen + (to - from) > numToPredict) continue;
