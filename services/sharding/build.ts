@@ -574,6 +574,7 @@ class BlockRunner {
           if (waiting) {
             this.#queued[waiting.worker]!--;
             waiting.resolve(data.result);
+            this.#wakeReader();
           }
         } else if (data.invalidArgument) {
           this.#fail(new InvalidArgument(data.message));
@@ -599,6 +600,28 @@ class BlockRunner {
     this.#failure ??= error;
     for (const { reject } of this.#waiting.values()) reject(error);
     this.#waiting.clear();
+    this.#wakeReader();
+  }
+
+  /** Blocks a worker may hold: one running, one queued behind it. */
+  static readonly DEPTH = 2;
+  #readerWaiting: (() => void) | null = null;
+
+  /** Resolves once a worker can take a block (at once without workers); rejects once one failed. */
+  ready(): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#workers.length === 0 || this.#queued.some((n) => n < BlockRunner.DEPTH)) {
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => (this.#readerWaiting = resolve)).then(() => {
+      if (this.#failure) throw this.#failure;
+    });
+  }
+
+  #wakeReader(): void {
+    const wake = this.#readerWaiting;
+    this.#readerWaiting = null;
+    wake?.();
   }
 
   run(index: number, block: RawBlock): Promise<BlockResult> {
@@ -699,18 +722,24 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     });
   };
   try {
-    // Two blocks per worker in flight: one running, one queued, so no worker waits for the reader.
-    const maxInFlight = 2 * runner.parallelism;
-    const inFlight: Promise<BlockResult>[] = [];
+    // A block goes out as soon as a worker has room (one running, one queued), whichever worker that
+    // is; results are written in block order, so a few finished blocks may wait for a slower one
+    // (up to `window` blocks between reading and writing) rather than an idle worker for it.
+    const window = 4 * runner.parallelism;
+    const inFlight: { result: Promise<BlockResult>; done: boolean }[] = [];
     let index = 0;
     for await (const block of blocksOf(options.corpus, settings.blockBytes, hasher, counters)) {
       checkAbort();
-      const pending = runner.run(index++, block);
-      pending.catch(() => {}); // observed when awaited in order
-      inFlight.push(pending);
-      if (inFlight.length >= maxInFlight) await write(await inFlight.shift()!);
+      await runner.ready();
+      const entry = { result: runner.run(index++, block), done: false };
+      // Rejections are observed when the entry is awaited in order.
+      entry.result.then(() => (entry.done = true), () => (entry.done = true));
+      inFlight.push(entry);
+      while (inFlight.length > 0 && (inFlight[0]!.done || inFlight.length >= window)) {
+        await write(await inFlight.shift()!.result);
+      }
     }
-    while (inFlight.length > 0) await write(await inFlight.shift()!);
+    while (inFlight.length > 0) await write(await inFlight.shift()!.result);
     checkAbort();
     if (totals.instances === 0) {
       throw new InvalidArgument(`corpus ${options.corpus.name} produced no instances (is it empty?)`);
