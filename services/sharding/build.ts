@@ -500,7 +500,8 @@ export async function* blocksOf(
       }
       if (first && chunk.byteLength > 0) {
         first = false;
-        // A byte order mark opens the file, not its text (as TextDecoder reads it).
+        // A byte order mark opens the file, not its text (as TextDecoder reads it; one split across
+        // reads is trimmed as whitespace all the same).
         if (chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf) chunk = chunk.subarray(3);
       }
       if (from === to) {
