@@ -602,7 +602,8 @@ const COMMANDS: CommandSpec[] = [
     name: "train finetune",
     usage:
       "train finetune --base MODEL --task classify|multilabel|pair|ner [--crf] --train PATH|DATASET [--eval PATH|DATASET]\n" +
-      "               --epochs E --name MODEL [--batch B] [--lr LR] [--max-length N] [--seed S] [--patience K] [--detach]",
+      "               --epochs E --name MODEL [--batch B] [--lr LR] [--max-length N] [--seed S] [--patience K]\n" +
+      "               [--reinit-layers K] [--detach]",
     strings: [
       "base",
       "task",
@@ -615,6 +616,7 @@ const COMMANDS: CommandSpec[] = [
       "max-length",
       "seed",
       "patience",
+      "reinit-layers",
       "backend",
     ],
     booleans: ["crf", "detach"],
@@ -644,6 +646,7 @@ const COMMANDS: CommandSpec[] = [
           learning_rate: ctx.number("lr") ?? 0,
           max_length: ctx.int("max-length") ?? 0,
           early_stopping_patience: ctx.int("patience", { min: 0 }) ?? 0,
+          reinit_layers: ctx.int("reinit-layers", { min: 0 }) ?? 0,
           ...(seed === undefined ? {} : { seed }),
         },
         request_id: crypto.randomUUID(),

@@ -6,7 +6,7 @@
  * Defaults follow the BERT paper's fine-tuning recipe: learning rate 5e-5 (3e-5 for base-size models),
  * 10% linear warmup then linear decay, max length 128, batch 32, 3 epochs.
  */
-import type { Batch, HeadSpec, TaskKind } from "../shared/engine/engine.ts";
+import type { Batch, HeadSpec, TaskKind, Weights } from "../shared/engine/engine.ts";
 import {
   type DataTask,
   encodeNerExamples,
@@ -19,6 +19,8 @@ import {
   trainEvalSplit,
 } from "../shared/data/mod.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
+import { initWeights } from "../shared/model/checkpoint.ts";
+import type { BertConfig } from "../shared/model/config.ts";
 import { FailedPrecondition, InvalidArgument } from "../shared/errors.ts";
 import { confusionMatrixSvg } from "../shared/report/svg.ts";
 import { type BatchSource, runTrainingLoop } from "./loop.ts";
@@ -59,6 +61,12 @@ export interface FinetuneJobSpec {
   keepCheckpoints?: number;
   weightDecay?: number;
   logEvery?: number;
+  /**
+   * Re-initialise the pooler and the top K encoder layers before fine-tuning (Zhang et al. 2021, "Revisiting
+   * Few-sample BERT Fine-tuning"): the top of a pretrained encoder is specialised to the MLM/NSP heads, and on
+   * small data a fresh top trains to a better optimum than the pretrained one. 0 keeps every pretrained tensor.
+   */
+  reinitLayers?: number;
 }
 
 /** The metric early stopping and "best checkpoint" watch, per task. */
@@ -88,6 +96,11 @@ export function validateFinetuneSpec(spec: FinetuneJobSpec): FinetuneJobSpec {
   checkPositive("batch_size", spec.batchSize);
   checkPositive("learning_rate", spec.learningRate);
   checkPositive("max_length", spec.maxLength);
+  if (spec.reinitLayers !== undefined && !(Number.isInteger(spec.reinitLayers) && spec.reinitLayers >= 0)) {
+    throw new InvalidArgument(
+      `finetune.reinit_layers must be a non-negative integer: current value is ${spec.reinitLayers}`,
+    );
+  }
   if (spec.warmupRatio !== undefined && !(spec.warmupRatio >= 0 && spec.warmupRatio < 1)) {
     throw new InvalidArgument(
       `finetune.warmup_ratio must be in [0, 1): current value is ${spec.warmupRatio}`,
@@ -148,6 +161,31 @@ class FeatureBatchSource implements BatchSource {
   }
 }
 
+/**
+ * Replaces the pooler and the top `layers` encoder layers of `weights` (in place) with fresh draws from `seed`;
+ * returns what was replaced, for the job's log, or "" when nothing was.
+ */
+export function reinitTop(
+  weights: Weights,
+  config: BertConfig,
+  head: HeadSpec,
+  layers: number,
+  seed: number,
+): string {
+  if (layers === 0) return "";
+  const L = config.num_hidden_layers;
+  if (layers > L) {
+    throw new InvalidArgument(`finetune.reinit_layers ${layers} exceeds the base model's ${L} layers`);
+  }
+  const fresh = initWeights(config, head, seed);
+  const prefixes = ["bert.pooler."];
+  for (let l = L - layers; l < L; l++) prefixes.push(`bert.encoder.layer.${l}.`);
+  for (const [name, tensor] of fresh) {
+    if (prefixes.some((p) => name.startsWith(p)) && weights.has(name)) weights.set(name, tensor);
+  }
+  return `the pooler and encoder layers ${L - layers}..${L - 1}`;
+}
+
 export interface PreparedData {
   labels: LabelSet;
   train: Feature[];
@@ -203,6 +241,7 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
 
   const base = await loadModel(store, spec.base, { head, seed, field: "finetune.base" });
   const config = { ...base.config };
+  const reinitialized = reinitTop(base.weights, config, head, spec.reinitLayers ?? 0, seed);
   if (maxLength > config.max_position_embeddings) {
     throw new InvalidArgument(
       `finetune.max_length ${maxLength} exceeds the base model's max_position_embeddings ${config.max_position_embeddings}`,
@@ -272,7 +311,8 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
           spec.crf ? " + CRF" : ""
         } (${labels.size} labels) on ` +
         `${engine.backend}: ${epochs} epochs x ${stepsPerEpoch} steps, B=${B} T=${T} lr=${lr} warmup=${warmupSteps}` +
-        (base.initialized?.length ? `; new head tensors: ${base.initialized.join(", ")}` : ""),
+        (base.initialized?.length ? `; new head tensors: ${base.initialized.join(", ")}` : "") +
+        (reinitialized ? `; re-initialised ${reinitialized}` : ""),
     });
     if (totalSteps === 0) throw new FailedPrecondition("finetune: no full batch of training data");
 

@@ -1,9 +1,9 @@
-import { assert, assertEquals, assertGreater, assertRejects } from "@std/assert";
+import { assert, assertEquals, assertGreater, assertRejects, assertThrows } from "@std/assert";
 import { LocalStore } from "../shared/store/local.ts";
 import { InvalidArgument, NotFound } from "../shared/errors.ts";
 import { initWeights, saveModelDir } from "../shared/model/checkpoint.ts";
 import { parseConfig } from "../shared/model/config.ts";
-import { runFinetuneJob } from "./finetune.ts";
+import { reinitTop, runFinetuneJob } from "./finetune.ts";
 import { storeDataset } from "./datasets.ts";
 import { publishModel } from "./models.ts";
 import type { TrainerEvent } from "./loop.ts";
@@ -181,6 +181,16 @@ Deno.test("runFinetuneJob() refuses what does not fit: unknown base or data, max
       "max_position_embeddings",
     );
     await assertRejects(() => runFinetuneJob({ ...spec, crf: true }, ctx), InvalidArgument, "crf");
+    await assertRejects(
+      () => runFinetuneJob({ ...spec, reinitLayers: 99 }, ctx),
+      InvalidArgument,
+      "reinit_layers 99 exceeds",
+    );
+    await assertRejects(
+      () => runFinetuneJob({ ...spec, reinitLayers: -1 }, ctx),
+      InvalidArgument,
+      "reinit_layers",
+    );
     await assertRejects(() => runFinetuneJob({ ...spec, task: "ner" }, ctx), InvalidArgument, "ner");
   }));
 
@@ -198,4 +208,25 @@ Deno.test("an HF model folder written by saveModelDir loads as a base model", as
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("reinitTop() replaces the pooler and exactly the top K layers, and refuses more layers than the model has", () => {
+  const config = parseConfig(tinyConfigJson({}));
+  const head = { task: "classify" as const, numLabels: 2 };
+  const pretrained = initWeights(config, head, 1);
+  const weights = new Map(pretrained);
+  const L = config.num_hidden_layers;
+  assertEquals(reinitTop(weights, config, head, 0, 9), "");
+  assertEquals([...weights].every(([name, t]) => pretrained.get(name) === t), true);
+  const what = reinitTop(weights, config, head, 1, 9);
+  assert(what.includes(`${L - 1}`), what);
+  for (const [name, tensor] of weights) {
+    const replaced = name.startsWith("bert.pooler.") || name.startsWith(`bert.encoder.layer.${L - 1}.`);
+    assertEquals(tensor !== pretrained.get(name), replaced, name);
+    if (replaced && name.endsWith(".weight") && !name.includes("LayerNorm")) {
+      // Fresh draws, not the old values: the seeds differ.
+      assert(tensor.data.some((v, i) => v !== pretrained.get(name)!.data[i]), name);
+    }
+  }
+  assertThrows(() => reinitTop(new Map(pretrained), config, head, L + 1, 9), InvalidArgument, "exceeds");
 });

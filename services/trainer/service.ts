@@ -135,6 +135,7 @@ export function specFromRequest(request: Message): StoredSpec {
       ...(opt(f.threshold) !== undefined ? { threshold: f.threshold } : {}),
       ...(num(f.eval_every) ? { evalEvery: num(f.eval_every) } : {}),
       ...(num(f.checkpoint_every) ? { checkpointEvery: num(f.checkpoint_every) } : {}),
+      ...(num(f.reinit_layers) ? { reinitLayers: num(f.reinit_layers) } : {}),
     };
     validateFinetuneSpec(spec);
     return { kind: "finetune", ...common, finetune: spec };
