@@ -1,9 +1,8 @@
 /**
  * Model versions in the store, as the inference service reads them: `models/<name>/<version>/` in the Hugging
  * Face layout, visible once its MANIFEST.json is published (store/publish.ts). The trainer writes these; this
- * file only reads them (services never import each other, so resolving "the latest version" lives here too).
- *
- * Versions are UTC timestamps `YYYYMMDDTHHMMSSZ` (common.proto), so the latest is the greatest string.
+ * file only reads them. Names, versions and resolving "the latest version" are shared with the trainer
+ * (shared/model/registry.ts).
  */
 import { InvalidArgument, NotFound } from "../shared/errors.ts";
 import type { Weights } from "../shared/engine/engine.ts";
@@ -12,73 +11,8 @@ import { type BertConfig, parseConfig } from "../shared/model/config.ts";
 import { decodeSafetensors } from "../shared/model/safetensors.ts";
 import type { HeadSpec } from "../shared/engine/engine.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
-import { isPublished, listArtifacts, type Manifest, readManifest } from "../shared/store/publish.ts";
-
-export const MODELS_PREFIX = "models/";
-const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
-const VERSION_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
-
-/** Checks an artifact name (common.proto naming rule); throws InvalidArgument naming `field`. */
-export function validateModelName(name: unknown, field = "model"): string {
-  if (typeof name !== "string" || !NAME_RE.test(name) || name.includes("..")) {
-    throw new InvalidArgument(
-      `${field} must be 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.': got ${
-        JSON.stringify(name)
-      }`,
-    );
-  }
-  return name;
-}
-
-export function validateVersion(version: unknown, field = "version"): string {
-  if (typeof version !== "string" || !VERSION_RE.test(version) || version.includes("..")) {
-    throw new InvalidArgument(
-      `${field} must be a published version like 20261125T150405Z: got ${JSON.stringify(version)}`,
-    );
-  }
-  return version;
-}
-
-export function modelPrefix(name: string, version: string): string {
-  return `${MODELS_PREFIX}${name}/${version}`;
-}
-
-/** Published versions of one model, oldest first. */
-export async function listVersions(store: ObjectStore, name: string): Promise<string[]> {
-  const prefixes = await listArtifacts(store, `${MODELS_PREFIX}${validateModelName(name)}/`);
-  return prefixes.map((p) => p.split("/")[2] ?? "").filter((v) => v !== "").sort();
-}
-
-/** Every published model name with its versions (oldest first), names sorted. */
-export async function listModelVersions(store: ObjectStore): Promise<Map<string, string[]>> {
-  const byName = new Map<string, string[]>();
-  for (const prefix of await listArtifacts(store, MODELS_PREFIX)) {
-    const [, name, version, ...rest] = prefix.split("/");
-    if (!name || !version || rest.length > 0) continue;
-    const versions = byName.get(name) ?? [];
-    versions.push(version);
-    byName.set(name, versions);
-  }
-  for (const versions of byName.values()) versions.sort();
-  return new Map([...byName].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-}
-
-/** The pinned version if published, else the latest; NotFound naming the model otherwise. */
-export async function resolveVersion(store: ObjectStore, name: string, version?: string): Promise<string> {
-  validateModelName(name);
-  if (version) {
-    validateVersion(version);
-    if (!(await isPublished(store, modelPrefix(name, version)))) {
-      throw new NotFound(`model ${name} has no version ${version} in the store`);
-    }
-    return version;
-  }
-  const latest = (await listVersions(store, name)).at(-1);
-  if (!latest) {
-    throw new NotFound(`model ${name} is not in the store (no published models/${name}/<version>/)`);
-  }
-  return latest;
-}
+import { type Manifest, readManifest } from "../shared/store/publish.ts";
+import { modelPrefix } from "../shared/model/registry.ts";
 
 /** One published model version read into memory: everything the registry needs to serve it. */
 export interface StoredModel {

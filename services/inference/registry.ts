@@ -28,16 +28,13 @@ import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
 import { checkBackendName, createServingBackend, type ServingBackend } from "./backends.ts";
 import type { BatchTarget } from "./batcher.ts";
 import type { InferenceMetrics } from "./metrics.ts";
+import { flattenMetrics, readModelConfig, readStoredModel, type StoredModel } from "./models.ts";
 import {
-  flattenMetrics,
   listModelVersions,
-  readModelConfig,
-  readStoredModel,
   resolveVersion,
-  type StoredModel,
-  validateModelName,
+  validateName,
   validateVersion,
-} from "./models.ts";
+} from "../shared/model/registry.ts";
 
 export type ModelStateName =
   | "MODEL_STATE_AVAILABLE"
@@ -326,7 +323,7 @@ export class Registry {
     } = {},
   ): Promise<{ instance: ModelInstance; seconds: number }> {
     if (this.#closed) throw new Cancelled("the registry is closed: the service is stopping");
-    const name = validateModelName(ref.name ?? "", "model.name");
+    const name = validateName(ref.name ?? "", "model.name");
     const pinned = ref.version ? validateVersion(ref.version, "model.version") : undefined;
     const backend = checkBackendName(options.backend || this.options.backend || "auto", "backend");
     const key = pinned ? `${name}@${pinned}` : name;
@@ -398,7 +395,7 @@ export class Registry {
 
   /** Unloads a resident model; requests in flight finish first. NotFound when it is not resident. */
   unload(ref: ModelRefInput): ModelInstance {
-    const name = validateModelName(ref.name ?? "", "model.name");
+    const name = validateName(ref.name ?? "", "model.name");
     const slots = [...this.#slots.values()].filter((s) =>
       s.name === name && s.instance && (!ref.version || s.instance.version === ref.version)
     );
@@ -448,7 +445,7 @@ export class Registry {
     if (!ref.name && !this.#defaultName) {
       throw new InvalidArgument("model is empty and the service has no default model: name a model");
     }
-    const name = validateModelName(ref.name || this.#defaultName!, "model");
+    const name = validateName(ref.name || this.#defaultName!, "model");
     if (ref.version) validateVersion(ref.version, "version");
     let instance = this.resident({ name, ...(ref.version ? { version: ref.version } : {}) });
     if (!instance) {

@@ -10,6 +10,7 @@ import { join } from "@std/path";
 import type { HeadSpec, TaskKind } from "../shared/engine/engine.ts";
 import { initWeights, saveModelDir } from "../shared/model/checkpoint.ts";
 import { type BertConfig, validateConfig } from "../shared/model/config.ts";
+import { versionFor } from "../shared/model/registry.ts";
 import { publish } from "../shared/store/publish.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 
@@ -84,7 +85,7 @@ let versionCounter = 0;
 /** A version string like the trainer's (`YYYYMMDDTHHMMSSZ`), strictly increasing within a process. */
 export function nextVersion(): string {
   const t = new Date(Date.UTC(2026, 0, 1) + (Date.now() % 1_000_000_000) + versionCounter++ * 1000);
-  return t.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  return versionFor(t);
 }
 
 export function tinyConfig(overrides: Partial<BertConfig> = {}): BertConfig {

@@ -15,7 +15,7 @@ import {
   parseTextExamples,
   type TextExample,
 } from "../shared/data/formats.ts";
-import { validateName } from "./models.ts";
+import { validateName } from "../shared/model/registry.ts";
 
 export const DATASETS_PREFIX = "datasets/";
 

@@ -33,7 +33,8 @@ import {
   publishedModelRef,
   type TrainerJobContext,
 } from "./jobs.ts";
-import { loadModel, publishModel, validateName } from "./models.ts";
+import { validateName } from "../shared/model/registry.ts";
+import { loadModel, publishModel } from "./models.ts";
 import { readDataset } from "./datasets.ts";
 import { publishTarget } from "./publish_target.ts";
 

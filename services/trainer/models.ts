@@ -3,16 +3,16 @@
  * vocab.txt, tokenizer.json, tokenizer_config.json) plus metrics.json, lineage.json and pictures, published
  * with a manifest written last (store/publish.ts), so a half-written version is never visible.
  *
- * Versions are UTC timestamps `YYYYMMDDTHHMMSSZ` (common.proto): they sort as strings, so "latest" is the
- * greatest. A job fixes its version before writing anything (`jobs/<id>/publish.json`), so a trainer killed
- * halfway through publishing finishes the same version on restart instead of adding a second one.
+ * Names, versions (UTC timestamps `YYYYMMDDTHHMMSSZ`), prefixes and "pinned or latest" resolution are shared
+ * with the inference service (shared/model/registry.ts). A job fixes its version before writing anything
+ * (`jobs/<id>/publish.json`), so a trainer killed halfway through publishing finishes the same version on
+ * restart instead of adding a second one.
  */
 import { join } from "node:path";
 import type { Weights } from "../shared/engine/engine.ts";
 import type { HeadSpec } from "../shared/engine/engine.ts";
 import type { BertConfig } from "../shared/model/config.ts";
 import { loadModelDir, type ModelDir, saveModelDir } from "../shared/model/checkpoint.ts";
-import { InvalidArgument, NotFound } from "../shared/errors.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import {
   ArtifactWriter,
@@ -22,55 +22,23 @@ import {
   type Manifest,
   readManifest,
 } from "../shared/store/publish.ts";
+import {
+  modelPrefix,
+  MODELS_PREFIX,
+  resolveVersion,
+  validateName,
+  versionFor,
+} from "../shared/model/registry.ts";
 import { withRetry } from "./checkpoint.ts";
 
-export const MODELS_PREFIX = "models/";
-const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
-
-export function validateName(name: string, field = "name"): string {
-  if (typeof name !== "string" || !NAME_RE.test(name) || name.includes("..")) {
-    throw new InvalidArgument(
-      `${field} must be 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.': got ${
-        JSON.stringify(name)
-      }`,
-    );
-  }
-  return name;
-}
-
-export function modelPrefix(name: string, version: string): string {
-  return `${MODELS_PREFIX}${validateName(name)}/${version}`;
-}
-
-/** `20261125T150405Z` for a date. */
-export function versionFor(date: Date): string {
-  return date.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
-}
-
-/** Published versions of a model, oldest first. */
-export async function listVersions(store: ObjectStore, name: string): Promise<string[]> {
-  const prefixes = await listArtifacts(store, `${MODELS_PREFIX}${validateName(name)}/`);
-  return prefixes.map((p) => p.split("/")[2]!).filter(Boolean).sort();
-}
-
-/** The version a request names, or the latest; NotFound naming the model when there is none. */
+/** The version a request names, or the latest; NotFound naming `field` and the model when there is none. */
 export async function resolveModel(
   store: ObjectStore,
   ref: { name: string; version?: string },
   field = "model",
 ): Promise<{ name: string; version: string; prefix: string }> {
-  validateName(ref.name, `${field}.name`);
-  if (ref.version) {
-    const prefix = modelPrefix(ref.name, ref.version);
-    if (!(await isPublished(store, prefix))) {
-      throw new NotFound(`${field}: model ${ref.name} has no version ${ref.version}`);
-    }
-    return { name: ref.name, version: ref.version, prefix };
-  }
-  const versions = await listVersions(store, ref.name);
-  const latest = versions.at(-1);
-  if (!latest) throw new NotFound(`${field}: no model named ${ref.name} in the store`);
-  return { name: ref.name, version: latest, prefix: modelPrefix(ref.name, latest) };
+  const version = await resolveVersion(store, ref.name, ref.version, field);
+  return { name: ref.name, version, prefix: modelPrefix(ref.name, version) };
 }
 
 /** Copies a published artifact's parts into a local folder (streamed), returning its manifest. */
@@ -150,7 +118,7 @@ export async function publishModel(
   options: PublishModelOptions,
 ): Promise<{ name: string; version: string; prefix: string; manifest: Manifest }> {
   const version = options.version ?? await freshVersion(store, options.name);
-  const prefix = modelPrefix(options.name, version);
+  const prefix = modelPrefix(validateName(options.name), version);
   if (await isPublished(store, prefix)) {
     // Published before the process died: the same job's version is complete, nothing to redo.
     return { name: options.name, version, prefix, manifest: await readManifest(store, prefix) };
@@ -195,7 +163,7 @@ export async function publishModel(
 
 /** Deletes one model version (manifest first). */
 export async function deleteModel(store: ObjectStore, name: string, version: string): Promise<void> {
-  await deleteArtifact(store, modelPrefix(name, version));
+  await deleteArtifact(store, modelPrefix(validateName(name), version));
 }
 
 export interface ModelListing {

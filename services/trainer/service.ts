@@ -25,15 +25,8 @@ import { type PretrainJobSpec, resolvePretrainSpec, runPretrainJob } from "./pre
 import { type FinetuneJobSpec, type FinetuneTask, runFinetuneJob, validateFinetuneSpec } from "./finetune.ts";
 import { createJobEngine, formatEvent, type JobOutcome, type TrainerJobContext } from "./jobs.ts";
 import type { TrainerEvent } from "./loop.ts";
-import {
-  freshVersion,
-  listModels,
-  loadModel,
-  modelPrefix,
-  publishModel,
-  resolveModel,
-  validateName,
-} from "./models.ts";
+import { freshVersion, listModels, loadModel, publishModel, resolveModel } from "./models.ts";
+import { modelPrefix, validateName } from "../shared/model/registry.ts";
 import { readDataset, storeDataset } from "./datasets.ts";
 import { evaluateFeatures } from "./evaluate.ts";
 import { readManifest } from "../shared/store/publish.ts";
