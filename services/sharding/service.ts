@@ -11,7 +11,8 @@ import type { Logger } from "../shared/config/log.ts";
 import { AlreadyExists, InvalidArgument, NotFound } from "../shared/errors.ts";
 import { type JobEvent, JobManager, type JobRecord } from "../shared/jobs/jobs.ts";
 import { jobEventMessage, jobMessage } from "../shared/jobs/proto.ts";
-import type { CallContext, Handlers, Message } from "../shared/rpc/serve.ts";
+import { jobHandlers } from "../shared/jobs/handlers.ts";
+import type { Handlers, Message } from "../shared/rpc/serve.ts";
 import { type PretrainInstance, ShardSet } from "../shared/shards/mod.ts";
 import {
   listShardSets,
@@ -208,44 +209,17 @@ export class Sharder {
     };
   }
 
-  async *watch(jobId: string, afterSeq: number, signal?: AbortSignal): AsyncIterable<Message> {
-    const record = await this.manager.get(jobId);
-    let state: string = record.state;
-    let startedAt = record.startedAt;
-    for await (const event of this.manager.watch(jobId, { afterSeq, ...(signal ? { signal } : {}) })) {
-      if (event.state) state = event.state;
-      if (event.state === "RUNNING" && !startedAt) startedAt = event.time;
-      yield { event: protoEvent(jobId, event, state, startedAt) };
-    }
-  }
-
   handlers(): Handlers {
     return {
       StartBuildPretraining: async (request: Message) => ({
         job: await this.jobMessage(await this.start(request)),
       }),
-      GetJob: async (request: Message) => ({
-        job: await this.jobMessage(await this.manager.get(request.job_id)),
+      ...jobHandlers({
+        manager: this.manager,
+        jobMessage: (record) => this.jobMessage(record),
+        eventMessage: protoEvent,
+        listKind: () => JOB_KIND, // builds only, whatever filter.kind says
       }),
-      ListJobs: async (request: Message) => {
-        const states = (request.filter?.states ?? []).map((s: string) => s.replace(/^JOB_STATE_/, ""));
-        const { jobs, nextPageToken } = await this.manager.list({
-          pageSize: Math.min(1000, num(request.page?.page_size) || 100),
-          kind: JOB_KIND,
-          ...(request.page?.page_token ? { pageToken: request.page.page_token } : {}),
-          ...(states.length === 1 ? { state: states[0] } : {}),
-        });
-        const selected = jobs.filter((j) => states.length <= 1 || states.includes(j.state));
-        return {
-          jobs: await Promise.all(selected.map((j) => this.jobMessage(j))),
-          page: { next_page_token: nextPageToken, total_size: 0 },
-        };
-      },
-      CancelJob: async (request: Message) => ({
-        job: await this.jobMessage(await this.manager.cancel(request.job_id)),
-      }),
-      WatchJob: (request: Message, ctx: CallContext) =>
-        this.watch(request.job_id, num(request.after_seq), ctx.signal),
       ListShards: async (request: Message) => {
         // Newest first, as List calls order by default.
         const sets = (await listShardSets(this.store)).sort((a, b) =>

@@ -6,7 +6,8 @@
 import { BertforgeError, FailedPrecondition, InvalidArgument, ResourceExhausted } from "../shared/errors.ts";
 import type { JobEvent, JobManager, JobRecord } from "../shared/jobs/mod.ts";
 import { jobEventMessage, jobMessage } from "../shared/jobs/proto.ts";
-import { type CallContext, type Handlers, type Message, receiveUpload } from "../shared/rpc/mod.ts";
+import { jobHandlers } from "../shared/jobs/handlers.ts";
+import { type Handlers, type Message, receiveUpload } from "../shared/rpc/mod.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { ArtifactWriter } from "../shared/store/publish.ts";
 import {
@@ -56,32 +57,14 @@ export class TokenizerService {
         const id = await this.jobs.submit(TRAIN_VOCAB_KIND, spec);
         return { job: await this.jobMessage(await this.jobs.get(id)) };
       },
-      WatchJob: (request: Message, ctx: CallContext) =>
-        this.watch(request.job_id, num(request.after_seq), ctx.signal),
-      GetJob: async (request: Message) => ({
-        job: await this.jobMessage(await this.jobs.get(request.job_id)),
+      ...jobHandlers({
+        manager: this.jobs,
+        jobMessage: (record) => this.jobMessage(record),
+        eventMessage,
+        listKind: (requested) => requested || TRAIN_VOCAB_KIND,
+        finishedError: (record) =>
+          new FailedPrecondition(`job_id: job ${record.id} already finished (${record.state})`),
       }),
-      ListJobs: async (request: Message) => {
-        const states = ((request.filter?.states ?? []) as string[]).map((s) => s.replace(/^JOB_STATE_/, ""));
-        const { jobs, nextPageToken } = await this.jobs.list({
-          pageSize: Math.min(1000, num(request.page?.page_size) || 100),
-          ...(request.page?.page_token ? { pageToken: request.page.page_token } : {}),
-          ...(states.length === 1 ? { state: states[0] as JobRecord["state"] } : {}),
-          kind: request.filter?.kind || TRAIN_VOCAB_KIND,
-        });
-        const selected = jobs.filter((j) => states.length <= 1 || states.includes(j.state));
-        return {
-          jobs: await Promise.all(selected.map((j) => this.jobMessage(j))),
-          page: { next_page_token: nextPageToken, total_size: 0 },
-        };
-      },
-      CancelJob: async (request: Message) => {
-        const record = await this.jobs.get(request.job_id);
-        if (record.state === "SUCCEEDED" || record.state === "FAILED" || record.state === "CANCELLED") {
-          throw new FailedPrecondition(`job_id: job ${record.id} already finished (${record.state})`);
-        }
-        return { job: await this.jobMessage(await this.jobs.cancel(request.job_id)) };
-      },
       ImportVocab: (request: Message) => this.importVocab(request),
       ListVocabs: async (request: Message) => {
         const all = await listVocabs(this.store);
@@ -298,17 +281,6 @@ export class TokenizerService {
         }]
         : [],
     };
-  }
-
-  async *watch(jobId: string, afterSeq: number, signal?: AbortSignal): AsyncGenerator<Message> {
-    const record = await this.jobs.get(jobId);
-    let startedAt = record.startedAt;
-    let state: string = record.state;
-    for await (const event of this.jobs.watch(jobId, { afterSeq, ...(signal ? { signal } : {}) })) {
-      if (event.state) state = event.state;
-      if (event.state === "RUNNING" && !startedAt) startedAt = event.time;
-      yield { event: eventMessage(jobId, event, state, startedAt) };
-    }
   }
 }
 

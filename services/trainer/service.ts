@@ -6,6 +6,7 @@
  */
 import { type JobEvent, type JobEventInput, JobManager, type JobRecord } from "../shared/jobs/jobs.ts";
 import { jobEventMessage, jobMessage, jobProgressMessage } from "../shared/jobs/proto.ts";
+import { jobHandlers } from "../shared/jobs/handlers.ts";
 import type { CallContext, Handlers, Message } from "../shared/rpc/serve.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
@@ -386,46 +387,16 @@ export class Trainer {
     };
   }
 
-  async *watch(jobId: string, afterSeq: number, signal?: AbortSignal): AsyncIterable<Message> {
-    const record = await this.manager.get(jobId);
-    let startedAt = record.startedAt;
-    let state: string = record.state;
-    for await (const event of this.manager.watch(jobId, { afterSeq, ...(signal ? { signal } : {}) })) {
-      if (event.state) state = event.state;
-      if (event.state === "RUNNING" && !startedAt) startedAt = event.time;
-      yield protoEvent(jobId, event, state, startedAt);
-    }
-  }
-
   handlers(): Handlers {
     return {
       SubmitJob: async (request: Message) => ({ job: await this.jobMessage(await this.submit(request)) }),
-      GetJob: async (request: Message) => ({
-        job: await this.jobMessage(await this.manager.get(request.job_id)),
+      ...jobHandlers({
+        manager: this.manager,
+        jobMessage: (record) => this.jobMessage(record),
+        eventMessage: protoEvent,
+        listKind: (requested) => requested || undefined,
+        listKeep: (record) => record.kind === "pretrain" || record.kind === "finetune",
       }),
-      ListJobs: async (request: Message) => {
-        const states = (request.filter?.states ?? []).map((s: string) => s.replace(/^JOB_STATE_/, ""));
-        const pageSize = Math.min(1000, num(request.page?.page_size) || 100);
-        const { jobs, nextPageToken } = await this.manager.list({
-          pageSize,
-          ...(request.page?.page_token ? { pageToken: request.page.page_token } : {}),
-          ...(states.length === 1 ? { state: states[0] } : {}),
-          ...(request.filter?.kind ? { kind: request.filter.kind } : {}),
-        });
-        const mine = jobs.filter((j) =>
-          (j.kind === "pretrain" || j.kind === "finetune") &&
-          (states.length <= 1 || states.includes(j.state))
-        );
-        return {
-          jobs: await Promise.all(mine.map((j) => this.jobMessage(j))),
-          page: { next_page_token: nextPageToken, total_size: 0 },
-        };
-      },
-      CancelJob: async (request: Message) => ({
-        job: await this.jobMessage(await this.manager.cancel(request.job_id)),
-      }),
-      WatchJob: (request: Message, ctx: CallContext) =>
-        mapStream(this.watch(request.job_id, num(request.after_seq), ctx.signal), (event) => ({ event })),
       ListModels: async (request: Message) => {
         const models = await listModels(this.store, request.name || undefined);
         const pageSize = Math.min(1000, num(request.page?.page_size) || 100);
@@ -803,8 +774,4 @@ async function* fileChunks(
     }
   }
   yield { file: { path, data: pending, eof: true, sha256 } };
-}
-
-async function* mapStream<T, U>(source: AsyncIterable<T>, fn: (item: T) => U): AsyncIterable<U> {
-  for await (const item of source) yield fn(item);
 }

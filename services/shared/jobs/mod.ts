@@ -31,3 +31,4 @@
  */
 export * from "./jobs.ts";
 export * from "./proto.ts";
+export * from "./handlers.ts";
