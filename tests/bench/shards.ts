@@ -1,6 +1,6 @@
 /**
  * `deno task bench shards [--mb 100] [--seq-len 128] [--dupe-factor 1] [--workers 2] [--wwm] [--vocab FILE]
- * [--rounds 2] [--service-mb 2]`
+ * [--rounds 3] [--service-mb 2]`
  *
  * Builds pretraining shards from a corpus of at least `--mb` MB made of the chinese-poetry package (every
  * Tang and Song poem a document, one verse couplet a line, repeated until the size is reached), into a
@@ -205,7 +205,7 @@ export async function main(args: string[]): Promise<void> {
       "seq-len": "128",
       "dupe-factor": "1",
       workers: "2",
-      rounds: "2",
+      rounds: "3",
       "service-mb": "2",
     },
   });
