@@ -162,13 +162,21 @@ interface RunningJob {
   done: Promise<void>;
 }
 
-/** Per-job writer that keeps event seqs contiguous and writes in order. */
+/**
+ * Per-job writer that keeps event seqs contiguous and writes in order. A seq is taken only once its event is
+ * stored (`stored()`): a failed write leaves no gap for watchers (who read seq + 1) to wait on forever; the next
+ * event reuses the seq.
+ */
 class EventLog {
   #chain: Promise<unknown> = Promise.resolve();
   constructor(public seq: number) {}
-  append<T>(write: (seq: number) => Promise<T>): Promise<T> {
-    const seq = ++this.seq;
-    const next = this.#chain.then(() => write(seq));
+  append<T>(write: (seq: number, stored: () => void) => Promise<T>): Promise<T> {
+    const next = this.#chain.then(() => {
+      const seq = this.seq + 1;
+      return write(seq, () => {
+        this.seq = seq;
+      });
+    });
     this.#chain = next.catch(() => {});
     return next;
   }
@@ -609,7 +617,7 @@ export class JobManager {
   /** Writes the event, then the state (so a reader of state.json never sees a seq not yet stored). */
   #append(record: JobRecord, input: JobEventInput, state?: JobState): Promise<JobEvent> {
     const log = this.#logs.get(record.id)!;
-    return log.append(async (seq) => {
+    return log.append(async (seq, stored) => {
       const event: JobEvent = {
         seq,
         time: new Date().toISOString(),
@@ -620,6 +628,7 @@ export class JobManager {
         ...(input.data ? { data: input.data } : {}),
       };
       await this.store.putJson(eventKey(record.id, seq), event);
+      stored();
       record.lastSeq = seq;
       // Progress-only events do not rewrite state.json each time; transitions always do.
       if (state || seq % 20 === 0) await this.store.putJson(`${JOBS_PREFIX}${record.id}/state.json`, record);

@@ -353,3 +353,38 @@ Deno.test("JobManager.watch: NotFound for unknown jobs, and a signal ends a watc
     assert.equal((await manager.get(id)).state, "SUCCEEDED");
   });
 });
+
+Deno.test("JobManager: an event whose write fails leaves no gap in the seqs, so a watcher still reaches the end", async () => {
+  await withStore(async (_dir, store) => {
+    // One write of an event object fails once (the store blinked); everything else goes through.
+    let failNext = false;
+    const putJson = store.putJson.bind(store);
+    store.putJson = (key: string, value: unknown) => {
+      if (failNext && key.includes("/events/")) {
+        failNext = false;
+        return Promise.reject(new Error("store unavailable for a moment"));
+      }
+      return putJson(key, value);
+    };
+    const manager = new JobManager(store, { progressIntervalMs: 0, pollIntervalMs: 10 });
+    manager.register("blink", {
+      run: async (ctx) => {
+        await ctx.emit({ type: "log", message: "before" });
+        failNext = true;
+        await assert.rejects(() => ctx.emit({ type: "log", message: "lost" }), /unavailable/);
+        await ctx.emit({ type: "log", message: "after" });
+        return {};
+      },
+    });
+    const id = await manager.submit("blink", {});
+    // Bounded, so a gap fails the test instead of hanging it.
+    const events = await collect(manager.watch(id, { signal: AbortSignal.timeout(10_000) }));
+    assert.deepEqual(
+      events.map((e) => e.seq),
+      events.map((_, i) => i + 1),
+      "seqs are 1, 2, 3... with no gap",
+    );
+    assert.deepEqual(events.filter((e) => e.type === "log").map((e) => e.message), ["before", "after"]);
+    assert.equal(states(events).at(-1), "SUCCEEDED");
+  });
+});
