@@ -270,7 +270,7 @@ export class RpcClient {
         await sleep(wait, options?.signal);
       } finally {
         options?.signal?.removeEventListener("abort", onAbort);
-        call.cancel(); // a no-op when the call already ended; stops the server when the caller broke out
+        cancelQuietly(call); // a no-op when the call already ended; stops the server when the caller broke out
       }
     }
   }
@@ -367,7 +367,7 @@ export class RpcClient {
       throw fromClientError(error);
     } finally {
       options?.signal?.removeEventListener("abort", onAbort);
-      call.cancel();
+      cancelQuietly(call);
     }
   }
 
@@ -456,4 +456,14 @@ export async function waitForServing(
   } finally {
     health.close();
   }
+}
+
+/**
+ * Cancels a call whose messages nobody reads any more. grpc-js answers a cancel with an `error` event
+ * (CANCELLED); once the reader has let go of the stream no listener is left, and an unheard `error` event is
+ * thrown as an uncaught exception that kills the process. The caller chose to stop, so that error is expected.
+ */
+function cancelQuietly(call: grpc.ClientReadableStream<unknown> | grpc.ClientDuplexStream<unknown, unknown>) {
+  call.on("error", () => {});
+  call.cancel();
 }

@@ -510,3 +510,56 @@ Deno.test("serve() maxMessageBytes: an oversized request fails RESOURCE_EXHAUSTE
     await server.shutdown();
   }
 });
+
+Deno.test("a caller breaking out of a server stream or a bidirectional stream early: no uncaught CANCELLED, the server's handler stops", async () => {
+  let serverStopped = 0;
+  const server = await serve({
+    ...quiet,
+    service: "TokenizerService",
+    handlers: {
+      WatchJob: async function* ({ job_id }, ctx) {
+        try {
+          for (let seq = 1; !ctx.signal.aborted; seq++) {
+            yield { event: { job_id, seq, state: "JOB_STATE_RUNNING" } };
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+        } finally {
+          serverStopped++;
+        }
+      },
+      TokenizeStream: async function* (requests) {
+        try {
+          for await (const request of requests) {
+            yield { id: request.id, encoding: { tokens: [...request.input.text] } };
+          }
+        } finally {
+          serverStopped++;
+        }
+      },
+    },
+  });
+  const tokenizer = client("TokenizerService", server.address);
+  try {
+    for (let round = 0; round < 3; round++) {
+      for await (const event of tokenizer.serverStream("WatchJob", { job_id: "j" })) {
+        if (event.event.seq === 2) break;
+      }
+      async function* endless() {
+        for (let i = 0;; i++) {
+          yield { id: String(i), vocab: "v", input: { text: "ab" } };
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      }
+      for await (const answer of tokenizer.bidi("TokenizeStream", endless())) {
+        if (answer.id === "1") break;
+      }
+    }
+    // The CANCELLED each break causes would surface here (an uncaught error fails the test) once it arrives.
+    const until = Date.now() + 5_000;
+    while (serverStopped < 6 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    assertEquals(serverStopped, 6, "every handler saw its call end");
+  } finally {
+    tokenizer.close();
+    await server.shutdown();
+  }
+});
