@@ -59,6 +59,25 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
+/** Logits → probabilities, in place (max-subtracted, so large scores cannot overflow). */
+export function softmaxInPlace(scores: Float64Array): Float64Array {
+  let max = -Infinity;
+  for (let k = 0; k < scores.length; k++) max = Math.max(max, scores[k]!);
+  let sum = 0;
+  for (let k = 0; k < scores.length; k++) sum += scores[k] = Math.exp(scores[k]! - max);
+  for (let k = 0; k < scores.length; k++) scores[k]! /= sum;
+  return scores;
+}
+
+/** Fisher-Yates shuffle driven by `random` (a seeded mulberry32), so an epoch's order is reproducible. */
+export function shuffleInPlace<T>(items: T[], random: () => number): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}
+
 export function trainLinearBaseline(
   examples: { text: string; label: string }[],
   options: LinearBaselineOptions = {},
@@ -85,19 +104,11 @@ export function trainLinearBaseline(
   const score = (x: Map<number, number>) => {
     for (let k = 0; k < K; k++) scores[k] = bias[k]!;
     for (const [f, v] of x) for (let k = 0; k < K; k++) scores[k]! += weights[f * K + k]! * v;
-    let max = -Infinity;
-    for (let k = 0; k < K; k++) max = Math.max(max, scores[k]!);
-    let sum = 0;
-    for (let k = 0; k < K; k++) sum += scores[k] = Math.exp(scores[k]! - max);
-    for (let k = 0; k < K; k++) scores[k]! /= sum;
-    return scores;
+    return softmaxInPlace(scores);
   };
 
   for (let epoch = 0; epoch < epochs; epoch++) {
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(random() * (i + 1));
-      [order[i], order[j]] = [order[j]!, order[i]!];
-    }
+    shuffleInPlace(order, random);
     for (const i of order) {
       const { x, y } = featurised[i]!;
       const p = score(x);

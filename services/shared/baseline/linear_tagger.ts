@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { hashString, mulberry32 } from "./linear.ts";
+import { hashString, mulberry32, shuffleInPlace, softmaxInPlace } from "./linear.ts";
 
 export interface LinearTaggerOptions {
   /** Hashed feature space; 2^20 keeps collisions rare for the ~10^6 window features of a corpus. */
@@ -140,21 +140,13 @@ export function trainLinearTagger(
       const base = x[offset + j]! * K;
       for (let k = 0; k < K; k++) scores[k]! += weights[base + k]!;
     }
-    let max = -Infinity;
-    for (let k = 0; k < K; k++) max = Math.max(max, scores[k]!);
-    let sum = 0;
-    for (let k = 0; k < K; k++) sum += scores[k] = Math.exp(scores[k]! - max);
-    for (let k = 0; k < K; k++) scores[k]! /= sum;
-    return scores;
+    return softmaxInPlace(scores);
   };
 
   const order = featurised.map((_, i) => i);
   const random = mulberry32(options.seed ?? 42);
   for (let epoch = 0; epoch < epochs; epoch++) {
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(random() * (i + 1));
-      [order[i], order[j]] = [order[j]!, order[i]!];
-    }
+    shuffleInPlace(order, random);
     for (const s of order) {
       const { x, y } = featurised[s]!;
       for (let i = 0; i < y.length; i++) {
