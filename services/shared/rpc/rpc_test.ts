@@ -538,17 +538,17 @@ Deno.test("a caller breaking out of a server stream or a bidirectional stream ea
       },
     },
   });
+  async function* endless() {
+    for (let i = 0;; i++) {
+      yield { id: String(i), vocab: "v", input: { text: "ab" } };
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
   const tokenizer = client("TokenizerService", server.address);
   try {
     for (let round = 0; round < 3; round++) {
       for await (const event of tokenizer.serverStream("WatchJob", { job_id: "j" })) {
         if (event.event.seq === 2) break;
-      }
-      async function* endless() {
-        for (let i = 0;; i++) {
-          yield { id: String(i), vocab: "v", input: { text: "ab" } };
-          await new Promise((resolve) => setTimeout(resolve, 5));
-        }
       }
       for await (const answer of tokenizer.bidi("TokenizeStream", endless())) {
         if (answer.id === "1") break;
