@@ -162,6 +162,9 @@ interface RunningJob {
   done: Promise<void>;
 }
 
+/** Reads of one event that may fail as half-written before a watch gives up on it. */
+const MAX_UNREADABLE_READS = 20;
+
 /**
  * Per-job writer that keeps event seqs contiguous and writes in order. A seq is taken only once its event is
  * stored (`stored()`): a failed write leaves no gap for watchers (who read seq + 1) to wait on forever; the next
@@ -356,15 +359,20 @@ export class JobManager {
     await this.get(id); // NotFound before the first yield
     let seq = options.afterSeq ?? 0;
     const signal = options.signal;
+    let unreadable = 0;
     while (!signal?.aborted) {
       let event: JobEvent;
       try {
         event = await this.store.getJson<JobEvent>(eventKey(id, seq + 1));
       } catch (error) {
-        if (!(error instanceof NotFound)) throw error;
+        // A store that writes objects in place (s3rver, some gateways; never S3, MinIO or the local store) can
+        // show an event half-written: read it again after a poll, up to a point, rather than fail the watch.
+        const halfWritten = error instanceof FailedPrecondition && ++unreadable <= MAX_UNREADABLE_READS;
+        if (!(error instanceof NotFound) && !halfWritten) throw error;
         await this.#waitForEvent(id, signal);
         continue;
       }
+      unreadable = 0;
       seq = event.seq;
       yield event;
       if (event.type === "state" && event.state && TERMINAL_STATES.has(event.state)) return;

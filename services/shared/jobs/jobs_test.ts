@@ -388,3 +388,30 @@ Deno.test("JobManager: an event whose write fails leaves no gap in the seqs, so 
     assert.equal(states(events).at(-1), "SUCCEEDED");
   });
 });
+
+Deno.test("JobManager.watch reads a half-written event again (stores that write in place), but not forever", async () => {
+  await withStore(async (_dir, store) => {
+    const getJson = store.getJson.bind(store);
+    let garbled = 0;
+    let garbleUpTo = 2;
+    store.getJson = <T>(key: string): Promise<T> => {
+      if (key.endsWith("/events/0000000002.json") && garbled < garbleUpTo) {
+        garbled++;
+        return Promise.reject(
+          new FailedPrecondition(`object ${key} is not valid JSON: Unexpected end of JSON input`),
+        );
+      }
+      return getJson<T>(key);
+    };
+    const manager = new JobManager(store, { progressIntervalMs: 0, pollIntervalMs: 5 });
+    manager.register("quick", { run: () => Promise.resolve(1) });
+    const id = await manager.submit("quick", {});
+    await manager.idle();
+    assert.deepEqual(states(await collect(manager.watch(id))), ["QUEUED", "RUNNING", "SUCCEEDED"]);
+    assert.equal(garbled, 2);
+    // An event that never becomes readable is an error, not an endless wait.
+    garbled = 0;
+    garbleUpTo = Infinity;
+    await assert.rejects(() => collect(manager.watch(id)), FailedPrecondition);
+  });
+});
