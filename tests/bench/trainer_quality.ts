@@ -186,31 +186,39 @@ export async function main(argv: string[]): Promise<void> {
     accuracy: baselineAccuracy,
     test_examples: split.eval.length,
   });
-  if (!(await done("quality-senti"))) {
-    await runFinetuneJob({
-      name: "quality-senti",
-      base: { name: "quality-mini" },
-      task: "classify",
-      trainDataset: "senti-train",
-      epochs: Number(args["senti-epochs"]),
-      batchSize: Number(args["ft-batch"]),
-      learningRate: Number(args["senti-lr"]),
-      maxLength: 128,
-      seed: 42,
-    }, { jobId: "quality-senti", store, emit: log("sentiment") });
-  }
-  const senti = await trainer.evaluate({
-    model: { name: "quality-senti" },
-    dataset: "senti-test",
-    batch_size: 32,
-  });
-  out({
-    stage: "sentiment-bert",
-    model: "quality-senti",
-    ...senti.metrics,
-    test_examples: Number(senti.examples),
-    baseline_accuracy: baselineAccuracy,
-  });
+  /** Fine-tunes `base` for sentiment on the 90% (unless already done) and scores it on the held-out 10%. */
+  const sentiment = async (
+    stage: string,
+    name: string,
+    base: string,
+    overrides: Partial<Parameters<typeof runFinetuneJob>[0]> = {},
+    extra: Record<string, unknown> = {},
+  ) => {
+    if (!(await done(name))) {
+      await runFinetuneJob({
+        name,
+        base: { name: base },
+        task: "classify",
+        trainDataset: "senti-train",
+        epochs: Number(args["senti-epochs"]),
+        batchSize: Number(args["ft-batch"]),
+        learningRate: Number(args["senti-lr"]),
+        maxLength: 128,
+        seed: 42,
+        ...overrides,
+      }, { jobId: name, store, emit: log(stage) });
+    }
+    const result = await trainer.evaluate({ model: { name }, dataset: "senti-test", batch_size: 32 });
+    out({
+      stage,
+      model: name,
+      ...extra,
+      ...result.metrics,
+      test_examples: Number(result.examples),
+      baseline_accuracy: baselineAccuracy,
+    });
+  };
+  await sentiment("sentiment-bert", "quality-senti", "quality-mini");
 
   // 5. NER: a linear window tagger as the floor, then BERT without and with CRF. Early stopping watches 10% of
   // train.bio (the job's own split), so dev.bio is only ever used for the figures reported.
@@ -272,33 +280,12 @@ export async function main(argv: string[]): Promise<void> {
       }, { jobId: "quality-pretrain-2", store, emit: log("pretrain-2") });
       out({ stage: "pretrain-2", ...result.metrics, model: result.model.prefix });
     }
-    if (!(await done("quality-senti-2"))) {
-      await runFinetuneJob({
-        name: "quality-senti-2",
-        base: { name: "quality-mini-2" },
-        task: "classify",
-        trainDataset: "senti-train",
-        // The first run's eval accuracy still rose at its last epoch: more epochs, a higher peak rate.
-        epochs: Number(args["senti2-epochs"]),
-        batchSize: 32,
-        learningRate: 2e-4,
-        maxLength: 128,
-        seed: 42,
-      }, { jobId: "quality-senti-2", store, emit: log("sentiment-2") });
-    }
-    const senti2 = await trainer.evaluate({
-      model: { name: "quality-senti-2" },
-      dataset: "senti-test",
-      batch_size: 32,
-    });
-    out({
-      stage: "sentiment-bert-2",
-      model: "quality-senti-2",
-      pretrain_steps: steps + more,
-      ...senti2.metrics,
-      test_examples: Number(senti2.examples),
-      baseline_accuracy: baselineAccuracy,
-    });
+    // The first run's eval accuracy still rose at its last epoch: more epochs, a higher peak rate.
+    await sentiment("sentiment-bert-2", "quality-senti-2", "quality-mini-2", {
+      epochs: Number(args["senti2-epochs"]),
+      batchSize: 32,
+      learningRate: 2e-4,
+    }, { pretrain_steps: steps + more });
     // NER again on the longer-pretrained model, with the higher rate and more epochs a weakly pretrained
     // small model needs (the first NER runs were still improving at their last epoch).
     for (const crf of [false, true]) {
@@ -343,30 +330,7 @@ export async function main(argv: string[]): Promise<void> {
         vocabText: await store.getText("vocabs/quality/vocab.txt"),
       });
     }
-    if (!(await done("quality-senti-random"))) {
-      await runFinetuneJob({
-        name: "quality-senti-random",
-        base: { name: "quality-random" },
-        task: "classify",
-        trainDataset: "senti-train",
-        epochs: Number(args["senti-epochs"]),
-        batchSize: Number(args["ft-batch"]),
-        learningRate: Number(args["senti-lr"]),
-        maxLength: 128,
-        seed: 42,
-      }, { jobId: "quality-senti-random", store, emit: log("sentiment-random") });
-    }
-    const control = await trainer.evaluate({
-      model: { name: "quality-senti-random" },
-      dataset: "senti-test",
-      batch_size: 32,
-    });
-    out({
-      stage: "sentiment-bert-no-pretraining",
-      model: "quality-senti-random",
-      ...control.metrics,
-      baseline_accuracy: baselineAccuracy,
-    });
+    await sentiment("sentiment-bert-no-pretraining", "quality-senti-random", "quality-random");
   }
   await trainer.close();
 }
