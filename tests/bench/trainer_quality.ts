@@ -236,31 +236,42 @@ export async function main(argv: string[]): Promise<void> {
     f1: taggerScores.f1,
     dev_sentences: bioDev.length,
   });
-  for (const crf of [false, true]) {
-    const name = crf ? "quality-ner-crf" : "quality-ner";
-    if (!(await done(name))) {
-      await runFinetuneJob({
-        name,
-        base: { name: "quality-mini" },
-        task: "ner",
-        crf,
-        trainDataset: "ner-train",
-        epochs: Number(args["ner-epochs"]),
-        batchSize: Number(args["ft-batch"]),
-        learningRate: Number(args["ner-lr"]),
-        maxLength: 128,
-        seed: 42,
-      }, { jobId: name, store, emit: log(name) });
+  /** Fine-tunes `base` for NER on train.bio (unless already done), without and with CRF; F1 on dev.bio. */
+  const ner = async (
+    suffix: string,
+    base: string,
+    overrides: Partial<Parameters<typeof runFinetuneJob>[0]> = {},
+    extra: Record<string, unknown> = {},
+  ) => {
+    for (const crf of [false, true]) {
+      const name = `quality-ner${crf ? "-crf" : ""}${suffix}`;
+      if (!(await done(name))) {
+        await runFinetuneJob({
+          name,
+          base: { name: base },
+          task: "ner",
+          crf,
+          trainDataset: "ner-train",
+          epochs: Number(args["ner-epochs"]),
+          batchSize: Number(args["ft-batch"]),
+          learningRate: Number(args["ner-lr"]),
+          maxLength: 128,
+          seed: 42,
+          ...overrides,
+        }, { jobId: name, store, emit: log(name) });
+      }
+      const result = await trainer.evaluate({ model: { name }, dataset: "ner-dev", batch_size: 32 });
+      out({
+        stage: `ner-bert${crf ? "-crf" : ""}${suffix}`,
+        model: name,
+        ...extra,
+        ...result.metrics,
+        dev_sentences: Number(result.examples),
+        baseline_f1: taggerScores.f1,
+      });
     }
-    const ner = await trainer.evaluate({ model: { name }, dataset: "ner-dev", batch_size: 32 });
-    out({
-      stage: crf ? "ner-bert-crf" : "ner-bert",
-      model: name,
-      ...ner.metrics,
-      dev_sentences: Number(ner.examples),
-      baseline_f1: taggerScores.f1,
-    });
-  }
+  };
+  await ner("", "quality-mini");
   // 6. Optional: continue pretraining from quality-mini (fresh AdamW, a new warmup), fine-tune again, compare.
   const more = Number(args["more-steps"]);
   if (more > 0) {
@@ -288,31 +299,11 @@ export async function main(argv: string[]): Promise<void> {
     }, { pretrain_steps: steps + more });
     // NER again on the longer-pretrained model, with the higher rate and more epochs a weakly pretrained
     // small model needs (the first NER runs were still improving at their last epoch).
-    for (const crf of [false, true]) {
-      const name = crf ? "quality-ner-crf-2" : "quality-ner-2";
-      if (!(await done(name))) {
-        await runFinetuneJob({
-          name,
-          base: { name: "quality-mini-2" },
-          task: "ner",
-          crf,
-          trainDataset: "ner-train",
-          epochs: Number(args["ner2-epochs"]),
-          batchSize: 32,
-          learningRate: 5e-4,
-          maxLength: 128,
-          seed: 42,
-        }, { jobId: name, store, emit: log(name) });
-      }
-      const ner = await trainer.evaluate({ model: { name }, dataset: "ner-dev", batch_size: 32 });
-      out({
-        stage: crf ? "ner-bert-crf-2" : "ner-bert-2",
-        model: name,
-        pretrain_steps: steps + more,
-        ...ner.metrics,
-        dev_sentences: Number(ner.examples),
-      });
-    }
+    await ner("-2", "quality-mini-2", {
+      epochs: Number(args["ner2-epochs"]),
+      batchSize: 32,
+      learningRate: 5e-4,
+    }, { pretrain_steps: steps + more });
   }
   // 7. Optional control: the same sentiment fine-tune from a randomly initialised bert-mini (no pretraining),
   // to show what the pretraining contributes.
