@@ -113,12 +113,16 @@ export function validateFinetuneSpec(spec: FinetuneJobSpec): FinetuneJobSpec {
   return spec;
 }
 
-/** Features in a per-epoch seeded order, (B, T) batches, the last partial batch of an epoch dropped. */
+/**
+ * Features in a per-epoch seeded order grouped by length (epochBatches), each batch padded to its longest row,
+ * the last partial batch of an epoch dropped.
+ */
 class FeatureBatchSource implements BatchSource {
   #epoch = 0;
   #batch = 0;
   #order: Uint32Array[] = [];
   #orderEpoch = -1;
+  readonly #lengths: Uint32Array;
   constructor(
     private readonly features: Feature[],
     private readonly head: HeadSpec,
@@ -127,13 +131,16 @@ class FeatureBatchSource implements BatchSource {
     private readonly epochs: number,
     private readonly seed: number,
     private readonly ids: { cls: number; sep: number; pad: number },
-  ) {}
+  ) {
+    this.#lengths = Uint32Array.from(features, (f) => f.ids.length);
+  }
   #ensureOrder() {
     if (this.#orderEpoch === this.#epoch) return;
     this.#order = epochBatches(this.features.length, this.B, {
       seed: this.seed,
       epoch: this.#epoch,
       dropLast: true,
+      lengths: this.#lengths,
     });
     this.#orderEpoch = this.#epoch;
   }

@@ -57,23 +57,55 @@ export function nerBatch(features: readonly NerFeature[], T: number, padId: numb
 /**
  * The feature indices of each batch of epoch `epoch`: a permutation drawn from (seed, epoch), cut into
  * batches of `batchSize` (the last one shorter unless `dropLast`).
+ *
+ * With `lengths`, batches are grouped by length (Hugging Face's `group_by_length`): the permutation is cut into
+ * mega-batches of `groupBatches` batches, each mega-batch is sorted longest first and cut into batches, and the
+ * batch order is shuffled again. A batch is padded only to its own longest row, so grouping similar lengths
+ * cuts the padding that random batches of short and long sentences pay (about half the tokens of People's Daily
+ * NER at batch 32) while the batches stay random draws from the data.
  */
 export function epochBatches(
   count: number,
   batchSize: number,
-  options: { seed: number; epoch: number; shuffle?: boolean; dropLast?: boolean },
+  options: {
+    seed: number;
+    epoch: number;
+    shuffle?: boolean;
+    dropLast?: boolean;
+    lengths?: ArrayLike<number>;
+    groupBatches?: number;
+  },
 ): Uint32Array[] {
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new InvalidArgument(`batchSize must be a positive integer: got ${batchSize}`);
   }
+  const rng = Rng.seeded(options.seed, options.epoch, 0xba7c);
   const order = options.shuffle === false
     ? Uint32Array.from({ length: count }, (_, i) => i)
-    : permutation(count, Rng.seeded(options.seed, options.epoch, 0xba7c));
+    : permutation(count, rng);
+  const lengths = options.lengths;
+  if (lengths && lengths.length !== count) {
+    throw new InvalidArgument(`lengths has ${lengths.length} entries for ${count} features`);
+  }
+  if (lengths) {
+    const group = batchSize * (options.groupBatches ?? 50);
+    for (let from = 0; from < count; from += group) {
+      // Stable: equal lengths keep their drawn order, so the grouping adds no bias of its own.
+      const sorted = Array.from(order.subarray(from, Math.min(count, from + group)))
+        .sort((a, b) => lengths[b]! - lengths[a]!);
+      order.set(sorted, from);
+    }
+  }
   const batches: Uint32Array[] = [];
   for (let from = 0; from < count; from += batchSize) {
     const batch = order.subarray(from, Math.min(count, from + batchSize));
     if (batch.length < batchSize && options.dropLast) break;
     batches.push(batch);
+  }
+  if (lengths && options.shuffle !== false) {
+    // Sorted mega-batches would otherwise feed the longest batches first, in every epoch.
+    const batchOrder = permutation(batches.length, rng);
+    return Array.from(batchOrder, (i) => batches[i]!);
   }
   return batches;
 }

@@ -1,6 +1,7 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import { InvalidArgument } from "../errors.ts";
 import { WordPieceTokenizer } from "../wordpiece/mod.ts";
+import { Rng } from "../shards/rng.ts";
 import {
   accuracy,
   alignedTagSequences,
@@ -334,6 +335,30 @@ Deno.test("trainEvalSplit is deterministic, disjoint and covering; epochBatches 
   assertEquals(batches.map((x) => x.length), [4, 4, 2]);
   assertEquals(batches.flatMap((x) => [...x]).sort((x, y) => x - y), [...Array(10).keys()]);
   assertEquals(epochBatches(10, 4, { seed: 1, epoch: 0, dropLast: true }).length, 2);
+});
+
+Deno.test("epochBatches with lengths: every feature once, batches of similar lengths, in a shuffled order", () => {
+  const rng = Rng.seeded(5);
+  const lengths = Uint32Array.from({ length: 1000 }, () => rng.randint(3, 122));
+  const padded = (batches: Uint32Array[]) =>
+    batches.reduce((sum, b) => sum + b.length * Math.max(...Array.from(b, (i) => lengths[i]!)), 0);
+  const grouped = epochBatches(1000, 16, { seed: 1, epoch: 0, lengths, groupBatches: 20 });
+  const random = epochBatches(1000, 16, { seed: 1, epoch: 0 });
+  assertEquals(grouped.flatMap((b) => [...b]).sort((x, y) => x - y), [...Array(1000).keys()]);
+  const real = lengths.reduce((a, b) => a + b, 0);
+  // Random batches pad to nearly the longest length; grouped ones stay close to the real token count.
+  assert(padded(random) > 1.6 * real, `random ${padded(random)} vs ${real}`);
+  assert(padded(grouped) < 1.15 * real, `grouped ${padded(grouped)} vs ${real}`);
+  // The batch order is shuffled after grouping: batch maxima do not run longest first within a mega-batch.
+  const maxima = grouped.map((b) => Math.max(...Array.from(b, (i) => lengths[i]!)));
+  assert(
+    maxima.slice(0, 20).some((m, i) => i > 0 && m > maxima[i - 1]!),
+    JSON.stringify(maxima.slice(0, 20)),
+  );
+  assertEquals(epochBatches(1000, 16, { seed: 1, epoch: 0, lengths, groupBatches: 20 }), grouped);
+  assert(JSON.stringify(epochBatches(1000, 16, { seed: 1, epoch: 1, lengths })) !== JSON.stringify(grouped));
+  assertEquals(epochBatches(1000, 16, { seed: 1, epoch: 0, lengths, dropLast: true }).length, 62);
+  assertThrows(() => epochBatches(3, 2, { seed: 1, epoch: 0, lengths: [1, 2] }), InvalidArgument, "lengths");
 });
 
 Deno.test({
