@@ -28,7 +28,7 @@ import { basename } from "@std/path";
 import { Cancelled, FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
 import { idBytesFor } from "../shared/shards/format.ts";
 import type { PretrainingSettings, ShardManifest } from "../shared/shards/manifest.ts";
-import { validateShardSetName } from "../shared/shards/manifest.ts";
+import { validateName } from "../shared/store/names.ts";
 import { DEFAULT_MAX_SHARD_BYTES, ShardSetWriter } from "../shared/shards/writer.ts";
 import { Sha256 } from "../shared/store/hash.ts";
 import { isPublished, MANIFEST_NAME, readManifest as readArtifactManifest } from "../shared/store/publish.ts";
@@ -76,7 +76,7 @@ export async function corpusFromStore(store: ObjectStore, ref: string): Promise<
     open: () => store.getStream(key),
   });
   if (!ref.includes("/")) {
-    const prefix = `corpora/${validateShardSetName(ref, "corpus")}`;
+    const prefix = `corpora/${validateName(ref, "corpus")}`;
     if (!(await isPublished(store, prefix))) {
       const any = await store.list(`${prefix}/`, { recursive: true })[Symbol.asyncIterator]().next();
       if (!any.done) {
@@ -655,7 +655,7 @@ class BlockRunner {
  * CANCELLED when `signal` aborts (the partial set is removed and never looks complete).
  */
 export async function buildPretrainingShards(options: BuildOptions): Promise<ShardManifest> {
-  validateShardSetName(options.name);
+  validateName(options.name);
   const settings = resolveSettings(options.settings);
   const lowercase = options.vocab.lowercase ?? true;
   const blockSettings: BlockSettings = {

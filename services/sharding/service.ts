@@ -19,9 +19,9 @@ import {
   readManifest,
   type ShardManifest,
   shardSetPrefix,
-  validateShardSetName,
 } from "../shared/shards/manifest.ts";
 import { isPublished } from "../shared/store/publish.ts";
+import { validateName } from "../shared/store/names.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { buildPretrainingShards, corpusFromStore, resolveSettings } from "./build.ts";
 import type { PretrainingSettings } from "../shared/shards/manifest.ts";
@@ -62,19 +62,11 @@ function isSet(request: Message, field: string): boolean {
   return request[field] !== undefined && request[field] !== null;
 }
 
-/** A name segment of the store (corpora/<name>/, vocabs/<name>/): same rule as shard set names. */
-function checkName(value: unknown, field: string): string {
-  if (typeof value !== "string" || value === "") {
-    throw new InvalidArgument(`${field} must name an artifact: got ""`);
-  }
-  return validateShardSetName(value, field);
-}
-
 /** StartBuildPretrainingRequest → the job spec: defaults of the proto applied, every range checked. */
 export function specFromRequest(request: Message): BuildSpec {
-  const name = checkName(request.name, "name");
-  const corpus = checkName(request.corpus, "corpus");
-  const vocab = checkName(request.vocab, "vocab");
+  const name = validateName(request.name, "name");
+  const corpus = validateName(request.corpus, "corpus");
+  const vocab = validateName(request.vocab, "vocab");
   const maxSeqLength = num(request.max_seq_length) || 128;
   const maskedLmProb = isSet(request, "masked_lm_prob") ? num(request.masked_lm_prob) : 0.15;
   if (!(maskedLmProb > 0 && maskedLmProb < 1)) {
@@ -241,12 +233,12 @@ export class Sharder {
         };
       },
       GetShards: async (request: Message) => {
-        const manifest = await readManifest(this.store, checkName(request.name, "name"));
+        const manifest = await readManifest(this.store, validateName(request.name, "name"));
         return { shard_set: shardSetMessage(manifest), manifest_json: JSON.stringify(manifest, null, 2) };
       },
       InspectShards: async (request: Message) => ({
         instances: await this.inspect(
-          checkName(request.name, "name"),
+          validateName(request.name, "name"),
           num(request.count) || 5,
           num(request.offset),
           !!request.eval_split,

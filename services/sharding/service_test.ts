@@ -166,3 +166,28 @@ Deno.test({
       assertEquals(await Array.fromAsync(store.list("shards/big/", { recursive: true })), []);
     }),
 });
+
+Deno.test({
+  name: "ShardingService refuses path-like names with INVALID_ARGUMENT naming the field and the rule",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () =>
+    withService(async (rpc, store) => {
+      const ok = { name: "fine", corpus: "poems", vocab: "chars" };
+      for (const bad of ["..", "a/../b", "a..b", "/", ".hidden", "a\\b", "a//b", ""]) {
+        for (const field of ["name", "corpus", "vocab"] as const) {
+          await assertRejects(
+            () => rpc.unary("StartBuildPretraining", { ...ok, [field]: bad }),
+            InvalidArgument,
+            `${field} must be 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.' and with no '..': got ${
+              JSON.stringify(bad)
+            }`,
+          );
+        }
+        await assertRejects(() => rpc.unary("GetShards", { name: bad }), InvalidArgument, "name must be");
+        await assertRejects(() => rpc.unary("InspectShards", { name: bad }), InvalidArgument, "name must be");
+      }
+      assertEquals((await rpc.unary("ListJobs", {})).jobs, []);
+      assertEquals(await Array.fromAsync(store.list("shards/", { recursive: true })), []);
+    }),
+});

@@ -10,6 +10,7 @@ import { jobHandlers } from "../shared/jobs/handlers.ts";
 import { type Handlers, type Message, receiveUpload } from "../shared/rpc/mod.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { ArtifactWriter } from "../shared/store/publish.ts";
+import { validateName } from "../shared/store/names.ts";
 import {
   type EncodeOptions,
   type Encoding,
@@ -17,7 +18,6 @@ import {
   loadVocab,
   parseVocabText,
   publishVocab,
-  validateName,
   type VocabInfo,
   vocabInfo,
   vocabPrefix,

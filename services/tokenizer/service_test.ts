@@ -99,11 +99,14 @@ Deno.test("bad input gets the documented status: NOT_FOUND, INVALID_ARGUMENT nam
       InvalidArgument,
       "UTF-8",
     );
-    await assertRejects(
-      () => rpc.unary("ImportVocab", { name: "../x", vocab_txt: vocabBytes() }),
-      InvalidArgument,
-      "name",
-    );
+    for (const name of ["../x", "..x", ".hidden", "a..b", "-a"]) {
+      await assertRejects(
+        () => rpc.unary("ImportVocab", { name, vocab_txt: vocabBytes() }),
+        InvalidArgument,
+        `name must be 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.' and with no '..'`,
+      );
+      await assertRejects(() => rpc.unary("GetVocab", { name }), InvalidArgument, "name must be");
+    }
     await importChinese(rpc);
     await assertRejects(
       () => rpc.unary("ImportVocab", { name: "zh", vocab_txt: vocabBytes() }),

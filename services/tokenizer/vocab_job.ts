@@ -7,11 +7,11 @@ import { AlreadyExists, InvalidArgument, NotFound } from "../shared/errors.ts";
 import type { JobContext, JobKind } from "../shared/jobs/mod.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { isPublished, readManifest } from "../shared/store/publish.ts";
+import { validateName } from "../shared/store/names.ts";
 import {
   publishVocab,
   SPECIAL_TOKENS,
   trainWordPiece,
-  validateName,
   vocabInfo,
   vocabPrefix,
 } from "../shared/wordpiece/mod.ts";

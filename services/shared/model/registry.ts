@@ -8,25 +8,16 @@
 import { InvalidArgument, NotFound } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { isPublished, listArtifacts } from "../store/publish.ts";
+import { isName, validateName } from "../store/names.ts";
 
 export const MODELS_PREFIX = "models/";
-const NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 
-/** Checks an artifact name (common.proto naming rule: one key segment); throws InvalidArgument naming `field`. */
-export function validateName(name: unknown, field = "name"): string {
-  if (typeof name !== "string" || !NAME_RE.test(name) || name.includes("..")) {
-    throw new InvalidArgument(
-      `${field} must be 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.': got ${
-        JSON.stringify(name)
-      }`,
-    );
-  }
-  return name;
-}
+// Model names follow the one rule of every artifact; re-exported because model code looks for it here.
+export { validateName };
 
 /** Checks a model version (one key segment, like a name); throws InvalidArgument naming `field`. */
 export function validateVersion(version: unknown, field = "version"): string {
-  if (typeof version !== "string" || !NAME_RE.test(version) || version.includes("..")) {
+  if (!isName(version)) {
     throw new InvalidArgument(
       `${field} must be a published version like 20261125T150405Z: got ${JSON.stringify(version)}`,
     );

@@ -5,9 +5,10 @@
  *
  * @module
  */
-import { FailedPrecondition, InvalidArgument, NotFound } from "../errors.ts";
+import { FailedPrecondition, NotFound } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { listArtifacts, MANIFEST_NAME, readManifest as readArtifactManifest } from "../store/publish.ts";
+import { isName, validateName } from "../store/names.ts";
 import { FORMAT_VERSION } from "./format.ts";
 
 export const SHARDS_PREFIX = "shards/";
@@ -87,20 +88,7 @@ export interface ShardManifest {
 }
 
 export function shardSetPrefix(name: string): string {
-  validateShardSetName(name);
-  return `${SHARDS_PREFIX}${name}`;
-}
-
-/** Shard set names are one key segment: letters, digits, `-`, `_`, `.`; not starting with `.`. */
-export function validateShardSetName(name: string, field = "name"): string {
-  if (typeof name !== "string" || !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(name)) {
-    throw new InvalidArgument(
-      `${field} must be 1-128 characters of letters, digits, '-', '_' or '.', not starting with '.': got ${
-        JSON.stringify(name)
-      }`,
-    );
-  }
-  return name;
+  return `${SHARDS_PREFIX}${validateName(name)}`;
 }
 
 /** Reads and checks the manifest of a complete shard set. */
@@ -158,7 +146,7 @@ export async function listShardSets(store: ObjectStore): Promise<ShardManifest[]
   const manifests: ShardManifest[] = [];
   for (const prefix of await listArtifacts(store, SHARDS_PREFIX)) {
     const name = prefix.slice(SHARDS_PREFIX.length);
-    if (name.includes("/")) continue;
+    if (!isName(name)) continue; // not one a request could name (put there by hand)
     manifests.push(await readManifest(store, name));
   }
   return manifests;

@@ -28,6 +28,7 @@ import { tracedStore } from "./traced.ts";
 
 export * from "./store.ts";
 export * from "./publish.ts";
+export * from "./names.ts";
 export { hashFile, Sha256, sha256 } from "./hash.ts";
 export { LocalStore } from "./local.ts";
 export { type S3Settings, S3Store } from "./s3.ts";

@@ -4,9 +4,10 @@
  * manifest whose metadata is the VocabInfo below. Every service that needs a vocab by name
  * (tokenizer, sharding, trainer) loads it with `loadVocab`.
  */
-import { InvalidArgument, NotFound } from "../errors.ts";
+import { NotFound } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
 import { isPublished, listArtifacts, publish, readManifest } from "../store/publish.ts";
+import { isName, validateName } from "../store/names.ts";
 import { parseVocabText } from "./vocab.ts";
 import { WordPieceTokenizer } from "./wordpiece.ts";
 
@@ -24,20 +25,6 @@ export interface VocabInfo {
   createdAt: string;
   /** Inputs and settings it was made from (job id, corpus and its hash, trainer settings). */
   lineage: Record<string, unknown>;
-}
-
-const NAME = /^[A-Za-z0-9_.-]{1,128}$/;
-
-/** Checks an artifact name (letters, digits, `-`, `_`, `.`, at most 128, not `.`/`..`); throws naming `field`. */
-export function validateName(name: unknown, field = "name"): string {
-  if (typeof name !== "string" || !NAME.test(name) || name === "." || name === "..") {
-    throw new InvalidArgument(
-      `${field}: ${
-        JSON.stringify(name)
-      } is not a valid name (letters, digits, "-", "_", ".", at most 128 characters)`,
-    );
-  }
-  return name;
 }
 
 export function vocabPrefix(name: string, field = "vocab"): string {
@@ -112,7 +99,7 @@ export async function listVocabs(store: ObjectStore): Promise<VocabInfo[]> {
   const infos: VocabInfo[] = [];
   for (const prefix of prefixes) {
     const name = prefix.slice("vocabs/".length);
-    if (NAME.test(name)) infos.push(await vocabInfo(store, name));
+    if (isName(name)) infos.push(await vocabInfo(store, name));
   }
   return infos.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
