@@ -8,7 +8,7 @@
  * so a stream fills batches like parallel unary calls do.
  */
 import { InvalidArgument, NotFound } from "../shared/errors.ts";
-import type { CallContext, Handlers, Message } from "../shared/rpc/mod.ts";
+import { type CallContext, type Handlers, type Message, pageOf } from "../shared/rpc/mod.ts";
 import { grpcCodeName, toStatus } from "../shared/rpc/status.ts";
 import { headFromConfig } from "../shared/model/checkpoint.ts";
 import type { BertConfig } from "../shared/model/config.ts";
@@ -244,14 +244,6 @@ export function inferenceHandlers({ inference, registry, metrics }: ServiceDeps)
 }
 
 export async function listModels(registry: Registry, request: Message): Promise<Message> {
-  const page = messageField(request.page, "page");
-  const size = Math.min(1000, Number(page.page_size ?? 0) || 100);
-  const offset = page.page_token ? Number(page.page_token) : 0;
-  if (!Number.isInteger(offset) || offset < 0) {
-    throw new InvalidArgument(
-      `page.page_token is not a token this service issued: got ${JSON.stringify(page.page_token)}`,
-    );
-  }
   const models: Message[] = [];
   for (const { name, version } of await registry.listAll()) {
     const { state, instance } = registry.state(name, version);
@@ -277,9 +269,8 @@ export async function listModels(registry: Registry, request: Message): Promise<
       // A stray artifact under models/ without a readable config.json is not a model.
     }
   }
-  const slice = models.slice(offset, offset + size);
-  const next = offset + size < models.length ? String(offset + size) : "";
-  return { models: slice, page: { next_page_token: next, total_size: models.length } };
+  const { items, page } = pageOf(models, request.page);
+  return { models: items, page };
 }
 
 export async function modelInfo(registry: Registry, request: Message): Promise<Message> {

@@ -13,6 +13,7 @@ import { type JobEvent, JobManager, type JobRecord } from "../shared/jobs/jobs.t
 import { jobEventMessage, jobMessage } from "../shared/jobs/proto.ts";
 import { jobHandlers } from "../shared/jobs/handlers.ts";
 import type { Handlers, Message } from "../shared/rpc/serve.ts";
+import { pageOf } from "../shared/rpc/paging.ts";
 import { type PretrainInstance, ShardSet } from "../shared/shards/mod.ts";
 import {
   listShardSets,
@@ -217,20 +218,8 @@ export class Sharder {
         const sets = (await listShardSets(this.store)).sort((a, b) =>
           (b.createdAt ?? "").localeCompare(a.createdAt ?? "")
         );
-        const pageSize = Math.min(1000, num(request.page?.page_size) || 100);
-        const start = Number(request.page?.page_token || 0);
-        if (!Number.isInteger(start) || start < 0) {
-          throw new InvalidArgument(
-            `page.page_token must be a token from a previous page: got ${request.page.page_token}`,
-          );
-        }
-        return {
-          shard_sets: sets.slice(start, start + pageSize).map(shardSetMessage),
-          page: {
-            next_page_token: start + pageSize < sets.length ? String(start + pageSize) : "",
-            total_size: sets.length,
-          },
-        };
+        const { items, page } = pageOf(sets, request.page);
+        return { shard_sets: items.map(shardSetMessage), page };
       },
       GetShards: async (request: Message) => {
         const manifest = await readManifest(this.store, validateName(request.name, "name"));

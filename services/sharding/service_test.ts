@@ -77,8 +77,14 @@ Deno.test({
       const listed = await rpc.unary("ListJobs", {});
       assert(listed.jobs.some((j: Message) => j.id === job.id));
 
-      const { shard_sets } = await rpc.unary("ListShards", {});
+      const { shard_sets, page } = await rpc.unary("ListShards", { page: { page_size: 1 } });
       assertEquals(shard_sets.map((s: Message) => s.name), ["poems-64"]);
+      assertEquals(page, { next_page_token: "", total_size: 1 });
+      await assertRejects(
+        () => rpc.unary("ListShards", { page: { page_token: "-1" } }),
+        InvalidArgument,
+        "page.page_token",
+      );
       const { shard_set, manifest_json } = await rpc.unary("GetShards", { name: "poems-64" });
       const manifest = JSON.parse(manifest_json);
       assertEquals([shard_set.max_seq_length, shard_set.id_bytes, shard_set.vocab], [64, 2, "chars"]);

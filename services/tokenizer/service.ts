@@ -7,7 +7,7 @@ import { BertforgeError, FailedPrecondition, InvalidArgument, ResourceExhausted 
 import type { JobEvent, JobManager, JobRecord } from "../shared/jobs/mod.ts";
 import { jobEventMessage, jobMessage } from "../shared/jobs/proto.ts";
 import { jobHandlers } from "../shared/jobs/handlers.ts";
-import { type Handlers, type Message, receiveUpload } from "../shared/rpc/mod.ts";
+import { type Handlers, type Message, pageOf, receiveUpload } from "../shared/rpc/mod.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { ArtifactWriter } from "../shared/store/publish.ts";
 import { validateName } from "../shared/store/names.ts";
@@ -68,15 +68,8 @@ export class TokenizerService {
       ImportVocab: (request: Message) => this.importVocab(request),
       ListVocabs: async (request: Message) => {
         const all = await listVocabs(this.store);
-        const size = Math.min(1000, num(request.page?.page_size) || 100);
-        const start = num(request.page?.page_token);
-        return {
-          vocabs: all.slice(start, start + size).map(vocabMessage),
-          page: {
-            next_page_token: start + size < all.length ? String(start + size) : "",
-            total_size: all.length,
-          },
-        };
+        const { items, page } = pageOf(all, request.page);
+        return { vocabs: items.map(vocabMessage), page };
       },
       GetVocab: async (request: Message) => {
         const info = await vocabInfo(this.store, request.name, "name");

@@ -113,6 +113,11 @@ Deno.test("bad input gets the documented status: NOT_FOUND, INVALID_ARGUMENT nam
       AlreadyExists,
     );
     await assertRejects(
+      () => rpc.unary("ListVocabs", { page: { page_token: "abc" } }),
+      InvalidArgument,
+      "page.page_token must be the next_page_token of a previous page",
+    );
+    await assertRejects(
       () =>
         rpc.unary("Tokenize", { vocab: "zh", inputs: Array.from({ length: 4097 }, () => ({ text: "a" })) }),
       ResourceExhausted,

@@ -8,6 +8,7 @@ import { type JobEvent, type JobEventInput, JobManager, type JobRecord } from ".
 import { jobEventMessage, jobMessage, jobProgressMessage } from "../shared/jobs/proto.ts";
 import { jobHandlers } from "../shared/jobs/handlers.ts";
 import type { CallContext, Handlers, Message } from "../shared/rpc/serve.ts";
+import { pageOf } from "../shared/rpc/paging.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
 import { type Logger } from "../shared/config/log.ts";
@@ -399,17 +400,12 @@ export class Trainer {
       }),
       ListModels: async (request: Message) => {
         const models = await listModels(this.store, request.name || undefined);
-        const pageSize = Math.min(1000, num(request.page?.page_size) || 100);
-        const start = Number(request.page?.page_token || 0);
-        const page = models.slice(start, start + pageSize);
+        const { items, page } = pageOf(models, request.page);
         return {
-          models: page.map((m) =>
+          models: items.map((m) =>
             modelSummary(m.name, m.version, m.config, m.manifest.metadata, m.sizeBytes, m.manifest.createdAt)
           ),
-          page: {
-            next_page_token: start + pageSize < models.length ? String(start + pageSize) : "",
-            total_size: models.length,
-          },
+          page,
         };
       },
       UploadDataset: async (requests: AsyncIterable<Message>) => {

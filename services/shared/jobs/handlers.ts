@@ -5,6 +5,7 @@
  */
 import { type JobEvent, type JobManager, type JobRecord, TERMINAL_STATES } from "./jobs.ts";
 import type { CallContext, Handlers, Message } from "../rpc/serve.ts";
+import { pageSize } from "../rpc/paging.ts";
 
 export interface JobHandlersOptions {
   manager: JobManager;
@@ -52,7 +53,7 @@ export function jobHandlers(options: JobHandlersOptions): Handlers {
       const states = ((request.filter?.states ?? []) as string[]).map((s) => s.replace(/^JOB_STATE_/, ""));
       const kind = options.listKind(request.filter?.kind || "");
       const { jobs, nextPageToken } = await manager.list({
-        pageSize: Math.min(1000, num(request.page?.page_size) || 100),
+        pageSize: pageSize(request.page),
         ...(request.page?.page_token ? { pageToken: request.page.page_token } : {}),
         ...(states.length === 1 ? { state: states[0] as JobRecord["state"] } : {}),
         ...(kind ? { kind } : {}),

@@ -47,3 +47,4 @@ export * from "./health.ts";
 export * from "./serve.ts";
 export * from "./client.ts";
 export * from "./streams.ts";
+export * from "./paging.ts";
