@@ -5,6 +5,10 @@
  *
  * Every batch has B rows (a partial last batch is filled with dummy `[CLS] [SEP]` rows whose outputs are
  * ignored) and at most T tokens, the engine's preallocated maximum.
+ *
+ * A NER sentence longer than T comes as several windows (encodeNerExamples): their per-token logits and CRF
+ * paths are stitched (stitchWindows: each token from the window where it has the most context) and the
+ * sentence is scored whole, so entities past the first window count in the gold and can be found.
  */
 import type { Batch, Engine, HeadSpec } from "../shared/engine/engine.ts";
 import {
@@ -13,8 +17,10 @@ import {
   multiLabelScores,
   nerBatch,
   type NerFeature,
+  stitchWindows,
   textBatch,
   type TextFeature,
+  type TokenSpan,
 } from "../shared/data/mod.ts";
 import { InvalidArgument } from "../shared/errors.ts";
 
@@ -117,6 +123,7 @@ export function classificationMetrics(
 // --------------------------------------------------------------------------------------- evaluation
 
 export interface EvaluationResult extends ClassificationReport {
+  /** Examples scored: sentences for NER, however many windows they took. */
   examples: number;
 }
 
@@ -161,6 +168,27 @@ export function evaluateFeatures(
   const goldMulti: Uint8Array[] = [], predMulti: Uint8Array[] = [];
   const goldTags: string[][] = [], predTags: string[][] = [];
   let loss = 0, lossCount = 0;
+  /** One NER sentence: (n) labels, (n, K) logits, (n) CRF tags when the head has a CRF. */
+  const scoreSentence = (
+    tokenLabels: ArrayLike<number>,
+    logits: Float32Array,
+    paths: Int32Array | undefined,
+  ) => {
+    const predicted = new Int32Array(tokenLabels.length);
+    for (let t = 0; t < tokenLabels.length; t++) {
+      predicted[t] = paths ? paths[t]! : argmax(logits, t * K, K);
+      const target = tokenLabels[t]!;
+      if (!paths && target >= 0) {
+        loss -= logSoftmaxAt(logits, t * K, K, target);
+        lossCount++;
+      }
+    }
+    const aligned = alignedTagSequences(tokenLabels, predicted, labels);
+    goldTags.push(aligned.gold);
+    predTags.push(aligned.predicted);
+  };
+  type Window = { span: TokenSpan; labels: Int32Array; logits: Float32Array; paths: Int32Array | undefined };
+  const pending = new Map<number, Window[]>();
   for (let start = 0; start < features.length; start += B) {
     const rows = features.slice(start, start + B);
     const batch = makeBatch(rows, head, B, options.T, options.ids);
@@ -169,19 +197,27 @@ export function evaluateFeatures(
     rows.forEach((feature, b) => {
       if (head.task === "ner") {
         const f = feature as NerFeature;
-        const n = Math.min(T, f.tokenLabels.length);
-        const predicted = new Int32Array(n);
-        for (let t = 0; t < n; t++) {
-          predicted[t] = out.paths ? out.paths[b * T + t]! : argmax(out.logits, (b * T + t) * K, K);
-          const target = f.tokenLabels[t]!;
-          if (!out.paths && target >= 0) {
-            loss -= logSoftmaxAt(out.logits, (b * T + t) * K, K, target);
-            lossCount++;
-          }
-        }
-        const aligned = alignedTagSequences(f.tokenLabels.slice(0, n), predicted, labels);
-        goldTags.push(aligned.gold);
-        predTags.push(aligned.predicted);
+        // The row's own tokens, between [CLS] and [SEP].
+        const n = f.ids.length - 2;
+        const first = b * T + 1;
+        const tokenLabels = Int32Array.from(f.tokenLabels.slice(1, 1 + n));
+        const logits = out.logits.slice(first * K, (first + n) * K);
+        const paths = out.paths?.slice(first, first + n);
+        if (!f.window) return scoreSentence(tokenLabels, logits, paths);
+        const { example, start, end, count } = f.window;
+        const windows = pending.get(example) ?? [];
+        pending.set(example, windows);
+        windows.push({ span: { start, end }, labels: tokenLabels, logits, paths });
+        if (windows.length < count) return;
+        pending.delete(example);
+        windows.sort((x, y) => x.span.start - y.span.start);
+        const spans = windows.map((w) => w.span);
+        const length = Math.max(...spans.map((s) => s.end));
+        scoreSentence(
+          stitchWindows(spans, windows.map((w) => w.labels), 1, new Int32Array(length)),
+          stitchWindows(spans, windows.map((w) => w.logits), K, new Float32Array(length * K)),
+          paths ? stitchWindows(spans, windows.map((w) => w.paths!), 1, new Int32Array(length)) : undefined,
+        );
         return;
       }
       const f = feature as TextFeature;
@@ -206,6 +242,12 @@ export function evaluateFeatures(
         lossCount++;
       }
     });
+  }
+  const [stray] = pending;
+  if (stray) {
+    throw new RangeError(
+      `Cannot score NER example ${stray[0]}: only ${stray[1].length} of its windows are among the features`,
+    );
   }
   let report: ClassificationReport;
   if (head.task === "multilabel") {
@@ -248,7 +290,7 @@ export function evaluateFeatures(
     report = classificationMetrics(gold, pred, [...labels]);
   }
   if (lossCount) report.metrics.loss = loss / lossCount;
-  return { ...report, examples: features.length };
+  return { ...report, examples: head.task === "ner" ? goldTags.length : features.length };
 }
 
 function prfEntries(name: string, x: { precision: number; recall: number; f1: number; support: number }) {

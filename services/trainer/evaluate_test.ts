@@ -1,5 +1,9 @@
-import { assertAlmostEquals, assertEquals } from "@std/assert";
-import { classificationMetrics, makeBatch } from "./evaluate.ts";
+import { assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
+import type { Batch, Engine, ForwardOutput, HeadSpec } from "../shared/engine/engine.ts";
+import { encodeNerExamples, LabelSet, type NerExample } from "../shared/data/mod.ts";
+import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
+import { classificationMetrics, evaluateFeatures, makeBatch } from "./evaluate.ts";
+import { tinyVocabText } from "./testing.ts";
 
 Deno.test("classificationMetrics() binary: positive-class P/R/F1, macro F1, confusion rows = true labels", () => {
   // gold 1 1 1 0 0 0 0 ; pred 1 1 0 0 0 1 0
@@ -49,4 +53,80 @@ Deno.test("makeBatch() fills a short tail with dummy rows of fixed (B, T)", () =
   const ner = makeBatch([], { task: "ner", numLabels: 3 }, 2, 4, ids);
   assertEquals(ner.T, 4);
   assertEquals([...ner.tokenLabels!], new Array(8).fill(-100));
+});
+
+/**
+ * A stand-in NER model that tags each character by a fixed table, except the first and last token of every
+ * row, which it gets wrong (O): right only where a token has context on both sides.
+ */
+function edgeBlindEngine(head: HeadSpec, tagOfId: (id: number) => number): Engine {
+  const K = head.numLabels!;
+  return {
+    head,
+    forward(batch: Batch): ForwardOutput {
+      const { B, T } = batch;
+      const logits = new Float32Array(B * T * K);
+      const paths = new Int32Array(B * T);
+      for (let b = 0; b < B; b++) {
+        const n = batch.attentionMask.subarray(b * T, (b + 1) * T).reduce((a, m) => a + m, 0);
+        for (let p = 1; p < n - 1; p++) {
+          const tag = p === 1 || p === n - 2 ? 0 : tagOfId(batch.inputIds[b * T + p]!);
+          logits[(b * T + p) * K + tag] = 8;
+          paths[b * T + p] = tag;
+        }
+      }
+      return head.crf ? { logits, paths } : { logits };
+    },
+  } as unknown as Engine;
+}
+
+Deno.test("evaluateFeatures() scores a long NER sentence whole, each token from the window where it has most context", () => {
+  const labels = new LabelSet(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]);
+  const tokenizer = WordPieceTokenizer.fromVocabText(tinyVocabText());
+  // Characters 0..3 are B-PER, I-PER, B-LOC, I-LOC wherever they stand; the rest are O.
+  const entityChar = (tag: string) => String.fromCodePoint(0x4e00 + labels.labels.indexOf(tag) - 1);
+  const sentence = (length: number, entities: Array<[string, number]>, line: number): NerExample => {
+    const units = Array.from({ length }, (_, i) => String.fromCodePoint(0x4e10 + (i % 60)));
+    const tags = units.map(() => "O");
+    for (const [type, at] of entities) {
+      [tags[at], tags[at + 1]] = [`B-${type}`, `I-${type}`];
+      [units[at], units[at + 1]] = [entityChar(`B-${type}`), entityChar(`I-${type}`)];
+    }
+    return { units, tags, source: { file: "dev.bio", line } };
+  };
+  // At max_length 16 the 40 tokens take windows [0,14) [11,25) [22,36) [26,40). Token 13 ends the first
+  // window and 26 starts the last: read from there they would be wrong, and three entities lie past token 14.
+  const long = sentence(40, [["PER", 12], ["LOC", 23], ["PER", 26], ["LOC", 37]], 5);
+  const short = sentence(6, [["PER", 2]], 1);
+  const { features } = encodeNerExamples([short, long], tokenizer, labels, { maxLength: 16 });
+  assertEquals(features.length, 5);
+  const ids = { cls: tokenizer.clsId, sep: tokenizer.sepId, pad: tokenizer.padId };
+  const tagOfId = (id: number) => {
+    const k = id - tokenizer.convertTokensToIds([entityChar("B-PER")])[0]! + 1;
+    return k >= 1 && k < labels.size ? k : 0;
+  };
+  for (const crf of [false, true]) {
+    const head: HeadSpec = { task: "ner", numLabels: labels.size, ...(crf ? { crf: true } : {}) };
+    const result = evaluateFeatures(edgeBlindEngine(head, tagOfId), head, features, labels.labels, {
+      B: 3,
+      T: 16,
+      ids,
+    });
+    assertEquals(result.examples, 2, "sentences, not windows");
+    assertEquals([result.perLabel["PER/support"], result.perLabel["LOC/support"]], [3, 2], `crf=${crf}`);
+    assertEquals([result.metrics.precision, result.metrics.recall], [1, 1], `crf=${crf}`);
+  }
+  const missing = features.filter((f) => f.window?.start !== 11);
+  assertThrows(
+    () =>
+      evaluateFeatures(
+        edgeBlindEngine({ task: "ner", numLabels: 5 }, tagOfId),
+        { task: "ner", numLabels: 5 },
+        missing,
+        labels.labels,
+        { B: 3, T: 16, ids },
+      ),
+    RangeError,
+    "3 of its windows",
+  );
 });

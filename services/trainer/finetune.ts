@@ -307,8 +307,11 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
   try {
     engine.setWeights(base.weights);
     const describe = (what: string, r: EncodeReport) =>
-      `${what}: ${r.examples} examples, ${r.truncated} truncated to ${r.maxLength} tokens` +
-      (r.entitiesLost ? `, ${r.entitiesLost} of ${r.entities} entities lost to truncation/alignment` : "") +
+      `${what}: ${r.examples} examples, ` +
+      (r.windowed !== undefined
+        ? `${r.windowed} longer than ${r.maxLength} tokens split into overlapping windows (${r.windows} features)`
+        : `${r.truncated} truncated to ${r.maxLength} tokens`) +
+      (r.entitiesLost ? `, ${r.entitiesLost} of ${r.entities} entities lost to alignment` : "") +
       (r.samples.length ? ` (e.g. ${r.samples.slice(0, 3).join(", ")})` : "");
     await ctx.emit({ type: "message", message: describe("train", trainEnc.report) });
     await ctx.emit({ type: "message", message: describe("eval", evalEnc.report) });
@@ -359,8 +362,8 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
       train_loss: result.state.curves.loss?.at(-1)?.[1] ?? NaN,
       steps: result.step,
       best_step: result.state.best?.step ?? result.step,
-      eval_examples: evalEnc.features.length,
-      train_examples: trainEnc.features.length,
+      eval_examples: evalEnc.report.examples,
+      train_examples: trainEnc.report.examples,
       tokens_per_s: result.tokensPerSecond,
     };
     const target = await publishTarget(store, ctx.jobId, spec.name);

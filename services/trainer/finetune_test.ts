@@ -31,14 +31,19 @@ async function withBase(fn: (store: LocalStore) => Promise<void>) {
   }
 }
 
-function bio(n: number, seed: number): string {
-  // PER = characters 0..9, LOC = characters 10..19, anything else O; entities are 1-3 characters long.
+function bio(
+  n: number,
+  seed: number,
+  shape: { length: number; plain: number } = { length: 10, plain: 0 },
+): string {
+  // PER = characters 0..9, LOC = characters 10..19, anything else O; entities are 1-3 characters long, none
+  // among the first `plain` characters of a sentence.
   const rng = Rng.seeded(seed);
   const sentences: string[] = [];
   for (let s = 0; s < n; s++) {
     const lines: string[] = [];
-    while (lines.length < 10) {
-      if (rng.random() < 0.3) {
+    while (lines.length < shape.length) {
+      if (rng.random() < 0.3 && lines.length >= shape.plain) {
         const type = rng.random() < 0.5 ? "PER" : "LOC";
         const length = rng.randint(1, 3);
         for (let k = 0; k < length; k++) {
@@ -56,24 +61,31 @@ function bio(n: number, seed: number): string {
 
 const enc = (text: string) => new TextEncoder().encode(text);
 
+/** A NER fine-tune of the base at max_length 16 on datasets `<data>-train`/`<data>-dev`, and its events. */
+async function finetuneNer(store: LocalStore, data: string, crf: boolean) {
+  const events: TrainerEvent[] = [];
+  const name = `${data}${crf ? "-crf" : ""}`;
+  const outcome = await runFinetuneJob({
+    name,
+    base: { name: "base" },
+    task: "ner",
+    crf,
+    trainDataset: `${data}-train`,
+    evalDataset: `${data}-dev`,
+    epochs: 20,
+    batchSize: 16,
+    learningRate: 1e-2,
+    maxLength: 16,
+  }, { jobId: `job-${name}`, store, emit: (e) => void events.push(e), threads: 1 });
+  return { outcome, events };
+}
+
 Deno.test("runFinetuneJob() NER with and without CRF learns entities and reports seqeval scores", () =>
   withBase(async (store) => {
     await storeDataset(store, { name: "ner-train", file: "train.bio", bytes: enc(bio(160, 1)) });
     await storeDataset(store, { name: "ner-dev", file: "dev.bio", bytes: enc(bio(32, 2)) });
     for (const crf of [false, true]) {
-      const events: TrainerEvent[] = [];
-      const outcome = await runFinetuneJob({
-        name: crf ? "ner-crf" : "ner",
-        base: { name: "base" },
-        task: "ner",
-        crf,
-        trainDataset: "ner-train",
-        evalDataset: "ner-dev",
-        epochs: 20,
-        batchSize: 16,
-        learningRate: 1e-2,
-        maxLength: 16,
-      }, { jobId: `job-ner-${crf}`, store, emit: (e) => void events.push(e), threads: 1 });
+      const { outcome } = await finetuneNer(store, "ner", crf);
       assertGreater(
         outcome.metrics.f1!,
         0.8,
@@ -86,6 +98,27 @@ Deno.test("runFinetuneJob() NER with and without CRF learns entities and reports
       assertEquals(config.architectures, ["BertForTokenClassification"]);
       assertEquals(config.id2label, { "0": "O", "1": "B-LOC", "2": "I-LOC", "3": "B-PER", "4": "I-PER" });
       assertEquals(config.bertforge_crf, crf ? true : undefined);
+    }
+  }));
+
+Deno.test("runFinetuneJob() NER learns and scores entities that lie only past max_length, through windows", () =>
+  withBase(async (store) => {
+    // At max_length 16 a sentence shows 14 characters; these have none of their entities there, so truncation
+    // left no entity to train on and none in the gold (F1 0).
+    const shape = { length: 30, plain: 14 };
+    await storeDataset(store, { name: "long-train", file: "train.bio", bytes: enc(bio(160, 3, shape)) });
+    await storeDataset(store, { name: "long-dev", file: "dev.bio", bytes: enc(bio(16, 4, shape)) });
+    for (const crf of [false, true]) {
+      const { outcome, events } = await finetuneNer(store, "long", crf);
+      assertGreater(outcome.metrics.f1!, 0.8, `crf=${crf}: ${JSON.stringify(outcome.metrics)}`);
+      assertEquals([outcome.metrics.eval_examples, outcome.metrics.train_examples], [16, 160]);
+      const messages = events.flatMap((e) => (e.type === "message" ? [e.message] : []));
+      assert(
+        messages.some((m) =>
+          m.startsWith("eval: 16 examples, 16 longer than 16 tokens split into overlapping windows")
+        ),
+        messages.join("\n"),
+      );
     }
   }));
 

@@ -18,6 +18,7 @@ import {
   parseNerExamples,
   parseTextExamples,
   readLabelledFile,
+  stitchWindows,
   textBatch,
   type TextExample,
   trainEvalSplit,
@@ -242,11 +243,98 @@ Deno.test("encodeNerExamples keeps each Chinese character's tag and puts a Latin
   ]);
   const named = feature!.tokenLabels.map((l) => (l < 0 ? null : labels.labels[l]));
   assertEquals(named, [null, "O", "O", "B-PRO", null, "O", "B-T", null, "I-T", null]);
-  assertEquals([report.truncated, report.entities, report.entitiesLost], [0, 2, 0]);
+  assertEquals([report.truncated, report.entities, report.entitiesLost, report.windowed], [0, 2, 0, 0]);
+  assertEquals(feature!.window, undefined);
+  // 8 tokens in windows of 4 overlapping by at least 1: nothing is cut, so no entity is lost.
   const short = encodeNerExamples([example], tokenizer, labels, { maxLength: 6 });
-  assertEquals(short.features[0]!.ids.length, 6);
-  assertEquals([short.report.truncated, short.report.tokensTruncated, short.report.entitiesLost], [1, 4, 1]);
-  assertEquals(short.report.samples, ["x.bio:1"]);
+  assertEquals(short.features.map((f) => f.window), [
+    { example: 0, start: 0, end: 4, count: 3 },
+    { example: 0, start: 3, end: 7, count: 3 },
+    { example: 0, start: 4, end: 8, count: 3 },
+  ]);
+  assertEquals(tokenizer.convertIdsToTokens(short.features[1]!.ids), [
+    "[CLS]",
+    "##hone",
+    "在",
+    "199",
+    "##7",
+    "[SEP]",
+  ]);
+  assertEquals(short.features[1]!.tokenLabels, [-100, ...feature!.tokenLabels.slice(4, 8), -100]);
+  const { truncated, tokensTruncated, entitiesLost, windowed, windows, samples } = short.report;
+  assertEquals({ truncated, tokensTruncated, entitiesLost, windowed, windows, samples }, {
+    truncated: 0,
+    tokensTruncated: 0,
+    entitiesLost: 0,
+    windowed: 1,
+    windows: 3,
+    samples: [],
+  });
+  assertThrows(
+    () => encodeNerExamples([example], tokenizer, labels, { maxLength: 2 }),
+    RangeError,
+    "maxLength",
+  );
+});
+
+Deno.test("encodeNerExamples cuts a 300-character sentence into windows that hold every token and label exactly", () => {
+  // One character a token, each its own id, so a window's ids say exactly which characters it holds.
+  const chars = Array.from({ length: 300 }, (_, i) => String.fromCodePoint(0x4e00 + i));
+  const tokenizer = WordPieceTokenizer.fromVocabText(
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ...chars].join("\n"),
+  );
+  const tags = chars.map(() => "O");
+  const entity = (type: string, start: number, end: number) =>
+    tags.fill(`I-${type}`, start + 1, end).splice(start, 1, `B-${type}`);
+  entity("PER", 0, 3); // the first characters
+  entity("ORG", 118, 132); // across the end of the first window (126)
+  entity("LOC", 296, 300); // the last characters
+  const long: NerExample = { units: chars, tags, source: { file: "long.bio", line: 3 } };
+  const shortOne: NerExample = {
+    units: chars.slice(0, 5),
+    tags: tags.slice(0, 5),
+    source: { file: "long.bio", line: 1 },
+  };
+  const labels = LabelSet.ofNerExamples([long]);
+  const { features, report } = encodeNerExamples([shortOne, long], tokenizer, labels, { maxLength: 128 });
+  assertEquals(features[0]!.window, undefined);
+  const windows = features.slice(1);
+  // Windows of 126 overlapping by 31 (a quarter), the last one ending at the sentence's end.
+  assertEquals(windows.map((f) => f.window), [
+    { example: 1, start: 0, end: 126, count: 3 },
+    { example: 1, start: 95, end: 221, count: 3 },
+    { example: 1, start: 174, end: 300, count: 3 },
+  ]);
+  const whole = encodeNerExamples([long], tokenizer, labels, { maxLength: 302 }).features[0]!;
+  for (const f of windows) {
+    const { start, end } = f.window!;
+    assert(f.ids.length <= 128);
+    assertEquals(f.ids, [tokenizer.clsId, ...whole.ids.slice(1 + start, 1 + end), tokenizer.sepId]);
+    assertEquals(f.tokenLabels, [-100, ...whole.tokenLabels.slice(1 + start, 1 + end), -100]);
+  }
+  // Stitched back, the windows' labels are the sentence's, entities included.
+  const spans = windows.map((f) => f.window!);
+  const stitched = stitchWindows(
+    spans,
+    windows.map((f) => f.tokenLabels.slice(1, -1)),
+    1,
+    new Int32Array(300),
+  );
+  assertEquals([...stitched].map((l) => labels.labels[l]), tags);
+  assertEquals(getEntities([...stitched].map((l) => labels.labels[l]!)), [
+    ["PER", 0, 2],
+    ["ORG", 118, 131],
+    ["LOC", 296, 299],
+  ]);
+  const { truncated, tokensTruncated, entities, entitiesLost, windowed } = report;
+  assertEquals({ truncated, tokensTruncated, entities, entitiesLost, windowed, windows: report.windows }, {
+    truncated: 0,
+    tokensTruncated: 0,
+    entities: 4, // the short sentence's PER too
+    entitiesLost: 0,
+    windowed: 1,
+    windows: 4,
+  });
 });
 
 Deno.test("encodeTextExamples truncates pairs longest-first to maxLength and reports it", () => {
@@ -391,8 +479,10 @@ Deno.test({
     const whole = encodeNerExamples(sentences, tokenizer, tags, { maxLength: 1024 });
     assertEquals(whole.report.entities, getEntities(sentences.map((s) => s.tags)).length);
     assertEquals([whole.report.truncated, whole.report.entitiesLost], [0, 0]);
+    // At 128 the long sentences are windowed, not cut: still no entity lost.
     const ner = encodeNerExamples(sentences, tokenizer, tags, { maxLength: 128 });
-    assert(ner.report.truncated > 0 && ner.report.entitiesLost! > 0, JSON.stringify(ner.report));
+    assertEquals([ner.report.truncated, ner.report.entitiesLost], [0, 0]);
+    assertEquals([ner.report.windowed, ner.report.windows, ner.features.length], [72, 4729, 4729]);
     assert(ner.features.every((f) => f.ids.length <= 128));
     const batch = nerBatch(ner.features.slice(0, 8), 128, tokenizer.padId);
     assertEquals(batch.tokenLabels!.length, 8 * 128);

@@ -6,7 +6,9 @@
  * joined back into the text, the basic tokenizer + WordPiece split it, and each word takes the tag of
  * its first character on its first piece; the other pieces get -100 (ignored by the loss). A Chinese
  * character is a word of its own, so it keeps its tag; a Latin word or a number spread over several
- * tagged characters is one word whose first piece carries the tag of its first character.
+ * tagged characters is one word whose first piece carries the tag of its first character. A NER example
+ * longer than `maxLength` is never cut: it becomes overlapping windows (windows.ts), each a feature of its own
+ * with its own [CLS]/[SEP] and labels, so every token is trained on and every entity is scored.
  *
  * @module
  */
@@ -14,6 +16,7 @@ import type { WordPieceTokenizer } from "../wordpiece/mod.ts";
 import type { DataTask, NerExample, SourceRef, TextExample } from "./formats.ts";
 import type { LabelSet } from "./labels.ts";
 import { getEntities } from "./metrics.ts";
+import { type TokenSpan, tokenWindows } from "./windows.ts";
 
 /** Ignore index of the losses: special tokens, continuation pieces and padding. */
 export const IGNORE_INDEX = -100;
@@ -39,19 +42,31 @@ export interface NerFeature {
   /** Tag index on the first piece of each word, -100 on specials and continuation pieces. */
   tokenLabels: number[];
   source: SourceRef;
+  /** Set on each window of an example longer than maxLength (encodeNerExamples). */
+  window?: NerWindow;
+}
+
+/** Which example a window comes from (its index among those encoded), its tokens, and how many windows it has. */
+export interface NerWindow extends TokenSpan {
+  example: number;
+  count: number;
 }
 
 /** What encoding changed: nothing is dropped without being counted here. */
 export interface EncodeReport {
   examples: number;
   maxLength: number;
-  /** Examples that lost tokens to `maxLength`. */
+  /** Examples that lost tokens to `maxLength` (text tasks; NER examples are windowed instead, so 0). */
   truncated: number;
   /** Tokens cut off over all examples. */
   tokensTruncated: number;
-  /** NER: entities in the data, and those that no longer appear among the aligned token tags (cut off, or starting inside a word, or on characters the tokenizer drops). */
+  /** NER: entities in the data, and those that no longer appear among the aligned token tags (starting inside a word, or on characters the tokenizer drops). */
   entities?: number;
   entitiesLost?: number;
+  /** NER: examples longer than `maxLength`, encoded as several overlapping windows. */
+  windowed?: number;
+  /** NER: features produced, one per window (`examples` when none is windowed). */
+  windows?: number;
   /** Where the first few truncations/losses happened, as `file:line`. */
   samples: string[];
 }
@@ -118,11 +133,16 @@ function joinUnits(units: readonly string[]): { text: string; unitOfCodePoint: I
   return { text, unitOfCodePoint };
 }
 
+/**
+ * NER examples → features of at most `maxLength` tokens. An example over `maxLength - 2` tokens becomes
+ * windows of that many tokens overlapping by `stride` (default: a quarter of them, see windows.ts); each
+ * window's labels are the example's labels over its tokens, so a token in an overlap is trained in both.
+ */
 export function encodeNerExamples(
   examples: readonly NerExample[],
   tokenizer: DataTokenizer,
   labels: LabelSet,
-  options: { maxLength: number },
+  options: { maxLength: number; stride?: number },
 ): { features: NerFeature[]; report: EncodeReport } {
   const { maxLength } = options;
   const report: EncodeReport = {
@@ -132,45 +152,51 @@ export function encodeNerExamples(
     tokensTruncated: 0,
     entities: 0,
     entitiesLost: 0,
+    windowed: 0,
+    windows: 0,
     samples: [],
   };
   const budget = maxLength - 2; // [CLS] and [SEP]
-  const features = examples.map((example) => {
+  if (!Number.isInteger(budget) || budget < 1) {
+    throw new RangeError(
+      `Cannot encode NER examples as 'maxLength' must leave room for a token besides [CLS] and [SEP]: current value is ${maxLength}`,
+    );
+  }
+  const features: NerFeature[] = [];
+  examples.forEach((example, e) => {
     const tagIds = example.tags.map((tag) => labels.index(tag, example.source));
     const { text, unitOfCodePoint } = joinUnits(example.units);
-    const ids: number[] = [tokenizer.clsId];
-    const tokenLabels: number[] = [IGNORE_INDEX];
+    const ids: number[] = [];
+    const tokenLabels: number[] = [];
     const alignedTags: string[] = [];
-    let total = 0;
     for (const word of tokenizer.tokenizeWords(text)) {
       const unit = unitOfCodePoint[word.start] ?? -1;
       word.ids.forEach((id, piece) => {
-        total++;
-        if (ids.length - 1 >= budget) return;
         ids.push(id);
         const label = piece === 0 && unit >= 0 ? tagIds[unit]! : IGNORE_INDEX;
         tokenLabels.push(label);
         if (label !== IGNORE_INDEX) alignedTags.push(labels.labels[label]!);
       });
     }
-    ids.push(tokenizer.sepId);
-    tokenLabels.push(IGNORE_INDEX);
-    const kept = ids.length - 2;
-    let lost = false;
-    if (kept < total) {
-      report.truncated++;
-      report.tokensTruncated += total - kept;
-      lost = true;
-    }
     const gold = getEntities(example.tags).length;
     const aligned = getEntities(alignedTags).length;
     report.entities! += gold;
     if (aligned < gold) {
       report.entitiesLost! += gold - aligned;
-      lost = true;
+      note(report, example.source);
     }
-    if (lost) note(report, example.source);
-    return { ids, tokenLabels, source: example.source };
+    const windows = tokenWindows(ids.length, budget, options.stride);
+    if (windows.length > 1) report.windowed!++;
+    report.windows! += windows.length;
+    for (const { start, end } of windows) {
+      const feature: NerFeature = {
+        ids: [tokenizer.clsId, ...ids.slice(start, end), tokenizer.sepId],
+        tokenLabels: [IGNORE_INDEX, ...tokenLabels.slice(start, end), IGNORE_INDEX],
+        source: example.source,
+      };
+      if (windows.length > 1) feature.window = { example: e, start, end, count: windows.length };
+      features.push(feature);
+    }
   });
   return { features, report };
 }

@@ -1,6 +1,7 @@
 /**
  * Fine-tuning data: readers for the labelled formats (CSV, JSONL, BIO, CLUENER), label sets, encoding
- * with NER tag alignment and a truncation report, engine batches, a deterministic split, and metrics.
+ * with NER tag alignment and a truncation report, overlapping windows for NER sentences longer than the
+ * model takes (and the stitching of their predictions), engine batches, a deterministic split, and metrics.
  *
  * ```ts
  * import { encodeTextExamples, LabelSet, readLabelledFile, textBatch, type TextExample } from "./mod.ts";
@@ -19,3 +20,4 @@ export * from "./encode.ts";
 export * from "./batch.ts";
 export * from "./split.ts";
 export * from "./metrics.ts";
+export * from "./windows.ts";
