@@ -10,6 +10,7 @@
  * Letters: T tokens of one input, K labels, C hidden, V vocab, P masked positions.
  */
 import { FailedPrecondition, InvalidArgument, ResourceExhausted } from "../shared/errors.ts";
+import { stitchWindows, type TokenSpan, tokenWindows } from "../shared/data/windows.ts";
 import type { Encoding } from "../shared/wordpiece/mod.ts";
 import type { Batcher, InferenceInput, InferenceOutput } from "./batcher.ts";
 import type { ModelInstance, Registry } from "./registry.ts";
@@ -196,6 +197,83 @@ export function encodeInput(
   });
   out.overflowed = true;
   return { encoding: out, truncated: true };
+}
+
+/** A Tag input: its encoding and, when it is longer than the model takes, the windows it runs as. */
+export interface TagInput extends Encoded {
+  /** Over the encoding's tokens between [CLS] and [SEP], as fine-tuning cut its long sentences. */
+  windows?: TokenSpan[];
+}
+
+/**
+ * Encodes one Tag input. A text longer than the model takes is tagged whole through overlapping windows
+ * (tokenWindows over `maxLength - 2` tokens, as fine-tuning trained and evaluated on them) under
+ * TRUNCATION_UNSPECIFIED and TRUNCATION_NONE alike: nothing is cut, so there is nothing for NONE to refuse.
+ * A cutting strategy named explicitly (TRUNCATION_LONGEST_FIRST, ...) cuts it to one pass as encodeInput does,
+ * for callers who want only the start of a text at the cost of one pass, and the result says `truncated`.
+ */
+export function encodeTagInput(
+  instance: Pick<ModelInstance, "tokenizer" | "name" | "maxLength">,
+  text: string,
+  truncation: TruncationName,
+  field: string,
+): TagInput {
+  if (truncation !== "TRUNCATION_UNSPECIFIED" && truncation !== "TRUNCATION_NONE") {
+    return encodeInput(instance, text, undefined, instance.maxLength, truncation, field);
+  }
+  const encoding = instance.tokenizer.encode(text, undefined, { truncation: false });
+  if (encoding.ids.length <= instance.maxLength) return { encoding, truncated: false };
+  return {
+    encoding,
+    truncated: false,
+    windows: tokenWindows(encoding.ids.length - 2, instance.maxLength - 2),
+  };
+}
+
+/** The model passes of a Tag input: its encoding, or `[CLS] window [SEP]` for each of its windows. */
+function tagPasses(input: TagInput): InferenceInput[] {
+  const { ids, typeIds } = input.encoding;
+  if (!input.windows) return [{ ids, typeIds }];
+  const cls = ids[0]!, sep = ids.at(-1)!;
+  return input.windows.map(({ start, end }) => ({
+    ids: [cls, ...ids.slice(1 + start, 1 + end), sep],
+    typeIds: new Array<number>(end - start + 2).fill(0),
+  }));
+}
+
+/**
+ * The outputs of a windowed Tag input's passes as one output over its whole encoding: each token's logits
+ * (and CRF tag) from the window where it has the most context (stitchWindows, as evaluation does).
+ */
+export function stitchTagOutputs(input: TagInput, outputs: readonly InferenceOutput[]): InferenceOutput {
+  const windows = input.windows!;
+  const T = input.encoding.ids.length;
+  const K = outputs[0]!.logits.length / (windows[0]!.end - windows[0]!.start + 2);
+  // Row 0 of each pass is its [CLS]: a window's token i is the pass's row i + 1.
+  const inner = (w: number) => windows[w]!.end - windows[w]!.start;
+  const logits = new Float32Array(T * K); // (T, K); the [CLS]/[SEP] rows stay 0, tagging skips them
+  stitchWindows(
+    windows,
+    outputs.map((o, w) => o.logits.subarray(K, (1 + inner(w)) * K)),
+    K,
+    logits.subarray(K, (T - 1) * K),
+  );
+  const output: InferenceOutput = {
+    logits,
+    queueMs: Math.max(...outputs.map((o) => o.queueMs)),
+    inferenceMs: Math.max(...outputs.map((o) => o.inferenceMs)),
+    batchSize: Math.max(...outputs.map((o) => o.batchSize)),
+  };
+  if (outputs[0]!.paths) {
+    output.paths = new Int32Array(T);
+    stitchWindows(
+      windows,
+      outputs.map((o, w) => o.paths!.subarray(1, 1 + inner(w))),
+      1,
+      output.paths.subarray(1, T - 1),
+    );
+  }
+  return output;
 }
 
 // ------------------------------------------------------------------------------------------ math
@@ -428,18 +506,24 @@ export class Inference {
     return await this.registry.use(this.#ref(request), async (instance) => {
       this.#requireHead(instance, method, ["ner"], "a token classification (NER) head");
       const started = performance.now();
-      const encoded = texts.map((t) =>
-        encodeInput(instance, t.text, undefined, instance.maxLength, truncation, t.field)
-      );
-      const { outputs, timing } = await this.#run(
-        instance,
-        encoded.map((e) => ({ ids: e.encoding.ids, typeIds: e.encoding.typeIds })),
-        call,
-        performance.now() - started,
-      );
-      const results = outputs.map((output, i) =>
-        tagging(instance, texts[i]!.text, encoded[i]!, output, { returnTags, minScore })
-      );
+      const encoded = texts.map((t) => encodeTagInput(instance, t.text, truncation, t.field));
+      const passes = encoded.map(tagPasses);
+      const inputs = passes.flat();
+      const limit = this.batcher.options.maxConcurrentRequests;
+      if (inputs.length > limit) {
+        // The queue could never admit them all: retrying (429) would not help.
+        throw new PayloadTooLarge(
+          `${method}: the texts take ${inputs.length} passes of at most ${instance.maxLength} tokens (long texts run as ` +
+            `overlapping windows); at most ${limit} run at once (--max-concurrent-requests): send shorter or fewer texts`,
+        );
+      }
+      const { outputs, timing } = await this.#run(instance, inputs, call, performance.now() - started);
+      let next = 0;
+      const results = encoded.map((input, i) => {
+        const mine = outputs.slice(next, next += passes[i]!.length);
+        const output = input.windows ? stitchTagOutputs(input, mine) : mine[0]!;
+        return tagging(instance, texts[i]!.text, input, output, { returnTags, minScore });
+      });
       return { instance, results, timing };
     });
   }
@@ -827,6 +911,7 @@ function splitTag(tag: string): [string, string] {
  * Entities from per-token tags. Each word's tag is its first piece's (the pieces after it, `##…`, were
  * ignored in training, as shared/data aligns them); B starts an entity, I continues one of the same type
  * (or starts one after O or another type), O ends it. Scores are the mean probability of the words' tags.
+ * `output` covers the whole encoding: for a windowed input, the stitched output (stitchTagOutputs).
  */
 export function tagging(
   instance: ModelInstance,

@@ -1,9 +1,11 @@
-import { assert, assertEquals, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertRejects, assertThrows } from "@std/assert";
+import type { Batch, ForwardOutput } from "../shared/engine/engine.ts";
 import { InvalidArgument } from "../shared/errors.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
-import type { InferenceOutput } from "./batcher.ts";
-import { encodeInput, enumField, tagging } from "./infer.ts";
-import type { ModelInstance } from "./registry.ts";
+import type { ServingBackend } from "./backends.ts";
+import { Batcher, type InferenceOutput } from "./batcher.ts";
+import { encodeInput, encodeTagInput, enumField, Inference, PayloadTooLarge, tagging } from "./infer.ts";
+import type { ModelInstance, Registry } from "./registry.ts";
 import { TINY_VOCAB } from "./testing.ts";
 
 const tokenizer = WordPieceTokenizer.fromVocabText(TINY_VOCAB.join("\n"));
@@ -103,4 +105,153 @@ Deno.test("enumField() takes names, short names and numbers and names the field 
   assertEquals(enumField(1, names, "options.pooling"), "POOLING_CLS");
   assertEquals(enumField(undefined, names, "options.pooling"), "POOLING_UNSPECIFIED");
   assertThrows(() => enumField("median", names, "options.pooling"), InvalidArgument, "options.pooling");
+});
+
+Deno.test("encodeTagInput() windows a long text under the default and TRUNCATION_NONE, cuts it when asked", () => {
+  const long = { ...instance, maxLength: 8 } as ModelInstance;
+  const text = "今天天气很好".repeat(3); // 18 tokens
+  assertEquals(encodeTagInput(long, "今天", "TRUNCATION_NONE", "text").windows, undefined);
+  for (const truncation of ["TRUNCATION_UNSPECIFIED", "TRUNCATION_NONE"] as const) {
+    const input = encodeTagInput(long, text, truncation, "text");
+    assertEquals([input.truncated, input.encoding.ids.length], [false, 20]);
+    // Windows of 6 tokens overlapping by at least 1 (a quarter of 6).
+    assertEquals(input.windows, [
+      { start: 0, end: 6 },
+      { start: 5, end: 11 },
+      { start: 10, end: 16 },
+      { start: 12, end: 18 },
+    ]);
+  }
+  const cut = encodeTagInput(long, text, "TRUNCATION_LONGEST_FIRST", "text");
+  assertEquals([cut.truncated, cut.encoding.ids.length, cut.windows], [true, 8, undefined]);
+});
+
+const TAG_OF_CHAR: Record<string, string> = {
+  张: "B-PER",
+  三: "I-PER",
+  李: "B-PER",
+  四: "I-PER",
+  北: "B-LOC",
+  京: "I-LOC",
+};
+
+/**
+ * A served NER model that tags each character by TAG_OF_CHAR wherever it stands; `edgeBlind`, it gets the
+ * first and last token of every pass wrong (O), as a model reading a token without context on one side might.
+ */
+function tableNer(maxLength: number, options: { crf?: boolean; edgeBlind?: boolean } = {}): ModelInstance {
+  const K = LABELS.length;
+  const tagOfId = tokenizer.idToToken.map((token) => Math.max(0, LABELS.indexOf(TAG_OF_CHAR[token] ?? "O")));
+  const backend = {
+    name: "cpu",
+    maxTokens: 1 << 16,
+    maxSeqLen: maxLength,
+    forward(batch: Batch): ForwardOutput {
+      const { B, T } = batch;
+      const logits = new Float32Array(B * T * K), paths = new Int32Array(B * T);
+      for (let b = 0; b < B; b++) {
+        const n = batch.attentionMask.subarray(b * T, (b + 1) * T).reduce((a, m) => a + m, 0);
+        for (let p = 1; p < n - 1; p++) {
+          const blind = options.edgeBlind && (p === 1 || p === n - 2);
+          const k = blind ? 0 : tagOfId[batch.inputIds[b * T + p]!]!;
+          logits[(b * T + p) * K + k] = 8;
+          paths[b * T + p] = k;
+        }
+      }
+      return options.crf ? { logits, paths } : { logits };
+    },
+    memoryBytes: () => 0,
+    dispose: () => {},
+  } as unknown as ServingBackend;
+  return {
+    ...instance,
+    id: maxLength * 4 + (options.crf ? 2 : 0) + (options.edgeBlind ? 1 : 0),
+    label: "table-ner",
+    backend,
+    padId: tokenizer.padId,
+    vocabSize: TINY_VOCAB.length,
+    tokenLevel: true,
+    version: "v1",
+    head: { task: "ner", numLabels: K, ...(options.crf ? { crf: true } : {}) },
+    heads: ["token_classifier"],
+    maxLength,
+  } as unknown as ModelInstance;
+}
+
+/** Runs `fn` with an Inference serving `model` alone through a real batcher. */
+async function withInference(
+  model: ModelInstance,
+  fn: (inference: Inference) => Promise<void>,
+  maxConcurrentRequests = 64,
+): Promise<void> {
+  const registry = { use: (_ref: unknown, run: (m: ModelInstance) => Promise<unknown>) => run(model) };
+  const batcher = new Batcher({ maxBatchTokens: 4096, maxBatchRequests: 8, maxConcurrentRequests });
+  try {
+    await fn(new Inference(registry as unknown as Registry, batcher));
+  } finally {
+    await batcher.close();
+  }
+}
+
+type Tagged = {
+  entities: Array<{ type: string; text: string; start: number; end: number }>;
+  tags: unknown[];
+};
+const spans = (r: Tagged) => r.entities.map((e) => [e.type, e.text, e.start, e.end]);
+
+Deno.test("Tag on a text past the model's max length finds the entities of every window, offsets over the whole text", async () => {
+  // 300 characters, one token each: 张三 first, 北京 across the end of the first window (126), 李四 at 180
+  // and 北京 last.
+  const filler = Array.from({ length: 300 }, (_, i) => "的一是不了人我在有他这中大来"[i % 14]!);
+  const put = (at: number, word: string) => filler.splice(at, word.length, ...word);
+  put(0, "张三");
+  put(125, "北京");
+  put(180, "李四");
+  put(298, "北京");
+  const text = filler.join("");
+  const expected = [["PER", "张三", 0, 2], ["LOC", "北京", 125, 127], ["PER", "李四", 180, 182], [
+    "LOC",
+    "北京",
+    298,
+    300,
+  ]];
+  for (const crf of [false, true]) {
+    let whole: Tagged | undefined;
+    await withInference(tableNer(512, { crf }), async (inference) => {
+      whole = (await inference.tag({ text, options: { return_tags: true } })).response.result;
+    });
+    await withInference(tableNer(128, { crf }), async (inference) => {
+      const { result } = (await inference.tag({ text, options: { return_tags: true } })).response;
+      assertEquals(spans(result), expected, `crf=${crf}`);
+      assertEquals([result.truncated, result.num_tokens, result.tags.length], [false, 302, 300]);
+      assertEquals(result, whole, "windows tag as one pass would");
+      const none =
+        (await inference.tag({ text, options: { truncation: "TRUNCATION_NONE" } })).response.result;
+      assertEquals(spans(none), expected);
+      // Cut when asked: one pass of 126 characters, 北京 cut in half and the entities past it gone.
+      const cut =
+        (await inference.tag({ text, options: { truncation: "TRUNCATION_LONGEST_FIRST" } })).response.result;
+      assertEquals([spans(cut), cut.truncated, cut.num_tokens], [
+        [["PER", "张三", 0, 2], ["LOC", "北", 125, 126]],
+        true,
+        128,
+      ]);
+      // A short and a long text in one batch each get their own passes back.
+      const batch = (await inference.tagBatch({ texts: ["李四在北京", text] })).response.results;
+      assertEquals(batch.map(spans), [[["PER", "李四", 0, 2], ["LOC", "北京", 3, 5]], expected]);
+    });
+  }
+});
+
+Deno.test("Tag takes each token of a long text from the window where it has the most context", async () => {
+  // A model blind at the edges of its passes still finds 北京 across the first window's end (125, 126): 125 is
+  // read from the second window. Entities stay off the text's own ends, where every window is blind.
+  const text = "的".repeat(125) + "北京" + "的".repeat(40) + "李四" + "的".repeat(20);
+  await withInference(tableNer(128, { edgeBlind: true }), async (inference) => {
+    const { result } = (await inference.tag({ text })).response;
+    assertEquals(spans(result), [["LOC", "北京", 125, 127], ["PER", "李四", 167, 169]]);
+  });
+  await withInference(tableNer(128), async (inference) => {
+    await assertRejects(() => inference.tag({ text }), PayloadTooLarge, "--max-concurrent-requests");
+  }, 1);
 });

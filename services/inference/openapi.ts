@@ -26,6 +26,12 @@ const truncation = {
   description:
     "Default: truncate to the model's maximum and say `truncated`; TRUNCATION_NONE refuses long input (400).",
 };
+const tagTruncation = {
+  ...truncation,
+  description:
+    "Default and TRUNCATION_NONE: a text over the model's maximum is tagged whole through overlapping " +
+    "windows (`truncated` false); a cutting strategy cuts it to one pass and says `truncated`.",
+};
 
 const schemas: Record<string, unknown> = {
   ModelRef: obj({ name: str, version: str }),
@@ -77,7 +83,7 @@ const schemas: Record<string, unknown> = {
     version: str,
     text: str,
     texts: arr(str),
-    options: obj({ truncation, return_tags: bool, min_score: num }),
+    options: obj({ truncation: tagTruncation, return_tags: bool, min_score: num }),
   }),
   TagResponse: obj({ model: ref("ModelRef"), result: ref("Tagging"), results: arr(ref("Tagging")) }),
   FillMaskRequest: obj({

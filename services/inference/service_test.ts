@@ -170,6 +170,21 @@ Deno.test("InferenceService answers every operation over gRPC, each naming the m
       options: { return_tags: true },
     });
     assertEquals(crf.results.map((r: { tags: unknown[] }) => r.tags.length), [5, 2]);
+    // Past the model's 64 tokens a text is tagged whole through windows: a tag for each of its 150 characters,
+    // offsets over the whole text, nothing truncated.
+    const longText = "张三在北京".repeat(30);
+    for (const model of ["ner", "ner-crf"]) {
+      const long = await rpc.unary("Tag", { model, text: longText, options: { return_tags: true } });
+      assertEquals([long.result.truncated, long.result.num_tokens, long.result.tags.length], [
+        false,
+        152,
+        150,
+      ]);
+      assertEquals(long.result.tags[149].offset, { start: 149, end: 150 });
+      for (const entity of long.result.entities) {
+        assertEquals(entity.text, Array.from(longText).slice(entity.start, entity.end).join(""));
+      }
+    }
 
     const fill = await rpc.unary("FillMask", {
       model: "pretrained",
