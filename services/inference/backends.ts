@@ -94,6 +94,7 @@ export async function createServingBackend(options: BackendOptions): Promise<Ser
   const engine = await createEngine({
     config: options.config,
     head: options.head,
+    mode: "serve",
     backend: engineBackend,
     maxBatch,
     maxSeqLen: options.maxSeqLen,

@@ -628,6 +628,7 @@ export class Trainer {
     const engine = await createJobEngine({
       config: model.config,
       head: modelHead,
+      mode: "serve",
       seed: 0,
       maxBatch: B,
       maxSeqLen: maxLength,

@@ -4,6 +4,7 @@
  *
  * Letters: B batch, T sequence length, C hidden, V vocab, K labels. All batch arrays are row-major (B, T).
  */
+import { FailedPrecondition, InvalidArgument } from "../errors.ts";
 import type { BertConfig } from "../model/config.ts";
 
 export type BackendName = "native" | "tensorflow" | "wasm" | "cpu";
@@ -127,9 +128,18 @@ export interface Engine {
   dispose(): void;
 }
 
+/** `train`: everything. `serve`: forward and evaluate only (inference, evaluation). */
+export type EngineMode = "train" | "serve";
+
 export interface EngineOptions {
   config: BertConfig;
   head: HeadSpec;
+  /**
+   * `serve` allocates no gradients, optimizer state or backward scratch, which inference and evaluation
+   * never use (the gradients and each AdamW moment are as large as the weights); the training methods then
+   * throw FailedPrecondition. @default "train"
+   */
+  mode?: EngineMode;
   optimizer?: Partial<OptimizerConfig>;
   seed?: number;
   /** Worker threads for BLAS/kernels; default all cores. */
@@ -137,4 +147,22 @@ export interface EngineOptions {
   /** Largest B*T the engine preallocates for; larger batches are refused with both values in the message. */
   maxBatch?: number;
   maxSeqLen?: number;
+}
+
+/** The engine mode an option asks for, `train` when absent; anything else is an InvalidArgument. */
+export function engineMode(mode: unknown): EngineMode {
+  if (mode === undefined) return "train";
+  if (mode !== "train" && mode !== "serve") {
+    throw new InvalidArgument(`mode must be train|serve: current value is ${JSON.stringify(mode)}`);
+  }
+  return mode;
+}
+
+/** The guard of every training method: a serving engine has no gradients or optimizer state to use. */
+export function requireTraining(mode: EngineMode, method: string): void {
+  if (mode === "train") return;
+  throw new FailedPrecondition(
+    `${method} needs a training engine: this one was created with mode "serve" (forward and evaluate ` +
+      `only, no gradients or optimizer state); create it with mode "train" to train`,
+  );
 }

@@ -9,7 +9,9 @@
  *
  * Memory: four parameter-sized arenas (params, grads, AdamW m and v, each one Float32Array in the layout of
  * params.ts) and one activation arena sized at creation for maxBatch*maxSeqLen tokens. A step allocates no
- * typed arrays; a batch larger than the arena is refused with both sizes in the message.
+ * typed arrays; a batch larger than the arena is refused with both sizes in the message. A serving engine
+ * (`mode: "serve"`) has only params and the forward part of the activation arena; m and v are allocated by
+ * the first optimizer step or train-state restore, never by a serving engine.
  *
  * Dropout draws come from a counter-based hash (kernels.c draw32): the RNG state is (seed, offset), each dropout
  * site takes the next `n` counters, and backward replays the same counters instead of storing masks.
@@ -23,6 +25,7 @@ import type { BertConfig } from "../../model/config.ts";
 import type {
   Batch,
   Engine,
+  EngineMode,
   EngineOptions,
   ForwardOutput,
   HeadSpec,
@@ -31,7 +34,7 @@ import type {
   TrainState,
   Weights,
 } from "../engine.ts";
-import { DEFAULT_OPTIMIZER } from "../engine.ts";
+import { DEFAULT_OPTIMIZER, engineMode, requireTraining } from "../engine.ts";
 import { addressOf, type Blas, env, loadBlas } from "./blas_ffi.ts";
 import { type BatchedSgemm, draw32, type Kernels, loadKernels } from "./kernels.ts";
 import { canonicalName, hasPooler, isIgnorableName, type ParamSpec, paramSpecs } from "./params.ts";
@@ -165,15 +168,17 @@ export class NativeEngine implements Engine {
   readonly threads: number;
   readonly maxTokens: number;
   readonly maxSeqLen: number;
+  readonly mode: EngineMode;
   private readonly opt: OptimizerConfig;
   private readonly specs: ParamSpec[];
   private readonly specByName: Map<string, ParamSpec>;
   private readonly numParams: number;
   private readonly numDecay: number;
   private params: Float32Array;
+  /** empty on a serving engine */
   private grads: Float32Array;
-  // AdamW moments, allocated by the first optimizer step or train-state restore: a serving engine never
-  // trains, and two parameter-sized arrays are half of its weight memory.
+  // AdamW moments, allocated by the first optimizer step or train-state restore, so a training engine that
+  // never steps (a gradient check, an evaluation) does not hold two more parameter-sized arrays.
   private moments?: { m: Float32Array; v: Float32Array };
   private get m(): Float32Array {
     return (this.moments ??= { m: new Float32Array(this.numParams), v: new Float32Array(this.numParams) }).m;
@@ -227,6 +232,7 @@ export class NativeEngine implements Engine {
     if (this.head.crf && task !== "ner") {
       throw new InvalidArgument(`head crf is only valid for task 'ner': task is '${task}'`);
     }
+    this.mode = engineMode(options.mode);
     this.opt = checkOptimizer({ ...DEFAULT_OPTIMIZER, ...(options.optimizer ?? {}) });
     const envThreads = Number(env("BERTFORGE_THREADS") ?? "");
     this.threads = options.threads ?? (envThreads > 0 ? envThreads : navigator.hardwareConcurrency ?? 1);
@@ -255,8 +261,9 @@ export class NativeEngine implements Engine {
     this.specByName = new Map(this.specs.map((s) => [s.name, s]));
     this.numParams = this.specs.reduce((a, s) => a + s.size, 0);
     this.numDecay = this.specs.filter((s) => s.decay).reduce((a, s) => a + s.size, 0);
+    const training = this.mode === "train";
     this.params = new Float32Array(this.numParams);
-    this.grads = new Float32Array(this.numParams);
+    this.grads = new Float32Array(training ? this.numParams : 0);
     this.P = this.pointTensors("params");
     this.G = this.pointTensors("grads");
     this.initWeights();
@@ -267,6 +274,8 @@ export class NativeEngine implements Engine {
     this.logitsRows = Math.max(1, Math.min(NT, Math.floor(LOGITS_CHUNK_FLOATS / c.vocab_size)));
     const ar = new Arena();
     const kMax = Math.max(this.K, 2);
+    // regions only backward (or dropout, which serving never applies) reads: empty on a serving engine
+    const back = (floats: number) => (training ? floats : 0);
     ar.plan("addmask", NT); // (B, T)
     ar.plan("emb", NT * C); // (NT, C) word + position + type, before LayerNorm
     ar.plan("embMean", NT);
@@ -275,7 +284,7 @@ export class NativeEngine implements Engine {
     for (let l = 0; l < L; l++) {
       ar.plan(`qkv${l}`, NT * 3 * C);
       ar.plan(`att${l}`, NA);
-      ar.plan(`attd${l}`, c.attention_probs_dropout_prob > 0 ? NA : 0);
+      ar.plan(`attd${l}`, c.attention_probs_dropout_prob > 0 ? back(NA) : 0);
       for (const n of ["atty", "pre1", "x1", "pre2"]) ar.plan(`${n}${l}`, NT * C);
       for (const n of ["mean1", "rstd1", "mean2", "rstd2"]) ar.plan(`${n}${l}`, NT);
       ar.plan(`h${l}`, NT * F);
@@ -283,19 +292,19 @@ export class NativeEngine implements Engine {
     }
     // scratch shared by all layers
     ar.plan("tmp", NT * C);
-    ar.plan("dX", NT * C);
-    ar.plan("dPre", NT * C);
-    ar.plan("dTmp", NT * C);
-    ar.plan("dQKV", NT * 3 * C);
-    ar.plan("dH", NT * F);
-    ar.plan("dAtt", NA);
+    ar.plan("dX", back(NT * C));
+    ar.plan("dPre", back(NT * C));
+    ar.plan("dTmp", back(NT * C));
+    ar.plan("dQKV", back(NT * 3 * C));
+    ar.plan("dH", back(NT * F));
+    ar.plan("dAtt", back(NA));
     // heads
     ar.plan("pooled", NT * C); // (B, C) tanh output (sized NT: B <= NT)
     ar.plan("pooledDrop", NT * C); // (B, C)
-    ar.plan("dPooled", NT * C);
+    ar.plan("dPooled", back(NT * C));
     ar.plan("headX", NT * C); // (NT, C) ner: dropout(X_L)
     ar.plan("smallLogits", NT * kMax); // (B, K) or (NT, K)
-    ar.plan("dEmit", this.head.crf ? NT * kMax : 0); // (NT, K) CRF gradient of the emissions
+    ar.plan("dEmit", this.head.crf ? back(NT * kMax) : 0); // (NT, K) CRF gradient of the emissions
     ar.plan("losses", NT);
     ar.plan("preds", NT);
     ar.plan("labelsI", NT); // int32 labels of the CE in flight
@@ -365,7 +374,7 @@ export class NativeEngine implements Engine {
     const arena = group === "params" ? this.params : this.grads;
     const view = (name: string, size?: number): Buf => {
       const s = this.specByName.get(name);
-      if (!s) return { a: new Float32Array(0), p: 0 };
+      if (!s || arena.length === 0) return { a: new Float32Array(0), p: 0 };
       const a = arena.subarray(s.offset, s.offset + (size ?? s.size));
       return { a, p: addressOf(a) };
     };
@@ -482,6 +491,7 @@ export class NativeEngine implements Engine {
   }
 
   getTrainState(): TrainState {
+    requireTraining(this.mode, "getTrainState");
     const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
     for (const s of this.specs) {
       moments.set(s.name, {
@@ -498,6 +508,7 @@ export class NativeEngine implements Engine {
   }
 
   setTrainState(state: TrainState): void {
+    requireTraining(this.mode, "setTrainState");
     const rng = state.rng as { kind?: string; seed?: number; offset?: number } | undefined;
     if (
       !rng || rng.kind !== "counter-hash-v1" || typeof rng.seed !== "number" || typeof rng.offset !== "number"
@@ -1342,6 +1353,7 @@ export class NativeEngine implements Engine {
   // ------------------------------------------------------------------------------------------ public steps
 
   trainStep(batch: Batch): StepStats {
+    requireTraining(this.mode, "trainStep");
     this.checkBatch(batch, true);
     const accum = this.opt.gradAccumSteps;
     // zeroed at the start of each accumulation cycle, so gradients left by computeGradients never leak in
@@ -1472,6 +1484,7 @@ export class NativeEngine implements Engine {
 
   /** Parameter gradients accumulated so far, keyed like the weights (tests and debugging). */
   getGradients(): Weights {
+    requireTraining(this.mode, "getGradients");
     const out: Weights = new Map();
     for (const s of this.specs) {
       out.set(s.name, { shape: [...s.shape], data: this.grads.slice(s.offset, s.offset + s.size) });
@@ -1485,6 +1498,7 @@ export class NativeEngine implements Engine {
    * so a gradient check can hold them fixed across evaluations. The RNG state is left as it was.
    */
   computeGradients(batch: Batch, train = false, dropoutOffset?: number): StepStats {
+    requireTraining(this.mode, "computeGradients");
     this.checkBatch(batch, true);
     this.grads.fill(0);
     const saved = this.rngOffset;
@@ -1498,7 +1512,8 @@ export class NativeEngine implements Engine {
 
   /** Bytes held by the engine's arenas. */
   memoryBytes(): number {
-    return 4 * (this.moments ? 4 : 2) * this.numParams + (this.acts.buffer?.byteLength ?? 0);
+    const moments = this.moments ? this.moments.m.length + this.moments.v.length : 0;
+    return 4 * (this.params.length + this.grads.length + moments) + (this.acts.buffer?.byteLength ?? 0);
   }
 
   dispose(): void {

@@ -4,7 +4,7 @@
  * so a swapped dimension fails loudly: B=3, T=7, V=99, C=32, NH=4, F=37, L=2.
  */
 import { assert, assertEquals, assertThrows } from "@std/assert";
-import { InvalidArgument } from "../../errors.ts";
+import { FailedPrecondition, InvalidArgument } from "../../errors.ts";
 import type { BertConfig } from "../../model/config.ts";
 import type { Batch, HeadSpec } from "../engine.ts";
 import { NativeEngine } from "./native_engine.ts";
@@ -313,4 +313,57 @@ Deno.test("native engine: a fully padded row, T=1 and a batch without masked pos
     assert(engine.getWeights().values().every((t) => t.data.every(Number.isFinite)));
     engine.dispose();
   }
+});
+
+Deno.test("native engine: a serving engine holds no gradients or moments, refuses training, serves the same outputs", () => {
+  const heads: HeadSpec[] = [
+    { task: "pretrain" },
+    { task: "classify", numLabels: K },
+    { task: "multilabel", numLabels: K },
+    { task: "ner", numLabels: K, crf: true },
+  ];
+  for (const head of heads) {
+    const options = { config: tinyConfig(), head, seed: 5, maxBatch: B, maxSeqLen: T };
+    const train = new NativeEngine(options);
+    const serve = new NativeEngine({ ...options, mode: "serve" });
+    serve.setWeights(train.getWeights());
+    const batch = tinyBatch(head);
+    const want = { wantHidden: true, mlmLogits: true };
+    assertEquals(serve.forward(batch, want), train.forward(batch, want), `${head.task}: forward`);
+    assertEquals(serve.evaluate(batch), train.evaluate(batch), `${head.task}: evaluate`);
+
+    // What serving leaves out: the parameter-sized gradients, and the backward scratch of the arena.
+    const paramBytes = 4 *
+      train.parameterNames().reduce((n, name) => n + train.parameterView(name).length, 0);
+    const saved = train.memoryBytes() - serve.memoryBytes();
+    assert(
+      saved > paramBytes,
+      `${head.task}: serving saves ${saved} bytes, more than the ${paramBytes} of grads`,
+    );
+    const before = serve.memoryBytes();
+    for (
+      const [method, call] of [
+        ["trainStep", () => serve.trainStep(batch)],
+        ["computeGradients", () => serve.computeGradients(batch)],
+        ["getGradients", () => serve.getGradients()],
+        ["getTrainState", () => serve.getTrainState()],
+        ["setTrainState", () => serve.setTrainState(train.getTrainState())],
+      ] as const
+    ) {
+      assertThrows(
+        call,
+        FailedPrecondition,
+        `${method} needs a training engine: this one was created with mode "serve"`,
+      );
+    }
+    assertEquals(serve.memoryBytes(), before, `${head.task}: a refused call allocates nothing`);
+    assertEquals(serve.forward(batch, want), train.forward(batch, want), `${head.task}: still serves`);
+    train.dispose();
+    serve.dispose();
+  }
+  assertThrows(
+    () => new NativeEngine({ config: tinyConfig(), head: heads[0], mode: "infer" as "serve" }),
+    InvalidArgument,
+    "mode must be train|serve",
+  );
 });

@@ -14,6 +14,7 @@ import type {
   BackendName,
   Batch,
   Engine,
+  EngineMode,
   EngineOptions,
   ForwardOutput,
   HeadSpec,
@@ -22,6 +23,7 @@ import type {
   TrainState,
   Weights,
 } from "../engine.ts";
+import { engineMode, requireTraining } from "../engine.ts";
 import type { BertConfig } from "../../model/config.ts";
 import { validateConfig } from "../../model/config.ts";
 import { checkWeights, expectedTensors, initWeights } from "../../model/checkpoint.ts";
@@ -79,10 +81,12 @@ export class TfjsEngine implements Engine {
   readonly backend: BackendName;
   readonly config: BertConfig;
   readonly head: HeadSpec;
+  readonly mode: EngineMode;
   private readonly tf: Tf;
   private readonly optimizer: OptimizerConfig;
   private readonly prefix: string;
   private readonly variables = new Map<string, tfTypes.Variable>();
+  /** AdamW moments; none on a serving engine. */
   private readonly moments = new Map<string, { m: tfTypes.Variable; v: tfTypes.Variable }>();
   /** Gradient sums of the micro-batches since the last optimizer step. */
   private accumulated = new Map<string, Tensor>();
@@ -99,6 +103,7 @@ export class TfjsEngine implements Engine {
     this.backend = backend;
     this.config = validateConfig({ ...options.config });
     this.head = { ...options.head };
+    this.mode = engineMode(options.mode);
     this.optimizer = resolveOptimizer(options.optimizer);
     this.rng = { seed: options.seed ?? 0, counter: 0 };
     this.maxBatch = options.maxBatch;
@@ -109,10 +114,12 @@ export class TfjsEngine implements Engine {
     tf.tidy(() => {
       for (const [name, t] of weights) {
         this.variables.set(name, tf.variable(tf.tensor(t.data, t.shape), true, this.prefix + name));
-        this.moments.set(name, {
-          m: tf.variable(tf.zeros(t.shape), false, `${this.prefix}${name}/m`),
-          v: tf.variable(tf.zeros(t.shape), false, `${this.prefix}${name}/v`),
-        });
+        if (this.mode === "train") {
+          this.moments.set(name, {
+            m: tf.variable(tf.zeros(t.shape), false, `${this.prefix}${name}/m`),
+            v: tf.variable(tf.zeros(t.shape), false, `${this.prefix}${name}/v`),
+          });
+        }
       }
     });
   }
@@ -294,6 +301,7 @@ export class TfjsEngine implements Engine {
   }
 
   trainStep(batch: Batch): StepStats {
+    requireTraining(this.mode, "trainStep");
     this.checkBatch(batch, true);
     const tf = this.tf;
     const started = performance.now();
@@ -455,6 +463,7 @@ export class TfjsEngine implements Engine {
   }
 
   getTrainState(): TrainState {
+    requireTraining(this.mode, "getTrainState");
     const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
     for (const [name, { m, v }] of this.moments) {
       moments.set(name, {
@@ -466,6 +475,7 @@ export class TfjsEngine implements Engine {
   }
 
   setTrainState(state: TrainState): void {
+    requireTraining(this.mode, "setTrainState");
     const tf = this.tf;
     const rng = state.rng as Partial<DropoutRng> | undefined;
     if (!rng || !Number.isFinite(rng.seed) || !Number.isInteger(rng.counter)) {

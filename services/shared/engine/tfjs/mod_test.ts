@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertNotEquals, assertRejects, assertThrows } from "@std/assert";
 import * as tf from "@tensorflow/tfjs-core";
-import { InvalidArgument, Unavailable } from "../../errors.ts";
+import { FailedPrecondition, InvalidArgument, Unavailable } from "../../errors.ts";
 import type { Batch, HeadSpec } from "../engine.ts";
 import { parseConfig } from "../../model/config.ts";
 import { initWeights } from "../../model/checkpoint.ts";
@@ -196,4 +196,27 @@ Deno.test("the wasm backend loads from node_modules and agrees with cpu", async 
   assert(Number.isFinite(wasm.trainStep(batch).loss));
   wasm.dispose();
   await tf.setBackend("cpu");
+});
+
+Deno.test("TfjsEngine in mode serve holds no optimizer state, refuses training, serves the same outputs", async () => {
+  const head: HeadSpec = { task: "classify", numLabels: 3 };
+  const before = tf.memory().numTensors;
+  const train = await createTfjsEngine({ config, head, seed: 4 });
+  const trainTensors = tf.memory().numTensors - before;
+  const serve = await createTfjsEngine({ config, head, seed: 4, mode: "serve" });
+  const serveTensors = tf.memory().numTensors - before - trainTensors;
+  try {
+    // AdamW keeps m and v per weight: a training engine holds three tensors for each one a server needs.
+    assertEquals(trainTensors, 3 * serveTensors);
+    const batch = batchFor(head);
+    assertEquals(serve.forward(batch, { wantHidden: true }), train.forward(batch, { wantHidden: true }));
+    assertEquals(serve.evaluate(batch), train.evaluate(batch));
+    assertThrows(() => serve.trainStep(batch), FailedPrecondition, "trainStep needs a training engine");
+    assertThrows(() => serve.getTrainState(), FailedPrecondition, "getTrainState");
+    assertThrows(() => serve.setTrainState(train.getTrainState()), FailedPrecondition, "setTrainState");
+  } finally {
+    train.dispose();
+    serve.dispose();
+  }
+  assertEquals(tf.memory().numTensors, before);
 });
