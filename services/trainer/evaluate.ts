@@ -189,8 +189,12 @@ export function evaluateFeatures(
   };
   type Window = { span: TokenSpan; labels: Int32Array; logits: Float32Array; paths: Int32Array | undefined };
   const pending = new Map<number, Window[]>();
+  // Longest first, so each batch pads only to rows of about its own length (the scores do not depend on order).
+  const byLength = Array.from(features.keys()).sort((a, b) =>
+    features[b]!.ids.length - features[a]!.ids.length
+  );
   for (let start = 0; start < features.length; start += B) {
-    const rows = features.slice(start, start + B);
+    const rows = byLength.slice(start, start + B).map((i) => features[i]!);
     const batch = makeBatch(rows, head, B, options.T, options.ids);
     const T = batch.T;
     const out = engine.forward(batch);

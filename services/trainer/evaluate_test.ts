@@ -130,3 +130,37 @@ Deno.test("evaluateFeatures() scores a long NER sentence whole, each token from 
     "3 of its windows",
   );
 });
+
+Deno.test("evaluateFeatures() batches rows of similar length: padding follows each batch's own longest row", () => {
+  const head: HeadSpec = { task: "classify", numLabels: 2 };
+  const seen: number[] = [];
+  const engine = {
+    head,
+    forward(batch: Batch): ForwardOutput {
+      seen.push(batch.T);
+      // Predicts label 1 for rows longer than 10 tokens, whatever their position in the batch.
+      const logits = new Float32Array(batch.B * 2);
+      for (let b = 0; b < batch.B; b++) {
+        const n = batch.attentionMask.subarray(b * batch.T, (b + 1) * batch.T).reduce((a, m) => a + m, 0);
+        logits[b * 2 + (n > 10 ? 1 : 0)] = 5;
+      }
+      return { logits };
+    },
+  } as unknown as Engine;
+  const row = (n: number, label: number) => ({
+    ids: [2, ...new Array(n - 2).fill(7), 3],
+    typeIds: new Array(n).fill(0),
+    label,
+    source: { file: "f", line: n },
+  });
+  // Long and short rows alternate: in stored order every batch would pad to 104.
+  const features = [row(100, 1), row(5, 0), row(97, 1), row(6, 0), row(99, 0), row(4, 0)];
+  const result = evaluateFeatures(engine, head, features, ["a", "b"], {
+    B: 2,
+    T: 128,
+    ids: { cls: 2, sep: 3, pad: 0 },
+  });
+  assertEquals(seen, [104, 104, 8]);
+  assertEquals(result.confusion, [[3, 1], [0, 2]]);
+  assertEquals(result.examples, 6);
+});
