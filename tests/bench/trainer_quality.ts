@@ -10,7 +10,7 @@
  *    next to a linear character uni+bigram logistic regression trained on the same 90%.
  * 4. NER on peoples-daily-ner: a linear window tagger as the floor; BERT fine-tuned on train.bio (its own 10%
  *    for early stopping), without and with CRF; entity F1 (seqeval) on dev.bio, which only scores.
- * 5. `--control`: the same sentiment fine-tune from a randomly initialised bert-mini (what pretraining adds).
+ * 5. `--control`: the same sentiment and NER fine-tunes from a randomly initialised bert-mini (what pretraining adds).
  *
  * Every stage is a resumable job in the store (DIR, default .bertforge/quality): rerun the command after an
  * interruption and it continues from the last checkpoints. Prints one JSON line per result.
@@ -305,8 +305,8 @@ export async function main(argv: string[]): Promise<void> {
       learningRate: 5e-4,
     }, { pretrain_steps: steps + more });
   }
-  // 7. Optional control: the same sentiment fine-tune from a randomly initialised bert-mini (no pretraining),
-  // to show what the pretraining contributes.
+  // 7. Optional control: the same sentiment and NER fine-tunes from a randomly initialised bert-mini (no
+  // pretraining), to show what the pretraining contributes.
   if (args.control) {
     if (!(await done("quality-random"))) {
       const config = presetConfig(
@@ -322,6 +322,7 @@ export async function main(argv: string[]): Promise<void> {
       });
     }
     await sentiment("sentiment-bert-no-pretraining", "quality-senti-random", "quality-random");
+    await ner("-no-pretraining", "quality-random");
   }
   await trainer.close();
 }
