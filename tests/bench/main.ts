@@ -3,7 +3,7 @@
  * `deno task bench all` runs every benchmark with its default arguments, one after another, each in its own
  * process, so a bench's peak RSS is its own and not the sum of those before it.
  */
-const BENCHES = ["tokenize", "train", "shards", "trainer_job", "inference"];
+const BENCHES = ["tokenize", "train", "shards", "trainer_job", "finetune", "inference"];
 
 async function run(name: string, args: string[]): Promise<void> {
   const url = new URL(`./${name}.ts`, import.meta.url);
