@@ -45,11 +45,14 @@ apt:
 	fi
 
 # The native engine's C kernels (OpenMP), loaded through Deno FFI. Never committed.
+# -z nodelete: Deno unloads FFI libraries when the process exits while libgomp's idle worker threads still sit in
+# their code; unloading ours (and libgomp with it) under them crashed about one exit in five with SIGSEGV.
 kernels: $(BERTFORGE_KERNELS)
-$(BERTFORGE_KERNELS): $(KERNEL_SRC)
+$(BERTFORGE_KERNELS): $(KERNEL_SRC) Makefile
 	@mkdir -p build
 	@if [ -n "$(KERNEL_SRC)" ] && command -v $(CC) >/dev/null; then \
-	  $(CC) -O3 -march=$(KERNEL_ARCH) -ffast-math -fno-finite-math-only -fopenmp -fPIC -shared -o $@ $(KERNEL_SRC) -lm; \
+	  $(CC) -O3 -march=$(KERNEL_ARCH) -ffast-math -fno-finite-math-only -fopenmp -fPIC -shared -Wl,-z,nodelete \
+	    -o $@ $(KERNEL_SRC) -lm; \
 	else echo "warning: no C compiler or kernel sources; the native engine uses its TypeScript kernels"; fi
 
 deps: deno npm apt kernels
