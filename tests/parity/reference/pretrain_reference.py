@@ -12,7 +12,7 @@ segment's tokens shuffled (as order_probe.ts does for bertforge models).
 held-out MLM accuracy 5.4% / 6.7% / 8.9% / 11.5% / 12.6% at steps 50 / 100 / 150 / 200 / 250; the native engine
 on the same shards and schedule: 5.4% at 100, 10.9% at 200, 13.5% at 300.
 Absolute vs HF relative_key positions (BATCH=16 EVAL_EVERY=250 THREADS=1, 2000 5e-4 200): 7.4% vs 10.6% at
-step 250, 12.6% vs 13.6% at 500, 13.0% vs 13.9% at 750.
+step 250, 12.6% vs 13.6% at 500, 13.0% vs 13.9% at 750, 14.4% vs 14.6% at 1000: a faster start, level by 1000.
 """
 import math, os, struct, sys, time, numpy as np, torch
 from torch import nn
