@@ -297,6 +297,8 @@ export class JobManager {
     ids.sort().reverse();
     let start = 0;
     if (options.pageToken) {
+      // The token is the last job id of the previous page; anything else is a client bug, not "from the start".
+      checkId(options.pageToken, "page.page_token");
       start = ids.findIndex((id) => id < options.pageToken!);
       if (start === -1) start = ids.length;
     }
@@ -695,10 +697,10 @@ export function jobKindOf(id: string): string {
   return parts.length >= 3 ? parts.slice(1, -1).join("-") : "";
 }
 
-function checkId(id: string): void {
+function checkId(id: string, field = "job id"): void {
   if (typeof id !== "string" || !/^\d{17}-[a-z][a-z0-9_]*-[0-9a-f]{6}$/.test(id)) {
     throw new InvalidArgument(
-      `job id must look like 20261125150512345-kind-ab12cd: got ${JSON.stringify(id)}`,
+      `${field} must look like 20261125150512345-kind-ab12cd: got ${JSON.stringify(id)}`,
     );
   }
 }

@@ -106,6 +106,10 @@ Deno.test("JobManager runs one job at a time per concurrency slot, the rest queu
     assert.deepEqual(page2.jobs.map((j) => j.id), [ids[0]]);
     assert.equal(page2.nextPageToken, "");
     assert.equal((await manager.list({ kind: "other" })).jobs.length, 0);
+    await assert.rejects(
+      manager.list({ pageToken: "abc" }),
+      (e: Error) => e instanceof InvalidArgument && e.message.startsWith("page.page_token must look like"),
+    );
   });
 });
 
