@@ -20,10 +20,11 @@ Deno.test("createServingBackend() serves on an engine without gradients or optim
   });
   // The same arena sizes on a training engine: what serving would hold if it allocated for training.
   const training = new NativeEngine({ config, head, maxBatch: 4, maxSeqLen: 16 });
-  training.setWeights(weights);
+  // The same weights again: the serving backend's worker took over the first copy's buffers.
+  training.setWeights(initWeights(config, head, 3));
   try {
     let weightBytes = 0;
-    for (const t of weights.values()) weightBytes += t.data.byteLength;
+    for (const t of initWeights(config, head, 3).values()) weightBytes += t.data.byteLength;
     assert(
       training.memoryBytes() - backend.memoryBytes() > weightBytes,
       `serving ${backend.memoryBytes()} bytes vs training ${training.memoryBytes()}: no weight-sized gradients`,

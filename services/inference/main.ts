@@ -15,6 +15,7 @@
  * | `--reload-interval-ms`      | `BERTFORGE_RELOAD_INTERVAL_MS`       | 10000   | store polling for new versions (hot reload); 0 turns it off |
  * | `--auto-load`               | `BERTFORGE_AUTO_LOAD`                | true    | a request for a model in the store loads it; false: only Load does |
  * | `--max-body-bytes`          | `BERTFORGE_MAX_BODY_BYTES`           | 2097152 | largest HTTP body; beyond it 413 |
+ * | `--engine-in-process`       | `BERTFORGE_ENGINE_IN_PROCESS`        | false   | the native engine runs on the event loop: no worker thread per model, but a forward pass stalls every connection and health check while it runs |
  */
 import { createLogger, type Settings } from "../shared/config/mod.ts";
 import { openConfiguredStore } from "../shared/config/mod.ts";
@@ -40,6 +41,7 @@ export const INFERENCE_FLAGS = [
   "reload-interval-ms",
   "auto-load",
   "max-body-bytes",
+  "engine-in-process",
 ];
 
 export interface InferenceSettings {
@@ -53,6 +55,7 @@ export interface InferenceSettings {
   reloadIntervalMs: number;
   autoLoad: boolean;
   maxBodyBytes: number;
+  engineInProcess: boolean;
 }
 
 const ENV: Record<string, string> = Object.fromEntries(
@@ -94,10 +97,16 @@ export function inferenceSettings(
     }
     return { name, ...(version ? { version } : {}) };
   });
-  const [autoRaw, autoSource] = raw("auto-load");
-  if (autoRaw !== undefined && !["true", "false", "1", "0"].includes(autoRaw)) {
-    throw new InvalidArgument(`${autoSource} must be true or false: got "${autoRaw}"`);
-  }
+  const bool = (flag: string, fallback: boolean): boolean => {
+    // A bare `--engine-in-process` parses as the empty string: the flag given means true.
+    if (settings.flags[flag] === "") return true;
+    const [value, source] = raw(flag);
+    if (value === undefined) return fallback;
+    if (!["true", "false", "1", "0"].includes(value)) {
+      throw new InvalidArgument(`${source} must be true or false: got "${value}"`);
+    }
+    return value === "true" || value === "1";
+  };
   const out: InferenceSettings = {
     models,
     maxBatchTokens: int("max-batch-tokens", 4096, 1),
@@ -107,8 +116,9 @@ export function inferenceSettings(
     maxInputLength: int("max-input-length", 512, 4),
     memoryBudgetMb: int("memory-budget-mb", 4096, 1),
     reloadIntervalMs: int("reload-interval-ms", 10_000, 0),
-    autoLoad: autoRaw === undefined ? true : autoRaw === "true" || autoRaw === "1",
+    autoLoad: bool("auto-load", true),
     maxBodyBytes: int("max-body-bytes", 2 * 1024 * 1024, 1024),
+    engineInProcess: bool("engine-in-process", false),
   };
   return out;
 }
@@ -160,6 +170,7 @@ export async function startInference(
     maxInputLength: knobs.maxInputLength,
     maxBatchTokens: knobs.maxBatchTokens,
     autoLoad: knobs.autoLoad,
+    engineInProcess: knobs.engineInProcess,
     reloadIntervalMs: knobs.reloadIntervalMs,
     metrics,
     log: logFn,

@@ -95,6 +95,11 @@ export interface RegistryOptions {
   maxInputLength?: number;
   /** The batcher's token budget: backends size their buffers for it. */
   maxBatchTokens: number;
+  /**
+   * Run the native engine on the event loop instead of a worker thread per model (tests; one thread less).
+   * @default false
+   */
+  engineInProcess?: boolean;
   /** Load a model on its first request. @default true */
   autoLoad?: boolean;
   /** How often the store is polled for new versions; 0 turns hot reload off. @default 10000 */
@@ -232,6 +237,8 @@ export class Registry {
       maxBatchTokens: this.options.maxBatchTokens,
       ...(this.options.threads ? { threads: this.options.threads } : {}),
       ...(stored.onnx ? { onnx: stored.onnx } : {}),
+      ...(this.options.engineInProcess ? { inProcess: true } : {}),
+      label: `${name}/${version}`,
       log: (message) => this.#log("info", message, { model: `${name}/${version}` }),
     });
     const lineage = stored.lineage;
@@ -329,7 +336,7 @@ export class Registry {
     const key = pinned ? `${name}@${pinned}` : name;
     let slot = this.#slots.get(key);
     if (
-      slot?.instance && !options.force &&
+      slot?.instance && !options.force && !slot.instance.backend.failure?.() &&
       (!options.backend || slot.instance.backend.name === backend || backend === "auto")
     ) {
       if (options.setDefault) this.#defaultName = name;
@@ -448,6 +455,7 @@ export class Registry {
     const name = validateName(ref.name || this.#defaultName!, "model");
     if (ref.version) validateVersion(ref.version, "version");
     let instance = this.resident({ name, ...(ref.version ? { version: ref.version } : {}) });
+    if (instance?.backend.failure?.()) instance = await this.#reloadFailed(instance);
     if (!instance) {
       const loading = [...this.#slots.values()].find((s) =>
         s.name === name && s.loading && (!ref.version || s.pinned === ref.version)
@@ -464,6 +472,22 @@ export class Registry {
     instance.inFlight++;
     instance.lastUsed = performance.now();
     return instance;
+  }
+
+  /**
+   * Loads again a resident model whose backend can no longer serve (its engine worker died), whatever
+   * auto-load says: it was loaded once, so this restores it. Concurrent callers share the one load.
+   */
+  async #reloadFailed(instance: ModelInstance): Promise<ModelInstance> {
+    const slot = [...this.#slots.values()].find((s) => s.instance === instance);
+    if (!slot) return instance;
+    this.#log("warn", "the model's backend failed: reloading it", {
+      model: `${instance.name}/${instance.version}`,
+      error: instance.backend.failure?.()?.message ?? "",
+    });
+    if (slot.loading) return await slot.loading;
+    const ref = { name: slot.name, ...(slot.pinned ? { version: slot.pinned } : {}) };
+    return (await this.load(ref, { backend: slot.backend })).instance;
   }
 
   release(instance: ModelInstance): void {
@@ -520,6 +544,8 @@ export class Registry {
       ? slots.find((s) => s.instance?.version === version || s.pinned === version)
       : slots.find((s) => !s.pinned) ?? slots[0];
     if (!match) return { state: "MODEL_STATE_AVAILABLE" };
+    const failure = match.instance?.backend.failure?.();
+    if (failure) return { state: "MODEL_STATE_FAILED", instance: match.instance!, error: failure.message };
     return {
       state: match.state,
       ...(match.instance ? { instance: match.instance } : {}),
