@@ -14,17 +14,8 @@
  *
  * Letters: B batch, T sequence length, C hidden, V vocab, K labels.
  */
-import {
-  AlreadyExists,
-  BertforgeError,
-  Cancelled,
-  type ErrorCode,
-  FailedPrecondition,
-  InvalidArgument,
-  NotFound,
-  ResourceExhausted,
-  Unavailable,
-} from "../shared/errors.ts";
+import { BertforgeError, InvalidArgument, Unavailable } from "../shared/errors.ts";
+import { errorFromStatus, grpcCodeOf } from "../shared/rpc/status.ts";
 import type { Batch, ForwardOutput, HeadSpec, Weights } from "../shared/engine/engine.ts";
 import { createEngine, requestedBackend } from "../shared/engine/select.ts";
 import { findTfjsNode } from "../shared/engine/tfjs/locate.ts";
@@ -162,22 +153,10 @@ export async function createServingBackend(options: BackendOptions): Promise<Ser
 
 // ---------------------------------------------------------------------------------------------- worker
 
-const ERROR_CLASSES: Partial<Record<ErrorCode, new (message: string) => BertforgeError>> = {
-  INVALID_ARGUMENT: InvalidArgument,
-  NOT_FOUND: NotFound,
-  ALREADY_EXISTS: AlreadyExists,
-  FAILED_PRECONDITION: FailedPrecondition,
-  RESOURCE_EXHAUSTED: ResourceExhausted,
-  UNAVAILABLE: Unavailable,
-  CANCELLED: Cancelled,
-};
-
 /** The error a worker reported, as the class callers catch (InvalidArgument stays InvalidArgument). */
 function rebuildError(error: WorkerError): Error {
-  if (error.code) {
-    const Class = ERROR_CLASSES[error.code];
-    return Class ? new Class(error.message) : new BertforgeError(error.code, error.message);
-  }
+  // The same code-to-class mapping a gRPC client uses for a peer's status.
+  if (error.code) return errorFromStatus(grpcCodeOf(error.code), error.message);
   const plain = new Error(error.message);
   plain.name = error.name;
   return plain;
