@@ -157,18 +157,25 @@ Deno.test("worker backend keeps the event loop responsive during a large forward
   }
 });
 
-Deno.test("dispose() terminates the worker: a later forward rejects naming the model", async () => {
+/** A tiny classifier's backend options, named `label` in errors. */
+function classifierOptions(label: string) {
   const config = tinyConfig();
   const head: HeadSpec = { task: "classify", numLabels: 2 };
-  const backend = await createServingBackend({
+  return {
     config,
     head,
     weights: initWeights(config, head, 1),
     backend: "native",
     maxSeqLen: 8,
     maxBatchTokens: 16,
-    label: "cls/v1",
-  });
+    label,
+  };
+}
+
+Deno.test("dispose() terminates the worker: a later forward rejects naming the model", async () => {
+  const options = classifierOptions("cls/v1");
+  const { config } = options;
+  const backend = await createServingBackend(options);
   await backend.forward(batchOf(1, 4, config.vocab_size), {});
   backend.dispose();
   backend.dispose(); // twice is harmless
@@ -181,17 +188,9 @@ Deno.test("dispose() terminates the worker: a later forward rejects naming the m
 });
 
 Deno.test("a worker that dies fails pending and later forwards with UNAVAILABLE naming the model", async () => {
-  const config = tinyConfig();
-  const head: HeadSpec = { task: "classify", numLabels: 2 };
-  const backend: WorkerServingBackend = await createWorkerBackend({
-    config,
-    head,
-    weights: initWeights(config, head, 1),
-    backend: "native",
-    maxSeqLen: 8,
-    maxBatchTokens: 16,
-    label: "cls/v2",
-  }, 2);
+  const options = classifierOptions("cls/v2");
+  const { config } = options;
+  const backend: WorkerServingBackend = await createWorkerBackend(options, 2);
   try {
     backend.crash("boom");
     const pending = backend.forward(batchOf(1, 4, config.vocab_size), {});
