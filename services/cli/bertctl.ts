@@ -538,7 +538,8 @@ const COMMANDS: CommandSpec[] = [
     name: "train pretrain",
     usage:
       "train pretrain --shards SHARDS --arch bert-mini|bert-small|bert-base|CONFIG.json --steps N --batch B --name MODEL\n" +
-      "               [--lr LR] [--warmup N] [--seed S] [--grad-accum K] [--checkpoint-every N] [--eval-every N] [--detach]",
+      "               [--init MODEL[@VERSION]] [--lr LR] [--warmup N] [--seed S] [--grad-accum K] [--checkpoint-every N]\n" +
+      "               [--eval-every N] [--dynamic-masking] [--detach]",
     strings: [
       "shards",
       "arch",
@@ -551,6 +552,7 @@ const COMMANDS: CommandSpec[] = [
       "grad-accum",
       "checkpoint-every",
       "eval-every",
+      "init",
       "backend",
       "request-id",
     ],
@@ -577,11 +579,18 @@ const COMMANDS: CommandSpec[] = [
         );}
       const warmup = ctx.int("warmup", { min: 0 });
       const seed = ctx.int("seed", { min: 0 });
+      // Continue from a model's weights: a second phase at a longer sequence length, or more steps.
+      const init = ctx.string("init");
+      const [initName = "", initVersion = ""] = init?.split("@") ?? [];
+      if (init !== undefined && !initName) {
+        throw new UsageError(`--init needs MODEL[@VERSION]: got "${init}"`);
+      }
       const { job } = await ctx.client("trainer").unary("SubmitJob", {
         name,
         pretrain: {
           shards,
           ...architecture,
+          ...(initName ? { init_model: { name: initName, version: initVersion } } : {}),
           steps,
           batch_size: batch,
           learning_rate: ctx.number("lr") ?? 0,

@@ -254,3 +254,50 @@ Deno.test("serviceOfJob() routes a job id to the service that owns its kind", ()
   assertEquals(serviceOfJob("20261125154107613-finetune-16fd20"), "trainer");
   assertEquals(serviceOfJob("mystery"), undefined);
 });
+
+Deno.test("bertctl train pretrain --init MODEL@VERSION continues from that model (init_model of SubmitJob)", async () => {
+  const submitted: Message[] = [];
+  const server = await serve({
+    ...quiet,
+    service: "TrainerService",
+    handlers: {
+      SubmitJob: (request) => {
+        submitted.push(request);
+        return {
+          job: { id: "20261125220000000-pretrain-abc123", kind: "pretrain", state: "JOB_STATE_QUEUED" },
+        };
+      },
+    },
+  });
+  try {
+    const args = (init?: string) => [
+      "train",
+      "pretrain",
+      "--shards",
+      "long128",
+      "--arch",
+      "bert-mini",
+      "--steps",
+      "10",
+      "--batch",
+      "4",
+      "--name",
+      "phase2",
+      ...(init === undefined ? [] : ["--init", init]),
+      "--detach",
+      "--trainer-addr",
+      server.address,
+    ];
+    assertEquals((await bertctl(args("short32@20261125T215000Z"))).code, 0);
+    assertEquals(submitted[0]!.pretrain.init_model, { name: "short32", version: "20261125T215000Z" });
+    assertEquals((await bertctl(args("short32"))).code, 0);
+    assertEquals(submitted[1]!.pretrain.init_model, { name: "short32", version: "" });
+    assertEquals((await bertctl(args())).code, 0);
+    assertEquals(submitted[2]!.pretrain.init_model, null, "no --init: a fresh model");
+    const bad = await bertctl(args("@v1"));
+    assertEquals(bad.code, 2);
+    assertStringIncludes(bad.stderr, "--init needs MODEL[@VERSION]");
+  } finally {
+    await server.shutdown();
+  }
+});
