@@ -135,17 +135,22 @@ export async function main(argv: string[]): Promise<void> {
       seconds: Math.round((performance.now() - t0) / 1000),
     });
   }
-  if (!(await isPublished(store, "shards/quality"))) {
-    const t0 = performance.now();
-    const manifest = await buildPretrainingShards({
+  /** Whole-word-masked shards of the corpus, `maxSeqLength` tokens per instance, unless already built. */
+  const buildShards = async (name: string, maxSeqLength: number) => {
+    if (await isPublished(store, `shards/${name}`)) return null;
+    return await buildPretrainingShards({
       store,
-      name: "quality",
+      name,
       corpus: await corpusFromStore(store, "quality"),
       vocab: { text: await store.getText("vocabs/quality/vocab.txt"), name: "quality" },
-      settings: { maxSeqLength: 128, dupeFactor: 5, wholeWordMask: true, seed: 1 },
+      settings: { maxSeqLength, dupeFactor: 5, wholeWordMask: true, seed: 1 },
       overwrite: true,
       workers: 2,
     });
+  };
+  const t0 = performance.now();
+  const manifest = await buildShards("quality", 128);
+  if (manifest) {
     out({
       stage: "shards",
       instances: manifest.instances,
@@ -165,50 +170,44 @@ export async function main(argv: string[]): Promise<void> {
   // BERT itself trained 90% of its steps at 128 before 512.
   const shortLength = Number(args["short-seq-length"]);
   const shortSteps = Number(args["short-steps"]);
-  if (shortLength > 0 && shortSteps > 0 && !(await done("quality-mini-short"))) {
-    if (!(await isPublished(store, "shards/quality-short"))) {
-      await buildPretrainingShards({
-        store,
-        name: "quality-short",
-        corpus: await corpusFromStore(store, "quality"),
-        vocab: { text: await store.getText("vocabs/quality/vocab.txt"), name: "quality" },
-        settings: { maxSeqLength: shortLength, dupeFactor: 5, wholeWordMask: true, seed: 1 },
-        overwrite: true,
-        workers: 2,
-      });
-    }
+  const twoPhase = shortLength > 0 && shortSteps > 0;
+  /** A pretraining stage of bert-mini (unless its model is already published), with the run's settings. */
+  const pretrain = async (
+    stage: string,
+    name: string,
+    spec: Pick<
+      Parameters<typeof runPretrainJob>[0],
+      "shards" | "steps" | "batchSize" | "initModel" | "warmupSteps"
+    >,
+    extra: Record<string, unknown> = {},
+  ) => {
+    if (await done(name)) return;
     const result = await runPretrainJob({
-      name: "quality-mini-short",
-      shards: "quality-short",
+      name,
       arch: "bert-mini",
+      ...spec,
+      learningRate: Number(args["pretrain-lr"]),
+      dynamicMasking: args["dynamic-masking"],
+      checkpointEvery: 500,
+      evalEvery: 500,
+      seed: 1,
+    }, { jobId: `quality-${stage}`, store, emit: log(stage) });
+    out({ stage, ...extra, ...result.metrics, model: result.model.prefix });
+  };
+  if (twoPhase && !(await done("quality-mini-short"))) {
+    await buildShards("quality-short", shortLength);
+    await pretrain("pretrain-short", "quality-mini-short", {
+      shards: "quality-short",
       steps: shortSteps,
       batchSize: Math.round(Number(args["pretrain-batch"]) * 128 / shortLength),
-      learningRate: Number(args["pretrain-lr"]),
-      dynamicMasking: args["dynamic-masking"],
-      checkpointEvery: 500,
-      evalEvery: 500,
-      seed: 1,
-    }, { jobId: "quality-pretrain-short", store, emit: log("pretrain-short") });
-    out({ stage: "pretrain-short", seq_length: shortLength, ...result.metrics, model: result.model.prefix });
+    }, { seq_length: shortLength });
   }
-  if (!(await done("quality-mini"))) {
-    const result = await runPretrainJob({
-      name: "quality-mini",
-      shards: "quality",
-      arch: "bert-mini",
-      ...(shortLength > 0 && shortSteps > 0
-        ? { initModel: { name: "quality-mini-short" }, warmupSteps: Math.round(steps * 0.05) }
-        : {}),
-      steps,
-      batchSize: Number(args["pretrain-batch"]),
-      learningRate: Number(args["pretrain-lr"]),
-      dynamicMasking: args["dynamic-masking"],
-      checkpointEvery: 500,
-      evalEvery: 500,
-      seed: 1,
-    }, { jobId: "quality-pretrain", store, emit: log("pretrain") });
-    out({ stage: "pretrain", ...result.metrics, model: result.model.prefix });
-  }
+  await pretrain("pretrain", "quality-mini", {
+    shards: "quality",
+    steps,
+    batchSize: Number(args["pretrain-batch"]),
+    ...(twoPhase ? { initModel: { name: "quality-mini-short" }, warmupSteps: Math.round(steps * 0.05) } : {}),
+  });
   if (args["stop-after"] === "pretrain") return await trainer.close();
 
   // 4. Sentiment: BERT vs the linear baseline on the same split.
