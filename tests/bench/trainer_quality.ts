@@ -1,6 +1,6 @@
 /**
  * `deno run -A tests/bench/trainer_quality.ts [--store DIR] [--steps 8000 --pretrain-batch 16 --pretrain-lr 5e-4
- * --dynamic-masking] [--short-seq-length 32 --short-steps N] [--ner-max-length 32] [--control] [--stop-after pretrain]`: the quality run of issue 5 on real data, through the
+ * --dynamic-masking] [--short-seq-length 32 --short-steps N] [--ner-max-length 32] [--seeds N] [--control] [--stop-after pretrain]`: the quality run of issue 5 on real data, through the
  * same library code the services run (not part of `make bench`: about 45 minutes on 2 cores with those flags).
  *
  * 1. Split ../shared/data/chnsenticorp/train.csv 90/10 (seed 42): the 10% is the held-out test set.
@@ -70,12 +70,31 @@ export async function main(argv: string[]): Promise<void> {
       "short-seq-length": 0,
       "ner-max-length": 128,
       "short-steps": 0,
+      seeds: 1,
     },
   });
   const store = new LocalStore(args.store as string);
   const steps = Number(args.steps);
   const out = (record: Record<string, unknown>) =>
     console.log(JSON.stringify({ bench: "trainer_quality", impl: "bertforge", ...record }));
+  // --seeds N: every fine-tune N times (seeds 42, 43, ...; the seed also draws the early-stopping split), each
+  // result printed and then their mean/min/max, since one run on a few hundred test examples moves by a point or two.
+  const seeds = Array.from({ length: Number(args.seeds) }, (_, i) => 42 + i);
+  const seeded = (name: string, seed: number) => seed === 42 ? name : `${name}-seed${seed}`;
+  const summarize = (stage: string, metric: string, values: number[], extra: Record<string, unknown>) => {
+    if (values.length < 2) return;
+    const mean = values.reduce((a, b) => a + b, 0) / values.length;
+    const sd = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / (values.length - 1));
+    out({
+      stage: `${stage}-over-seeds`,
+      ...extra,
+      seeds: values.length,
+      [`${metric}_mean`]: mean,
+      [`${metric}_sd`]: sd,
+      [`${metric}_min`]: Math.min(...values),
+      [`${metric}_max`]: Math.max(...values),
+    });
+  };
 
   // 1. The sentiment split.
   const csv = await Deno.readTextFile(`${DATA}chnsenticorp/train.csv`);
@@ -222,7 +241,7 @@ export async function main(argv: string[]): Promise<void> {
     accuracy: baselineAccuracy,
     test_examples: split.eval.length,
   });
-  /** Fine-tunes `base` for sentiment on the 90% (unless already done) and scores it on the held-out 10%. */
+  /** Fine-tunes `base` for sentiment on the 90% (unless already done) and scores it on the held-out 10%, once per seed. */
   const sentiment = async (
     stage: string,
     name: string,
@@ -230,29 +249,40 @@ export async function main(argv: string[]): Promise<void> {
     overrides: Partial<Parameters<typeof runFinetuneJob>[0]> = {},
     extra: Record<string, unknown> = {},
   ) => {
-    if (!(await done(name))) {
-      await runFinetuneJob({
-        name,
-        base: { name: base },
-        task: "classify",
-        trainDataset: "senti-train",
-        epochs: Number(args["senti-epochs"]),
-        batchSize: Number(args["ft-batch"]),
-        learningRate: Number(args["senti-lr"]),
-        maxLength: 128,
-        seed: 42,
-        ...overrides,
-      }, { jobId: name, store, emit: log(stage) });
+    const accuracies: number[] = [];
+    for (const seed of seeds) {
+      const model = seeded(name, seed);
+      if (!(await done(model))) {
+        await runFinetuneJob({
+          name: model,
+          base: { name: base },
+          task: "classify",
+          trainDataset: "senti-train",
+          epochs: Number(args["senti-epochs"]),
+          batchSize: Number(args["ft-batch"]),
+          learningRate: Number(args["senti-lr"]),
+          maxLength: 128,
+          seed,
+          ...overrides,
+        }, { jobId: model, store, emit: log(stage) });
+      }
+      const result = await trainer.evaluate({
+        model: { name: model },
+        dataset: "senti-test",
+        batch_size: 32,
+      });
+      accuracies.push(result.metrics.accuracy!);
+      out({
+        stage,
+        model,
+        seed,
+        ...extra,
+        ...result.metrics,
+        test_examples: Number(result.examples),
+        baseline_accuracy: baselineAccuracy,
+      });
     }
-    const result = await trainer.evaluate({ model: { name }, dataset: "senti-test", batch_size: 32 });
-    out({
-      stage,
-      model: name,
-      ...extra,
-      ...result.metrics,
-      test_examples: Number(result.examples),
-      baseline_accuracy: baselineAccuracy,
-    });
+    summarize(stage, "accuracy", accuracies, { model: name, ...extra, baseline_accuracy: baselineAccuracy });
   };
   await sentiment("sentiment-bert", "quality-senti", "quality-mini");
 
@@ -272,7 +302,7 @@ export async function main(argv: string[]): Promise<void> {
     f1: taggerScores.f1,
     dev_sentences: bioDev.length,
   });
-  /** Fine-tunes `base` for NER on train.bio (unless already done), without and with CRF; F1 on dev.bio. */
+  /** Fine-tunes `base` for NER on train.bio (unless already done), without and with CRF, once per seed; F1 on dev.bio. */
   const ner = async (
     suffix: string,
     base: string,
@@ -281,31 +311,39 @@ export async function main(argv: string[]): Promise<void> {
   ) => {
     for (const crf of [false, true]) {
       const name = `quality-ner${crf ? "-crf" : ""}${suffix}`;
-      if (!(await done(name))) {
-        await runFinetuneJob({
-          name,
-          base: { name: base },
-          task: "ner",
-          crf,
-          trainDataset: "ner-train",
-          epochs: Number(args["ner-epochs"]),
-          batchSize: Number(args["ft-batch"]),
-          learningRate: Number(args["ner-lr"]),
-          // Longer sentences go through overlapping windows of this length, so a short length loses nothing.
-          maxLength: Number(args["ner-max-length"]),
-          seed: 42,
-          ...overrides,
-        }, { jobId: name, store, emit: log(name) });
+      const stage = `ner-bert${crf ? "-crf" : ""}${suffix}`;
+      const f1s: number[] = [];
+      for (const seed of seeds) {
+        const model = seeded(name, seed);
+        if (!(await done(model))) {
+          await runFinetuneJob({
+            name: model,
+            base: { name: base },
+            task: "ner",
+            crf,
+            trainDataset: "ner-train",
+            epochs: Number(args["ner-epochs"]),
+            batchSize: Number(args["ft-batch"]),
+            learningRate: Number(args["ner-lr"]),
+            // Longer sentences go through overlapping windows of this length, so a short length loses nothing.
+            maxLength: Number(args["ner-max-length"]),
+            seed,
+            ...overrides,
+          }, { jobId: model, store, emit: log(model) });
+        }
+        const result = await trainer.evaluate({ model: { name: model }, dataset: "ner-dev", batch_size: 32 });
+        f1s.push(result.metrics.f1!);
+        out({
+          stage,
+          model,
+          seed,
+          ...extra,
+          ...result.metrics,
+          dev_sentences: Number(result.examples),
+          baseline_f1: taggerScores.f1,
+        });
       }
-      const result = await trainer.evaluate({ model: { name }, dataset: "ner-dev", batch_size: 32 });
-      out({
-        stage: `ner-bert${crf ? "-crf" : ""}${suffix}`,
-        model: name,
-        ...extra,
-        ...result.metrics,
-        dev_sentences: Number(result.examples),
-        baseline_f1: taggerScores.f1,
-      });
+      summarize(stage, "f1", f1s, { model: name, ...extra, baseline_f1: taggerScores.f1 });
     }
   };
   await ner("", "quality-mini");
