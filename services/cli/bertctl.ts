@@ -612,7 +612,7 @@ const COMMANDS: CommandSpec[] = [
     usage:
       "train finetune --base MODEL --task classify|multilabel|pair|ner [--crf] --train PATH|DATASET [--eval PATH|DATASET]\n" +
       "               --epochs E --name MODEL [--batch B] [--lr LR] [--max-length N] [--seed S] [--patience K]\n" +
-      "               [--reinit-layers K] [--detach]",
+      "               [--reinit-layers K] [--windows] [--detach]",
     strings: [
       "base",
       "task",
@@ -628,11 +628,16 @@ const COMMANDS: CommandSpec[] = [
       "reinit-layers",
       "backend",
     ],
-    booleans: ["crf", "detach"],
+    booleans: ["crf", "windows", "detach"],
     service: "trainer",
     async run(ctx) {
       const task = parseTask(ctx);
       if (ctx.bool("crf") && task !== "TASK_TYPE_NER") throw new UsageError("--crf goes with --task ner");
+      if (ctx.bool("windows") && task !== "TASK_TYPE_CLASSIFY" && task !== "TASK_TYPE_MULTILABEL") {
+        throw new UsageError(
+          "--windows goes with --task classify or multilabel (ner always windows long sentences)",
+        );
+      }
       const epochs = ctx.int("epochs");
       if (epochs === undefined) throw new UsageError("--epochs is required");
       const name = ctx.required("name");
@@ -656,6 +661,7 @@ const COMMANDS: CommandSpec[] = [
           max_length: ctx.int("max-length") ?? 0,
           early_stopping_patience: ctx.int("patience", { min: 0 }) ?? 0,
           reinit_layers: ctx.int("reinit-layers", { min: 0 }) ?? 0,
+          long_text_windows: ctx.bool("windows"),
           ...(seed === undefined ? {} : { seed }),
         },
         request_id: crypto.randomUUID(),

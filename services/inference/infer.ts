@@ -199,25 +199,25 @@ export function encodeInput(
   return { encoding: out, truncated: true };
 }
 
-/** A Tag input: its encoding and, when it is longer than the model takes, the windows it runs as. */
-export interface TagInput extends Encoded {
+/** A Tag input (or a Classify input of a windowed model): its encoding and, when it is longer than the model takes, the windows it runs as. */
+export interface WindowedInput extends Encoded {
   /** Over the encoding's tokens between [CLS] and [SEP], as fine-tuning cut its long sentences. */
   windows?: TokenSpan[];
 }
 
 /**
- * Encodes one Tag input. A text longer than the model takes is tagged whole through overlapping windows
+ * Encodes one Tag input, or one Classify input of a model fine-tuned with windows. A text longer than the model takes is tagged whole through overlapping windows
  * (tokenWindows over `maxLength - 2` tokens, as fine-tuning trained and evaluated on them) under
  * TRUNCATION_UNSPECIFIED and TRUNCATION_NONE alike: nothing is cut, so there is nothing for NONE to refuse.
  * A cutting strategy named explicitly (TRUNCATION_LONGEST_FIRST, ...) cuts it to one pass as encodeInput does,
  * for callers who want only the start of a text at the cost of one pass, and the result says `truncated`.
  */
-export function encodeTagInput(
+export function encodeWindowedInput(
   instance: Pick<ModelInstance, "tokenizer" | "name" | "maxLength">,
   text: string,
   truncation: TruncationName,
   field: string,
-): TagInput {
+): WindowedInput {
   if (truncation !== "TRUNCATION_UNSPECIFIED" && truncation !== "TRUNCATION_NONE") {
     return encodeInput(instance, text, undefined, instance.maxLength, truncation, field);
   }
@@ -231,7 +231,7 @@ export function encodeTagInput(
 }
 
 /** The model passes of a Tag input: its encoding, or `[CLS] window [SEP]` for each of its windows. */
-function tagPasses(input: TagInput): InferenceInput[] {
+function windowPasses(input: WindowedInput): InferenceInput[] {
   const { ids, typeIds } = input.encoding;
   if (!input.windows) return [{ ids, typeIds }];
   const cls = ids[0]!, sep = ids.at(-1)!;
@@ -245,7 +245,7 @@ function tagPasses(input: TagInput): InferenceInput[] {
  * The outputs of a windowed Tag input's passes as one output over its whole encoding: each token's logits
  * (and CRF tag) from the window where it has the most context (stitchWindows, as evaluation does).
  */
-export function stitchTagOutputs(input: TagInput, outputs: readonly InferenceOutput[]): InferenceOutput {
+export function stitchTagOutputs(input: WindowedInput, outputs: readonly InferenceOutput[]): InferenceOutput {
   const windows = input.windows!;
   const T = input.encoding.ids.length;
   const K = outputs[0]!.logits.length / (windows[0]!.end - windows[0]!.start + 2);
@@ -394,25 +394,27 @@ export class Inference {
         "a sequence classification head",
       );
       const started = performance.now();
-      const encoded = inputs.map((input) =>
-        encodeInput(instance, input.text, input.pair, instance.maxLength, truncation, input.field)
+      const encoded: WindowedInput[] = inputs.map((input) =>
+        instance.windows && input.pair === undefined
+          ? encodeWindowedInput(instance, input.text, truncation, input.field)
+          : encodeInput(instance, input.text, input.pair, instance.maxLength, truncation, input.field)
       );
-      const tokenizeMs = performance.now() - started;
-      const { outputs, timing } = await this.#run(
-        instance,
-        encoded.map((e) => ({ ids: e.encoding.ids, typeIds: e.encoding.typeIds })),
-        call,
-        tokenizeMs,
-      );
+      const passes = this.#passes(method, instance, encoded);
+      const { outputs, timing } = await this.#run(instance, passes.flat(), call, performance.now() - started);
       const multi = instance.head.task === "multilabel";
-      const cut = threshold ?? instance.threshold;
-      const results = outputs.map((output, i) => {
-        const logits = output.logits;
+      const cut = (k: number) => threshold ?? instance.thresholds[k] ?? 0.5;
+      let next = 0;
+      const results = encoded.map((_, i) => {
+        // A windowed text's logits are the mean of its windows' (as fine-tuning evaluated it).
+        const mine = outputs.slice(next, next += passes[i]!.length);
+        const logits = mine[0]!.logits.map((_, k) =>
+          mine.reduce((sum, o) => sum + o.logits[k]!, 0) / mine.length
+        );
         const probabilities = multi ? Array.from(logits, sigmoid) : Array.from(softmax(logits));
         const labelOf = (k: number) => instance.labels[k] ?? `LABEL_${k}`;
         let labels: string[];
         if (multi) {
-          labels = probabilities.flatMap((p, k) => (p >= cut ? [labelOf(k)] : []));
+          labels = probabilities.flatMap((p, k) => (p >= cut(k) ? [labelOf(k)] : []));
         } else {
           let best = 0;
           probabilities.forEach((p, k) => {
@@ -431,6 +433,21 @@ export class Inference {
       });
       return { instance, results, timing };
     });
+  }
+
+  /** The model passes of each input (one, or one per window), refused when the queue could never admit them. */
+  #passes(method: string, instance: ModelInstance, encoded: readonly WindowedInput[]): InferenceInput[][] {
+    const passes = encoded.map(windowPasses);
+    const count = passes.reduce((n, p) => n + p.length, 0);
+    const limit = this.batcher.options.maxConcurrentRequests;
+    if (count > limit) {
+      // The queue could never admit them all: retrying (429) would not help.
+      throw new PayloadTooLarge(
+        `${method}: the texts take ${count} passes of at most ${instance.maxLength} tokens (long texts run as ` +
+          `overlapping windows); at most ${limit} run at once (--max-concurrent-requests): send shorter or fewer texts`,
+      );
+    }
+    return passes;
   }
 
   #ref(request: Message): { name: string; version: string } {
@@ -506,18 +523,9 @@ export class Inference {
     return await this.registry.use(this.#ref(request), async (instance) => {
       this.#requireHead(instance, method, ["ner"], "a token classification (NER) head");
       const started = performance.now();
-      const encoded = texts.map((t) => encodeTagInput(instance, t.text, truncation, t.field));
-      const passes = encoded.map(tagPasses);
-      const inputs = passes.flat();
-      const limit = this.batcher.options.maxConcurrentRequests;
-      if (inputs.length > limit) {
-        // The queue could never admit them all: retrying (429) would not help.
-        throw new PayloadTooLarge(
-          `${method}: the texts take ${inputs.length} passes of at most ${instance.maxLength} tokens (long texts run as ` +
-            `overlapping windows); at most ${limit} run at once (--max-concurrent-requests): send shorter or fewer texts`,
-        );
-      }
-      const { outputs, timing } = await this.#run(instance, inputs, call, performance.now() - started);
+      const encoded = texts.map((t) => encodeWindowedInput(instance, t.text, truncation, t.field));
+      const passes = this.#passes(method, instance, encoded);
+      const { outputs, timing } = await this.#run(instance, passes.flat(), call, performance.now() - started);
       let next = 0;
       const results = encoded.map((input, i) => {
         const mine = outputs.slice(next, next += passes[i]!.length);

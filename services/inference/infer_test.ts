@@ -4,7 +4,7 @@ import { InvalidArgument } from "../shared/errors.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
 import type { ServingBackend } from "./backends.ts";
 import { Batcher, type InferenceOutput } from "./batcher.ts";
-import { encodeInput, encodeTagInput, enumField, Inference, PayloadTooLarge, tagging } from "./infer.ts";
+import { encodeInput, encodeWindowedInput, enumField, Inference, PayloadTooLarge, tagging } from "./infer.ts";
 import type { ModelInstance, Registry } from "./registry.ts";
 import { TINY_VOCAB } from "./testing.ts";
 
@@ -107,12 +107,12 @@ Deno.test("enumField() takes names, short names and numbers and names the field 
   assertThrows(() => enumField("median", names, "options.pooling"), InvalidArgument, "options.pooling");
 });
 
-Deno.test("encodeTagInput() windows a long text under the default and TRUNCATION_NONE, cuts it when asked", () => {
+Deno.test("encodeWindowedInput() windows a long text under the default and TRUNCATION_NONE, cuts it when asked", () => {
   const long = { ...instance, maxLength: 8 } as ModelInstance;
   const text = "今天天气很好".repeat(3); // 18 tokens
-  assertEquals(encodeTagInput(long, "今天", "TRUNCATION_NONE", "text").windows, undefined);
+  assertEquals(encodeWindowedInput(long, "今天", "TRUNCATION_NONE", "text").windows, undefined);
   for (const truncation of ["TRUNCATION_UNSPECIFIED", "TRUNCATION_NONE"] as const) {
-    const input = encodeTagInput(long, text, truncation, "text");
+    const input = encodeWindowedInput(long, text, truncation, "text");
     assertEquals([input.truncated, input.encoding.ids.length], [false, 20]);
     // Windows of 6 tokens overlapping by at least 1 (a quarter of 6).
     assertEquals(input.windows, [
@@ -122,7 +122,7 @@ Deno.test("encodeTagInput() windows a long text under the default and TRUNCATION
       { start: 12, end: 18 },
     ]);
   }
-  const cut = encodeTagInput(long, text, "TRUNCATION_LONGEST_FIRST", "text");
+  const cut = encodeWindowedInput(long, text, "TRUNCATION_LONGEST_FIRST", "text");
   assertEquals([cut.truncated, cut.encoding.ids.length, cut.windows], [true, 8, undefined]);
 });
 
@@ -254,4 +254,84 @@ Deno.test("Tag takes each token of a long text from the window where it has the 
   await withInference(tableNer(128), async (inference) => {
     await assertRejects(() => inference.tag({ text }), PayloadTooLarge, "--max-concurrent-requests");
   }, 1);
+});
+
+/**
+ * A served sentiment classifier (neg, pos) whose logits for a pass are (count of 差, count of 好) among its
+ * tokens: what a windowed model sees of a text is in its answer. `windows` as a model fine-tuned with them.
+ */
+function tableClassifier(maxLength: number, windows: boolean): ModelInstance {
+  const good = tokenizer.vocab.get("好")!, bad = tokenizer.vocab.get("差")!;
+  const backend = {
+    name: "cpu",
+    maxTokens: 1 << 16,
+    maxSeqLen: maxLength,
+    forward(batch: Batch): ForwardOutput {
+      const { B, T } = batch;
+      const logits = new Float32Array(B * 2);
+      for (let b = 0; b < B; b++) {
+        for (let p = 0; p < T; p++) {
+          if (!batch.attentionMask[b * T + p]) continue;
+          const id = batch.inputIds[b * T + p]!;
+          if (id === bad) logits[b * 2]! += 1;
+          if (id === good) logits[b * 2 + 1]! += 1;
+        }
+      }
+      return { logits };
+    },
+    memoryBytes: () => 0,
+    dispose: () => {},
+  } as unknown as ServingBackend;
+  return {
+    ...instance,
+    id: 1000 + maxLength * 2 + (windows ? 1 : 0),
+    label: "table-classifier",
+    backend,
+    padId: tokenizer.padId,
+    vocabSize: TINY_VOCAB.length,
+    tokenLevel: false,
+    version: "v1",
+    head: { task: "classify", numLabels: 2 },
+    heads: ["classifier"],
+    labels: ["neg", "pos"],
+    thresholds: [0.5, 0.5],
+    maxLength,
+    windows,
+  } as unknown as ModelInstance;
+}
+
+Deno.test("Classify on a model fine-tuned with windows averages the logits of a long text's windows", async () => {
+  // 200 tokens: two 差 at the start, three 好 near the end. Cut at 16 tokens the text reads negative; whole it is
+  // positive. Windows of 14 tokens, 11 apart: the logits are the mean over all windows' counts.
+  const chars = Array.from({ length: 200 }, () => "的");
+  chars[0] = chars[5] = "差";
+  chars[180] = chars[190] = chars[199] = "好";
+  const text = chars.join("");
+  const windows = [...Array.from({ length: 17 }, (_, w) => w * 11), 186]; // tokenWindows(200, 14)
+  const count = (char: string) =>
+    windows.reduce((sum, start) => sum + chars.slice(start, start + 14).filter((c) => c === char).length, 0) /
+    windows.length;
+  await withInference(tableClassifier(16, true), async (inference) => {
+    const { result } = (await inference.classify({ text })).response;
+    assertEquals([result.label, result.truncated, result.num_tokens], ["pos", false, 202]);
+    assertEquals(
+      result.logits.map((z: number) => Math.fround(z)),
+      [count("差"), count("好")].map(Math.fround),
+    );
+    // Cut when asked: the first 14 tokens alone.
+    const cut = (await inference.classify({ text, options: { truncation: "TRUNCATION_LONGEST_FIRST" } }))
+      .response.result;
+    assertEquals([cut.label, cut.truncated, cut.logits], ["neg", true, [2, 0]]);
+    // A short and a long text in one batch each get their own passes back.
+    const batch = (await inference.classifyBatch({ texts: ["好", text, "差差"] })).response.results;
+    assertEquals(batch.map((r: { label: string }) => r.label), ["pos", "pos", "neg"]);
+  });
+  // A model fine-tuned on cut texts is served cut, as it was trained.
+  await withInference(tableClassifier(16, false), async (inference) => {
+    const { result } = (await inference.classify({ text })).response;
+    assertEquals([result.label, result.truncated, result.logits], ["neg", true, [2, 0]]);
+  });
+  await withInference(tableClassifier(16, true), async (inference) => {
+    await assertRejects(() => inference.classify({ text }), PayloadTooLarge, "--max-concurrent-requests");
+  }, 4);
 });

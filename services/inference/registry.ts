@@ -62,8 +62,13 @@ export interface ModelInstance extends BatchTarget {
   readonly sizeBytes: number;
   readonly createdAt: string;
   readonly source: string;
-  /** Multi-label decision threshold from training (`bertforge_threshold`), default 0.5. */
-  readonly threshold: number;
+  /**
+   * Multi-label decision thresholds from training, one per label (`bertforge_thresholds`, as fine-tuning writes
+   * them; a single `bertforge_threshold` for all labels is read too), default 0.5.
+   */
+  readonly thresholds: number[];
+  /** Classify/multilabel trained on long texts as windows (`bertforge_long_text: "windows"`): served the same way. */
+  readonly windows: boolean;
   readonly loadSeconds: number;
   lastUsed: number;
   inFlight: number;
@@ -242,7 +247,10 @@ export class Registry {
       log: (message) => this.#log("info", message, { model: `${name}/${version}` }),
     });
     const lineage = stored.lineage;
-    const threshold = typeof config.bertforge_threshold === "number" ? config.bertforge_threshold : 0.5;
+    const labels = labelsOf(config);
+    const single = typeof config.bertforge_threshold === "number" ? config.bertforge_threshold : 0.5;
+    const perLabel = Array.isArray(config.bertforge_thresholds) ? config.bertforge_thresholds : [];
+    const thresholds = labels.map((_, k) => typeof perLabel[k] === "number" ? perLabel[k] as number : single);
     const createdAt = typeof lineage?.created_at === "string"
       ? lineage.created_at
       : stored.manifest.createdAt ?? "";
@@ -263,7 +271,7 @@ export class Registry {
       config,
       configJson: stored.configJson,
       head,
-      labels: labelsOf(config),
+      labels,
       tokenizer,
       maxLength,
       heads,
@@ -272,7 +280,8 @@ export class Registry {
       sizeBytes: stored.sizeBytes,
       createdAt,
       source,
-      threshold,
+      thresholds,
+      windows: config.bertforge_long_text === "windows",
       loadSeconds: (performance.now() - started) / 1000,
       lastUsed: performance.now(),
       inFlight: 0,

@@ -54,7 +54,8 @@ async function withService(
     versions.topics = await publishTinyModel(store, "topics", {
       task: "multilabel",
       labels: ["a", "b", "c"],
-      extraConfig: { bertforge_threshold: 0.5 },
+      // Per-label thresholds as fine-tuning writes them: a always, b never.
+      extraConfig: { bertforge_thresholds: [0, 1, 0] },
     });
   }
   const settings = loadSettings("inference", {
@@ -157,6 +158,8 @@ Deno.test("InferenceService answers every operation over gRPC, each naming the m
     });
     assertEquals(none.result.labels, []);
     assertEquals(none.result.label, "");
+    const trained = await rpc.unary("Classify", { model: "topics", text: "hello world" });
+    assertEquals(trained.result.labels, ["a", "c"], "the model's own per-label thresholds");
 
     const tag = await rpc.unary("Tag", { model: "ner", text: "张三在北京", options: { return_tags: true } });
     assertEquals(tag.result.tags.length, 5);

@@ -48,7 +48,7 @@ export interface TinyModelOptions {
   config?: Partial<BertConfig>;
   /** A fixed version; default a fresh timestamp-like string that sorts after earlier calls. */
   version?: string;
-  /** Extra config.json keys (bertforge_max_length, bertforge_threshold). */
+  /** Extra config.json keys (bertforge_max_length, bertforge_thresholds). */
   extraConfig?: Record<string, unknown>;
   /** Extra files of the version (lineage.json, metrics.json). */
   extraFiles?: Record<string, string>;

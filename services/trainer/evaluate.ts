@@ -123,7 +123,7 @@ export function classificationMetrics(
 // --------------------------------------------------------------------------------------- evaluation
 
 export interface EvaluationResult extends ClassificationReport {
-  /** Examples scored: sentences for NER, however many windows they took. */
+  /** Examples scored: sentences or texts, however many windows they took. */
   examples: number;
 }
 
@@ -187,6 +187,30 @@ export function evaluateFeatures(
     goldTags.push(aligned.gold);
     predTags.push(aligned.predicted);
   };
+  /** One text example's (K) logits: thresholds or argmax, and the loss against its labels. */
+  const scoreText = (f: TextFeature, logits: Float32Array) => {
+    if (head.task === "multilabel") {
+      const y = new Uint8Array(K);
+      for (let k = 0; k < K; k++) {
+        const z = logits[k]!;
+        y[k] = 1 / (1 + Math.exp(-z)) >= thresholds[k]! ? 1 : 0;
+        const t = f.multiLabel![k]!;
+        // BCE with logits, in the numerically stable form.
+        loss += Math.max(z, 0) - z * t + Math.log1p(Math.exp(-Math.abs(z)));
+        lossCount++;
+      }
+      goldMulti.push(f.multiLabel!);
+      predMulti.push(y);
+      return;
+    }
+    gold.push(f.label);
+    pred.push(argmax(logits, 0, K));
+    if (f.label >= 0) {
+      loss -= logSoftmaxAt(logits, 0, K, f.label);
+      lossCount++;
+    }
+  };
+  const textWindows = new Map<number, { logits: Float32Array; seen: number }>();
   type Window = { span: TokenSpan; labels: Int32Array; logits: Float32Array; paths: Int32Array | undefined };
   const pending = new Map<number, Window[]>();
   // Longest first, so each batch pads only to rows of about its own length (the scores do not depend on order).
@@ -225,32 +249,27 @@ export function evaluateFeatures(
         return;
       }
       const f = feature as TextFeature;
-      if (head.task === "multilabel") {
-        const y = new Uint8Array(K);
-        for (let k = 0; k < K; k++) {
-          const z = out.logits[b * K + k]!;
-          y[k] = 1 / (1 + Math.exp(-z)) >= thresholds[k]! ? 1 : 0;
-          const t = f.multiLabel![k]!;
-          // BCE with logits, in the numerically stable form.
-          loss += Math.max(z, 0) - z * t + Math.log1p(Math.exp(-Math.abs(z)));
-          lossCount++;
-        }
-        goldMulti.push(f.multiLabel!);
-        predMulti.push(y);
-        return;
-      }
-      gold.push(f.label);
-      pred.push(argmax(out.logits, b * K, K));
-      if (f.label >= 0) {
-        loss -= logSoftmaxAt(out.logits, b * K, K, f.label);
-        lossCount++;
-      }
+      const logits = out.logits.slice(b * K, (b + 1) * K);
+      if (!f.window) return scoreText(f, logits);
+      // A windowed text: its prediction is the mean of its windows' logits, once all of them have run.
+      const sums = textWindows.get(f.window.example) ?? { logits: new Float32Array(K), seen: 0 };
+      textWindows.set(f.window.example, sums);
+      for (let k = 0; k < K; k++) sums.logits[k]! += logits[k]!;
+      if (++sums.seen < f.window.count) return;
+      textWindows.delete(f.window.example);
+      scoreText(f, sums.logits.map((z) => z / f.window!.count));
     });
   }
   const [stray] = pending;
   if (stray) {
     throw new RangeError(
       `Cannot score NER example ${stray[0]}: only ${stray[1].length} of its windows are among the features`,
+    );
+  }
+  const [strayText] = textWindows;
+  if (strayText) {
+    throw new RangeError(
+      `Cannot score example ${strayText[0]}: only ${strayText[1].seen} of its windows are among the features`,
     );
   }
   let report: ClassificationReport;
@@ -294,7 +313,14 @@ export function evaluateFeatures(
     report = classificationMetrics(gold, pred, [...labels]);
   }
   if (lossCount) report.metrics.loss = loss / lossCount;
-  return { ...report, examples: head.task === "ner" ? goldTags.length : features.length };
+  return {
+    ...report,
+    examples: head.task === "ner"
+      ? goldTags.length
+      : head.task === "multilabel"
+      ? goldMulti.length
+      : gold.length,
+  };
 }
 
 function prfEntries(name: string, x: { precision: number; recall: number; f1: number; support: number }) {

@@ -68,6 +68,12 @@ export interface FinetuneJobSpec {
    * small data a fresh top trains to a better optimum than the pretrained one. 0 keeps every pretrained tensor.
    */
   reinitLayers?: number;
+  /**
+   * classify/multilabel: a text longer than `maxLength` is read as overlapping windows whose logits are
+   * averaged, in training (each window a feature with the text's label), evaluation and serving (the model's
+   * config records `bertforge_long_text: "windows"`), instead of being cut at `maxLength`.
+   */
+  windows?: boolean;
 }
 
 /** The metric early stopping and "best checkpoint" watch, per task. */
@@ -87,6 +93,11 @@ export function validateFinetuneSpec(spec: FinetuneJobSpec): FinetuneJobSpec {
   }
   if (spec.crf && spec.task !== "ner") {
     throw new InvalidArgument(`finetune.crf is for task ner only: task is ${spec.task}`);
+  }
+  if (spec.windows && spec.task !== "classify" && spec.task !== "multilabel") {
+    throw new InvalidArgument(
+      `finetune.long_text_windows is for tasks classify and multilabel (ner always windows long sentences): task is ${spec.task}`,
+    );
   }
   const checkPositive = (field: string, v: number | undefined) => {
     if (v !== undefined && v !== 0 && !(v > 0)) {
@@ -208,11 +219,13 @@ function encode(
   tokenizer: WordPieceTokenizer,
   labels: LabelSet,
   maxLength: number,
+  windows: boolean,
 ): { features: Feature[]; report: EncodeReport } {
   if (task === "ner") return encodeNerExamples(examples as NerExample[], tokenizer, labels, { maxLength });
   return encodeTextExamples(examples as TextExample[], tokenizer, labels, {
     task: task as Exclude<DataTask, "ner">,
     maxLength,
+    windows,
   });
 }
 
@@ -270,6 +283,7 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
     tokenizer,
     labels,
     maxLength,
+    !!spec.windows,
   );
   const evalEnc = encode(
     spec.task,
@@ -277,6 +291,7 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
     tokenizer,
     labels,
     maxLength,
+    !!spec.windows,
   );
   if (trainEnc.features.length === 0) {
     throw new InvalidArgument(
@@ -422,6 +437,7 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
     const configOut = {
       ...config,
       bertforge_max_length: maxLength,
+      ...(spec.windows ? { bertforge_long_text: "windows" } : {}),
       ...(spec.task === "multilabel"
         ? { bertforge_thresholds: labels.labels.map(() => spec.threshold ?? 0.5) }
         : {}),

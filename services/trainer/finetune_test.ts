@@ -1,4 +1,12 @@
-import { assert, assertEquals, assertGreater, assertRejects, assertThrows } from "@std/assert";
+import {
+  assert,
+  assertAlmostEquals,
+  assertEquals,
+  assertGreater,
+  assertLess,
+  assertRejects,
+  assertThrows,
+} from "@std/assert";
 import { LocalStore } from "../shared/store/local.ts";
 import { InvalidArgument, NotFound } from "../shared/errors.ts";
 import { initWeights, saveModelDir } from "../shared/model/checkpoint.ts";
@@ -8,6 +16,7 @@ import { storeDataset } from "./datasets.ts";
 import { publishModel } from "./models.ts";
 import type { TrainerEvent } from "./loop.ts";
 import { tinyConfigJson, tinyVocabText } from "./testing.ts";
+import { Trainer } from "./service.ts";
 import { Rng } from "../shared/shards/rng.ts";
 
 const CHARS = Array.from({ length: 90 }, (_, i) => String.fromCodePoint(0x4e00 + i));
@@ -120,6 +129,64 @@ Deno.test("runFinetuneJob() NER learns and scores entities that lie only past ma
         messages.join("\n"),
       );
     }
+  }));
+
+/** Reviews of 40 characters whose label shows only in their last 8 (positive: characters 0..9, negative 10..19). */
+function lateLabelCsv(n: number, seed: number): string {
+  const rng = Rng.seeded(seed);
+  const rows = ["label,text"];
+  for (let i = 0; i < n; i++) {
+    const positive = rng.random() < 0.5;
+    const chars = Array.from({ length: 40 }, () => CHARS[rng.randint(20, 89)]!);
+    for (const at of [33, 36, 39]) chars[at] = CHARS[(positive ? 0 : 10) + rng.randint(0, 9)]!;
+    rows.push(`${positive ? "pos" : "neg"},${chars.join("")}`);
+  }
+  return rows.join("\n") + "\n";
+}
+
+Deno.test("runFinetuneJob() classify with windows reads a text past max_length; Evaluate does the same", () =>
+  withBase(async (store) => {
+    // At max_length 16 a text shows 14 characters and these carry their label only in the last 8 of 40: cut,
+    // the model can only guess; as windows whose logits are averaged, it reads the end.
+    await storeDataset(store, { name: "late-train", file: "train.csv", bytes: enc(lateLabelCsv(200, 5)) });
+    await storeDataset(store, { name: "late-dev", file: "dev.csv", bytes: enc(lateLabelCsv(40, 6)) });
+    const accuracy: Record<string, number> = {};
+    for (const windows of [false, true]) {
+      const events: TrainerEvent[] = [];
+      const name = `late-${windows ? "windows" : "cut"}`;
+      const outcome = await runFinetuneJob({
+        name,
+        base: { name: "base" },
+        task: "classify",
+        trainDataset: "late-train",
+        evalDataset: "late-dev",
+        epochs: 15,
+        batchSize: 16,
+        learningRate: 1e-2,
+        maxLength: 16,
+        windows,
+      }, { jobId: `job-${name}`, store, emit: (e) => void events.push(e), threads: 1 });
+      accuracy[name] = outcome.metrics.accuracy!;
+      assertEquals([outcome.metrics.eval_examples, outcome.metrics.train_examples], [40, 200]);
+      const messages = events.flatMap((e) => (e.type === "message" ? [e.message] : []));
+      const expected = windows
+        ? "eval: 40 examples, 40 longer than 16 tokens split into overlapping windows"
+        : "eval: 40 examples, 40 truncated to 16 tokens";
+      assert(messages.some((m) => m.startsWith(expected)), messages.join("\n"));
+      const config = await store.getJson<Record<string, unknown>>(`${outcome.model.prefix}/config.json`);
+      assertEquals(config.bertforge_long_text, windows ? "windows" : undefined);
+      // The trainer's Evaluate reads the model's setting: the same examples and the same accuracy.
+      const trainer = new Trainer({ store });
+      try {
+        const result = await trainer.evaluate({ model: { name }, dataset: "late-dev", batch_size: 8 });
+        assertEquals(Number(result.examples), 40);
+        assertAlmostEquals(result.metrics.accuracy!, outcome.metrics.accuracy!, 1e-9);
+      } finally {
+        await trainer.close();
+      }
+    }
+    assertGreater(accuracy["late-windows"]!, 0.9, JSON.stringify(accuracy));
+    assertLess(accuracy["late-cut"]!, 0.75, JSON.stringify(accuracy));
   }));
 
 Deno.test("runFinetuneJob() multilabel and pair tasks, early stopping keeps the best weights", () =>

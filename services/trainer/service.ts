@@ -131,6 +131,7 @@ export function specFromRequest(request: Message): StoredSpec {
       ...(num(f.eval_every) ? { evalEvery: num(f.eval_every) } : {}),
       ...(num(f.checkpoint_every) ? { checkpointEvery: num(f.checkpoint_every) } : {}),
       ...(num(f.reinit_layers) ? { reinitLayers: num(f.reinit_layers) } : {}),
+      ...(f.long_text_windows ? { windows: true } : {}),
     };
     validateFinetuneSpec(spec);
     return { kind: "finetune", ...common, finetune: spec };
@@ -623,7 +624,11 @@ export class Trainer {
     }
     const features = task === "ner"
       ? encodeNerExamples(data.examples as NerExample[], tokenizer, labels, { maxLength }).features
-      : encodeTextExamples(data.examples as TextExample[], tokenizer, labels, { task, maxLength }).features;
+      : encodeTextExamples(data.examples as TextExample[], tokenizer, labels, {
+        task,
+        maxLength,
+        windows: model.config.bertforge_long_text === "windows",
+      }).features;
     const B = Math.max(1, Math.min(num(request.batch_size) || 64, features.length));
     const engine = await createJobEngine({
       config: model.config,

@@ -1,6 +1,6 @@
 /**
  * `deno run -A tests/bench/trainer_quality.ts [--store DIR] [--steps 8000 --pretrain-batch 16 --pretrain-lr 5e-4
- * --dynamic-masking] [--short-seq-length 32 --short-steps N] [--ner-max-length 32] [--seeds N] [--control] [--stop-after pretrain]`: the quality run of issue 5 on real data, through the
+ * --dynamic-masking] [--short-seq-length 32 --short-steps N] [--ner-max-length 32] [--senti-windows] [--seeds N] [--control] [--stop-after pretrain|sentiment]`: the quality run of issue 5 on real data, through the
  * same library code the services run (not part of `make bench`: about 45 minutes on 2 cores with those flags).
  *
  * 1. Split ../shared/data/chnsenticorp/train.csv 90/10 (seed 42): the 10% is the held-out test set.
@@ -50,7 +50,7 @@ function log(stage: string) {
 export async function main(argv: string[]): Promise<void> {
   const args = parseArgs(argv, {
     string: ["store", "stop-after"],
-    boolean: ["control", "dynamic-masking"],
+    boolean: ["control", "dynamic-masking", "senti-windows"],
     default: {
       store: ".bertforge/quality",
       steps: 1200,
@@ -64,6 +64,7 @@ export async function main(argv: string[]): Promise<void> {
       "senti2-epochs": 6,
       "ner2-epochs": 5,
       control: false,
+      "senti-windows": false,
       "pretrain-lr": 5e-4,
       "pretrain-batch": 32,
       "dynamic-masking": false,
@@ -285,6 +286,14 @@ export async function main(argv: string[]): Promise<void> {
     summarize(stage, "accuracy", accuracies, { model: name, ...extra, baseline_accuracy: baselineAccuracy });
   };
   await sentiment("sentiment-bert", "quality-senti", "quality-mini");
+  // --senti-windows: the same fine-tune reading each review whole as windows of 128 (a third of them are longer,
+  // and the linear baseline cut at 126 characters falls from 88.7% to 87.4%, to the level of the cut BERT).
+  if (args["senti-windows"]) {
+    await sentiment("sentiment-bert-windows", "quality-senti-windows", "quality-mini", { windows: true }, {
+      long_text: "windows",
+    });
+  }
+  if (args["stop-after"] === "sentiment") return await trainer.close();
 
   // 5. NER: a linear window tagger as the floor, then BERT without and with CRF. Early stopping watches 10% of
   // train.bio (the job's own split), so dev.bio is only ever used for the figures reported.

@@ -359,6 +359,38 @@ Deno.test("encodeTextExamples truncates pairs longest-first to maxLength and rep
   assertEquals(Array.from(batch.tokenTypeIds.subarray(7, 14)), [0, 0, 0, 1, 1, 1, 0]);
 });
 
+Deno.test("encodeTextExamples with windows reads a long text as overlapping windows, each with its label", () => {
+  const tokenizer = tiny();
+  const examples: TextExample[] = [
+    { text: "我爱北京好我爱北京好我", labels: ["1"], source: { file: "w.csv", line: 2 } }, // 11 tokens
+    { text: "好", labels: ["0"], source: { file: "w.csv", line: 3 } },
+  ];
+  const labels = LabelSet.ofTextExamples(examples);
+  const { features, report } = encodeTextExamples(examples, tokenizer, labels, {
+    task: "classify",
+    maxLength: 6,
+    windows: true,
+  });
+  // Budget 4, 3 apart: [0,4) [3,7) [6,10) [7,11); then the short text as it is.
+  assertEquals(features.map((f) => tokenizer.convertIdsToTokens(f.ids).join("")), [
+    "[CLS]我爱北京[SEP]",
+    "[CLS]京好我爱[SEP]",
+    "[CLS]爱北京好[SEP]",
+    "[CLS]北京好我[SEP]",
+    "[CLS]好[SEP]",
+  ]);
+  assertEquals(features.map((f) => f.label), [1, 1, 1, 1, 0]);
+  assertEquals(features.map((f) => f.window?.start), [0, 3, 6, 7, undefined]);
+  assertEquals(features[0]!.window, { example: 0, start: 0, end: 4, count: 4 });
+  assertEquals(features.every((f) => f.typeIds.every((t) => t === 0) && f.ids.length <= 6), true);
+  assertEquals([report.truncated, report.windowed, report.windows], [0, 1, 5]);
+  assertThrows(
+    () => encodeTextExamples(examples, tokenizer, labels, { task: "pair", maxLength: 6, windows: true }),
+    RangeError,
+    "only classify and multilabel",
+  );
+});
+
 Deno.test("multilabel features and batches carry one 0/1 per class", () => {
   const examples = parseTextExamples("label,text\na|c,我\n,好\n", {
     task: "multilabel",

@@ -35,6 +35,8 @@ export interface TextFeature {
   /** multilabel: one 0/1 per class. */
   multiLabel?: Uint8Array;
   source: SourceRef;
+  /** Set on each window of a text read as windows (encodeTextExamples with `windows`). */
+  window?: NerWindow;
 }
 
 export interface NerFeature {
@@ -56,16 +58,16 @@ export interface NerWindow extends TokenSpan {
 export interface EncodeReport {
   examples: number;
   maxLength: number;
-  /** Examples that lost tokens to `maxLength` (text tasks; NER examples are windowed instead, so 0). */
+  /** Examples that lost tokens to `maxLength` (text tasks read whole; windowed examples lose none, so 0). */
   truncated: number;
   /** Tokens cut off over all examples. */
   tokensTruncated: number;
   /** NER: entities in the data, and those that no longer appear among the aligned token tags (starting inside a word, or on characters the tokenizer drops). */
   entities?: number;
   entitiesLost?: number;
-  /** NER: examples longer than `maxLength`, encoded as several overlapping windows. */
+  /** NER and windowed text: examples longer than `maxLength`, encoded as several overlapping windows. */
   windowed?: number;
-  /** NER: features produced, one per window (`examples` when none is windowed). */
+  /** NER and windowed text: features produced, one per window (`examples` when none is windowed). */
   windows?: number;
   /** Where the first few truncations/losses happened, as `file:line`. */
   samples: string[];
@@ -77,42 +79,75 @@ function note(report: EncodeReport, source: SourceRef): void {
   if (report.samples.length < MAX_SAMPLES) report.samples.push(`${source.file}:${source.line}`);
 }
 
+/**
+ * Text examples → features of at most `maxLength` tokens. A longer one is cut (`longest_first`) and counted in
+ * the report, unless `windows` is set (classify and multilabel): then it becomes overlapping windows of
+ * `maxLength - 2` tokens (windows.ts), each `[CLS] window [SEP]` with the example's label, whose logits
+ * evaluation and serving average into the example's prediction, so a long review is read to its end.
+ */
 export function encodeTextExamples(
   examples: readonly TextExample[],
   tokenizer: DataTokenizer,
   labels: LabelSet,
-  options: { task: Exclude<DataTask, "ner">; maxLength: number },
+  options: { task: Exclude<DataTask, "ner">; maxLength: number; windows?: boolean },
 ): { features: TextFeature[]; report: EncodeReport } {
   const { task, maxLength } = options;
+  if (options.windows && task === "pair") {
+    throw new RangeError(
+      "Cannot encode pair examples as windows: only classify and multilabel texts are windowed",
+    );
+  }
   const report: EncodeReport = {
     examples: examples.length,
     maxLength,
     truncated: 0,
     tokensTruncated: 0,
+    ...(options.windows ? { windowed: 0, windows: 0 } : {}),
     samples: [],
   };
-  const features = examples.map((example) => {
+  const features: TextFeature[] = [];
+  examples.forEach((example, e) => {
     const pair = task === "pair" ? example.textB : undefined;
     const full = tokenizer.encode(example.text, pair);
-    const encoding = full.ids.length > maxLength ? tokenizer.encode(example.text, pair, { maxLength }) : full;
-    if (encoding.ids.length < full.ids.length) {
-      report.truncated++;
-      report.tokensTruncated += full.ids.length - encoding.ids.length;
-      note(report, example.source);
-    }
-    const feature: TextFeature = {
-      ids: encoding.ids,
-      typeIds: encoding.typeIds,
-      label: -1,
-      source: example.source,
-    };
-    if (task === "multilabel") {
-      feature.multiLabel = new Uint8Array(labels.size);
-      for (const label of example.labels) feature.multiLabel[labels.index(label, example.source)] = 1;
+    let encodings: Array<{ ids: number[]; typeIds: number[]; window?: NerWindow }>;
+    if (full.ids.length <= maxLength) encodings = [full];
+    else if (options.windows) {
+      // The tokens between [CLS] and [SEP], windowed as NER sentences are.
+      const inner = full.ids.slice(1, -1);
+      const spans = tokenWindows(inner.length, maxLength - 2);
+      report.windowed!++;
+      encodings = spans.map(({ start, end }) => ({
+        ids: [tokenizer.clsId, ...inner.slice(start, end), tokenizer.sepId],
+        typeIds: new Array<number>(end - start + 2).fill(0),
+        window: { example: e, start, end, count: spans.length },
+      }));
     } else {
-      feature.label = labels.index(example.labels[0]!, example.source);
+      const cut = tokenizer.encode(example.text, pair, { maxLength });
+      report.truncated++;
+      report.tokensTruncated += full.ids.length - cut.ids.length;
+      note(report, example.source);
+      encodings = [cut];
     }
-    return feature;
+    if (options.windows) report.windows! += encodings.length;
+    let multiLabel: Uint8Array | undefined;
+    let label = -1;
+    if (task === "multilabel") {
+      multiLabel = new Uint8Array(labels.size);
+      for (const name of example.labels) multiLabel[labels.index(name, example.source)] = 1;
+    } else {
+      label = labels.index(example.labels[0]!, example.source);
+    }
+    for (const encoding of encodings) {
+      const feature: TextFeature = {
+        ids: encoding.ids,
+        typeIds: encoding.typeIds,
+        label,
+        source: example.source,
+      };
+      if (multiLabel) feature.multiLabel = multiLabel;
+      if (encoding.window) feature.window = encoding.window;
+      features.push(feature);
+    }
   });
   return { features, report };
 }
