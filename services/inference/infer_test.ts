@@ -135,6 +135,31 @@ const TAG_OF_CHAR: Record<string, string> = {
   京: "I-LOC",
 };
 
+/** A served model around `forward` (a table standing in for the network), with the instance fields `fields`. */
+function tableModel(
+  maxLength: number,
+  forward: (batch: Batch) => ForwardOutput,
+  fields: Partial<Record<keyof ModelInstance, unknown>>,
+): ModelInstance {
+  const backend = {
+    name: "cpu",
+    maxTokens: 1 << 16,
+    maxSeqLen: maxLength,
+    forward,
+    memoryBytes: () => 0,
+    dispose: () => {},
+  };
+  return {
+    ...instance,
+    backend: backend as unknown as ServingBackend,
+    padId: tokenizer.padId,
+    vocabSize: TINY_VOCAB.length,
+    version: "v1",
+    maxLength,
+    ...fields,
+  } as unknown as ModelInstance;
+}
+
 /**
  * A served NER model that tags each character by TAG_OF_CHAR wherever it stands; `edgeBlind`, it gets the
  * first and last token of every pass wrong (O), as a model reading a token without context on one side might.
@@ -142,40 +167,27 @@ const TAG_OF_CHAR: Record<string, string> = {
 function tableNer(maxLength: number, options: { crf?: boolean; edgeBlind?: boolean } = {}): ModelInstance {
   const K = LABELS.length;
   const tagOfId = tokenizer.idToToken.map((token) => Math.max(0, LABELS.indexOf(TAG_OF_CHAR[token] ?? "O")));
-  const backend = {
-    name: "cpu",
-    maxTokens: 1 << 16,
-    maxSeqLen: maxLength,
-    forward(batch: Batch): ForwardOutput {
-      const { B, T } = batch;
-      const logits = new Float32Array(B * T * K), paths = new Int32Array(B * T);
-      for (let b = 0; b < B; b++) {
-        const n = batch.attentionMask.subarray(b * T, (b + 1) * T).reduce((a, m) => a + m, 0);
-        for (let p = 1; p < n - 1; p++) {
-          const blind = options.edgeBlind && (p === 1 || p === n - 2);
-          const k = blind ? 0 : tagOfId[batch.inputIds[b * T + p]!]!;
-          logits[(b * T + p) * K + k] = 8;
-          paths[b * T + p] = k;
-        }
+  const forward = (batch: Batch): ForwardOutput => {
+    const { B, T } = batch;
+    const logits = new Float32Array(B * T * K), paths = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      const n = batch.attentionMask.subarray(b * T, (b + 1) * T).reduce((a, m) => a + m, 0);
+      for (let p = 1; p < n - 1; p++) {
+        const blind = options.edgeBlind && (p === 1 || p === n - 2);
+        const k = blind ? 0 : tagOfId[batch.inputIds[b * T + p]!]!;
+        logits[(b * T + p) * K + k] = 8;
+        paths[b * T + p] = k;
       }
-      return options.crf ? { logits, paths } : { logits };
-    },
-    memoryBytes: () => 0,
-    dispose: () => {},
-  } as unknown as ServingBackend;
-  return {
-    ...instance,
+    }
+    return options.crf ? { logits, paths } : { logits };
+  };
+  return tableModel(maxLength, forward, {
     id: maxLength * 4 + (options.crf ? 2 : 0) + (options.edgeBlind ? 1 : 0),
     label: "table-ner",
-    backend,
-    padId: tokenizer.padId,
-    vocabSize: TINY_VOCAB.length,
     tokenLevel: true,
-    version: "v1",
     head: { task: "ner", numLabels: K, ...(options.crf ? { crf: true } : {}) },
     heads: ["token_classifier"],
-    maxLength,
-  } as unknown as ModelInstance;
+  });
 }
 
 /** Runs `fn` with an Inference serving `model` alone through a real batcher. */
@@ -262,42 +274,29 @@ Deno.test("Tag takes each token of a long text from the window where it has the 
  */
 function tableClassifier(maxLength: number, windows: boolean): ModelInstance {
   const good = tokenizer.vocab.get("好")!, bad = tokenizer.vocab.get("差")!;
-  const backend = {
-    name: "cpu",
-    maxTokens: 1 << 16,
-    maxSeqLen: maxLength,
-    forward(batch: Batch): ForwardOutput {
-      const { B, T } = batch;
-      const logits = new Float32Array(B * 2);
-      for (let b = 0; b < B; b++) {
-        for (let p = 0; p < T; p++) {
-          if (!batch.attentionMask[b * T + p]) continue;
-          const id = batch.inputIds[b * T + p]!;
-          if (id === bad) logits[b * 2]! += 1;
-          if (id === good) logits[b * 2 + 1]! += 1;
-        }
+  const forward = (batch: Batch): ForwardOutput => {
+    const { B, T } = batch;
+    const logits = new Float32Array(B * 2);
+    for (let b = 0; b < B; b++) {
+      for (let p = 0; p < T; p++) {
+        if (!batch.attentionMask[b * T + p]) continue;
+        const id = batch.inputIds[b * T + p]!;
+        if (id === bad) logits[b * 2]! += 1;
+        if (id === good) logits[b * 2 + 1]! += 1;
       }
-      return { logits };
-    },
-    memoryBytes: () => 0,
-    dispose: () => {},
-  } as unknown as ServingBackend;
-  return {
-    ...instance,
+    }
+    return { logits };
+  };
+  return tableModel(maxLength, forward, {
     id: 1000 + maxLength * 2 + (windows ? 1 : 0),
     label: "table-classifier",
-    backend,
-    padId: tokenizer.padId,
-    vocabSize: TINY_VOCAB.length,
     tokenLevel: false,
-    version: "v1",
     head: { task: "classify", numLabels: 2 },
     heads: ["classifier"],
     labels: ["neg", "pos"],
     thresholds: [0.5, 0.5],
-    maxLength,
     windows,
-  } as unknown as ModelInstance;
+  });
 }
 
 Deno.test("Classify on a model fine-tuned with windows averages the logits of a long text's windows", async () => {

@@ -242,49 +242,71 @@ export async function main(argv: string[]): Promise<void> {
     accuracy: baselineAccuracy,
     test_examples: split.eval.length,
   });
-  /** Fine-tunes `base` for sentiment on the 90% (unless already done) and scores it on the held-out 10%, once per seed. */
-  const sentiment = async (
+  /**
+   * Fine-tunes `name` from `base` once per seed (unless already done), scores each model on `score.dataset` and
+   * prints each result, then their summary over the seeds.
+   */
+  const overSeeds = async (
+    stage: string,
+    name: string,
+    base: string,
+    spec: Omit<Parameters<typeof runFinetuneJob>[0], "name" | "base" | "seed">,
+    score: {
+      dataset: string;
+      metric: "accuracy" | "f1";
+      examplesKey: string;
+      extra: Record<string, unknown>;
+    },
+  ) => {
+    const values: number[] = [];
+    for (const seed of seeds) {
+      const model = seeded(name, seed);
+      if (!(await done(model))) {
+        await runFinetuneJob({ ...spec, name: model, base: { name: base }, seed }, {
+          jobId: model,
+          store,
+          emit: log(model),
+        });
+      }
+      const result = await trainer.evaluate({
+        model: { name: model },
+        dataset: score.dataset,
+        batch_size: 32,
+      });
+      values.push(result.metrics[score.metric]!);
+      out({
+        stage,
+        model,
+        seed,
+        ...score.extra,
+        ...result.metrics,
+        [score.examplesKey]: Number(result.examples),
+      });
+    }
+    summarize(stage, score.metric, values, { model: name, ...score.extra });
+  };
+  /** Fine-tunes `base` for sentiment on the 90% and scores it on the held-out 10%, once per seed. */
+  const sentiment = (
     stage: string,
     name: string,
     base: string,
     overrides: Partial<Parameters<typeof runFinetuneJob>[0]> = {},
     extra: Record<string, unknown> = {},
-  ) => {
-    const accuracies: number[] = [];
-    for (const seed of seeds) {
-      const model = seeded(name, seed);
-      if (!(await done(model))) {
-        await runFinetuneJob({
-          name: model,
-          base: { name: base },
-          task: "classify",
-          trainDataset: "senti-train",
-          epochs: Number(args["senti-epochs"]),
-          batchSize: Number(args["ft-batch"]),
-          learningRate: Number(args["senti-lr"]),
-          maxLength: 128,
-          seed,
-          ...overrides,
-        }, { jobId: model, store, emit: log(stage) });
-      }
-      const result = await trainer.evaluate({
-        model: { name: model },
-        dataset: "senti-test",
-        batch_size: 32,
-      });
-      accuracies.push(result.metrics.accuracy!);
-      out({
-        stage,
-        model,
-        seed,
-        ...extra,
-        ...result.metrics,
-        test_examples: Number(result.examples),
-        baseline_accuracy: baselineAccuracy,
-      });
-    }
-    summarize(stage, "accuracy", accuracies, { model: name, ...extra, baseline_accuracy: baselineAccuracy });
-  };
+  ) =>
+    overSeeds(stage, name, base, {
+      task: "classify",
+      trainDataset: "senti-train",
+      epochs: Number(args["senti-epochs"]),
+      batchSize: Number(args["ft-batch"]),
+      learningRate: Number(args["senti-lr"]),
+      maxLength: 128,
+      ...overrides,
+    }, {
+      dataset: "senti-test",
+      metric: "accuracy",
+      examplesKey: "test_examples",
+      extra: { ...extra, baseline_accuracy: baselineAccuracy },
+    });
   await sentiment("sentiment-bert", "quality-senti", "quality-mini");
   // --senti-windows: the same fine-tune reading each review whole as windows of 128 (a third of them are longer,
   // and the linear baseline cut at 126 characters falls from 88.7% to 87.4%, to the level of the cut BERT).
@@ -311,7 +333,7 @@ export async function main(argv: string[]): Promise<void> {
     f1: taggerScores.f1,
     dev_sentences: bioDev.length,
   });
-  /** Fine-tunes `base` for NER on train.bio (unless already done), without and with CRF, once per seed; F1 on dev.bio. */
+  /** Fine-tunes `base` for NER on train.bio, without and with CRF, once per seed; F1 on dev.bio. */
   const ner = async (
     suffix: string,
     base: string,
@@ -319,40 +341,28 @@ export async function main(argv: string[]): Promise<void> {
     extra: Record<string, unknown> = {},
   ) => {
     for (const crf of [false, true]) {
-      const name = `quality-ner${crf ? "-crf" : ""}${suffix}`;
-      const stage = `ner-bert${crf ? "-crf" : ""}${suffix}`;
-      const f1s: number[] = [];
-      for (const seed of seeds) {
-        const model = seeded(name, seed);
-        if (!(await done(model))) {
-          await runFinetuneJob({
-            name: model,
-            base: { name: base },
-            task: "ner",
-            crf,
-            trainDataset: "ner-train",
-            epochs: Number(args["ner-epochs"]),
-            batchSize: Number(args["ft-batch"]),
-            learningRate: Number(args["ner-lr"]),
-            // Longer sentences go through overlapping windows of this length, so a short length loses nothing.
-            maxLength: Number(args["ner-max-length"]),
-            seed,
-            ...overrides,
-          }, { jobId: model, store, emit: log(model) });
-        }
-        const result = await trainer.evaluate({ model: { name: model }, dataset: "ner-dev", batch_size: 32 });
-        f1s.push(result.metrics.f1!);
-        out({
-          stage,
-          model,
-          seed,
-          ...extra,
-          ...result.metrics,
-          dev_sentences: Number(result.examples),
-          baseline_f1: taggerScores.f1,
-        });
-      }
-      summarize(stage, "f1", f1s, { model: name, ...extra, baseline_f1: taggerScores.f1 });
+      await overSeeds(
+        `ner-bert${crf ? "-crf" : ""}${suffix}`,
+        `quality-ner${crf ? "-crf" : ""}${suffix}`,
+        base,
+        {
+          task: "ner",
+          crf,
+          trainDataset: "ner-train",
+          epochs: Number(args["ner-epochs"]),
+          batchSize: Number(args["ft-batch"]),
+          learningRate: Number(args["ner-lr"]),
+          // Longer sentences go through overlapping windows of this length, so a short length loses nothing.
+          maxLength: Number(args["ner-max-length"]),
+          ...overrides,
+        },
+        {
+          dataset: "ner-dev",
+          metric: "f1",
+          examplesKey: "dev_sentences",
+          extra: { ...extra, baseline_f1: taggerScores.f1 },
+        },
+      );
     }
   };
   await ner("", "quality-mini");
