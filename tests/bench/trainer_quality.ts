@@ -1,7 +1,7 @@
 /**
  * `deno run -A tests/bench/trainer_quality.ts [--store DIR] [--steps 8000 --pretrain-batch 16 --pretrain-lr 5e-4
  * --dynamic-masking] [--short-seq-length 32 --short-steps N] [--ner-max-length 32] [--senti-windows] [--seeds N] [--control] [--stop-after pretrain|sentiment]`: the quality run of issue 5 on real data, through the
- * same library code the services run (not part of `make bench`: about 45 minutes on 2 cores with those flags).
+ * same library code the services run (not part of `make bench`: the README results command takes about 95 minutes on 2 cores).
  *
  * 1. Split ../shared/data/chnsenticorp/train.csv 90/10 (seed 42): the 10% is the held-out test set.
  * 2. Corpus = the review texts of the 90% + the sentences of peoples-daily-ner/train.bio; a WordPiece vocab
