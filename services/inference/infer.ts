@@ -199,15 +199,19 @@ export function encodeInput(
   return { encoding: out, truncated: true };
 }
 
-/** A Tag input (or a Classify input of a windowed model): its encoding and, when it is longer than the model takes, the windows it runs as. */
+/**
+ * A Tag input, or a Classify input of a model fine-tuned with windows: its encoding and, when it is longer
+ * than the model takes, the windows it runs as.
+ */
 export interface WindowedInput extends Encoded {
   /** Over the encoding's tokens between [CLS] and [SEP], as fine-tuning cut its long sentences. */
   windows?: TokenSpan[];
 }
 
 /**
- * Encodes one Tag input, or one Classify input of a model fine-tuned with windows. A text longer than the model takes is tagged whole through overlapping windows
- * (tokenWindows over `maxLength - 2` tokens, as fine-tuning trained and evaluated on them) under
+ * Encodes one Tag input, or one Classify input of a model fine-tuned with windows. A text longer than the
+ * model takes is read whole through overlapping windows (tokenWindows over `maxLength - 2` tokens, as
+ * fine-tuning trained and evaluated on them) under
  * TRUNCATION_UNSPECIFIED and TRUNCATION_NONE alike: nothing is cut, so there is nothing for NONE to refuse.
  * A cutting strategy named explicitly (TRUNCATION_LONGEST_FIRST, ...) cuts it to one pass as encodeInput does,
  * for callers who want only the start of a text at the cost of one pass, and the result says `truncated`.
@@ -230,7 +234,7 @@ export function encodeWindowedInput(
   };
 }
 
-/** The model passes of a Tag input: its encoding, or `[CLS] window [SEP]` for each of its windows. */
+/** The model passes of an input: its encoding, or `[CLS] window [SEP]` for each of its windows. */
 function windowPasses(input: WindowedInput): InferenceInput[] {
   const { ids, typeIds } = input.encoding;
   if (!input.windows) return [{ ids, typeIds }];

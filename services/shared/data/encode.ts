@@ -36,7 +36,7 @@ export interface TextFeature {
   multiLabel?: Uint8Array;
   source: SourceRef;
   /** Set on each window of a text read as windows (encodeTextExamples with `windows`). */
-  window?: NerWindow;
+  window?: FeatureWindow;
 }
 
 export interface NerFeature {
@@ -45,11 +45,14 @@ export interface NerFeature {
   tokenLabels: number[];
   source: SourceRef;
   /** Set on each window of an example longer than maxLength (encodeNerExamples). */
-  window?: NerWindow;
+  window?: FeatureWindow;
 }
 
-/** Which example a window comes from (its index among those encoded), its tokens, and how many windows it has. */
-export interface NerWindow extends TokenSpan {
+/**
+ * Which example a window (of a NER sentence or a windowed text) comes from (its index among those encoded),
+ * its tokens, and how many windows it has.
+ */
+export interface FeatureWindow extends TokenSpan {
   example: number;
   count: number;
 }
@@ -109,7 +112,7 @@ export function encodeTextExamples(
   examples.forEach((example, e) => {
     const pair = task === "pair" ? example.textB : undefined;
     const full = tokenizer.encode(example.text, pair);
-    let encodings: Array<{ ids: number[]; typeIds: number[]; window?: NerWindow }>;
+    let encodings: Array<{ ids: number[]; typeIds: number[]; window?: FeatureWindow }>;
     if (full.ids.length <= maxLength) encodings = [full];
     else if (options.windows) {
       // The tokens between [CLS] and [SEP], windowed as NER sentences are.
