@@ -215,6 +215,20 @@ Deno.test("TrainerService: error codes name the problem", () =>
       InvalidArgument,
       "crf",
     );
+    await assertRejects(
+      () =>
+        rpc.unary("SubmitJob", {
+          name: "ft",
+          finetune: {
+            base: { name: "nobody" },
+            task: "TASK_TYPE_NER",
+            long_text_windows: true,
+            train_dataset: "senti",
+          },
+        }),
+      InvalidArgument,
+      "long_text_windows is for tasks classify and multilabel",
+    );
     await assertRejects(() => rpc.unary("GetJob", { job_id: "20261125150512345-pretrain-abcdef" }), NotFound);
     await assertRejects(
       () => rpc.unary("Evaluate", { model: { name: "ghost" }, dataset: "x" }),
