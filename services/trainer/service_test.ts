@@ -192,40 +192,21 @@ Deno.test("TrainerService: error codes name the problem", () =>
       "steps",
     );
     await assertRejects(() => rpc.unary("SubmitJob", { ...PRETRAIN, name: "../x" }), InvalidArgument, "name");
+    /** A fine-tune of a base that does not exist: the settings are checked before the base is looked up. */
+    const submitFinetune = (settings: Record<string, unknown>) =>
+      rpc.unary("SubmitJob", {
+        name: "ft",
+        finetune: {
+          base: { name: "nobody" },
+          task: "TASK_TYPE_CLASSIFY",
+          train_dataset: "senti",
+          ...settings,
+        },
+      });
+    await assertRejects(() => submitFinetune({}), NotFound, "finetune.base");
+    await assertRejects(() => submitFinetune({ crf: true }), InvalidArgument, "crf");
     await assertRejects(
-      () =>
-        rpc.unary("SubmitJob", {
-          name: "ft",
-          finetune: { base: { name: "nobody" }, task: "TASK_TYPE_CLASSIFY", train_dataset: "senti" },
-        }),
-      NotFound,
-      "finetune.base",
-    );
-    await assertRejects(
-      () =>
-        rpc.unary("SubmitJob", {
-          name: "ft",
-          finetune: {
-            base: { name: "nobody" },
-            task: "TASK_TYPE_CLASSIFY",
-            crf: true,
-            train_dataset: "senti",
-          },
-        }),
-      InvalidArgument,
-      "crf",
-    );
-    await assertRejects(
-      () =>
-        rpc.unary("SubmitJob", {
-          name: "ft",
-          finetune: {
-            base: { name: "nobody" },
-            task: "TASK_TYPE_NER",
-            long_text_windows: true,
-            train_dataset: "senti",
-          },
-        }),
+      () => submitFinetune({ task: "TASK_TYPE_NER", long_text_windows: true }),
       InvalidArgument,
       "long_text_windows is for tasks classify and multilabel",
     );
