@@ -99,12 +99,18 @@ export class Context {
   }
 }
 
-/** The MODEL[@VERSION] argument of the `models` commands; an empty version means the latest. */
+/** A MODEL[@VERSION] argument (`what` names it in the error); an empty version means the latest. */
+function modelRef(ref: string, what: string): { name: string; version: string } {
+  const [name = "", version = ""] = ref.split("@");
+  if (!name) throw new UsageError(`${what} needs MODEL[@VERSION]: got "${ref}"`);
+  return { name, version };
+}
+
+/** The MODEL[@VERSION] argument of the `models` commands. */
 function positionalModel(ctx: Context): { name: string; version: string } {
   const ref = ctx.positional[0];
   if (!ref) throw new UsageError("give the model name");
-  const [name = "", version = ""] = ref.split("@");
-  return { name, version };
+  return modelRef(ref, "the model argument");
 }
 
 interface CommandSpec {
@@ -581,16 +587,13 @@ const COMMANDS: CommandSpec[] = [
       const seed = ctx.int("seed", { min: 0 });
       // Continue from a model's weights: a second phase at a longer sequence length, or more steps.
       const init = ctx.string("init");
-      const [initName = "", initVersion = ""] = init?.split("@") ?? [];
-      if (init !== undefined && !initName) {
-        throw new UsageError(`--init needs MODEL[@VERSION]: got "${init}"`);
-      }
+      const initModel = init === undefined ? undefined : modelRef(init, "--init");
       const { job } = await ctx.client("trainer").unary("SubmitJob", {
         name,
         pretrain: {
           shards,
           ...architecture,
-          ...(initName ? { init_model: { name: initName, version: initVersion } } : {}),
+          ...(initModel ? { init_model: initModel } : {}),
           steps,
           batch_size: batch,
           learning_rate: ctx.number("lr") ?? 0,
@@ -641,7 +644,7 @@ const COMMANDS: CommandSpec[] = [
       const epochs = ctx.int("epochs");
       if (epochs === undefined) throw new UsageError("--epochs is required");
       const name = ctx.required("name");
-      const [baseName, baseVersion = ""] = ctx.required("base").split("@");
+      const base = modelRef(ctx.required("base"), "--base");
       const trainArg = ctx.required("train");
       const evalArg = ctx.string("eval");
       const train = await resolveDataset(ctx, trainArg, `${name}-train`);
@@ -650,7 +653,7 @@ const COMMANDS: CommandSpec[] = [
       const { job } = await ctx.client("trainer").unary("SubmitJob", {
         name,
         finetune: {
-          base: { name: baseName, version: baseVersion },
+          base,
           task,
           crf: ctx.bool("crf"),
           train_dataset: train,
@@ -750,7 +753,7 @@ const COMMANDS: CommandSpec[] = [
     service: "trainer",
     async run(ctx) {
       const task = parseTask(ctx);
-      const [name, version = ""] = ctx.required("model").split("@");
+      const { name, version } = modelRef(ctx.required("model"), "--model");
       const dataArg = ctx.required("data");
       const dataset = await resolveDataset(ctx, dataArg, `${name}-eval-${artifactNameFromPath(dataArg)}`);
       const threshold = ctx.number("threshold");
@@ -779,7 +782,7 @@ const COMMANDS: CommandSpec[] = [
     booleans: ["zero-shot", "tags", "calibrate"],
     service: "inference",
     async run(ctx) {
-      const [model, version = ""] = ctx.required("model").split("@");
+      const { name: model, version } = modelRef(ctx.required("model"), "--model");
       const texts = await readInputs(ctx);
       const inference = ctx.client("inference");
       const emit = (text: string, result: Message, human: string) => {
