@@ -615,7 +615,7 @@ const COMMANDS: CommandSpec[] = [
     usage:
       "train finetune --base MODEL --task classify|multilabel|pair|ner [--crf] --train PATH|DATASET [--eval PATH|DATASET]\n" +
       "               --epochs E --name MODEL [--batch B] [--lr LR] [--max-length N] [--seed S] [--patience K]\n" +
-      "               [--reinit-layers K] [--windows] [--detach]",
+      "               [--reinit-layers K] [--windows] [--pooling cls|mean] [--detach]",
     strings: [
       "base",
       "task",
@@ -629,6 +629,7 @@ const COMMANDS: CommandSpec[] = [
       "seed",
       "patience",
       "reinit-layers",
+      "pooling",
       "backend",
     ],
     booleans: ["crf", "windows", "detach"],
@@ -639,6 +640,15 @@ const COMMANDS: CommandSpec[] = [
       if (ctx.bool("windows") && task !== "TASK_TYPE_CLASSIFY" && task !== "TASK_TYPE_MULTILABEL") {
         throw new UsageError(
           "--windows goes with --task classify or multilabel (ner always windows long sentences)",
+        );
+      }
+      const pooling = ctx.string("pooling") ?? "";
+      if (pooling && pooling !== "cls" && pooling !== "mean") {
+        throw new UsageError(`--pooling must be cls or mean: got '${pooling}'`);
+      }
+      if (pooling === "mean" && task === "TASK_TYPE_NER") {
+        throw new UsageError(
+          "--pooling goes with --task classify, multilabel or pair (ner tags every token)",
         );
       }
       const epochs = ctx.int("epochs");
@@ -665,6 +675,7 @@ const COMMANDS: CommandSpec[] = [
           early_stopping_patience: ctx.int("patience", { min: 0 }) ?? 0,
           reinit_layers: ctx.int("reinit-layers", { min: 0 }) ?? 0,
           long_text_windows: ctx.bool("windows"),
+          pooling,
           ...(seed === undefined ? {} : { seed }),
         },
         request_id: crypto.randomUUID(),

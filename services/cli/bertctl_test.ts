@@ -60,6 +60,17 @@ Deno.test("bertctl usage errors exit 2 and name the problem", async () => {
       "--name",
       "m",
     ], "--arch must be"],
+    ...[["classify", "max", "--pooling must be cls or mean: got 'max'"], [
+      "ner",
+      "mean",
+      "--pooling goes with",
+    ]].map((
+      [task, pooling, message],
+    ): [string[], string] => [
+      ["train", "finetune", "--base", "m", "--task", task!, "--train", "t", "--epochs", "1", "--name", "x"]
+        .concat(["--pooling", pooling!]),
+      message!,
+    ]),
     [["tokenize", "--vocab", "v"], "give exactly one of --text or --file"],
     [["tokenize", "--vocab", "v", "--text", "x", "--bogus"], "unknown flag --bogus"],
     [["models", "export", "m", "--format", "tflite", "--out", "/tmp/x"], "--format must be hf or onnx"],

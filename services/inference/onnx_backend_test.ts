@@ -21,6 +21,7 @@ Deno.test({
     const registries: Registry[] = [];
     try {
       await publishTinyModel(store, "cls", { task: "classify", onnx: true });
+      await publishTinyModel(store, "cls-mean", { task: "classify", pooling: "mean", onnx: true });
       await publishTinyModel(store, "ner", { task: "ner", crf: true, onnx: true });
       await publishTinyModel(store, "pre", { task: "pretrain", onnx: true });
       const make = (backend: string) => {
@@ -38,6 +39,16 @@ Deno.test({
       a.response.results.forEach((r: { logits: number[] }, i: number) =>
         r.logits.forEach((v, k) => assertAlmostEquals(v, b.response.results[i].logits[k], 1e-4))
       );
+      // A mean-pooling classifier is served as trained by the exported graph, the native engine and tfjs alike.
+      const cpu = make("cpu");
+      const means = await Promise.all(
+        [onnx, native, cpu].map((i) => i.classifyBatch({ model: "cls-mean", texts })),
+      );
+      for (const other of means.slice(1)) {
+        other.response.results.forEach((r: { logits: number[] }, i: number) =>
+          r.logits.forEach((v, k) => assertAlmostEquals(v, means[0]!.response.results[i].logits[k], 1e-4))
+        );
+      }
       const tagOnnx = await onnx.tagBatch({ model: "ner", texts, options: { return_tags: true } });
       const tagNative = await native.tagBatch({ model: "ner", texts, options: { return_tags: true } });
       assertEquals(

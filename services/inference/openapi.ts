@@ -175,6 +175,7 @@ const schemas: Record<string, unknown> = {
       vocab_size: int,
       max_position_embeddings: int,
       crf: bool,
+      pooling: str,
     }),
     state: str,
     backend: str,

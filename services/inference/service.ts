@@ -11,6 +11,7 @@ import { InvalidArgument, NotFound } from "../shared/errors.ts";
 import { type CallContext, type Handlers, type Message, pageOf } from "../shared/rpc/mod.ts";
 import { grpcCodeName, toStatus } from "../shared/rpc/status.ts";
 import { headFromConfig } from "../shared/model/checkpoint.ts";
+import { sentencePooling } from "../shared/engine/engine.ts";
 import type { BertConfig } from "../shared/model/config.ts";
 import type { Answer, CallOptions, Inference } from "./infer.ts";
 import { messageField, stringField } from "./infer.ts";
@@ -102,6 +103,7 @@ function configSummary(name: string, version: string, config: BertConfig, extra:
     vocab_size: config.vocab_size,
     max_position_embeddings: config.max_position_embeddings,
     crf: Boolean(config.bertforge_crf),
+    pooling: sentencePooling(head),
     ...extra,
   };
 }

@@ -53,6 +53,7 @@ async function withService(
     versions.topics = await publishTinyModel(store, "topics", {
       task: "multilabel",
       labels: ["a", "b", "c"],
+      pooling: "mean",
       // Per-label thresholds as fine-tuning writes them: a always, b never.
       extraConfig: { bertforge_thresholds: [0, 1, 0] },
     });
@@ -534,6 +535,11 @@ Deno.test("InferenceService Load/Unload/ModelInfo/ListModels and the LRU memory 
     const notLoaded = await rpc.unary("ModelInfo", { model: { name: "ner-crf" } });
     assertEquals(notLoaded.model.state, "MODEL_STATE_AVAILABLE");
     assertEquals(notLoaded.heads, ["token_classifier", "crf"]);
+    const topics = await rpc.unary("ModelInfo", { model: { name: "topics" } });
+    assertEquals(
+      [info.model.summary.pooling, topics.model.summary.pooling, notLoaded.model.summary.pooling],
+      ["cls", "mean", ""],
+    );
     assertEquals(await grpcCode(rpc.unary("ModelInfo", { model: { name: "ghost" } })), "NOT_FOUND");
 
     const one = svc.registry.resident({ name: "sentiment" })!.backend.memoryBytes();

@@ -43,6 +43,8 @@ export interface TinyModelOptions {
   task: TaskKind;
   labels?: string[];
   crf?: boolean;
+  /** HeadSpec.pooling: a classifier on the mean of the last layer (no pooler tensors). */
+  pooling?: "mean";
   seed?: number;
   /** Overrides of the tiny config (e.g. max_position_embeddings, hidden_size). */
   config?: Partial<BertConfig>;
@@ -128,6 +130,7 @@ export async function publishTinyModel(
     task: options.task,
     ...(labels ? { numLabels: labels.length } : {}),
     ...(options.crf ? { crf: true } : {}),
+    ...(options.pooling ? { pooling: options.pooling } : {}),
   };
   const weights = initWeights(config, head, options.seed ?? 7);
   const dir = await Deno.makeTempDir({ prefix: "bertforge-tiny-model-" });

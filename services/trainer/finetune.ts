@@ -6,7 +6,13 @@
  * Defaults follow the BERT paper's fine-tuning recipe: learning rate 5e-5 (3e-5 for base-size models),
  * 10% linear warmup then linear decay, max length 128, batch 32, 3 epochs.
  */
-import type { Batch, HeadSpec, TaskKind, Weights } from "../shared/engine/engine.ts";
+import {
+  type Batch,
+  type HeadSpec,
+  headUsesPooler,
+  type TaskKind,
+  type Weights,
+} from "../shared/engine/engine.ts";
 import {
   type DataTask,
   encodeNerExamples,
@@ -74,6 +80,11 @@ export interface FinetuneJobSpec {
    * config records `bertforge_long_text: "windows"`), instead of being cut at `maxLength`.
    */
   windows?: boolean;
+  /**
+   * classify/multilabel/pair: "mean" reads the mean of the last layer over the real tokens instead of the pooler
+   * (HeadSpec.pooling); the model's config records `bertforge_pooling: "mean"`. "cls" (the default) is HF's.
+   */
+  pooling?: "cls" | "mean";
 }
 
 /** The metric early stopping and "best checkpoint" watch, per task. */
@@ -97,6 +108,14 @@ export function validateFinetuneSpec(spec: FinetuneJobSpec): FinetuneJobSpec {
   if (spec.windows && spec.task !== "classify" && spec.task !== "multilabel") {
     throw new InvalidArgument(
       `finetune.long_text_windows is for tasks classify and multilabel (ner always windows long sentences): task is ${spec.task}`,
+    );
+  }
+  if (spec.pooling !== undefined && spec.pooling !== "cls" && spec.pooling !== "mean") {
+    throw new InvalidArgument(`finetune.pooling must be cls or mean: got ${JSON.stringify(spec.pooling)}`);
+  }
+  if (spec.pooling === "mean" && spec.task === "ner") {
+    throw new InvalidArgument(
+      `finetune.pooling is for tasks classify, multilabel and pair (ner tags every token): task is ner`,
     );
   }
   const checkPositive = (field: string, v: number | undefined) => {
@@ -202,7 +221,8 @@ export function reinitTop(
   for (const [name, tensor] of fresh) {
     if (prefixes.some((p) => name.startsWith(p)) && weights.has(name)) weights.set(name, tensor);
   }
-  return `the pooler and encoder layers ${L - layers}..${L - 1}`;
+  const pooler = headUsesPooler(head) ? "the pooler and " : "";
+  return `${pooler}encoder layers ${L - layers}..${L - 1}`;
 }
 
 export interface PreparedData {
@@ -258,7 +278,12 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
       `finetune.train_dataset ${spec.trainDataset} has only one label (${labels.labels[0]})`,
     );
   }
-  const head: HeadSpec = { task: spec.task, numLabels: labels.size, ...(spec.crf ? { crf: true } : {}) };
+  const head: HeadSpec = {
+    task: spec.task,
+    numLabels: labels.size,
+    ...(spec.crf ? { crf: true } : {}),
+    ...(spec.pooling === "mean" ? { pooling: "mean" as const } : {}),
+  };
 
   const base = await loadModel(store, spec.base, { head, seed, field: "finetune.base" });
   const config = { ...base.config };
@@ -333,8 +358,8 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
     await ctx.emit({
       type: "message",
       message:
-        `fine-tuning ${base.name}/${base.version} for ${spec.task}${
-          spec.crf ? " + CRF" : ""
+        `fine-tuning ${base.name}/${base.version} for ${spec.task}${spec.crf ? " + CRF" : ""}${
+          head.pooling ? `, ${head.pooling} pooling` : ""
         } (${labels.size} labels) on ` +
         `${engine.backend}: ${epochs} epochs x ${stepsPerEpoch} steps, B=${B} T=${T} lr=${lr} warmup=${warmupSteps}` +
         (base.initialized?.length ? `; new head tensors: ${base.initialized.join(", ")}` : "") +

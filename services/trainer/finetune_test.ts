@@ -11,6 +11,7 @@ import { LocalStore } from "../shared/store/local.ts";
 import { InvalidArgument, NotFound } from "../shared/errors.ts";
 import { initWeights, saveModelDir } from "../shared/model/checkpoint.ts";
 import { parseConfig } from "../shared/model/config.ts";
+import { parseSafetensorsHeader } from "../shared/model/safetensors.ts";
 import { reinitTop, runFinetuneJob } from "./finetune.ts";
 import { storeDataset } from "./datasets.ts";
 import { publishModel } from "./models.ts";
@@ -189,6 +190,61 @@ Deno.test("runFinetuneJob() classify with windows reads a text past max_length; 
     assertLess(accuracy["late-cut"]!, 0.75, JSON.stringify(accuracy));
   }));
 
+Deno.test("runFinetuneJob() classify with mean pooling learns, publishes no pooler and says so; Evaluate agrees", () =>
+  withBase(async (store) => {
+    // Label 1 when one of the first ten characters appears anywhere in the text.
+    const rng = Rng.seeded(11);
+    const csv = (n: number) => {
+      const rows = ["label,text"];
+      for (let i = 0; i < n; i++) {
+        const chars = Array.from({ length: 10 }, () => CHARS[rng.randint(20, 89)]!);
+        const positive = i % 2 === 0;
+        if (positive) chars[rng.randint(0, 9)] = CHARS[rng.randint(0, 9)]!;
+        rows.push(`${positive ? 1 : 0},${chars.join("")}`);
+      }
+      return rows.join("\n") + "\n";
+    };
+    await storeDataset(store, { name: "kw-train", file: "train.csv", bytes: enc(csv(200)) });
+    await storeDataset(store, { name: "kw-dev", file: "dev.csv", bytes: enc(csv(40)) });
+    const events: TrainerEvent[] = [];
+    const outcome = await runFinetuneJob({
+      name: "kw-mean",
+      base: { name: "base" },
+      task: "classify",
+      trainDataset: "kw-train",
+      evalDataset: "kw-dev",
+      epochs: 12,
+      batchSize: 16,
+      learningRate: 1e-2,
+      maxLength: 12,
+      pooling: "mean",
+      reinitLayers: 1,
+    }, { jobId: "job-kw-mean", store, emit: (e) => void events.push(e), threads: 1 });
+    assertGreater(outcome.metrics.accuracy!, 0.9, JSON.stringify(outcome.metrics));
+    const messages = events.flatMap((e) => (e.type === "message" ? [e.message] : []));
+    assert(
+      messages.some((m) =>
+        m.includes("for classify, mean pooling (2 labels)") &&
+        m.endsWith("; re-initialised encoder layers 0..0")
+      ),
+      messages.join("\n"),
+    );
+    const config = await store.getJson<Record<string, unknown>>(`${outcome.model.prefix}/config.json`);
+    assertEquals(config.bertforge_pooling, "mean");
+    const file = await store.get(`${outcome.model.prefix}/model.safetensors`);
+    const headerLength = Number(new DataView(file.buffer, file.byteOffset).getBigUint64(0, true));
+    const saved = [...parseSafetensorsHeader(file.subarray(8, 8 + headerLength), undefined).tensors.keys()];
+    assert(saved.includes("classifier.weight"));
+    assert(!saved.some((n) => n.startsWith("bert.pooler.")), saved.join(", "));
+    const trainer = new Trainer({ store });
+    try {
+      const result = await trainer.evaluate({ model: { name: "kw-mean" }, dataset: "kw-dev", batch_size: 8 });
+      assertAlmostEquals(result.metrics.accuracy!, outcome.metrics.accuracy!, 1e-9);
+    } finally {
+      await trainer.close();
+    }
+  }));
+
 Deno.test("runFinetuneJob() multilabel and pair tasks, early stopping keeps the best weights", () =>
   withBase(async (store) => {
     // Multi-label: label "a" when the text has a character of the first third, "b" for the second third.
@@ -292,6 +348,11 @@ Deno.test("runFinetuneJob() refuses what does not fit: unknown base or data, max
       "reinit_layers",
     );
     await assertRejects(() => runFinetuneJob({ ...spec, task: "ner" }, ctx), InvalidArgument, "ner");
+    await assertRejects(
+      () => runFinetuneJob({ ...spec, pooling: "max" as "mean" }, ctx),
+      InvalidArgument,
+      "finetune.pooling must be cls or mean",
+    );
   }));
 
 Deno.test("an HF model folder written by saveModelDir loads as a base model", async () => {

@@ -22,7 +22,7 @@ import {
 } from "../shared/data/mod.ts";
 import { headFromConfig, loadModelDir } from "../shared/model/checkpoint.ts";
 import { type BertConfig, parseConfig, presetConfig } from "../shared/model/config.ts";
-import type { HeadSpec } from "../shared/engine/engine.ts";
+import { type HeadSpec, sentencePooling } from "../shared/engine/engine.ts";
 import { type PretrainJobSpec, resolvePretrainSpec, runPretrainJob } from "./pretrain.ts";
 import { type FinetuneJobSpec, type FinetuneTask, runFinetuneJob, validateFinetuneSpec } from "./finetune.ts";
 import { createJobEngine, formatEvent, type JobOutcome, type TrainerJobContext } from "./jobs.ts";
@@ -132,6 +132,7 @@ export function specFromRequest(request: Message): StoredSpec {
       ...(num(f.checkpoint_every) ? { checkpointEvery: num(f.checkpoint_every) } : {}),
       ...(num(f.reinit_layers) ? { reinitLayers: num(f.reinit_layers) } : {}),
       ...(f.long_text_windows ? { windows: true } : {}),
+      ...(f.pooling ? { pooling: f.pooling } : {}),
     };
     validateFinetuneSpec(spec);
     return { kind: "finetune", ...common, finetune: spec };
@@ -700,6 +701,7 @@ function modelSummary(
     vocab_size: config.vocab_size ?? 0,
     max_position_embeddings: config.max_position_embeddings ?? 0,
     crf: !!config.bertforge_crf,
+    pooling: sentencePooling(head),
   };
 }
 

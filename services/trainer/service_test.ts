@@ -210,6 +210,16 @@ Deno.test("TrainerService: error codes name the problem", () =>
       InvalidArgument,
       "long_text_windows is for tasks classify and multilabel",
     );
+    await assertRejects(
+      () => submitFinetune({ pooling: "max" }),
+      InvalidArgument,
+      "finetune.pooling must be cls or mean",
+    );
+    await assertRejects(
+      () => submitFinetune({ task: "TASK_TYPE_NER", pooling: "mean" }),
+      InvalidArgument,
+      "finetune.pooling is for tasks classify, multilabel and pair",
+    );
     await assertRejects(() => rpc.unary("GetJob", { job_id: "20261125150512345-pretrain-abcdef" }), NotFound);
     await assertRejects(
       () => rpc.unary("Evaluate", { model: { name: "ghost" }, dataset: "x" }),

@@ -18,6 +18,53 @@ export interface HeadSpec {
   numLabels?: number;
   /** Linear-chain CRF over the token-classification logits (ner only). */
   crf?: boolean;
+  /**
+   * classify/multilabel/pair: what the classifier reads. Absent: HF's pooler, tanh(W [CLS] + b), which
+   * pretraining shapes for NSP only. "mean": the mean of the last layer over the real tokens (no pooler
+   * tensors), which uses every token's representation and fine-tunes steadier from a small pretraining corpus.
+   */
+  pooling?: "mean";
+}
+
+/** Checks a head: a known task, K >= 1 labels where it has labels, crf and pooling only where they apply. */
+export function validateHead(head: HeadSpec): HeadSpec {
+  const { task } = head;
+  if (!["pretrain", "classify", "multilabel", "pair", "ner"].includes(task)) {
+    throw new InvalidArgument(
+      `head task must be pretrain|classify|multilabel|pair|ner: current value is ${task}`,
+    );
+  }
+  const K = head.numLabels ?? 0;
+  if (task !== "pretrain" && !(Number.isInteger(K) && K >= 1)) {
+    throw new InvalidArgument(
+      `head numLabels must be a positive integer for task '${task}': current value is ${K}`,
+    );
+  }
+  if (head.crf && task !== "ner") {
+    throw new InvalidArgument(`head crf is only valid for task 'ner': task is '${task}'`);
+  }
+  if (head.pooling !== undefined && head.pooling !== "mean") {
+    throw new InvalidArgument(
+      `head pooling must be "mean" or absent (the pooler): current value is ${head.pooling}`,
+    );
+  }
+  if (head.pooling && (task === "pretrain" || task === "ner")) {
+    throw new InvalidArgument(
+      `head pooling is for tasks classify, multilabel and pair (the sentence-level heads): task is '${task}'`,
+    );
+  }
+  return head;
+}
+
+/** ModelSummary.pooling: "cls" or "mean" for a sentence-level head, "" for ner, pretraining or no head. */
+export function sentencePooling(head: HeadSpec | undefined): string {
+  if (!head || head.task === "ner" || head.task === "pretrain") return "";
+  return head.pooling ?? "cls";
+}
+
+/** True where the head reads the HF pooler (not ner, which HF builds without one, nor mean pooling). */
+export function headUsesPooler(head: HeadSpec): boolean {
+  return head.task !== "ner" && head.pooling !== "mean";
 }
 
 /** A named tensor in Hugging Face layout (torch.nn.Linear weights are [out, in]). */

@@ -12,7 +12,14 @@
  */
 import { join } from "@std/path";
 import { InvalidArgument, NotFound } from "../errors.ts";
-import type { HeadSpec, NamedTensor, TaskKind, Weights } from "../engine/engine.ts";
+import {
+  type HeadSpec,
+  headUsesPooler,
+  type NamedTensor,
+  type TaskKind,
+  validateHead,
+  type Weights,
+} from "../engine/engine.ts";
 import { type BertConfig, parseConfig } from "./config.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 
@@ -64,6 +71,7 @@ export function encoderTensors(config: BertConfig): Map<string, TensorSpec> {
 /** Tensors on top of the encoder for one head (pooler included where the HF class has one). */
 export function headTensors(config: BertConfig, head: HeadSpec): Map<string, TensorSpec> {
   const C = config.hidden_size, V = config.vocab_size;
+  const K = validateHead(head).numLabels ?? 0;
   const specs = new Map<string, TensorSpec>();
   const pooler = () => {
     specs.set("bert.pooler.dense.weight", { shape: [C, C], init: "normal" });
@@ -80,13 +88,7 @@ export function headTensors(config: BertConfig, head: HeadSpec): Map<string, Ten
     specs.set("cls.seq_relationship.bias", { shape: [2], init: "zeros" });
     return specs;
   }
-  const K = head.numLabels ?? 0;
-  if (!Number.isInteger(K) || K < 1) {
-    throw new InvalidArgument(
-      `head numLabels must be a positive integer for task '${head.task}': current value is ${K}`,
-    );
-  }
-  if (head.task !== "ner") pooler();
+  if (headUsesPooler(head)) pooler();
   specs.set("classifier.weight", { shape: [K, C], init: "normal" });
   specs.set("classifier.bias", { shape: [K], init: "zeros" });
   if (head.task === "ner" && head.crf) {
@@ -94,9 +96,6 @@ export function headTensors(config: BertConfig, head: HeadSpec): Map<string, Ten
     specs.set("crf.start_transitions", { shape: [K], init: "normal" });
     specs.set("crf.end_transitions", { shape: [K], init: "normal" });
     specs.set("crf.transitions", { shape: [K, K], init: "normal" });
-  }
-  if (head.crf && head.task !== "ner") {
-    throw new InvalidArgument(`head crf is only valid with task 'ner': current task is '${head.task}'`);
   }
   return specs;
 }
@@ -268,7 +267,7 @@ export function architectureFor(head: HeadSpec): string {
 
 /**
  * The head a config.json describes (from `architectures`, `id2label`, `problem_type` and our own
- * `bertforge_task`/`bertforge_crf` keys), or undefined for a bare encoder / masked-LM checkpoint.
+ * `bertforge_task`/`bertforge_crf`/`bertforge_pooling` keys), or undefined for a bare encoder / masked-LM checkpoint.
  */
 export function headFromConfig(config: BertConfig): HeadSpec | undefined {
   const task = config.bertforge_task as TaskKind | undefined;
@@ -277,6 +276,7 @@ export function headFromConfig(config: BertConfig): HeadSpec | undefined {
     task: t,
     ...(K !== undefined ? { numLabels: K } : {}),
     ...(t === "ner" && config.bertforge_crf ? { crf: true } : {}),
+    ...(t !== "ner" && config.bertforge_pooling === "mean" ? { pooling: "mean" as const } : {}),
   });
   if (task) return task === "pretrain" ? { task } : withLabels(task);
   const arch = config.architectures?.[0];
@@ -301,6 +301,7 @@ export function configForHead(config: BertConfig, head: HeadSpec, labels?: strin
     delete out.label2id;
     delete out.problem_type;
     delete out.bertforge_crf;
+    delete out.bertforge_pooling;
     return out;
   }
   const K = head.numLabels ?? labels?.length ?? 0;
@@ -315,6 +316,10 @@ export function configForHead(config: BertConfig, head: HeadSpec, labels?: strin
   else delete out.problem_type;
   if (head.task === "ner" && head.crf) out.bertforge_crf = true;
   else delete out.bertforge_crf;
+  // HF's BertForSequenceClassification always reads the pooler: a mean-pooling model loads there with a fresh,
+  // untrained pooler (transformers warns "newly initialized"), never silently with a wrong one.
+  if (head.pooling === "mean") out.bertforge_pooling = "mean";
+  else delete out.bertforge_pooling;
   return out;
 }
 

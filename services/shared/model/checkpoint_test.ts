@@ -4,6 +4,7 @@ import { InvalidArgument, NotFound } from "../errors.ts";
 import {
   adaptWeights,
   checkWeights,
+  configForHead,
   expectedTensors,
   headFromConfig,
   initWeights,
@@ -41,6 +42,27 @@ Deno.test("expectedTensors() lists HF names and [out, in] shapes for each head",
   assertEquals(ner.get("crf.transitions"), [5, 5]);
   assertEquals(ner.get("crf.start_transitions"), [5]);
   assertThrows(() => expectedTensors(tiny, { task: "classify" }), InvalidArgument, "numLabels");
+  const mean = expectedTensors(tiny, { task: "classify", numLabels: 3, pooling: "mean" });
+  assert(!mean.has("bert.pooler.dense.weight"), "a mean-pooling classifier reads no pooler");
+  assertEquals(mean.size, cls.size - 2);
+  assertThrows(
+    () => expectedTensors(tiny, { task: "ner", numLabels: 5, pooling: "mean" }),
+    InvalidArgument,
+    "pooling",
+  );
+});
+
+Deno.test("configForHead() records mean pooling and headFromConfig() reads it back; other heads drop it", () => {
+  const head = { task: "classify" as const, numLabels: 2, pooling: "mean" as const };
+  const config = configForHead(tiny, head, ["neg", "pos"]);
+  assertEquals([config.architectures, config.bertforge_pooling], [["BertForSequenceClassification"], "mean"]);
+  assertEquals(headFromConfig(config), head);
+  const pooler = configForHead(config, { task: "classify", numLabels: 2 }, ["neg", "pos"]);
+  assertEquals([pooler.bertforge_pooling, headFromConfig(pooler)], [undefined, {
+    task: "classify",
+    numLabels: 2,
+  }]);
+  assertEquals(configForHead(config, { task: "pretrain" }).bertforge_pooling, undefined);
 });
 
 Deno.test("initWeights() is seeded, deterministic and initialises like HF", () => {

@@ -34,10 +34,10 @@ import type {
   TrainState,
   Weights,
 } from "../engine.ts";
-import { DEFAULT_OPTIMIZER, engineMode, requireTraining } from "../engine.ts";
+import { DEFAULT_OPTIMIZER, engineMode, requireTraining, validateHead } from "../engine.ts";
 import { addressOf, type Blas, env, loadBlas } from "./blas_ffi.ts";
 import { type BatchedSgemm, draw32, type Kernels, loadKernels } from "./kernels.ts";
-import { canonicalName, hasPooler, isIgnorableName, type ParamSpec, paramSpecs } from "./params.ts";
+import { canonicalName, isIgnorableName, type ParamSpec, paramSpecs } from "./params.ts";
 import { crfDecode, crfLoss } from "./crf.ts";
 
 const IGNORE = -100;
@@ -170,6 +170,8 @@ export class NativeEngine implements Engine {
   readonly maxSeqLen: number;
   readonly mode: EngineMode;
   private readonly opt: OptimizerConfig;
+  /** The head reads the mean of the last layer, not the pooler (HeadSpec.pooling). */
+  private readonly meanPooling: boolean;
   private readonly specs: ParamSpec[];
   private readonly specByName: Map<string, ParamSpec>;
   private readonly numParams: number;
@@ -216,22 +218,10 @@ export class NativeEngine implements Engine {
   constructor(options: NativeEngineOptions) {
     this.config = options.config;
     this.head = { ...options.head };
+    this.meanPooling = this.head.pooling === "mean";
     const c = this.config;
-    const task = this.head.task;
-    if (!["pretrain", "classify", "multilabel", "pair", "ner"].includes(task)) {
-      throw new InvalidArgument(
-        `head task must be pretrain|classify|multilabel|pair|ner: current value is ${task}`,
-      );
-    }
-    this.K = task === "pretrain" ? 2 : this.head.numLabels ?? 0;
-    if (task !== "pretrain" && !(Number.isInteger(this.K) && this.K >= 1)) {
-      throw new InvalidArgument(
-        `head numLabels must be a positive integer for task '${task}': current value is ${this.K}`,
-      );
-    }
-    if (this.head.crf && task !== "ner") {
-      throw new InvalidArgument(`head crf is only valid for task 'ner': task is '${task}'`);
-    }
+    const task = validateHead(this.head).task;
+    this.K = task === "pretrain" ? 2 : this.head.numLabels!;
     this.mode = engineMode(options.mode);
     this.opt = checkOptimizer({ ...DEFAULT_OPTIMIZER, ...(options.optimizer ?? {}) });
     const envThreads = Number(env("BERTFORGE_THREADS") ?? "");
@@ -1090,17 +1080,51 @@ export class NativeEngine implements Engine {
   // ------------------------------------------------------------------------------------------ heads
 
   /** pooled (B, C) = tanh(X_L[:, 0] Wp^T + bp) */
-  private poolerForward(B: number, T: number): void {
+  /**
+   * The sentence vector (B, C) in A.pooled: HF's pooler, tanh(X_L[:, 0] Wp^T + bp), or for a mean-pooling head
+   * the mean of X_L over each row's real tokens.
+   */
+  private poolerForward(B: number, T: number, mask: Int32Array): void {
     const C = this.config.hidden_size, XL = this.X[this.config.num_hidden_layers], pooled = this.A.pooled;
+    if (this.meanPooling) {
+      pooled.a.fill(0, 0, B * C);
+      for (let b = 0; b < B; b++) {
+        const row = pooled.a.subarray(b * C, (b + 1) * C);
+        let n = 0;
+        for (let t = 0; t < T; t++) {
+          if (!mask[b * T + t]) continue;
+          n++;
+          const x = XL.a.subarray((b * T + t) * C, (b * T + t + 1) * C);
+          for (let c = 0; c < C; c++) row[c] += x[c];
+        }
+        if (n > 0) { for (let c = 0; c < C; c++) row[c] /= n; // a fully padded row stays zero
+         }
+      }
+      return;
+    }
     this.gemm(false, true, B, C, C, XL.p, T * C, this.P.poolW.p, C, 0, pooled.p, C);
     this.kernels.biasAdd(pooled.a, this.P.poolB.a, B, C);
     for (let i = 0; i < B * C; i++) pooled.a[i] = Math.tanh(pooled.a[i]);
   }
 
-  /** dPooled (B, C) → pooler grads, and dX[:, 0] += ... (dX must already hold the other contributions). */
-  private poolerBackward(B: number, T: number): void {
+  /** dPooled (B, C) → pooler grads and dX[:, 0] (or every real token's dX for mean pooling) += ... */
+  private poolerBackward(B: number, T: number, mask: Int32Array): void {
     const C = this.config.hidden_size, XL = this.X[this.config.num_hidden_layers];
     const dp = this.A.dPooled, pooled = this.A.pooled.a;
+    if (this.meanPooling) {
+      const dX = this.A.dX.a;
+      for (let b = 0; b < B; b++) {
+        let n = 0;
+        for (let t = 0; t < T; t++) n += mask[b * T + t] ? 1 : 0;
+        const share = dp.a.subarray(b * C, (b + 1) * C);
+        for (let t = 0; t < T; t++) {
+          if (!mask[b * T + t]) continue;
+          const d = dX.subarray((b * T + t) * C, (b * T + t + 1) * C);
+          for (let c = 0; c < C; c++) d[c] += share[c] / n;
+        }
+      }
+      return;
+    }
     for (let i = 0; i < B * C; i++) dp.a[i] *= 1 - pooled[i] * pooled[i]; // tanh' = 1 - tanh^2
     this.kernels.biasGrad(this.G.poolB.a, dp.a, B, C);
     this.gemm(true, false, C, C, B, dp.p, C, XL.p, T * C, 1, this.G.poolW.p, C);
@@ -1162,7 +1186,7 @@ export class NativeEngine implements Engine {
       this.mark("mlm_head");
       stats = { loss: mlm.loss, mlmLoss: mlm.loss, mlmCorrect: mlm.correct, mlmCount: mlm.count };
       if (batch.nspLabels) {
-        this.poolerForward(B, T);
+        this.poolerForward(B, T, batch.attentionMask);
         const logits = A.smallLogits;
         this.gemm(false, true, B, 2, C, A.pooled.p, C, P.nspW.p, C, 0, logits.p, 2);
         k.biasAdd(logits.a, P.nspB.a, B, 2);
@@ -1177,14 +1201,14 @@ export class NativeEngine implements Engine {
           k.biasGrad(G.nspB.a, logits.a, B, 2);
           this.gemm(true, false, 2, C, B, logits.p, 2, A.pooled.p, C, 1, G.nspW.p, C);
           this.gemm(false, false, B, C, 2, logits.p, 2, P.nspW.p, C, 0, A.dPooled.p, C);
-          this.poolerBackward(B, T);
+          this.poolerBackward(B, T, batch.attentionMask);
         }
         this.mark("nsp_head");
       }
       return stats;
     }
     if (task === "classify" || task === "pair" || task === "multilabel") {
-      this.poolerForward(B, T);
+      this.poolerForward(B, T, batch.attentionMask);
       const pd = A.pooledDrop;
       const site = pH > 0 ? this.takeDropout(B * C) : 0;
       k.dropout(pd.a, A.pooled.a, B * C, pH, this.rngSeed, site);
@@ -1204,7 +1228,7 @@ export class NativeEngine implements Engine {
         this.gemm(true, false, K, C, B, logits.p, K, pd.p, C, 1, G.clsW.p, C);
         this.gemm(false, false, B, C, K, logits.p, K, P.clsW.p, C, 0, A.dPooled.p, C);
         k.dropout(A.dPooled.a, A.dPooled.a, B * C, pH, this.rngSeed, site);
-        this.poolerBackward(B, T);
+        this.poolerBackward(B, T, batch.attentionMask);
       }
       this.mark("head");
       return stats;
@@ -1428,8 +1452,8 @@ export class NativeEngine implements Engine {
     const C = c.hidden_size, NT = B * T, K = this.K;
     const XL = this.X[c.num_hidden_layers];
     const out: ForwardOutput = { logits: new Float32Array(0) };
-    const pooler = hasPooler(this.head);
-    if (pooler) this.poolerForward(B, T);
+    const sentence = this.head.task !== "ner";
+    if (sentence) this.poolerForward(B, T, batch.attentionMask);
     const task = this.head.task;
     if (task === "pretrain") {
       this.gemm(false, true, B, 2, C, A.pooled.p, C, P.nspW.p, C, 0, A.smallLogits.p, 2);
@@ -1452,7 +1476,7 @@ export class NativeEngine implements Engine {
     }
     if (options?.wantHidden) {
       out.hidden = XL.a.slice(0, NT * C);
-      if (pooler) out.pooled = A.pooled.a.slice(0, B * C);
+      if (sentence) out.pooled = A.pooled.a.slice(0, B * C);
     }
     return out;
   }

@@ -7,6 +7,7 @@ import { assert, assertEquals, assertThrows } from "@std/assert";
 import { FailedPrecondition, InvalidArgument } from "../../errors.ts";
 import type { BertConfig } from "../../model/config.ts";
 import type { Batch, HeadSpec } from "../engine.ts";
+import { createTfjsEngine } from "../tfjs/mod.ts";
 import { NativeEngine } from "./native_engine.ts";
 
 const B = 3, T = 7, V = 99, K = 5;
@@ -141,6 +142,10 @@ Deno.test("native engine: gradients match finite differences, pair head", () => 
 });
 Deno.test("native engine: gradients match finite differences, multilabel head", () => {
   gradCheck({ task: "multilabel", numLabels: K });
+});
+Deno.test("native engine: gradients match finite differences, classify and pair heads with mean pooling", () => {
+  gradCheck({ task: "classify", numLabels: K, pooling: "mean" });
+  gradCheck({ task: "pair", numLabels: K, pooling: "mean" }, "c", true);
 });
 Deno.test("native engine: gradients match finite differences, ner head", () => {
   gradCheck({ task: "ner", numLabels: K });
@@ -278,6 +283,53 @@ Deno.test("native engine: forward outputs have the documented shapes; CRF paths 
   pre.dispose();
 });
 
+Deno.test("native engine: a mean-pooling head reads the mean of the real tokens' last layer, as tfjs does", async () => {
+  const head: HeadSpec = { task: "classify", numLabels: K, pooling: "mean" };
+  const engine = new NativeEngine({ config: tinyConfig(), head, seed: 4, maxBatch: B, maxSeqLen: T });
+  assert(!engine.parameterNames().some((n) => n.startsWith("bert.pooler.")), "no pooler tensors");
+  const batch = tinyBatch(head); // the last row ends in 2 padding tokens
+  const out = engine.forward(batch, { wantHidden: true });
+  const C = 32, weights = engine.getWeights();
+  const W = weights.get("classifier.weight")!.data, bias = weights.get("classifier.bias")!.data;
+  for (let b = 0; b < B; b++) {
+    const real = [...Array(T).keys()].filter((t) => batch.attentionMask[b * T + t]);
+    for (let c = 0; c < C; c++) {
+      const mean = real.reduce((sum, t) => sum + out.hidden![(b * T + t) * C + c], 0) / real.length;
+      assert(
+        Math.abs(out.pooled![b * C + c] - mean) < 1e-5,
+        `row ${b} unit ${c}: ${out.pooled![b * C + c]} vs ${mean}`,
+      );
+    }
+    for (let k = 0; k < K; k++) {
+      let logit = bias[k];
+      for (let c = 0; c < C; c++) logit += W[k * C + c] * out.pooled![b * C + c];
+      assert(Math.abs(out.logits[b * K + k] - logit) < 1e-4, `row ${b} logit ${k}`);
+    }
+  }
+  const tfjs = await createTfjsEngine({ config: tinyConfig(), head, backend: "cpu" });
+  tfjs.setWeights(weights);
+  const other = tfjs.forward(batch);
+  for (let i = 0; i < B * K; i++) {
+    assert(
+      Math.abs(other.logits[i] - out.logits[i]) < 1e-4,
+      `logit ${i}: tfjs ${other.logits[i]} native ${out.logits[i]}`,
+    );
+  }
+  tfjs.dispose();
+  engine.dispose();
+  assertThrows(
+    () =>
+      new NativeEngine({
+        config: tinyConfig(),
+        head: { task: "ner", numLabels: K, pooling: "mean" },
+        maxBatch: B,
+        maxSeqLen: T,
+      }),
+    InvalidArgument,
+    "head pooling is for tasks classify, multilabel and pair",
+  );
+});
+
 Deno.test("native engine: more labels than hidden units (K > C) with a CRF", () => {
   const head: HeadSpec = { task: "ner", numLabels: 41, crf: true };
   const optimizer = { lr: 3e-3, totalSteps: 100 };
@@ -292,7 +344,12 @@ Deno.test("native engine: more labels than hidden units (K > C) with a CRF", () 
 });
 
 Deno.test("native engine: a fully padded row, T=1 and a batch without masked positions stay finite", () => {
-  for (const head of [{ task: "pretrain" }, { task: "ner", numLabels: K, crf: true }] as HeadSpec[]) {
+  const heads: HeadSpec[] = [
+    { task: "pretrain" },
+    { task: "ner", numLabels: K, crf: true },
+    { task: "classify", numLabels: K, pooling: "mean" },
+  ];
+  for (const head of heads) {
     const engine = new NativeEngine({ config: tinyConfig(), head, seed: 2, maxBatch: B, maxSeqLen: T });
     const batch = tinyBatch(head);
     batch.attentionMask.fill(0, T, 2 * T); // row 1: padding only
@@ -308,6 +365,7 @@ Deno.test("native engine: a fully padded row, T=1 and a batch without masked pos
       mlmLabels: new Int32Array([4]),
       nspLabels: new Int32Array([1]),
       tokenLabels: new Int32Array([2]),
+      labels: new Int32Array([1]),
     };
     assert(Number.isFinite(engine.trainStep(short).loss));
     assert(engine.getWeights().values().every((t) => t.data.every(Number.isFinite)));

@@ -7,7 +7,7 @@
  * key and value weights of a layer side by side: one fused (3C, C) QKV GEMM with no copies.
  */
 import type { BertConfig } from "../../model/config.ts";
-import type { HeadSpec } from "../engine.ts";
+import { type HeadSpec, headUsesPooler } from "../engine.ts";
 
 export type InitKind = "normal" | "zeros" | "ones" | "crf";
 
@@ -26,11 +26,6 @@ export interface ParamSpec {
 /** HF's rule (run_pretraining / Trainer): no weight decay for biases and LayerNorm weights. */
 export function decays(name: string): boolean {
   return !(name.includes("bias") || name.includes("LayerNorm.weight"));
-}
-
-export function hasPooler(head: HeadSpec): boolean {
-  // BertForTokenClassification is built with add_pooling_layer=False
-  return head.task !== "ner";
 }
 
 export function paramSpecs(config: BertConfig, head: HeadSpec): ParamSpec[] {
@@ -65,7 +60,7 @@ export function paramSpecs(config: BertConfig, head: HeadSpec): ParamSpec[] {
     linear(`${p}.output.dense`, C, F);
     layerNorm(`${p}.output.LayerNorm`);
   }
-  if (hasPooler(head)) linear("bert.pooler.dense", C, C, true);
+  if (headUsesPooler(head)) linear("bert.pooler.dense", C, C, true);
   if (head.task === "pretrain") {
     linear("cls.predictions.transform.dense", C, C, true);
     layerNorm("cls.predictions.transform.LayerNorm", true);

@@ -89,11 +89,11 @@ function wordEmbeddings(ctx: RunContext, ids: Int32Array): Tensor2D {
 
 export interface EncoderOutput {
   hidden: Tensor2D; // (N, C)
-  pooled?: Tensor2D; // (B, C) when the head has a pooler
+  pooled?: Tensor2D; // (B, C): the pooler's output, or the masked mean for a mean-pooling head; none for ner
 }
 
-/** Embeddings + L transformer layers (+ pooler when `withPooler`). */
-export function encode(ctx: RunContext, batch: Batch, withPooler: boolean): EncoderOutput {
+/** Embeddings + L transformer layers (+ the sentence vector the head reads, see HeadSpec.pooling). */
+export function encode(ctx: RunContext, batch: Batch, head: HeadSpec): EncoderOutput {
   const { tf, params, config } = ctx;
   const { B, T } = batch;
   const C = config.hidden_size, NH = config.num_attention_heads, HS = C / NH, N = B * T;
@@ -133,7 +133,13 @@ export function encode(ctx: RunContext, batch: Batch, withPooler: boolean): Enco
     const out = ctx.dropout(linear(ctx, inner, `${p}.output.dense`), config.hidden_dropout_prob); // (N, C)
     x = layerNorm(ctx, tf.add(out, h) as Tensor2D, `${p}.output.LayerNorm`);
   }
-  if (!withPooler) return { hidden: x };
+  if (head.task === "ner") return { hidden: x };
+  if (head.pooling === "mean") {
+    const mask = tf.tensor3d(Float32Array.from(batch.attentionMask), [B, T, 1]);
+    const summed = tf.sum(tf.mul(tf.reshape(x, [B, T, C]), mask), 1); // (B, C)
+    // max(count, 1): a fully padded row reads zeros instead of NaN
+    return { hidden: x, pooled: tf.div(summed, tf.maximum(tf.sum(mask, 1), 1)) as Tensor2D };
+  }
   const first = tf.reshape(tf.slice(tf.reshape(x, [B, T, C]), [0, 0, 0], [B, 1, C]), [B, C]) as Tensor2D; // (B, C)
   return { hidden: x, pooled: tf.tanh(linear(ctx, first, "bert.pooler.dense")) };
 }
@@ -230,9 +236,4 @@ export function crfLoss(
   const all = crfLogPartition(ctx, emissions, on);
   const agreeing = crfLogPartition(ctx, tf.add(emissions, tf.tensor3d(penalty, [B, T, K])), on);
   return tf.mean(tf.sub(all, agreeing));
-}
-
-/** Which head tensors need the pooler (HF BertForTokenClassification has none). */
-export function headUsesPooler(head: HeadSpec): boolean {
-  return head.task !== "ner";
 }

@@ -37,7 +37,6 @@ import {
   crossEntropy,
   encode,
   gatherRows,
-  headUsesPooler,
   mlmLogits,
   type RunContext,
 } from "./bert.ts";
@@ -162,7 +161,7 @@ export class TfjsEngine implements Engine {
     const ctx = this.context(training);
     const { B, T } = batch;
     const K = this.head.numLabels ?? 0;
-    const { hidden, pooled } = encode(ctx, batch, headUsesPooler(this.head));
+    const { hidden, pooled } = encode(ctx, batch, this.head);
     const keep = <X extends Tensor>(t: X) => tf.keep(t);
     switch (this.head.task) {
       case "pretrain": {
@@ -409,7 +408,7 @@ export class TfjsEngine implements Engine {
     const result: ForwardOutput = { logits: new Float32Array(0) };
     tf.tidy(() => {
       const ctx = this.context(false);
-      const { hidden, pooled } = encode(ctx, batch, headUsesPooler(this.head));
+      const { hidden, pooled } = encode(ctx, batch, this.head);
       if (options.wantHidden) {
         result.hidden = hidden.dataSync() as Float32Array;
         if (pooled) result.pooled = pooled.dataSync() as Float32Array;

@@ -184,7 +184,16 @@ export function buildOnnxModel(config: BertConfig, head: HeadSpec, weights: Weig
 
   const outputs: Message[] = [valueInfo("last_hidden_state", FLOAT, ["batch", "sequence", C])];
   let pooled: string | undefined;
-  if (head.task !== "ner") {
+  if (head.pooling === "mean") {
+    // The engines' mean over real tokens; no pooler_output (the model has no pooler).
+    const real = g.node("Unsqueeze", [g.node("Cast", ["attention_mask"], { to: { i: FLOAT } }), g.ints([2])]); // (B, T, 1)
+    const summed = g.node("ReduceSum", [g.node("Mul", [x, real]), g.ints([1])], { keepdims: { i: 0 } }); // (B, C)
+    const count = g.node("Max", [
+      g.node("ReduceSum", [real, g.ints([1])], { keepdims: { i: 0 } }),
+      g.floatScalar(1),
+    ]);
+    pooled = g.node("Div", [summed, count]);
+  } else if (head.task !== "ner") {
     const first = g.node("Gather", [x, g.ints([0])], { axis: { i: 1 } }); // (B, 1, C)
     const firstFlat = g.node("Squeeze", [first, g.ints([1])]); // (B, C)
     pooled = g.node("Tanh", [linear(firstFlat, "bert.pooler.dense")]);

@@ -37,11 +37,12 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 const heads: HeadSpec[] = [
   { task: "pretrain" },
   { task: "classify", numLabels: 3 },
+  { task: "classify", numLabels: 3, pooling: "mean" },
   { task: "ner", numLabels: 5, crf: true },
 ];
 
 for (const head of heads) {
-  Deno.test(`exportOnnx() '${head.task}' loads in onnxruntime-node and matches tfjs to 1e-4 at two shapes`, async () => {
+  Deno.test(`exportOnnx() '${head.task}'${head.pooling ? ` (${head.pooling} pooling)` : ""} loads in onnxruntime-node and matches tfjs to 1e-4 at two shapes`, async () => {
     const dir = await Deno.makeTempDir();
     const weights = initWeights(config, head, 4);
     // Larger than BERT's init so the outputs are far from trivial.
@@ -77,6 +78,8 @@ for (const head of heads) {
         if (head.task === "pretrain") {
           assert(maxDiff(result.nsp_logits!.data as Float32Array, expected.nspLogits!) < 1e-4);
         }
+        // pooler_output is the HF pooler's; a mean-pooling model has none to offer
+        assertEquals(session.outputNames.includes("pooler_output"), head.task !== "ner" && !head.pooling);
       }
     } finally {
       engine.dispose();
