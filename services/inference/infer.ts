@@ -11,6 +11,7 @@
  */
 import { FailedPrecondition, InvalidArgument, ResourceExhausted } from "../shared/errors.ts";
 import { stitchWindows, type TokenSpan, tokenWindows } from "../shared/data/windows.ts";
+import { headUsesPooler } from "../shared/engine/engine.ts";
 import type { Encoding } from "../shared/wordpiece/mod.ts";
 import type { Batcher, InferenceInput, InferenceOutput } from "./batcher.ts";
 import type { ModelInstance, Registry } from "./registry.ts";
@@ -630,9 +631,10 @@ export class Inference {
     const pooling = enumField(options.pooling, POOLINGS, "options.pooling");
     const normalize = boolField(options.normalize, "options.normalize", false);
     return await this.registry.use(this.#ref(request), async (instance) => {
-      if (pooling === "POOLING_POOLER" && instance.head.task === "ner") {
+      if (pooling === "POOLING_POOLER" && !headUsesPooler(instance.head)) {
+        const head = instance.head.task === "ner" ? "ner" : `${instance.head.task}, mean pooling`;
         throw new FailedPrecondition(
-          `options.pooling POOLING_POOLER needs a pooler; model ${instance.name} (ner) has none: use POOLING_CLS or POOLING_MEAN`,
+          `options.pooling POOLING_POOLER needs a pooler; model ${instance.name} (${head}) has none: use POOLING_CLS or POOLING_MEAN`,
         );
       }
       const started = performance.now();

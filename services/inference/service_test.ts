@@ -360,6 +360,14 @@ Deno.test("InferenceService maps bad input to statuses over gRPC and HTTP", asyn
         "FAILED_PRECONDITION",
         409,
       ],
+      // a mean-pooling classifier has no pooler either
+      [
+        "Embed",
+        "topics:embed",
+        { text: "好", options: { pooling: "POOLING_POOLER" } },
+        "FAILED_PRECONDITION",
+        409,
+      ],
     ];
     for (const [method, path, body, code, status] of cases) {
       const model = path.split(":")[0]!;
