@@ -20,7 +20,7 @@ import type { Batch, ForwardOutput, HeadSpec, Weights } from "../shared/engine/e
 import { createEngine, requestedBackend } from "../shared/engine/select.ts";
 import { findTfjsNode } from "../shared/engine/tfjs/locate.ts";
 import type { BertConfig } from "../shared/model/config.ts";
-import { viterbiDecode } from "../shared/model/crf.ts";
+import { crfParamsOf, viterbiDecode } from "../shared/model/crf.ts";
 import type { WorkerError, WorkerForward, WorkerLoad, WorkerReply, WorkerRequest } from "./engine_worker.ts";
 
 export type ServingBackendName = "native" | "onnx" | "tensorflow" | "wasm" | "cpu";
@@ -355,12 +355,7 @@ async function createOnnxBackend(options: BackendOptions): Promise<ServingBacken
     return new ort.Tensor("int64", data, [B, T]);
   };
   const bytes = options.onnx!.byteLength;
-  const tensor = (name: string) => options.weights.get(name)?.data ?? new Float32Array(0);
-  const crf = {
-    start: tensor("crf.start_transitions"),
-    end: tensor("crf.end_transitions"),
-    transitions: tensor("crf.transitions"),
-  };
+  const crf = options.head.crf ? crfParamsOf(options.weights) : undefined;
   return {
     name: "onnx",
     maxTokens: Math.max(options.maxBatchTokens, options.maxSeqLen),
@@ -384,7 +379,7 @@ async function createOnnxBackend(options: BackendOptions): Promise<ServingBacken
       if (hidden) out.hidden = hidden;
       const pooled = data("pooler_output");
       if (pooled) out.pooled = pooled;
-      if (task === "ner" && options.head.crf) {
+      if (task === "ner" && crf) {
         // The exported graph stops at the emissions; Viterbi runs here with the checkpoint's CRF tensors.
         const K = out.logits.length / (B * T);
         out.paths = viterbiDecode(

@@ -12,6 +12,7 @@
 import { FailedPrecondition, InvalidArgument, ResourceExhausted } from "../shared/errors.ts";
 import { stitchWindows, type TokenSpan, tokenWindows } from "../shared/data/windows.ts";
 import { headUsesPooler } from "../shared/engine/engine.ts";
+import { type CrfParams, viterbiAcrossWindows } from "../shared/model/crf.ts";
 import type { Encoding } from "../shared/wordpiece/mod.ts";
 import type { Batcher, InferenceInput, InferenceOutput } from "./batcher.ts";
 import type { ModelInstance, Registry } from "./registry.ts";
@@ -248,9 +249,15 @@ function windowPasses(input: WindowedInput): InferenceInput[] {
 
 /**
  * The outputs of a windowed Tag input's passes as one output over its whole encoding: each token's logits
- * (and CRF tag) from the window where it has the most context (stitchWindows, as evaluation does).
+ * from the window where it has the most context (stitchWindows, as evaluation does); with the model's `crf`,
+ * the tags are one Viterbi path over those stitched emissions (viterbiAcrossWindows, as evaluation decodes),
+ * without it each token's CRF tag comes from its window like its logits.
  */
-export function stitchTagOutputs(input: WindowedInput, outputs: readonly InferenceOutput[]): InferenceOutput {
+export function stitchTagOutputs(
+  input: WindowedInput,
+  outputs: readonly InferenceOutput[],
+  crf?: CrfParams,
+): InferenceOutput {
   const windows = input.windows!;
   const T = input.encoding.ids.length;
   const K = outputs[0]!.logits.length / (windows[0]!.end - windows[0]!.start + 2);
@@ -269,7 +276,20 @@ export function stitchTagOutputs(input: WindowedInput, outputs: readonly Inferen
     inferenceMs: Math.max(...outputs.map((o) => o.inferenceMs)),
     batchSize: Math.max(...outputs.map((o) => o.batchSize)),
   };
-  if (outputs[0]!.paths) {
+  if (outputs[0]!.paths && crf) {
+    const last = outputs.at(-1)!.logits, lastSep = 1 + inner(windows.length - 1);
+    output.paths = new Int32Array(T).fill(-1);
+    output.paths.set(
+      viterbiAcrossWindows(
+        outputs[0]!.logits.subarray(0, K),
+        logits.subarray(K, (T - 1) * K),
+        last.subarray(lastSep * K, (lastSep + 1) * K),
+        K,
+        crf,
+      ),
+      1,
+    );
+  } else if (outputs[0]!.paths) {
     output.paths = new Int32Array(T);
     stitchWindows(
       windows,
@@ -534,7 +554,7 @@ export class Inference {
       let next = 0;
       const results = encoded.map((input, i) => {
         const mine = outputs.slice(next, next += passes[i]!.length);
-        const output = input.windows ? stitchTagOutputs(input, mine) : mine[0]!;
+        const output = input.windows ? stitchTagOutputs(input, mine, instance.crf) : mine[0]!;
         return tagging(instance, texts[i]!.text, input, output, { returnTags, minScore });
       });
       return { instance, results, timing };

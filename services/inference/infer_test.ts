@@ -7,6 +7,7 @@ import { Batcher, type InferenceOutput } from "./batcher.ts";
 import { encodeInput, encodeWindowedInput, enumField, Inference, PayloadTooLarge, tagging } from "./infer.ts";
 import type { ModelInstance, Registry } from "./registry.ts";
 import { TINY_VOCAB } from "./testing.ts";
+import { viterbiDecode } from "../shared/model/crf.ts";
 
 const tokenizer = WordPieceTokenizer.fromVocabText(TINY_VOCAB.join("\n"));
 const LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"];
@@ -298,6 +299,62 @@ function tableClassifier(maxLength: number, windows: boolean): ModelInstance {
     windows,
   });
 }
+
+/**
+ * A served NER + CRF model whose emissions depend only on the token (a small per-token jitter), so any pass sees
+ * the same emissions for a token wherever it stands, and whose paths are each pass's own Viterbi decode. Its
+ * transitions reward staying on a tag, so the best tag of a stretch is decided by evidence far away: the case
+ * where windows decoded alone disagree at their seams.
+ */
+function chainNer(maxLength: number, joint: boolean): ModelInstance {
+  const K = LABELS.length;
+  let seed = 17;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const crf = {
+    start: new Float32Array(K),
+    end: new Float32Array(K),
+    transitions: Float32Array.from({ length: K * K }, (_, i) => (i % (K + 1) === 0 ? 2 : -2)),
+  };
+  const emission = tokenizer.idToToken.map(() => Float32Array.from({ length: K }, () => random()));
+  const forward = (batch: Batch): ForwardOutput => {
+    const { B, T } = batch;
+    const logits = new Float32Array(B * T * K);
+    for (let i = 0; i < B * T; i++) {
+      if (batch.attentionMask[i]) logits.set(emission[batch.inputIds[i]!]!, i * K);
+    }
+    const paths = viterbiDecode(logits, batch.attentionMask, B, T, K, crf.start, crf.end, crf.transitions);
+    return { logits, paths };
+  };
+  return tableModel(maxLength, forward, {
+    id: 5000 + maxLength * 2 + (joint ? 1 : 0),
+    label: "chain-ner",
+    tokenLevel: true,
+    head: { task: "ner", numLabels: K, crf: true },
+    heads: ["token_classifier", "crf"],
+    ...(joint ? { crf } : {}),
+  });
+}
+
+Deno.test("Tag with a CRF decodes a long text's windows as one chain: the tags one pass would give", async () => {
+  const text = Array.from(
+    { length: 400 },
+    (_, i) => "的一是不了人我在有他这中大来张三李四北京"[(i * 7) % 20]!,
+  ).join("");
+  const tagsOf = async (model: ModelInstance) => {
+    let tags: unknown[] = [];
+    await withInference(model, async (inference) => {
+      const { result } = (await inference.tag({ text, options: { return_tags: true } })).response;
+      tags = result.tags;
+    });
+    return tags;
+  };
+  const whole = await tagsOf(chainNer(512, true));
+  assertEquals(whole.length, 400);
+  assertEquals(await tagsOf(chainNer(16, true)), whole);
+  // Each window decoded alone (the model's CRF tensors unknown to the stitcher) disagrees at the seams: the
+  // case the joint decode is for.
+  assert(JSON.stringify(await tagsOf(chainNer(16, false))) !== JSON.stringify(whole));
+});
 
 Deno.test("Classify on a model fine-tuned with windows averages the logits of a long text's windows", async () => {
   // 200 tokens: two 差 at the start, three 好 near the end. Cut at 16 tokens the text reads negative; whole it is

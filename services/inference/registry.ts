@@ -22,6 +22,7 @@ import {
 } from "../shared/errors.ts";
 import type { HeadSpec } from "../shared/engine/engine.ts";
 import { adaptWeights } from "../shared/model/checkpoint.ts";
+import { type CrfParams, crfParamsOf } from "../shared/model/crf.ts";
 import type { BertConfig } from "../shared/model/config.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
@@ -69,6 +70,8 @@ export interface ModelInstance extends BatchTarget {
   readonly thresholds: number[];
   /** Classify/multilabel trained on long texts as windows (`bertforge_long_text: "windows"`): served the same way. */
   readonly windows: boolean;
+  /** A CRF head's tensors, for decoding a sentence that ran as windows as one chain (stitchTagOutputs). */
+  readonly crf?: CrfParams;
   readonly loadSeconds: number;
   lastUsed: number;
   inFlight: number;
@@ -282,6 +285,7 @@ export class Registry {
       source,
       thresholds,
       windows: config.bertforge_long_text === "windows",
+      ...(head.crf ? { crf: crfParamsOf(adapted.weights) } : {}),
       loadSeconds: (performance.now() - started) / 1000,
       lastUsed: performance.now(),
       inFlight: 0,

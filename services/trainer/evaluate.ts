@@ -6,9 +6,10 @@
  * Every batch has B rows (a partial last batch is filled with dummy `[CLS] [SEP]` rows whose outputs are
  * ignored) and at most T tokens, the engine's preallocated maximum.
  *
- * A NER sentence longer than T comes as several windows (encodeNerExamples): their per-token logits and CRF
- * paths are stitched (stitchWindows: each token from the window where it has the most context) and the
- * sentence is scored whole, so entities past the first window count in the gold and can be found.
+ * A NER sentence longer than T comes as several windows (encodeNerExamples): their per-token logits are
+ * stitched (stitchWindows: each token from the window where it has the most context), a CRF decodes the
+ * stitched emissions as one chain (viterbiAcrossWindows), and the sentence is scored whole, so entities past
+ * the first window count in the gold and can be found.
  */
 import type { Batch, Engine, HeadSpec } from "../shared/engine/engine.ts";
 import {
@@ -23,6 +24,7 @@ import {
   type TokenSpan,
 } from "../shared/data/mod.ts";
 import { InvalidArgument } from "../shared/errors.ts";
+import { type CrfParams, crfParamsOf, viterbiAcrossWindows } from "../shared/model/crf.ts";
 
 export type Feature = TextFeature | NerFeature;
 
@@ -211,7 +213,17 @@ export function evaluateFeatures(
     }
   };
   const textWindows = new Map<number, { logits: Float32Array; seen: number }>();
-  type Window = { span: TokenSpan; labels: Int32Array; logits: Float32Array; paths: Int32Array | undefined };
+  type Window = {
+    span: TokenSpan;
+    labels: Int32Array;
+    logits: Float32Array;
+    /** the emissions of the window's [CLS] and [SEP], which a CRF chain across windows starts and ends on */
+    cls: Float32Array;
+    sep: Float32Array;
+    paths: Int32Array | undefined;
+  };
+  // Read from the engine only when a CRF sentence ran as windows.
+  let crf: CrfParams | undefined;
   const pending = new Map<number, Window[]>();
   // Longest first, so each batch pads only to rows of about its own length (the scores do not depend on order).
   const byLength = Array.from(features.keys()).sort((a, b) =>
@@ -235,16 +247,20 @@ export function evaluateFeatures(
         const { example, start, end, count } = f.window;
         const windows = pending.get(example) ?? [];
         pending.set(example, windows);
-        windows.push({ span: { start, end }, labels: tokenLabels, logits, paths });
+        const cls = out.logits.slice((first - 1) * K, first * K);
+        const sep = out.logits.slice((first + n) * K, (first + n + 1) * K);
+        windows.push({ span: { start, end }, labels: tokenLabels, logits, cls, sep, paths });
         if (windows.length < count) return;
         pending.delete(example);
         windows.sort((x, y) => x.span.start - y.span.start);
         const spans = windows.map((w) => w.span);
         const length = Math.max(...spans.map((s) => s.end));
+        const emissions = stitchWindows(spans, windows.map((w) => w.logits), K, new Float32Array(length * K));
+        if (paths) crf ??= crfParamsOf(engine.getWeights());
         scoreSentence(
           stitchWindows(spans, windows.map((w) => w.labels), 1, new Int32Array(length)),
-          stitchWindows(spans, windows.map((w) => w.logits), K, new Float32Array(length * K)),
-          paths ? stitchWindows(spans, windows.map((w) => w.paths!), 1, new Int32Array(length)) : undefined,
+          emissions,
+          paths ? viterbiAcrossWindows(windows[0]!.cls, emissions, windows.at(-1)!.sep, K, crf!) : undefined,
         );
         return;
       }

@@ -1,6 +1,7 @@
-import { assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
+import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import type { Batch, Engine, ForwardOutput, HeadSpec } from "../shared/engine/engine.ts";
-import { encodeNerExamples, LabelSet, type NerExample } from "../shared/data/mod.ts";
+import { encodeNerExamples, LabelSet, type NerExample, stitchWindows } from "../shared/data/mod.ts";
+import { viterbiDecode } from "../shared/model/crf.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
 import { classificationMetrics, evaluateFeatures, makeBatch } from "./evaluate.ts";
 import { tinyVocabText } from "./testing.ts";
@@ -77,8 +78,85 @@ function edgeBlindEngine(head: HeadSpec, tagOfId: (id: number) => number): Engin
       }
       return head.crf ? { logits, paths } : { logits };
     },
+    // CRF tensors that leave the emissions in charge, for decoding a windowed sentence as one chain
+    getWeights: () => crfWeights(K, () => 0),
   } as unknown as Engine;
 }
+
+function crfWeights(K: number, transition: (from: number, to: number) => number) {
+  const tensor = (shape: number[], data: Float32Array) => ({ shape, data });
+  return new Map([
+    ["crf.start_transitions", tensor([K], new Float32Array(K))],
+    ["crf.end_transitions", tensor([K], new Float32Array(K))],
+    [
+      "crf.transitions",
+      tensor([K, K], Float32Array.from({ length: K * K }, (_, i) => transition(Math.floor(i / K), i % K))),
+    ],
+  ]);
+}
+
+/**
+ * A stand-in NER + CRF model whose transitions reward staying on a tag (+1, a switch -1): tokens of `anchor`
+ * pull hard (+5) to tag 1, every other token leans a little (+0.01) to O. Over 80 tokens with two anchors one pass
+ * stays on tag 1 throughout (each switch costs more than the lean of all the O-leaning tokens gains); a window
+ * between the anchors sees none and says O.
+ */
+function chainEngine(head: HeadSpec, vocabSize: number, anchor: number): Engine {
+  const K = head.numLabels!;
+  const emission = Array.from({ length: vocabSize }, (_, id) => {
+    const row = new Float32Array(K);
+    if (id === anchor) row[1] = 5;
+    else row[0] = 0.01;
+    return row;
+  });
+  const weights = crfWeights(K, (from, to) => (from === to ? 1 : -1));
+  const [start, end, transitions] = [...weights.values()].map((t) => t.data);
+  return {
+    head,
+    forward(batch: Batch): ForwardOutput {
+      const { B, T } = batch;
+      const logits = new Float32Array(B * T * K);
+      for (let i = 0; i < B * T; i++) {
+        if (batch.attentionMask[i]) logits.set(emission[batch.inputIds[i]!]!, i * K);
+      }
+      return {
+        logits,
+        paths: viterbiDecode(logits, batch.attentionMask, B, T, K, start!, end!, transitions!),
+      };
+    },
+    getWeights: () => weights,
+  } as unknown as Engine;
+}
+
+Deno.test("evaluateFeatures() decodes a long sentence's windows with the CRF as one chain, as one pass would", () => {
+  const labels = new LabelSet(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]);
+  const tokenizer = WordPieceTokenizer.fromVocabText(tinyVocabText());
+  const head: HeadSpec = { task: "ner", numLabels: labels.size, crf: true };
+  const anchor = String.fromCodePoint(0x4e20);
+  const engine = chainEngine(head, tokenizer.idToToken.length, tokenizer.convertTokensToIds([anchor])[0]!);
+  const ids = { cls: tokenizer.clsId, sep: tokenizer.sepId, pad: tokenizer.padId };
+  const units = Array.from(
+    { length: 80 },
+    (_, i) => i === 10 || i === 61 ? anchor : String.fromCodePoint(0x4e30 + (i % 9)),
+  );
+  // Gold: what the model tags in one pass over the whole sentence.
+  const placeholder = { units, tags: units.map(() => "O"), source: { file: "dev.bio", line: 1 } };
+  const [whole] = encodeNerExamples([placeholder], tokenizer, labels, { maxLength: 128 }).features;
+  const onePass = engine.forward(makeBatch([whole!], head, 1, 128, ids)).paths!;
+  const tags = units.map((_, t) => labels.labels[onePass[t + 1]!]!);
+  assertEquals(tags, units.map(() => "B-PER"), "one pass stays on the anchors' tag throughout");
+  const { features } = encodeNerExamples([{ ...placeholder, tags }], tokenizer, labels, { maxLength: 16 });
+  assert(features.length > 5, "the sentence runs as windows");
+  const result = evaluateFeatures(engine, head, features, labels.labels, { B: 4, T: 16, ids });
+  assertEquals([result.metrics.precision, result.metrics.recall], [1, 1]);
+  // Each window's own path, stitched (the chain cut at every seam), disagrees with the one pass somewhere.
+  const own = features.map((f) =>
+    engine.forward(makeBatch([f], head, 1, 16, ids)).paths!.slice(1, f.ids.length - 1)
+  );
+  const spans = features.map((f) => ({ start: f.window!.start, end: f.window!.end }));
+  const stitched = stitchWindows(spans, own, 1, new Int32Array(units.length));
+  assert(units.some((_, t) => stitched[t] !== onePass[t + 1]));
+});
 
 Deno.test("evaluateFeatures() scores a long NER sentence whole, each token from the window where it has most context", () => {
   const labels = new LabelSet(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]);

@@ -61,3 +61,40 @@ export function viterbiDecode(
   }
   return paths;
 }
+
+/** The CRF tensors of a checkpoint (pytorch-crf names), or undefined when it has none. */
+export interface CrfParams {
+  start: Float32Array;
+  end: Float32Array;
+  transitions: Float32Array;
+}
+
+export function crfParamsOf(weights: ReadonlyMap<string, { data: Float32Array }>): CrfParams | undefined {
+  const start = weights.get("crf.start_transitions")?.data;
+  const end = weights.get("crf.end_transitions")?.data;
+  const transitions = weights.get("crf.transitions")?.data;
+  return start && end && transitions ? { start, end, transitions } : undefined;
+}
+
+/**
+ * One Viterbi path over a long sentence that ran as overlapping windows: `first` and `last` are the emissions
+ * (K) of the first window's [CLS] and the last window's [SEP], `tokens` (n, K) the stitched emissions of the
+ * sentence's own tokens. The chain is [CLS] tokens [SEP], as one pass over the whole sentence would have it, so
+ * the tags agree across window seams (decoding each window alone can end one window on O and start the next on
+ * I-). Returns the n token tags.
+ */
+export function viterbiAcrossWindows(
+  first: ArrayLike<number>,
+  tokens: Float32Array,
+  last: ArrayLike<number>,
+  K: number,
+  crf: CrfParams,
+): Int32Array {
+  const n = tokens.length / K;
+  const emissions = new Float32Array((n + 2) * K);
+  emissions.set(first, 0);
+  emissions.set(tokens, K);
+  emissions.set(last, (n + 1) * K);
+  const active = new Uint8Array(n + 2).fill(1);
+  return viterbiDecode(emissions, active, 1, n + 2, K, crf.start, crf.end, crf.transitions).slice(1, n + 1);
+}
