@@ -10,7 +10,7 @@
  * Letters: T tokens of one input, K labels, C hidden, V vocab, P masked positions.
  */
 import { FailedPrecondition, InvalidArgument, ResourceExhausted } from "../shared/errors.ts";
-import { stitchWindows, type TokenSpan, tokenWindows } from "../shared/data/windows.ts";
+import { stitchWindows, type TokenSpan, tokenWindows, windowPass } from "../shared/data/windows.ts";
 import { headUsesPooler } from "../shared/engine/engine.ts";
 import { type CrfParams, viterbiAcrossWindows } from "../shared/model/crf.ts";
 import type { Encoding } from "../shared/wordpiece/mod.ts";
@@ -240,11 +240,8 @@ export function encodeWindowedInput(
 function windowPasses(input: WindowedInput): InferenceInput[] {
   const { ids, typeIds } = input.encoding;
   if (!input.windows) return [{ ids, typeIds }];
-  const cls = ids[0]!, sep = ids.at(-1)!;
-  return input.windows.map(({ start, end }) => ({
-    ids: [cls, ...ids.slice(1 + start, 1 + end), sep],
-    typeIds: new Array<number>(end - start + 2).fill(0),
-  }));
+  const inner = ids.slice(1, -1);
+  return input.windows.map((span) => windowPass(inner, span, ids[0]!, ids.at(-1)!));
 }
 
 /**

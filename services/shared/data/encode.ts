@@ -16,7 +16,7 @@ import type { WordPieceTokenizer } from "../wordpiece/mod.ts";
 import type { DataTask, NerExample, SourceRef, TextExample } from "./formats.ts";
 import type { LabelSet } from "./labels.ts";
 import { getEntities } from "./metrics.ts";
-import { type TokenSpan, tokenWindows } from "./windows.ts";
+import { type TokenSpan, tokenWindows, windowPass } from "./windows.ts";
 
 /** Ignore index of the losses: special tokens, continuation pieces and padding. */
 export const IGNORE_INDEX = -100;
@@ -119,10 +119,9 @@ export function encodeTextExamples(
       const inner = full.ids.slice(1, -1);
       const spans = tokenWindows(inner.length, maxLength - 2);
       report.windowed!++;
-      encodings = spans.map(({ start, end }) => ({
-        ids: [tokenizer.clsId, ...inner.slice(start, end), tokenizer.sepId],
-        typeIds: new Array<number>(end - start + 2).fill(0),
-        window: { example: e, start, end, count: spans.length },
+      encodings = spans.map((span) => ({
+        ...windowPass(inner, span, tokenizer.clsId, tokenizer.sepId),
+        window: { example: e, start: span.start, end: span.end, count: spans.length },
       }));
     } else {
       const cut = tokenizer.encode(example.text, pair, { maxLength });
@@ -226,9 +225,10 @@ export function encodeNerExamples(
     const windows = tokenWindows(ids.length, budget, options.stride);
     if (windows.length > 1) report.windowed!++;
     report.windows! += windows.length;
-    for (const { start, end } of windows) {
+    for (const span of windows) {
+      const { start, end } = span;
       const feature: NerFeature = {
-        ids: [tokenizer.clsId, ...ids.slice(start, end), tokenizer.sepId],
+        ids: windowPass(ids, span, tokenizer.clsId, tokenizer.sepId).ids,
         tokenLabels: [IGNORE_INDEX, ...tokenLabels.slice(start, end), IGNORE_INDEX],
         source: example.source,
       };

@@ -58,6 +58,19 @@ export function tokenWindows(length: number, budget: number, stride = defaultStr
   return windows;
 }
 
+/** One window of `tokens` (a sequence without its specials) as a model pass: `[CLS] window [SEP]`, type ids 0. */
+export function windowPass(
+  tokens: readonly number[],
+  { start, end }: TokenSpan,
+  cls: number,
+  sep: number,
+): { ids: number[]; typeIds: number[] } {
+  return {
+    ids: [cls, ...tokens.slice(start, end), sep],
+    typeIds: new Array<number>(end - start + 2).fill(0),
+  };
+}
+
 /**
  * For each token of `[0, length)`, the index of the window where it has the most context: the most tokens
  * to the nearer of the window's two edges. An edge at the sequence's own start or end does not count (no
