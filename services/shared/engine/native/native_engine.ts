@@ -1079,7 +1079,6 @@ export class NativeEngine implements Engine {
 
   // ------------------------------------------------------------------------------------------ heads
 
-  /** pooled (B, C) = tanh(X_L[:, 0] Wp^T + bp) */
   /**
    * The sentence vector (B, C) in A.pooled: HF's pooler, tanh(X_L[:, 0] Wp^T + bp), or for a mean-pooling head
    * the mean of X_L over each row's real tokens.
@@ -1097,8 +1096,8 @@ export class NativeEngine implements Engine {
           const x = XL.a.subarray((b * T + t) * C, (b * T + t + 1) * C);
           for (let c = 0; c < C; c++) row[c] += x[c];
         }
-        if (n > 0) { for (let c = 0; c < C; c++) row[c] /= n; // a fully padded row stays zero
-         }
+        if (n === 0) continue; // a fully padded row stays zero
+        for (let c = 0; c < C; c++) row[c] /= n;
       }
       return;
     }
