@@ -153,3 +153,10 @@ export function parameterCount(c: BertConfig): number {
   const nsp = 2 * C + 2;
   return embeddings + c.num_hidden_layers * layer + pooler + mlmHead + nsp;
 }
+
+/** The dropout on a fine-tuning head's input: HF's `classifier_dropout` when the config sets it, else the hidden dropout. */
+export function classifierDropout(config: BertConfig): number {
+  return typeof config.classifier_dropout === "number"
+    ? config.classifier_dropout
+    : config.hidden_dropout_prob;
+}

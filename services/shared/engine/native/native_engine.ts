@@ -21,7 +21,7 @@
  * getTrainState carries no gradients, so save between optimizer steps (microStep 0) for an exact resume.
  */
 import { InvalidArgument } from "../../errors.ts";
-import type { BertConfig } from "../../model/config.ts";
+import { type BertConfig, classifierDropout } from "../../model/config.ts";
 import type {
   Batch,
   Engine,
@@ -1174,8 +1174,7 @@ export class NativeEngine implements Engine {
     const { B, T } = batch;
     const C = c.hidden_size, NT = B * T, K = this.K;
     const XL = this.X[c.num_hidden_layers];
-    // HF: classifier_dropout when the config sets it, else hidden_dropout_prob
-    const headDrop = typeof c.classifier_dropout === "number" ? c.classifier_dropout : c.hidden_dropout_prob;
+    const headDrop = classifierDropout(c);
     const pH = train ? headDrop : 0;
     if (grad) k.fill(A.dX.a, NT * C, 0);
     const task = this.head.task;

@@ -25,7 +25,7 @@ import type {
 } from "../engine.ts";
 import { engineMode, requireTraining } from "../engine.ts";
 import type { BertConfig } from "../../model/config.ts";
-import { validateConfig } from "../../model/config.ts";
+import { classifierDropout, validateConfig } from "../../model/config.ts";
 import { checkWeights, expectedTensors, initWeights } from "../../model/checkpoint.ts";
 import { IGNORE_INDEX, validateBatch } from "../../model/batch.ts";
 import { viterbiDecode } from "../../model/crf.ts";
@@ -187,7 +187,7 @@ export class TfjsEngine implements Engine {
       case "classify":
       case "pair": {
         const logits = this.linear(
-          ctx.dropout(pooled!, this.config.hidden_dropout_prob) as tfTypes.Tensor2D,
+          ctx.dropout(pooled!, classifierDropout(this.config)) as tfTypes.Tensor2D,
           "classifier",
         );
         return {
@@ -197,14 +197,14 @@ export class TfjsEngine implements Engine {
       }
       case "multilabel": {
         const logits = this.linear(
-          ctx.dropout(pooled!, this.config.hidden_dropout_prob) as tfTypes.Tensor2D,
+          ctx.dropout(pooled!, classifierDropout(this.config)) as tfTypes.Tensor2D,
           "classifier",
         );
         return { loss: binaryCrossEntropy(tf, logits, batch.multiLabels!), logits: keep(logits) };
       }
       case "ner": {
         const logits = this.linear(
-          ctx.dropout(hidden, this.config.hidden_dropout_prob) as tfTypes.Tensor2D,
+          ctx.dropout(hidden, classifierDropout(this.config)) as tfTypes.Tensor2D,
           "classifier",
         ); // (N, K)
         if (this.head.crf) {

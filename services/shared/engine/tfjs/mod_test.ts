@@ -220,3 +220,23 @@ Deno.test("TfjsEngine in mode serve holds no optimizer state, refuses training, 
   }
   assertEquals(tf.memory().numTensors, before);
 });
+
+Deno.test("TfjsEngine drops out a head's input by classifier_dropout when the config sets it, as HF and the native engine", async () => {
+  const quiet = { ...config, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+  for (const head of [{ task: "classify", numLabels: 3 }, { task: "ner", numLabels: 5 }] as HeadSpec[]) {
+    const batch = batchFor(head);
+    // A training step's loss (taken before the update) equals the evaluation loss only when nothing drops out.
+    const gap = async (classifierDropout?: number) => {
+      const engine = await createTfjsEngine({
+        config: classifierDropout === undefined ? quiet : { ...quiet, classifier_dropout: classifierDropout },
+        head,
+        seed: 3,
+      });
+      const evaluated = engine.evaluate(batch).loss, trained = engine.trainStep(batch).loss;
+      engine.dispose();
+      return Math.abs(trained - evaluated);
+    };
+    assert(await gap() < 1e-6, `${head.task}: no dropout anywhere`);
+    assert(await gap(0.5) > 1e-4, `${head.task}: classifier_dropout 0.5 drops the head's input`);
+  }
+});
