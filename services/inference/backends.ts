@@ -75,6 +75,11 @@ export interface BackendOptions {
   /** Names the model in errors (`name/version`). @default "model" */
   label?: string;
   log?: (message: string) => void;
+  /**
+   * Called once when a backend that had loaded can no longer serve (its engine worker died), so its owner can
+   * load a replacement at once instead of on the next request.
+   */
+  onFailure?: (error: Error) => void;
 }
 
 /** Checks a backend name from a flag or a Load request; throws InvalidArgument naming `field`. */
@@ -193,11 +198,14 @@ export async function createWorkerBackend(
   const ready = new Promise<void>((resolve, reject) => (loaded = { resolve, reject }));
 
   const fail = (error: Error) => {
+    const afterLoad = failure === undefined && loaded === undefined && !disposed;
     failure ??= error;
     loaded?.reject(failure);
     loaded = undefined;
     for (const waiter of pending.values()) waiter.reject(failure);
     pending.clear();
+    // A failed load is its caller's error to handle; a backend that served and then died is news for its owner.
+    if (afterLoad) options.onFailure?.(failure);
   };
   worker.onmessage = (event: MessageEvent<WorkerReply>) => {
     const reply = event.data;

@@ -208,7 +208,7 @@ Deno.test("a worker that dies fails pending and later forwards with UNAVAILABLE 
   }
 });
 
-Deno.test("the registry reloads a model whose engine worker died", async () => {
+Deno.test("the registry reloads a model whose engine worker died at once, before any request asks", async () => {
   const dir = await Deno.makeTempDir({ prefix: "bertforge-engine-worker-" });
   const store = new LocalStore(dir);
   const registry = new Registry({
@@ -225,12 +225,18 @@ Deno.test("the registry reloads a model whose engine worker died", async () => {
     const before = await instance.backend.forward(batch, {});
     (instance.backend as WorkerServingBackend).crash("simulated fault");
     await assertRejects(() => Promise.resolve(instance.backend.forward(batch, {})), Unavailable);
-    assertEquals(registry.state("cls").state, "MODEL_STATE_FAILED");
+    // No request comes: the registry replaces the dead worker's instance on its own.
+    const deadline = Date.now() + 20_000;
+    while (registry.resident({ name: "cls" }) === instance && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const healed = registry.resident({ name: "cls" });
+    assert(healed && healed !== instance, "a fresh instance without a request");
+    assertEquals(registry.state("cls").state, "MODEL_STATE_READY");
+    assertEquals(await healed.backend.forward(batch, {}), before);
     const again = await registry.acquire({ name: "cls" });
     try {
-      assert(again !== instance, "a fresh instance");
-      assertEquals(await again.backend.forward(batch, {}), before);
-      assertEquals(registry.state("cls").state, "MODEL_STATE_READY");
+      assert(again === healed, "requests get the replacement");
     } finally {
       registry.release(again);
     }

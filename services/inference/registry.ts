@@ -236,6 +236,8 @@ export class Registry {
       this.options.maxInputLength ?? 512,
       this.options.maxBatchTokens,
     );
+    // Set once built: a worker that dies later is replaced at once (#healFailed), not on the next request.
+    let built: ModelInstance | undefined;
     const backend: ServingBackend = await createServingBackend({
       config,
       head,
@@ -248,6 +250,7 @@ export class Registry {
       ...(this.options.engineInProcess ? { inProcess: true } : {}),
       label: `${name}/${version}`,
       log: (message) => this.#log("info", message, { model: `${name}/${version}` }),
+      onFailure: () => built && this.#healFailed(built),
     });
     const lineage = stored.lineage;
     const labels = labelsOf(config);
@@ -262,7 +265,7 @@ export class Registry {
       : lineage?.job_id
       ? "trained"
       : "imported";
-    return {
+    built = {
       id: nextInstanceId++,
       label: name,
       backend,
@@ -291,6 +294,7 @@ export class Registry {
       inFlight: 0,
       retired: false,
     };
+    return built;
   }
 
   /** Disposes an instance now if idle, else when its last request returns. */
@@ -485,6 +489,21 @@ export class Registry {
     instance.inFlight++;
     instance.lastUsed = performance.now();
     return instance;
+  }
+
+  /** Reloads a failed resident model in the background; a failed reload is retried by the next request. */
+  #healFailed(instance: ModelInstance): void {
+    if (this.#closed || instance.retired) return;
+    this.#reloadFailed(instance).catch((error) =>
+      this.#log(
+        "error",
+        "reloading a model whose backend failed did not work; the next request tries again",
+        {
+          model: `${instance.name}/${instance.version}`,
+          error: (error as Error).message,
+        },
+      )
+    );
   }
 
   /**
