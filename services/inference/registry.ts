@@ -237,7 +237,7 @@ export class Registry {
       this.options.maxBatchTokens,
     );
     // Set once built: a worker that dies later is replaced at once (#healFailed), not on the next request.
-    let built: ModelInstance | undefined;
+    const built: { instance?: ModelInstance } = {};
     const backend: ServingBackend = await createServingBackend({
       config,
       head,
@@ -250,7 +250,7 @@ export class Registry {
       ...(this.options.engineInProcess ? { inProcess: true } : {}),
       label: `${name}/${version}`,
       log: (message) => this.#log("info", message, { model: `${name}/${version}` }),
-      onFailure: () => built && this.#healFailed(built),
+      onFailure: () => built.instance && this.#healFailed(built.instance),
     });
     const lineage = stored.lineage;
     const labels = labelsOf(config);
@@ -265,7 +265,7 @@ export class Registry {
       : lineage?.job_id
       ? "trained"
       : "imported";
-    built = {
+    const instance: ModelInstance = {
       id: nextInstanceId++,
       label: name,
       backend,
@@ -294,7 +294,8 @@ export class Registry {
       inFlight: 0,
       retired: false,
     };
-    return built;
+    built.instance = instance;
+    return instance;
   }
 
   /** Disposes an instance now if idle, else when its last request returns. */
