@@ -245,14 +245,21 @@ class BertForPreTraining(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-    def __init__(s, c, K, multilabel):
+    """HF's class; with pooling="mean" (bertforge's `--pooling mean`) there is no pooler and the classifier reads
+    the mean of the last layer over each row's attended positions."""
+
+    def __init__(s, c, K, multilabel, pooling=None):
         super().__init__()
-        s.bert = BertModel(c)
+        s.bert = BertModel(c, pooler=pooling != "mean")
         s.classifier = nn.Linear(c["hidden_size"], K)
         s.multilabel = multilabel
+        s.pooling = pooling
 
     def forward(s, batch):
-        _, pooled = s.bert(batch["ids"], batch["types"], batch["mask"])
+        h, pooled = s.bert(batch["ids"], batch["types"], batch["mask"])
+        if s.pooling == "mean":
+            real = batch["mask"].unsqueeze(-1).float()  # (B, T, 1)
+            pooled = (h * real).sum(1) / real.sum(1)
         logits = s.classifier(pooled)  # (B, K)
         if s.multilabel:
             loss = nn.BCEWithLogitsLoss()(logits, batch["multi"])
@@ -397,7 +404,7 @@ def build(config, head):
         return BertForPreTraining(config)
     if task == "ner":
         return BertForTokenClassification(config, K, head.get("crf", False))
-    return BertForSequenceClassification(config, K, task == "multilabel")
+    return BertForSequenceClassification(config, K, task == "multilabel", head.get("pooling"))
 
 
 def architecture(task):
@@ -427,6 +434,8 @@ def write_case(name, head, seed):
         config["label2id"] = {f"L{i}": i for i in range(K)}
     if head.get("crf"):
         config["bertforge_crf"] = True
+    if head.get("pooling"):
+        config["bertforge_pooling"] = head["pooling"]
     if head["task"] == "multilabel":
         config["problem_type"] = "multi_label_classification"
     model = build(TINY, head)
@@ -541,7 +550,8 @@ def check_saved(folder):
     head = {"pretrain": {"task": "pretrain"}}.get(config.get("bertforge_task"), None)
     if head is None:
         task = config.get("bertforge_task", "classify")
-        head = {"task": task, "numLabels": len(config.get("id2label", {})), "crf": bool(config.get("bertforge_crf"))}
+        head = {"task": task, "numLabels": len(config.get("id2label", {})), "crf": bool(config.get("bertforge_crf")),
+                "pooling": config.get("bertforge_pooling")}
     model = build(dict(TINY, **config), head)
     state = read_safetensors(os.path.join(folder, "model.safetensors"))
     if head["task"] == "pretrain":
@@ -567,3 +577,4 @@ if __name__ == "__main__":
     write_case("ner_crf", {"task": "ner", "numLabels": 5, "crf": True}, 5)
     write_accumulation_case(6)
     write_hf_names()
+    write_case("classify_mean", {"task": "classify", "numLabels": 3, "pooling": "mean"}, 7)

@@ -22,7 +22,7 @@ import { readSafetensors } from "../../services/shared/model/safetensors.ts";
 import type { HeadSpec } from "../../services/shared/engine/engine.ts";
 
 const FIXTURES = fromFileUrl(new URL("./fixtures/", import.meta.url));
-const CASES = ["pretrain", "classify", "multilabel", "ner", "ner_crf"];
+const CASES = ["pretrain", "classify", "multilabel", "ner", "ner_crf", "classify_mean"];
 const TOLERANCE = 1e-4;
 
 interface Expected {
