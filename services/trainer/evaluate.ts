@@ -220,7 +220,6 @@ export function evaluateFeatures(
     /** the emissions of the window's [CLS] and [SEP], which a CRF chain across windows starts and ends on */
     cls: Float32Array;
     sep: Float32Array;
-    paths: Int32Array | undefined;
   };
   // Read from the engine only when a CRF sentence ran as windows.
   let crf: CrfParams | undefined;
@@ -249,7 +248,7 @@ export function evaluateFeatures(
         pending.set(example, windows);
         const cls = out.logits.slice((first - 1) * K, first * K);
         const sep = out.logits.slice((first + n) * K, (first + n + 1) * K);
-        windows.push({ span: { start, end }, labels: tokenLabels, logits, cls, sep, paths });
+        windows.push({ span: { start, end }, labels: tokenLabels, logits, cls, sep });
         if (windows.length < count) return;
         pending.delete(example);
         windows.sort((x, y) => x.span.start - y.span.start);

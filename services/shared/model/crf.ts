@@ -62,13 +62,14 @@ export function viterbiDecode(
   return paths;
 }
 
-/** The CRF tensors of a checkpoint (pytorch-crf names), or undefined when it has none. */
+/** A CRF head's tensors (pytorch-crf's start_transitions, end_transitions, transitions). */
 export interface CrfParams {
   start: Float32Array;
   end: Float32Array;
   transitions: Float32Array;
 }
 
+/** The CRF tensors of a checkpoint, or undefined when it has none. */
 export function crfParamsOf(weights: ReadonlyMap<string, { data: Float32Array }>): CrfParams | undefined {
   const start = weights.get("crf.start_transitions")?.data;
   const end = weights.get("crf.end_transitions")?.data;
