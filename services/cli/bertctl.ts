@@ -759,12 +759,18 @@ const COMMANDS: CommandSpec[] = [
   {
     name: "eval",
     usage:
-      "eval --model MODEL[@VERSION] --task classify|multilabel|pair|ner --data PATH|DATASET [--max-length N]",
-    strings: ["model", "task", "data", "max-length", "batch", "threshold"],
+      "eval --model MODEL[@VERSION] --task classify|multilabel|pair|ner --data PATH|DATASET [--max-length N]\n" +
+      "        [--errors FILE.jsonl [--max-errors N]]",
+    strings: ["model", "task", "data", "max-length", "batch", "threshold", "errors", "max-errors"],
     service: "trainer",
     async run(ctx) {
       const task = parseTask(ctx);
       const { name, version } = modelRef(ctx.required("model"), "--model");
+      const errorsPath = ctx.string("errors");
+      const maxErrors = ctx.int("max-errors");
+      if (maxErrors !== undefined && errorsPath === undefined) {
+        throw new UsageError("--max-errors needs --errors FILE (where the mistakes are written)");
+      }
       const dataArg = ctx.required("data");
       const dataset = await resolveDataset(ctx, dataArg, `${name}-eval-${artifactNameFromPath(dataArg)}`);
       const threshold = ctx.number("threshold");
@@ -775,12 +781,34 @@ const COMMANDS: CommandSpec[] = [
         max_length: ctx.int("max-length") ?? 0,
         batch_size: ctx.int("batch") ?? 0,
         ...(threshold === undefined ? {} : { threshold }),
+        max_errors: errorsPath === undefined ? 0 : maxErrors ?? 1000,
       }, { deadlineMs: 0 });
+      if (errorsPath !== undefined) {
+        const lines = (response.errors as Message[]).map((e) =>
+          JSON.stringify({
+            line: e.line,
+            text: e.text,
+            ...(e.text_b ? { text_b: e.text_b } : {}),
+            gold: e.gold,
+            predicted: e.predicted,
+            ...(e.confidence ? { confidence: e.confidence } : {}),
+          }) + "\n"
+        );
+        // Written aside and renamed, so the file is either the whole list or the one that was there before.
+        const partial = `${errorsPath}.partial-${Deno.pid}`;
+        await Deno.writeTextFile(partial, lines.join(""));
+        await Deno.rename(partial, errorsPath);
+        ctx.out.note(
+          `${lines.length} of ${response.error_count} mistakes written to ${errorsPath}` +
+            (task === "TASK_TYPE_CLASSIFY" || task === "TASK_TYPE_PAIR" ? " (most confident first)" : ""),
+        );
+      }
       // One JSON object of metrics, whatever the output mode: scripts read it.
       ctx.out.jsonLine({
         model: response.model,
         task: response.task,
         examples: Number(response.examples),
+        errors: Number(response.error_count),
         ...response.metrics,
       });
     },

@@ -312,3 +312,79 @@ Deno.test("bertctl train pretrain --init MODEL@VERSION continues from that model
     await server.shutdown();
   }
 });
+
+Deno.test("bertctl eval --errors FILE writes the listed mistakes as JSON lines and asks for at most --max-errors", async () => {
+  const asked: Message[] = [];
+  const server = await serve({
+    ...quiet,
+    service: "TrainerService",
+    handlers: {
+      Evaluate: (request) => {
+        asked.push(request);
+        const errors = [
+          { line: 7, text: "房间很旧", text_b: "", gold: ["1"], predicted: ["0"], confidence: 0.97 },
+          { line: 3, text: "还行", text_b: "", gold: ["0"], predicted: ["1"], confidence: 0.61 },
+        ].slice(0, request.max_errors);
+        return {
+          model: { name: "senti", version: "v1" },
+          task: "TASK_TYPE_CLASSIFY",
+          metrics: { accuracy: 0.75 },
+          examples: "8",
+          error_count: "2",
+          errors,
+        };
+      },
+    },
+  });
+  const dir = await Deno.makeTempDir();
+  try {
+    const args = (...extra: string[]) => [
+      "eval",
+      "--model",
+      "senti",
+      "--task",
+      "classify",
+      "--data",
+      "senti-test",
+      ...extra,
+      "--trainer-addr",
+      server.address,
+    ];
+    const path = `${dir}/mistakes.jsonl`;
+    const listed = await bertctl(args("--errors", path));
+    assertEquals(listed.code, 0, listed.stderr);
+    assertEquals(asked[0]!.max_errors, 1000, "--errors alone asks for up to 1,000");
+    assertEquals(JSON.parse(listed.stdout), {
+      model: { name: "senti", version: "v1" },
+      task: "TASK_TYPE_CLASSIFY",
+      examples: 8,
+      errors: 2,
+      accuracy: 0.75,
+    });
+    const lines = (await Deno.readTextFile(path)).trimEnd().split("\n").map((line) => JSON.parse(line));
+    assertEquals(lines, [
+      { line: 7, text: "房间很旧", gold: ["1"], predicted: ["0"], confidence: 0.97 },
+      { line: 3, text: "还行", gold: ["0"], predicted: ["1"], confidence: 0.61 },
+    ]);
+    assertStringIncludes(listed.stderr, `2 of 2 mistakes written to ${path} (most confident first)`);
+
+    const capped = await bertctl(args("--errors", path, "--max-errors", "1"));
+    assertEquals([capped.code, asked[1]!.max_errors], [0, 1]);
+    assertEquals((await Deno.readTextFile(path)).trimEnd().split("\n").length, 1);
+    assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["mistakes.jsonl"], "no partial file left");
+
+    const plain = await bertctl(args());
+    assertEquals([plain.code, asked[2]!.max_errors], [0, 0], "no --errors: counted, not listed");
+
+    const orphan = await bertctl(args("--max-errors", "5"));
+    assertEquals(orphan.code, 2);
+    assertStringIncludes(orphan.stderr, "--max-errors needs --errors FILE");
+    const zero = await bertctl(args("--errors", path, "--max-errors", "0"));
+    assertEquals(zero.code, 2);
+    assertStringIncludes(zero.stderr, "--max-errors must be an integer >= 1");
+    assertEquals(asked.length, 3, "a usage error sends nothing");
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -350,6 +350,8 @@ async function main() {
     ]);
 
     stage("7. evaluation, with the baselines beside it");
+    // The held-out poems the model gets wrong, the most confident first, for the reader to look at.
+    const mistakesPath = join(WORK, "mistakes.jsonl");
     const metrics = JSON.parse(
       (await bertctl([
         "--json",
@@ -360,6 +362,8 @@ async function main() {
         "classify",
         "--data",
         evalPath,
+        "--errors",
+        mistakesPath,
       ], {
         capture: true,
       })).trim().split("\n").at(-1)!,
@@ -374,6 +378,7 @@ async function main() {
           (majority.accuracy * 100).toFixed(1)
         }%`,
     );
+    console.log(`${metrics.errors} held-out examples wrong, listed most confident first in ${mistakesPath}`);
 
     stage("8. serving: predictions over gRPC");
     const examples = heldOut.slice(0, 4);

@@ -15,11 +15,15 @@ import type { Batch, Engine, HeadSpec } from "../shared/engine/engine.ts";
 import {
   alignedTagSequences,
   entityScores,
+  getEntities,
   multiLabelScores,
   nerBatch,
+  type NerExample,
   type NerFeature,
+  type SourceRef,
   stitchWindows,
   textBatch,
+  type TextExample,
   type TextFeature,
   type TokenSpan,
 } from "../shared/data/mod.ts";
@@ -124,6 +128,80 @@ export function classificationMetrics(
 
 // --------------------------------------------------------------------------------------- evaluation
 
+/** How the model did on one example (evaluateFeatures' `onExample`), for listing its mistakes. */
+export interface ExampleOutcome {
+  /** The example's place in its file (every window of a long one shares it). */
+  source: SourceRef;
+  /** classify/pair: one label; multilabel: the label set; ner: the tag of each word, as scored. */
+  gold: string[];
+  predicted: string[];
+  /** classify/pair: the softmax probability of the predicted label. */
+  confidence?: number;
+}
+
+/** One example the model gets wrong, as EvaluateResponse.errors lists it. */
+export interface Mistake {
+  line: number;
+  text: string;
+  textB: string;
+  /** classify/pair: one label; multilabel: the label set; ner: entities as `TYPE text [start,end)`. */
+  gold: string[];
+  predicted: string[];
+  /** classify/pair: the probability of the predicted label; 0 otherwise. */
+  confidence: number;
+}
+
+/**
+ * The mistakes among `outcomes` (a wrong label, label set or entity list), with their examples' text: the most
+ * confident first for classify and pair, where a confident mistake is often a wrong gold label, file order for
+ * multilabel and ner.
+ */
+export function mistakesOf(
+  task: "classify" | "multilabel" | "pair" | "ner",
+  examples: readonly (TextExample | NerExample)[],
+  outcomes: readonly ExampleOutcome[],
+): Mistake[] {
+  const key = (source: SourceRef) => `${source.line}:${source.file}`;
+  const byPlace = new Map(examples.map((e) => [key(e.source), e]));
+  const same = (a: readonly string[], b: readonly string[]) =>
+    a.length === b.length && [...a].sort().join("\u0000") === [...b].sort().join("\u0000");
+  const mistakes: Mistake[] = [];
+  for (const outcome of outcomes) {
+    const example = byPlace.get(key(outcome.source));
+    if (task === "ner") {
+      const units = (example as NerExample | undefined)?.units ?? [];
+      // Entities are spans of units: characters join as they are, words with a space.
+      const joiner = units.every((u) => [...u].length === 1) ? "" : " ";
+      const entities = (tags: readonly string[]) =>
+        getEntities(tags).map(([type, start, end]) =>
+          `${type} ${units.slice(start, end + 1).join(joiner)} [${start},${end + 1})`
+        );
+      const [gold, predicted] = [entities(outcome.gold), entities(outcome.predicted)];
+      if (same(gold, predicted)) continue;
+      mistakes.push({
+        line: outcome.source.line,
+        text: units.join(joiner),
+        textB: "",
+        gold,
+        predicted,
+        confidence: 0,
+      });
+      continue;
+    }
+    if (same(outcome.gold, outcome.predicted)) continue;
+    const text = example as TextExample | undefined;
+    mistakes.push({
+      line: outcome.source.line,
+      text: text?.text ?? "",
+      textB: text?.textB ?? "",
+      gold: outcome.gold,
+      predicted: outcome.predicted,
+      confidence: outcome.confidence ?? 0,
+    });
+  }
+  return mistakes.sort((a, b) => b.confidence - a.confidence || a.line - b.line);
+}
+
 export interface EvaluationResult extends ClassificationReport {
   /** Examples scored: sentences or texts, however many windows they took. */
   examples: number;
@@ -155,6 +233,8 @@ export function evaluateFeatures(
     ids: { cls: number; sep: number; pad: number };
     /** Multi-label decision threshold, one for all labels or one per label. @default 0.5 */
     threshold?: number | readonly number[];
+    /** Called once per example scored (a windowed one once, whole). */
+    onExample?: (outcome: ExampleOutcome) => void;
   },
 ): EvaluationResult {
   const { B } = options;
@@ -175,6 +255,7 @@ export function evaluateFeatures(
     tokenLabels: ArrayLike<number>,
     logits: Float32Array,
     paths: Int32Array | undefined,
+    source: SourceRef,
   ) => {
     const predicted = new Int32Array(tokenLabels.length);
     for (let t = 0; t < tokenLabels.length; t++) {
@@ -188,6 +269,7 @@ export function evaluateFeatures(
     const aligned = alignedTagSequences(tokenLabels, predicted, labels);
     goldTags.push(aligned.gold);
     predTags.push(aligned.predicted);
+    options.onExample?.({ source, gold: aligned.gold, predicted: aligned.predicted });
   };
   /** One text example's (K) logits: thresholds or argmax, and the loss against its labels. */
   const scoreText = (f: TextFeature, logits: Float32Array) => {
@@ -203,14 +285,26 @@ export function evaluateFeatures(
       }
       goldMulti.push(f.multiLabel!);
       predMulti.push(y);
+      options.onExample?.({
+        source: f.source,
+        gold: labels.filter((_, k) => f.multiLabel![k] === 1),
+        predicted: labels.filter((_, k) => y[k] === 1),
+      });
       return;
     }
+    const best = argmax(logits, 0, K);
     gold.push(f.label);
-    pred.push(argmax(logits, 0, K));
+    pred.push(best);
     if (f.label >= 0) {
       loss -= logSoftmaxAt(logits, 0, K, f.label);
       lossCount++;
     }
+    options.onExample?.({
+      source: f.source,
+      gold: f.label >= 0 ? [labels[f.label]!] : [],
+      predicted: [labels[best]!],
+      confidence: Math.exp(logSoftmaxAt(logits, 0, K, best)),
+    });
   };
   const textWindows = new Map<number, { logits: Float32Array; seen: number }>();
   type Window = {
@@ -242,7 +336,7 @@ export function evaluateFeatures(
         const tokenLabels = Int32Array.from(f.tokenLabels.slice(1, 1 + n));
         const logits = out.logits.slice(first * K, (first + n) * K);
         const paths = out.paths?.slice(first, first + n);
-        if (!f.window) return scoreSentence(tokenLabels, logits, paths);
+        if (!f.window) return scoreSentence(tokenLabels, logits, paths, f.source);
         const { example, start, end, count } = f.window;
         const windows = pending.get(example) ?? [];
         pending.set(example, windows);
@@ -260,6 +354,7 @@ export function evaluateFeatures(
           stitchWindows(spans, windows.map((w) => w.labels), 1, new Int32Array(length)),
           emissions,
           paths ? viterbiAcrossWindows(windows[0]!.cls, emissions, windows.at(-1)!.sep, K, crf!) : undefined,
+          f.source,
         );
         return;
       }

@@ -1,9 +1,21 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "@std/assert";
 import type { Batch, Engine, ForwardOutput, HeadSpec } from "../shared/engine/engine.ts";
-import { encodeNerExamples, LabelSet, type NerExample, stitchWindows } from "../shared/data/mod.ts";
+import {
+  encodeNerExamples,
+  LabelSet,
+  type NerExample,
+  stitchWindows,
+  type TextFeature,
+} from "../shared/data/mod.ts";
 import { viterbiDecode } from "../shared/model/crf.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
-import { classificationMetrics, evaluateFeatures, makeBatch } from "./evaluate.ts";
+import {
+  classificationMetrics,
+  evaluateFeatures,
+  type ExampleOutcome,
+  makeBatch,
+  mistakesOf,
+} from "./evaluate.ts";
 import { tinyVocabText } from "./testing.ts";
 
 Deno.test("classificationMetrics() binary: positive-class P/R/F1, macro F1, confusion rows = true labels", () => {
@@ -241,4 +253,93 @@ Deno.test("evaluateFeatures() batches rows of similar length: padding follows ea
   assertEquals(seen, [104, 104, 8]);
   assertEquals(result.confusion, [[3, 1], [0, 2]]);
   assertEquals(result.examples, 6);
+});
+
+Deno.test("evaluateFeatures() reports each example once with its probability; mistakesOf() lists the wrong ones, most confident first", () => {
+  const head: HeadSpec = { task: "classify", numLabels: 2 };
+  // The logit of "pos" is the row's length minus 8: short rows lean "neg", long ones "pos", more so the further.
+  const engine = {
+    head,
+    forward(batch: Batch): ForwardOutput {
+      const logits = new Float32Array(batch.B * 2);
+      for (let b = 0; b < batch.B; b++) {
+        const n = batch.attentionMask.subarray(b * batch.T, (b + 1) * batch.T).reduce((a, m) => a + m, 0);
+        logits[b * 2 + 1] = n - 8;
+      }
+      return { logits };
+    },
+  } as unknown as Engine;
+  const examples = [
+    { text: "long and right", labels: ["pos"], length: 12 },
+    { text: "short and wrong", labels: ["pos"], length: 6 },
+    { text: "long and wrong", labels: ["neg"], length: 11 },
+    { text: "short and right", labels: ["neg"], length: 4 },
+    { text: "barely wrong", labels: ["neg"], length: 9 },
+  ].map((e, i) => ({ ...e, source: { file: "eval.csv", line: i + 2 } }));
+  const feature = (length: number, label: number, source: { file: string; line: number }) => ({
+    ids: [2, ...new Array(length - 2).fill(7), 3],
+    typeIds: new Array(length).fill(0),
+    label,
+    source,
+  });
+  const features: TextFeature[] = examples.map((e) =>
+    feature(e.length, e.labels[0] === "pos" ? 1 : 0, e.source)
+  );
+  // A text read as two windows (logits 4 and 2): one outcome, on the mean of its windows' logits.
+  const windowed = { file: "eval.csv", line: 7 };
+  features.push(
+    { ...feature(12, 1, windowed), window: { example: 5, start: 0, end: 10, count: 2 } },
+    { ...feature(10, 1, windowed), window: { example: 5, start: 8, end: 16, count: 2 } },
+  );
+  const outcomes: ExampleOutcome[] = [];
+  const result = evaluateFeatures(engine, head, features, ["neg", "pos"], {
+    B: 2,
+    T: 16,
+    ids: { cls: 2, sep: 3, pad: 0 },
+    onExample: (outcome) => outcomes.push(outcome),
+  });
+  assertEquals(outcomes.map((o) => o.source.line).sort(), [2, 3, 4, 5, 6, 7]);
+  const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
+  const byLine = new Map(outcomes.map((o) => [o.source.line, o]));
+  assertAlmostEquals(byLine.get(7)!.confidence!, sigmoid(3), 1e-6);
+  assertAlmostEquals(byLine.get(2)!.confidence!, sigmoid(4), 1e-6);
+  assertEquals([byLine.get(3)!.gold, byLine.get(3)!.predicted], [["pos"], ["neg"]]);
+  assertAlmostEquals(byLine.get(3)!.confidence!, sigmoid(2), 1e-6);
+  const mistakes = mistakesOf("classify", examples, outcomes);
+  assertEquals(mistakes.length, Math.round(6 * (1 - result.metrics.accuracy!)));
+  assertEquals(mistakes.map((m) => m.text), ["long and wrong", "short and wrong", "barely wrong"]);
+  assertEquals(mistakes.map((m) => m.line), [4, 3, 6]);
+  assert(
+    mistakes[0]!.confidence > mistakes[1]!.confidence && mistakes[1]!.confidence > mistakes[2]!.confidence,
+  );
+});
+
+Deno.test("mistakesOf() compares label sets for multilabel and entity lists for ner, in file order", () => {
+  const src = (line: number) => ({ file: "dev", line });
+  const multi = mistakesOf("multilabel", [
+    { text: "a", labels: ["x", "y"], source: src(1) },
+    { text: "b", labels: ["y"], source: src(2) },
+  ], [
+    { source: src(2), gold: ["y"], predicted: ["x", "y"] },
+    { source: src(1), gold: ["x", "y"], predicted: ["y", "x"] },
+  ]);
+  assertEquals(multi.map((m) => [m.line, m.text, m.predicted]), [[2, "b", ["x", "y"]]]);
+  const sentence = (line: number) => ({ units: [..."张三在北京"], tags: [], source: src(line) });
+  const ner = mistakesOf("ner", [sentence(9), sentence(3)], [
+    // the same entities: an I- opening an entity reads as B- (seqeval), so not a mistake
+    { source: src(3), gold: ["B-PER", "I-PER", "O", "O", "O"], predicted: ["I-PER", "I-PER", "O", "O", "O"] },
+    {
+      source: src(9),
+      gold: ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"],
+      predicted: ["B-PER", "O", "O", "B-LOC", "I-LOC"],
+    },
+  ]);
+  assertEquals(ner, [{
+    line: 9,
+    text: "张三在北京",
+    textB: "",
+    gold: ["PER 张三 [0,2)", "LOC 北京 [3,5)"],
+    predicted: ["PER 张 [0,1)", "LOC 北京 [3,5)"],
+    confidence: 0,
+  }]);
 });

@@ -30,7 +30,7 @@ import type { TrainerEvent } from "./loop.ts";
 import { freshVersion, listModels, loadModel, publishModel, resolveModel } from "./models.ts";
 import { modelPrefix, validateName } from "../shared/model/registry.ts";
 import { readDataset, storeDataset } from "./datasets.ts";
-import { evaluateFeatures } from "./evaluate.ts";
+import { evaluateFeatures, type ExampleOutcome, mistakesOf } from "./evaluate.ts";
 import { readManifest } from "../shared/store/publish.ts";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
@@ -646,12 +646,15 @@ export class Trainer {
       engine.setWeights(model.weights);
       const threshold = opt(request.threshold) as number | undefined ??
         (model.config.bertforge_thresholds as number[] | undefined);
+      const outcomes: ExampleOutcome[] = [];
       const result = evaluateFeatures(engine, modelHead, features, labels.labels, {
         B,
         T: maxLength,
         ids: { cls: tokenizer.clsId, sep: tokenizer.sepId, pad: tokenizer.padId },
         ...(threshold !== undefined ? { threshold } : {}),
+        onExample: (outcome) => outcomes.push(outcome),
       });
+      const mistakes = mistakesOf(task, data.examples, outcomes);
       return {
         model: { name: resolved.name, version: resolved.version },
         task: TASK_NAME[task],
@@ -660,6 +663,15 @@ export class Trainer {
         per_label: result.perLabel,
         labels: result.confusion ? labels.labels : [],
         confusion_matrix: result.confusion ? result.confusion.flat().map(String) : [],
+        error_count: String(mistakes.length),
+        errors: mistakes.slice(0, num(request.max_errors)).map((m) => ({
+          line: m.line,
+          text: m.text,
+          text_b: m.textB,
+          gold: m.gold,
+          predicted: m.predicted,
+          confidence: m.confidence,
+        })),
       };
     } finally {
       engine.dispose();

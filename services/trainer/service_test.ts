@@ -142,6 +142,32 @@ Deno.test("TrainerService: pretrain then fine-tune over gRPC, watch events, publ
     }
     assertGreater(evaluation.metrics.accuracy, 0.75, "a separable toy task is learned");
     assertEquals(evaluation.confusion_matrix.length, 4);
+    assertEquals(evaluation.errors, [], "mistakes are counted, listed only when asked for");
+    assertEquals(
+      Number(evaluation.error_count),
+      Math.round(160 * (1 - evaluation.metrics.accuracy)),
+    );
+
+    // The same texts with every label flipped: each text the model gets right is now a mistake, listed with
+    // its line and text, the most confident first.
+    const flippedCsv = sentimentCsv(160).replace(/^([01]),/gm, (_, label) => `${1 - Number(label)},`);
+    await rpc.clientStream("UploadDataset", upload("flipped", "flipped.csv", flippedCsv));
+    const audit = await rpc.unary("Evaluate", {
+      model: { name: "tiny-senti" },
+      dataset: "flipped",
+      max_errors: 5,
+    });
+    const mistakes = Math.round(160 * evaluation.metrics.accuracy);
+    assertEquals(Number(audit.error_count), mistakes);
+    assertEquals(audit.errors.length, 5);
+    const lines = flippedCsv.split("\n");
+    for (const [i, mistake] of audit.errors.entries()) {
+      const [label, text] = lines[mistake.line - 1]!.split(",");
+      assertEquals([mistake.text, mistake.gold], [text, [label]]);
+      assertEquals(mistake.predicted, [String(1 - Number(label))]);
+      assert(mistake.confidence >= 0.5 && mistake.confidence <= 1, String(mistake.confidence));
+      if (i > 0) assert(mistake.confidence <= audit.errors[i - 1].confidence, "most confident first");
+    }
 
     const files = new Map<string, number>();
     let first: Message | undefined;

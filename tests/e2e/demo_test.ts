@@ -74,6 +74,14 @@ Deno.test({
     const lineage = await readJson(join(classifier, "lineage.json"));
     assert(JSON.stringify(lineage.inputs).includes("demo-bert"), "classifier lineage names its base model");
     assert((await Deno.stat(join(classifier, "confusion.svg"))).isFile);
+    // bertctl eval --errors listed every held-out mistake the metrics count, each a wrong label.
+    const wrong = Number(/(\d+) held-out examples wrong/.exec(out)?.[1]);
+    const mistakes = (await Deno.readTextFile(join(work, "demo", "mistakes.jsonl"))).split("\n").filter(
+      Boolean,
+    )
+      .map((line) => JSON.parse(line));
+    assertEquals(mistakes.length, wrong);
+    for (const m of mistakes) assert(m.gold[0] !== m.predicted[0] && m.text.length > 0, JSON.stringify(m));
     // The served model answered over both protocols, and the report holds the pictures.
     assertStringIncludes(out, `"model":{"name":"demo-classifier"`);
     assertStringIncludes(out, "HTTP 200");
