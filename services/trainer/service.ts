@@ -609,6 +609,11 @@ export class Trainer {
         `model ${resolved.name}/${resolved.version} has a ${modelHead.task} head, not ${task}`,
       );
     }
+    const maxErrors = num(request.max_errors);
+    // The list travels in one response: long texts times an unbounded count could outgrow the message limit.
+    if (maxErrors > MAX_LISTED_ERRORS) {
+      throw new InvalidArgument(`max_errors must be at most ${MAX_LISTED_ERRORS}: got ${maxErrors}`);
+    }
     const data = await readDataset(this.store, request.dataset ?? "", task, "dataset");
     const model = await loadModel(this.store, { name: resolved.name, version: resolved.version }, {
       head: modelHead,
@@ -664,7 +669,7 @@ export class Trainer {
         labels: result.confusion ? labels.labels : [],
         confusion_matrix: result.confusion ? result.confusion.flat().map(String) : [],
         error_count: String(mistakes.length),
-        errors: mistakes.slice(0, num(request.max_errors)).map((m) => ({
+        errors: mistakes.slice(0, maxErrors).map((m) => ({
           line: m.line,
           text: m.text,
           text_b: m.textB,
@@ -682,6 +687,9 @@ export class Trainer {
     await this.manager.close();
   }
 }
+
+/** The most mistakes one Evaluate lists (EvaluateRequest.max_errors). */
+const MAX_LISTED_ERRORS = 10_000;
 
 /** Where an idempotency key's job id is kept (hashed: request ids are free-form client strings). */
 function requestKey(requestId: string): string {

@@ -168,6 +168,11 @@ Deno.test("TrainerService: pretrain then fine-tune over gRPC, watch events, publ
       assert(mistake.confidence >= 0.5 && mistake.confidence <= 1, String(mistake.confidence));
       if (i > 0) assert(mistake.confidence <= audit.errors[i - 1].confidence, "most confident first");
     }
+    await assertRejects(
+      () => rpc.unary("Evaluate", { model: { name: "tiny-senti" }, dataset: "flipped", max_errors: 10_001 }),
+      InvalidArgument,
+      "max_errors must be at most 10000: got 10001",
+    );
 
     const files = new Map<string, number>();
     let first: Message | undefined;
