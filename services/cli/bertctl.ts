@@ -305,6 +305,18 @@ const TASKS: Record<string, string> = {
   ner: "TASK_TYPE_NER",
 };
 
+/** One EvaluationError as a line of `eval --errors` (the fields a task does not fill are left out). */
+export function mistakeLine(e: Message): string {
+  return JSON.stringify({
+    line: e.line,
+    text: e.text,
+    ...(e.text_b ? { text_b: e.text_b } : {}),
+    gold: e.gold,
+    predicted: e.predicted,
+    ...(e.confidence ? { confidence: e.confidence } : {}),
+  }) + "\n";
+}
+
 function parseTask(ctx: Context): string {
   const task = ctx.required("task");
   const value = TASKS[task];
@@ -784,16 +796,7 @@ const COMMANDS: CommandSpec[] = [
         max_errors: errorsPath === undefined ? 0 : maxErrors ?? 1000,
       }, { deadlineMs: 0 });
       if (errorsPath !== undefined) {
-        const lines = (response.errors as Message[]).map((e) =>
-          JSON.stringify({
-            line: e.line,
-            text: e.text,
-            ...(e.text_b ? { text_b: e.text_b } : {}),
-            gold: e.gold,
-            predicted: e.predicted,
-            ...(e.confidence ? { confidence: e.confidence } : {}),
-          }) + "\n"
-        );
+        const lines = (response.errors as Message[]).map(mistakeLine);
         // Written aside and renamed, so the file is either the whole list or the one that was there before.
         const partial = `${errorsPath}.partial-${Deno.pid}`;
         await Deno.writeTextFile(partial, lines.join(""));

@@ -15,7 +15,8 @@
  * 5. `--control`: the same sentiment and NER fine-tunes from a randomly initialised bert-mini (what pretraining adds).
  *
  * Every stage is a resumable job in the store (DIR, default .bertforge/quality): rerun the command after an
- * interruption and it continues from the last checkpoints. Prints one JSON line per result.
+ * interruption and it continues from the last checkpoints. Prints one JSON line per result; each scored model's
+ * mistakes go to DIR/mistakes/<model>.jsonl (`bertctl eval --errors`' format).
  */
 import { parseArgs } from "@std/cli";
 import { LocalStore } from "../../services/shared/store/local.ts";
@@ -36,6 +37,7 @@ import { initWeights } from "../../services/shared/model/checkpoint.ts";
 import { formatEvent } from "../../services/trainer/jobs.ts";
 import { Trainer } from "../../services/trainer/service.ts";
 import type { TrainerEvent } from "../../services/trainer/loop.ts";
+import { mistakeLine } from "../../services/cli/bertctl.ts";
 
 const DATA = new URL("../../../shared/data/", import.meta.url).pathname;
 
@@ -275,7 +277,12 @@ export async function main(argv: string[]): Promise<void> {
         model: { name: model },
         dataset: score.dataset,
         batch_size: 32,
+        max_errors: 10_000,
       });
+      // Every mistake beside the figures (most confident first for sentiment, where the wrong gold labels gather).
+      const mistakesPath = `${args.store}/mistakes/${model}.jsonl`;
+      await Deno.mkdir(`${args.store}/mistakes`, { recursive: true });
+      await Deno.writeTextFile(mistakesPath, result.errors.map(mistakeLine).join(""));
       values.push(result.metrics[score.metric]!);
       out({
         stage,
@@ -284,6 +291,7 @@ export async function main(argv: string[]): Promise<void> {
         ...score.extra,
         ...result.metrics,
         [score.examplesKey]: Number(result.examples),
+        mistakes: mistakesPath,
       });
     }
     summarize(stage, score.metric, values, { model: name, ...score.extra });
