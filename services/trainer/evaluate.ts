@@ -172,9 +172,14 @@ export function mistakesOf(
       const units = (example as NerExample | undefined)?.units ?? [];
       // Entities are spans of units: characters join as they are, words with a space.
       const joiner = units.every((u) => [...u].length === 1) ? "" : " ";
+      // A unit the tokenizer drops (a control character) has no tag: positions then count scored units
+      // only, and the entity's text is left out rather than shown shifted.
+      const aligned = outcome.gold.length === units.length;
       const entities = (tags: readonly string[]) =>
         getEntities(tags).map(([type, start, end]) =>
-          `${type} ${units.slice(start, end + 1).join(joiner)} [${start},${end + 1})`
+          aligned
+            ? `${type} ${units.slice(start, end + 1).join(joiner)} [${start},${end + 1})`
+            : `${type} [${start},${end + 1})`
         );
       const [gold, predicted] = [entities(outcome.gold), entities(outcome.predicted)];
       if (same(gold, predicted)) continue;

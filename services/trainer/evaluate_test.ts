@@ -342,4 +342,9 @@ Deno.test("mistakesOf() compares label sets for multilabel and entity lists for 
     predicted: ["PER 张 [0,1)", "LOC 北京 [3,5)"],
     confidence: 0,
   }]);
+  // A unit without a tag (dropped by the tokenizer): spans over the scored units, no text that could be shifted.
+  const dropped = mistakesOf("ner", [{ units: [..."张\u0000三"], tags: [], source: src(4) }], [
+    { source: src(4), gold: ["B-PER", "I-PER"], predicted: ["O", "B-PER"] },
+  ]);
+  assertEquals([dropped[0]!.gold, dropped[0]!.predicted], [["PER [0,2)"], ["PER [1,2)"]]);
 });
