@@ -441,6 +441,9 @@ async function main() {
         majority,
       },
       predictions: examples.map((e, i) => ({ text: e.text, expected: e.label, got: predictions[i] })),
+      mistakes: (await Deno.readTextFile(mistakesPath)).split("\n").filter(Boolean).map((line) =>
+        JSON.parse(line)
+      ),
       fillMask: { text: maskText, result: fillMask },
       zeroShot: { text: zeroShotText, result: zeroShot },
       http: { url, status: http.status, body: httpBody },

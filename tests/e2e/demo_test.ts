@@ -88,6 +88,15 @@ Deno.test({
     const html = await Deno.readTextFile(join(reportDir, "index.html"));
     assertStringIncludes(html, "demo-classifier-confusion.svg");
     assertStringIncludes(html, "demo-bert-loss.svg");
+    // The report shows the most confident mistakes (or says there are none).
+    if (mistakes.length === 0) assertStringIncludes(html, "No held-out example is wrong.");
+    else {
+      assertStringIncludes(html, `most confident of ${mistakes.length} mistakes`);
+      assertEquals(
+        html.split('<table class="mistakes">')[1]!.split("</table>")[0]!.split("<tr><td>").length - 1,
+        Math.min(mistakes.length, 10),
+      );
+    }
     assertStringIncludes(await Deno.readTextFile(join(reportDir, "demo-bert-loss.svg")), "<svg");
     // The fleet is gone: its pid file was removed and nothing listens any more.
     await Deno.stat(join(work, "demo", "fleet.pid")).then(

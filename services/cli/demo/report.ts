@@ -21,6 +21,8 @@ export interface ReportInput {
     majority: { label: string; accuracy: number };
   };
   predictions: { text: string; expected: string; got: Record<string, unknown> | undefined }[];
+  /** The held-out examples the model gets wrong, most confident first (`bertctl eval --errors`). */
+  mistakes: { text: string; gold: string[]; predicted: string[]; confidence?: number }[];
   fillMask: { text: string; result: Record<string, unknown> };
   zeroShot: { text: string; result: Record<string, unknown> };
   http: { url: string; status: number; body: unknown };
@@ -98,6 +100,23 @@ function lineageLine(lineage: Record<string, unknown>): string {
 
 const percent = (v: unknown) => (typeof v === "number" ? `${(v * 100).toFixed(1)}%` : "n/a");
 const number = (v: unknown, digits = 0) => (typeof v === "number" ? v.toFixed(digits) : "n/a");
+
+/** The most confident mistakes, where a wrong gold label or a blind spot of the model shows first. */
+const MISTAKES_SHOWN = 10;
+
+function mistakesSection(mistakes: ReportInput["mistakes"]): string {
+  if (mistakes.length === 0) return "<p>No held-out example is wrong.</p>";
+  const rows = mistakes.slice(0, MISTAKES_SHOWN).map((m) =>
+    `<tr><td>${escapeXml(m.predicted.join(", "))}</td><td>${escapeXml(m.gold.join(", "))}</td><td>${
+      m.confidence === undefined ? "" : percent(m.confidence)
+    }</td><td>${escapeXml([...m.text].slice(0, 80).join(""))}</td></tr>`
+  );
+  return `<h2>The ${rows.length} most confident of ${mistakes.length} mistakes</h2>
+<table class="mistakes">
+<tr><th>predicted</th><th>gold</th><th>confidence</th><th>text</th></tr>
+${rows.join("\n")}
+</table>`;
+}
 
 export async function writeReport(input: ReportInput): Promise<string> {
   await Deno.mkdir(input.reportDir, { recursive: true });
@@ -197,6 +216,7 @@ Generated ${new Date().toISOString()} in ${input.elapsedSeconds.toFixed(0)} s${
     percent(ev.majority.accuracy)
   }</td><td></td></tr>
 </table>
+${mistakesSection(input.mistakes)}
 ${
     models.map((m) =>
       `<h2>${escapeXml(m.prefix)}</h2>\n<p>${escapeXml(lineageLine(m.lineage))}</p>\n${figure(m)}`
