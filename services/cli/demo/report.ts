@@ -104,14 +104,15 @@ const number = (v: unknown, digits = 0) => (typeof v === "number" ? v.toFixed(di
 /** The most confident mistakes, where a wrong gold label or a blind spot of the model shows first. */
 const MISTAKES_SHOWN = 10;
 
-function mistakesSection(mistakes: ReportInput["mistakes"]): string {
-  if (mistakes.length === 0) return "<p>No held-out example is wrong.</p>";
+/** `total` counts every mistake; the list may hold fewer (`eval --errors` lists up to --max-errors). */
+function mistakesSection(mistakes: ReportInput["mistakes"], total: number): string {
+  if (total === 0) return "<p>No held-out example is wrong.</p>";
   const rows = mistakes.slice(0, MISTAKES_SHOWN).map((m) =>
     `<tr><td>${escapeXml(m.predicted.join(", "))}</td><td>${escapeXml(m.gold.join(", "))}</td><td>${
       m.confidence === undefined ? "" : percent(m.confidence)
     }</td><td>${escapeXml([...m.text].slice(0, 80).join(""))}</td></tr>`
   );
-  return `<h2>The ${rows.length} most confident of ${mistakes.length} mistakes</h2>
+  return `<h2>The ${rows.length} most confident of ${total} mistakes</h2>
 <table class="mistakes">
 <tr><th>predicted</th><th>gold</th><th>confidence</th><th>text</th></tr>
 ${rows.join("\n")}
@@ -216,7 +217,7 @@ Generated ${new Date().toISOString()} in ${input.elapsedSeconds.toFixed(0)} s${
     percent(ev.majority.accuracy)
   }</td><td></td></tr>
 </table>
-${mistakesSection(input.mistakes)}
+${mistakesSection(input.mistakes, Number(ev.bertforge.errors ?? input.mistakes.length))}
 ${
     models.map((m) =>
       `<h2>${escapeXml(m.prefix)}</h2>\n<p>${escapeXml(lineageLine(m.lineage))}</p>\n${figure(m)}`
