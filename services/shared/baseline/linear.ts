@@ -1,6 +1,7 @@
 /**
  * The floor every BERT result is reported against: a linear classifier over hashed character unigrams and
  * bigrams (multinomial logistic regression, AdaGrad), the usual strong baseline for Chinese text classification.
+ * A sentence pair (`textB`) reads both sides' n-grams apart plus what they share ({@linkcode pairFeatures}).
  * Deterministic for a seed; no dependencies, so the demo report and the quality runs share it.
  */
 
@@ -16,7 +17,15 @@ export interface LinearBaselineOptions {
 
 export interface LinearBaseline {
   labels: string[];
-  predict(text: string): { label: string; scores: number[] };
+  /** `textB` for a model trained on pairs (and only then). */
+  predict(text: string, textB?: string): { label: string; scores: number[] };
+}
+
+/** One labelled example; `textB` makes it a sentence pair. */
+export interface LinearExample {
+  text: string;
+  textB?: string;
+  label: string;
 }
 
 /** FNV-1a over a short string: fast, stable across runs and platforms. */
@@ -29,22 +38,64 @@ export function hashString(s: string): number {
   return h >>> 0;
 }
 
-/** Character unigrams and bigrams (code points, whitespace dropped), hashed into `buckets` with counts. */
-export function charNgramFeatures(text: string, buckets: number): Map<number, number> {
+/** The code points of `text` without whitespace, and their unigrams and bigrams. */
+function charNgrams(text: string): string[] {
   const chars = Array.from(text).filter((c) => c.trim() !== "");
+  const grams: string[] = [];
+  for (let i = 0; i < chars.length; i++) {
+    grams.push(chars[i]!);
+    if (i + 1 < chars.length) grams.push(chars[i]! + chars[i + 1]!);
+  }
+  return grams;
+}
+
+/** Feature strings hashed into `buckets` with counts, L2-normalised. */
+function hashedCounts(grams: Iterable<string>, buckets: number): Map<number, number> {
   const features = new Map<number, number>();
-  const add = (gram: string) => {
+  for (const gram of grams) {
     const index = hashString(gram) % buckets;
     features.set(index, (features.get(index) ?? 0) + 1);
-  };
-  for (let i = 0; i < chars.length; i++) {
-    add(chars[i]!);
-    if (i + 1 < chars.length) add(chars[i]! + chars[i + 1]!);
   }
   // Normalise so long and short texts train at the same effective step size.
   const norm = Math.sqrt([...features.values()].reduce((a, v) => a + v * v, 0)) || 1;
   for (const [k, v] of features) features.set(k, v / norm);
   return features;
+}
+
+/** Character unigrams and bigrams (code points, whitespace dropped), hashed into `buckets` with counts. */
+export function charNgramFeatures(text: string, buckets: number): Map<number, number> {
+  return hashedCounts(charNgrams(text), buckets);
+}
+
+/**
+ * A sentence pair's features: each side's n-grams apart (prefixed, so `a:好` and `b:好` are different weights),
+ * the n-grams both sides share, and binned overlap and length difference. The shared part is what a
+ * paraphrase or entailment decision mostly rests on for a linear model; the sides alone only carry topic.
+ */
+export function pairFeatures(textA: string, textB: string, buckets: number): Map<number, number> {
+  const a = charNgrams(textA), b = charNgrams(textB);
+  const setA = new Set(a), setB = new Set(b);
+  const shared = [...setA].filter((g) => setB.has(g));
+  const union = new Set([...setA, ...setB]).size;
+  const overlap = union ? shared.length / union : 1;
+  const lengthDiff = Math.abs(Array.from(textA).length - Array.from(textB).length);
+  return hashedCounts([
+    ...a.map((g) => "a\u0001" + g),
+    ...b.map((g) => "b\u0001" + g),
+    ...shared.map((g) => "s\u0001" + g),
+    // One-hot bins: a linear model cannot threshold a raw ratio by itself.
+    "o\u0001" + Math.round(overlap * 10),
+    "l\u0001" + Math.min(10, lengthDiff),
+  ], buckets);
+}
+
+/** The features of a text, or of a pair when `textB` is given. */
+export function exampleFeatures(
+  text: string,
+  textB: string | undefined,
+  buckets: number,
+): Map<number, number> {
+  return textB === undefined ? charNgramFeatures(text, buckets) : pairFeatures(text, textB, buckets);
 }
 
 /** A small seeded PRNG (mulberry32): uniform in [0, 1), the same sequence for a seed everywhere. */
@@ -79,7 +130,7 @@ export function shuffleInPlace<T>(items: T[], random: () => number): T[] {
 }
 
 export function trainLinearBaseline(
-  examples: { text: string; label: string }[],
+  examples: LinearExample[],
   options: LinearBaselineOptions = {},
 ): LinearBaseline {
   const buckets = options.buckets ?? 1 << 18;
@@ -87,6 +138,15 @@ export function trainLinearBaseline(
   const lr = options.learningRate ?? 0.5;
   const l2 = options.l2 ?? 1e-6;
   if (examples.length === 0) throw new RangeError("Cannot train the linear baseline: no examples");
+  const pairs = examples[0]!.textB !== undefined;
+  const mixed = examples.findIndex((e) => (e.textB !== undefined) !== pairs);
+  if (mixed >= 0) {
+    throw new RangeError(
+      `Cannot train the linear baseline on texts and pairs at once: example 0 is ${
+        pairs ? "a pair" : "a text"
+      }, example ${mixed} is not`,
+    );
+  }
   const labels = [...new Set(examples.map((e) => e.label))].sort();
   const K = labels.length;
   const labelIndex = new Map(labels.map((l, i) => [l, i]));
@@ -94,7 +154,7 @@ export function trainLinearBaseline(
   const bias = new Float32Array(K);
   const gradSq = new Float32Array(buckets * K).fill(1e-8);
   const featurised = examples.map((e) => ({
-    x: charNgramFeatures(e.text, buckets),
+    x: exampleFeatures(e.text, e.textB, buckets),
     y: labelIndex.get(e.label)!,
   }));
   const order = featurised.map((_, i) => i);
@@ -127,8 +187,11 @@ export function trainLinearBaseline(
 
   return {
     labels,
-    predict(text: string) {
-      const p = score(charNgramFeatures(text, buckets));
+    predict(text: string, textB?: string) {
+      if ((textB !== undefined) !== pairs) {
+        throw new RangeError(`This linear baseline was trained on ${pairs ? "pairs" : "single texts"}`);
+      }
+      const p = score(exampleFeatures(text, textB, buckets));
       let best = 0;
       for (let k = 1; k < K; k++) if (p[k]! > p[best]!) best = k;
       return { label: labels[best]!, scores: Array.from(p) };
