@@ -18,6 +18,7 @@ import {
   type Document,
   DocumentSet,
   type InstanceSettings,
+  RowPacker,
 } from "./instances.ts";
 
 /** The settings a block needs (a subset of the manifest's PretrainingSettings). */
@@ -32,6 +33,8 @@ export interface BlockSettings {
   wholeWordMask: boolean;
   /** Share of documents held out: their instances form the eval split. */
   evalFraction: number;
+  /** Packed rows (RowPacker in instances.ts) instead of NSP pairs. */
+  packed: boolean;
 }
 
 export interface BlockStats {
@@ -53,6 +56,11 @@ export interface EncodedRecords {
 
 export interface BlockResult {
   index: number;
+  /** The source the block's documents came from (its index in the build's sources). */
+  source: number;
+  /** Documents of the block with any token, and their characters (code points), before weighting. */
+  documentsRead: number;
+  characters: number;
   train: EncodedRecords;
   eval: EncodedRecords;
 }
@@ -66,6 +74,11 @@ export interface RawBlock {
   bytes: Uint8Array;
   /** The corpus file of the bytes from `at` on, and the line there (to name a file that is not UTF-8). */
   files: { name: string; at: number; line: number }[];
+  /** Index of the source in the build, and of the block among that source's blocks (seeds its weighting). */
+  source: number;
+  sourceBlock: number;
+  /** Multiplier on the block's documents (see {@linkcode weightDocuments}); 1 leaves them as they are. */
+  weight: number;
 }
 
 const blockDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -398,8 +411,13 @@ export function processBlock(
   tokenizer: WordPieceTokenizer,
   settings: BlockSettings,
   workspace: BlockWorkspace,
+  weighting: Pick<RawBlock, "source" | "sourceBlock" | "weight"> = {
+    source: 0,
+    sourceBlock: index,
+    weight: 1,
+  },
 ): BlockResult {
-  let sentences = 0;
+  let sentences = 0, characters = 0;
   const holdOut = Rng.seeded(settings.seed, index, 0xe7a1);
   const documentTokenizer = workspace.documentTokenizer;
   const set = documentTokenizer.set;
@@ -411,6 +429,7 @@ export function processBlock(
     documentTokenizer.addSentences(lines.length === 1 ? splitSentences(lines[0]!) : lines);
     const d = documentTokenizer.endDocument();
     if (d < 0) continue;
+    for (const line of lines) characters += codePoints(line);
     if (heldOut) {
       if (heldCount === workspace.held.length) workspace.held = grown(workspace.held);
       workspace.held[heldCount++] = d;
@@ -435,9 +454,12 @@ export function processBlock(
     randomNextProb: settings.randomNextProb,
     masking,
   };
+  // The weighting draws from a generator of its own, seeded by the block's place in its source, so a
+  // source keeps the same documents whatever other sources the build mixes in.
+  const weighRng = Rng.seeded(settings.seed, weighting.sourceBlock, 0x3e16);
   const train = instancesOf(
     set,
-    workspace.train.subarray(0, trainCount),
+    weightDocuments(workspace.train.subarray(0, trainCount), weighting.weight, weighRng),
     Rng.seeded(settings.seed, index),
     instanceSettings,
     settings,
@@ -445,14 +467,44 @@ export function processBlock(
   );
   const held = instancesOf(
     set,
-    workspace.held.subarray(0, heldCount),
+    weightDocuments(workspace.held.subarray(0, heldCount), weighting.weight, weighRng),
     Rng.seeded(settings.seed, index, 0xe7a2),
     instanceSettings,
     settings,
     workspace,
   );
   train.stats.sentences = sentences;
-  return { index, train, eval: held };
+  return {
+    index,
+    source: weighting.source,
+    documentsRead: trainCount + heldCount,
+    characters,
+    train,
+    eval: held,
+  };
+}
+
+/**
+ * A source's weight applied to its documents (in corpus order): `floor(weight)` copies of all of
+ * them, then one more copy of a seeded `weight - floor(weight)` share of them (exactly that share of
+ * the block, rounded, kept in corpus order). So 0.5 uses half of the documents, 2 uses each twice (a
+ * per-source dupe factor), 1.5 all once and half twice. Weight 1 returns `documents` itself and draws
+ * nothing, so an unweighted build stays byte for byte what it was.
+ */
+export function weightDocuments(documents: Uint32Array, weight: number, rng: Rng): Uint32Array {
+  if (weight === 1) return documents;
+  const whole = Math.floor(weight), share = weight - whole;
+  const extra = Math.round(documents.length * share);
+  const out = new Uint32Array(whole * documents.length + extra);
+  for (let c = 0; c < whole; c++) out.set(documents, c * documents.length);
+  if (extra > 0) {
+    const order = new Uint32Array(documents.length);
+    for (let k = 0; k < order.length; k++) order[k] = k;
+    rng.shuffle(order);
+    const chosen = order.subarray(0, extra).sort();
+    for (let k = 0; k < extra; k++) out[whole * documents.length + k] = documents[chosen[k]!]!;
+  }
+  return out;
 }
 
 function grown(array: Uint32Array): Uint32Array<ArrayBuffer> {
@@ -477,7 +529,6 @@ function instancesOf(
     maskedTokens: 0,
     randomNext: 0,
   };
-  rng.shuffle(documents);
   const buffer = workspace.records;
   buffer.reset();
   const emit = (x: AssembledInstance) => {
@@ -486,6 +537,24 @@ function instancesOf(
     stats.maskedTokens += x.masked;
     if (x.isRandomNext) stats.randomNext++;
   };
+  if (settings.packed) {
+    // Rows follow the corpus order on the first pass (so a row's neighbours are its document's
+    // neighbours) and a fresh document order on each further pass (new row boundaries and neighbours);
+    // rows are not shuffled: the trainer's reader shuffles every epoch.
+    const packer = new RowPacker(instanceSettings.maxSeqLength, instanceSettings.masking, rng, emit);
+    for (let dupe = 0; dupe < settings.dupeFactor; dupe++) {
+      if (dupe > 0) rng.shuffle(documents);
+      for (let d = 0; d < documents.length; d++) packer.addDocument(set, documents[d]!);
+    }
+    packer.finish();
+    stats.instances = buffer.count;
+    return {
+      records: buffer.bytes.slice(0, buffer.length),
+      offsets: buffer.offsets.slice(0, buffer.count),
+      stats,
+    };
+  }
+  rng.shuffle(documents);
   for (let dupe = 0; dupe < settings.dupeFactor; dupe++) {
     for (let d = 0; d < documents.length; d++) {
       assembleInstances(set, documents, d, instanceSettings, rng, emit);

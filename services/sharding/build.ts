@@ -27,7 +27,7 @@
 import { basename } from "@std/path";
 import { Cancelled, FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
 import { idBytesFor } from "../shared/shards/format.ts";
-import type { PretrainingSettings, ShardManifest } from "../shared/shards/manifest.ts";
+import type { PretrainingSettings, ShardManifest, SourceReport } from "../shared/shards/manifest.ts";
 import { validateName } from "../shared/store/names.ts";
 import { DEFAULT_MAX_SHARD_BYTES, ShardSetWriter } from "../shared/shards/writer.ts";
 import { Sha256 } from "../shared/store/hash.ts";
@@ -57,6 +57,24 @@ export interface CorpusSource {
   /** The corpus' name in lineage records (`corpora/<name>` for stored corpora). */
   name: string;
   files: CorpusFile[];
+}
+
+/** One corpus of a multi-source build and the multiplier on its documents (block.ts weightDocuments). */
+export interface WeightedSource {
+  corpus: CorpusSource;
+  /** 0 skips the source (it is not even read), 0.5 uses a seeded half of its documents, 2 each twice. */
+  weight: number;
+}
+
+/** The largest weight a source may have: 1000 copies of every document is already far past useful. */
+export const MAX_SOURCE_WEIGHT = 1000;
+
+/** Checks a source weight, naming `field` in the error. */
+export function checkWeight(weight: unknown, field: string): number {
+  if (typeof weight !== "number" || !Number.isFinite(weight) || weight < 0 || weight > MAX_SOURCE_WEIGHT) {
+    throw new InvalidArgument(`${field} must be a number in [0, ${MAX_SOURCE_WEIGHT}]: got ${weight}`);
+  }
+  return weight;
 }
 
 /**
@@ -160,6 +178,7 @@ export function defaultSettings(maxSeqLength = 128): PretrainingSettings {
     blockBytes: DEFAULT_BLOCK_BYTES,
     maxShardBytes: DEFAULT_MAX_SHARD_BYTES,
     evalFraction: 0,
+    packed: false,
   };
 }
 
@@ -176,7 +195,10 @@ export interface BuildOptions {
   store: ObjectStore;
   /** Shard set name: the set lands under `shards/<name>/`. */
   name: string;
-  corpus: CorpusSource;
+  /** The corpus of a single-source build (weight 1); give this or `sources`. */
+  corpus?: CorpusSource;
+  /** Several corpora, read one after the other, each weighted; reported per source in the manifest. */
+  sources?: WeightedSource[];
   vocab: { text: string; name?: string; lowercase?: boolean };
   /** Anything not given takes {@linkcode defaultSettings}. `maxPredictionsPerSeq` follows `maxSeqLength`. */
   settings?: Partial<PretrainingSettings>;
@@ -217,6 +239,9 @@ export function resolveSettings(partial: Partial<PretrainingSettings> = {}): Pre
   prob("shortSeqProb");
   prob("randomNextProb");
   prob("evalFraction");
+  if (typeof settings.packed !== "boolean") {
+    throw new InvalidArgument(`packed must be a boolean: got ${JSON.stringify(settings.packed)}`);
+  }
   if (settings.evalFraction >= 1) {
     throw new InvalidArgument(`evalFraction must be below 1: got ${settings.evalFraction}`);
   }
@@ -313,7 +338,13 @@ class BlockCutter {
   /** The line the run starts at. */
   #runLine = 0;
 
-  constructor(readonly blockBytes: number) {}
+  /** Blocks emitted so far (the next block's `sourceBlock`). */
+  #blocks = 0;
+
+  constructor(
+    readonly blockBytes: number,
+    readonly source: Pick<RawBlock, "source" | "weight"> = { source: 0, weight: 1 },
+  ) {}
 
   /** The next lines come from `name`. */
   startFile(name: string): void {
@@ -457,7 +488,13 @@ class BlockCutter {
   }
 
   #emit(): void {
-    this.ready.push({ bytes: this.#block.subarray(0, this.#length), files: this.#files });
+    this.ready.push({
+      bytes: this.#block.subarray(0, this.#length),
+      files: this.#files,
+      source: this.source.source,
+      sourceBlock: this.#blocks++,
+      weight: this.source.weight,
+    });
     // The block's buffer goes to a worker (transferred): the next block gets a new one.
     this.#block = new Uint8Array(0);
     this.#length = 0;
@@ -466,14 +503,19 @@ class BlockCutter {
   }
 }
 
-/** Reads the corpus' bytes (hashing them as stored) and cuts them into blocks of whole documents. */
+/**
+ * Reads the corpus' bytes (hashing them as stored) and cuts them into blocks of whole documents, each
+ * labelled with `source` (its index in the build and its weight). A `.gz` file is decompressed as it
+ * streams, never whole.
+ */
 export async function* blocksOf(
   corpus: CorpusSource,
   blockBytes: number,
-  hasher: Sha256,
+  hasher: { update(bytes: Uint8Array): unknown },
   counters: { bytesRead: number },
+  source: Pick<RawBlock, "source" | "weight"> = { source: 0, weight: 1 },
 ): AsyncGenerator<RawBlock> {
-  const cutter = new BlockCutter(blockBytes);
+  const cutter = new BlockCutter(blockBytes, source);
   // Bytes read but not cut yet: [from, to) of `pending`, the tail of a line that goes on in the next chunk.
   let pending = new Uint8Array(1 << 20);
   for (const file of corpus.files) {
@@ -631,7 +673,7 @@ class BlockRunner {
     if (tokenizer) {
       const settings = this.init.settings;
       return this.#workspace!.then((workspace) =>
-        processBlock(index, documentsOf(block), tokenizer, settings, workspace)
+        processBlock(index, documentsOf(block), tokenizer, settings, workspace, block)
       );
     }
     let worker = 0;
@@ -650,12 +692,36 @@ class BlockRunner {
   }
 }
 
+/** The sources of a build: `options.sources`, or `options.corpus` alone at weight 1; weights checked. */
+export function sourcesOf(options: Pick<BuildOptions, "corpus" | "sources">): WeightedSource[] {
+  if (options.sources && options.corpus) throw new InvalidArgument("give corpus or sources, not both");
+  const sources = options.sources ?? (options.corpus ? [{ corpus: options.corpus, weight: 1 }] : []);
+  if (sources.length === 0) throw new InvalidArgument("sources must name at least one corpus");
+  const seen = new Set<string>();
+  sources.forEach((source, i) => {
+    checkWeight(source.weight, `sources[${i}].weight`);
+    if (seen.has(source.corpus.name)) {
+      throw new InvalidArgument(
+        `sources[${i}].corpus: '${source.corpus.name}' is given twice (weight it instead)`,
+      );
+    }
+    seen.add(source.corpus.name);
+  });
+  if (sources.every((source) => source.weight === 0)) {
+    throw new InvalidArgument("sources: every weight is 0, so nothing would be built");
+  }
+  return sources;
+}
+
 /**
- * Builds `shards/<name>/` from the corpus. ALREADY_EXISTS for an existing set unless `overwrite`;
- * CANCELLED when `signal` aborts (the partial set is removed and never looks complete).
+ * Builds `shards/<name>/` from the corpus, or the sources one after the other (each source's blocks
+ * hold its documents only, so its weight and its report apply block by block; the blocks of all
+ * sources go to the same workers). ALREADY_EXISTS for an existing set unless `overwrite`; CANCELLED
+ * when `signal` aborts (the partial set is removed and never looks complete).
  */
 export async function buildPretrainingShards(options: BuildOptions): Promise<ShardManifest> {
   validateName(options.name);
+  const sources = sourcesOf(options);
   const settings = resolveSettings(options.settings);
   const lowercase = options.vocab.lowercase ?? true;
   const blockSettings: BlockSettings = {
@@ -668,6 +734,7 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     dupeFactor: settings.dupeFactor,
     wholeWordMask: settings.wholeWordMask,
     evalFraction: settings.evalFraction,
+    packed: settings.packed ?? false,
   };
   const workers = options.workers ?? Math.min(4, navigator.hardwareConcurrency || 1);
   // Workers first: they start (modules, vocab, jieba) while this thread reads the vocab and opens the set.
@@ -691,9 +758,10 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     throw error;
   }
   const vocabSize = tokenizer.idToToken.length;
+  const used = sources.filter((source) => source.weight > 0);
+  // With several sources the corpus hash covers all their bytes in order, and each has its own.
   const hasher = new Sha256();
   const counters = { bytesRead: 0 };
-  let evalDocuments = 0;
   const totals: BlockStats = {
     documents: 0,
     sentences: 0,
@@ -702,8 +770,21 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     maskedTokens: 0,
     randomNext: 0,
   };
-  const totalBytes = options.corpus.files.every((f) => f.size !== undefined)
-    ? options.corpus.files.reduce((sum, f) => sum + f.size!, 0)
+  const reports: SourceReport[] = sources.map((source) => ({
+    name: source.corpus.name,
+    sha256: "",
+    weight: source.weight,
+    bytes: 0,
+    documents: 0,
+    characters: 0,
+    documentsUsed: 0,
+    instances: 0,
+    tokens: 0,
+    evalInstances: 0,
+  }));
+  const files = used.flatMap((source) => source.corpus.files);
+  const totalBytes = files.every((f) => f.size !== undefined)
+    ? files.reduce((sum, f) => sum + f.size!, 0)
     : undefined;
   const checkAbort = () => {
     if (options.signal?.aborted) throw new Cancelled(`building shard set '${options.name}' was cancelled`);
@@ -713,7 +794,13 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     await writer.addRecords(result.train.records, result.train.offsets, "train");
     await writer.addRecords(result.eval.records, result.eval.offsets, "eval");
     for (const key of Object.keys(totals) as (keyof BlockStats)[]) totals[key] += result.train.stats[key];
-    evalDocuments += result.eval.stats.documents;
+    const report = reports[result.source]!;
+    report.documents += result.documentsRead;
+    report.characters += result.characters;
+    report.documentsUsed += result.train.stats.documents + result.eval.stats.documents;
+    report.instances += result.train.stats.instances;
+    report.tokens += result.train.stats.tokens;
+    report.evalInstances += result.eval.stats.instances;
     options.onProgress?.({
       bytesRead: counters.bytesRead,
       ...(totalBytes !== undefined ? { totalBytes } : {}),
@@ -729,22 +816,42 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
     const window = 4 * runner.parallelism;
     const inFlight: { result: Promise<BlockResult>; done: boolean }[] = [];
     let index = 0;
-    for await (const block of blocksOf(options.corpus, settings.blockBytes, hasher, counters)) {
-      checkAbort();
-      await runner.ready();
-      const entry = { result: runner.run(index++, block), done: false };
-      // Rejections are observed when the entry is awaited in order.
-      entry.result.then(() => (entry.done = true), () => (entry.done = true));
-      inFlight.push(entry);
-      while (inFlight.length > 0 && (inFlight[0]!.done || inFlight.length >= window)) {
-        await write(await inFlight.shift()!.result);
+    for (const [s, source] of sources.entries()) {
+      if (source.weight === 0) continue;
+      const own = used.length > 1 ? new Sha256() : hasher;
+      const both = own === hasher ? hasher : {
+        update(bytes: Uint8Array) {
+          hasher.update(bytes);
+          own.update(bytes);
+        },
+      };
+      const before = counters.bytesRead;
+      const cut = blocksOf(source.corpus, settings.blockBytes, both, counters, {
+        source: s,
+        weight: source.weight,
+      });
+      for await (const block of cut) {
+        checkAbort();
+        await runner.ready();
+        const entry = { result: runner.run(index++, block), done: false };
+        // Rejections are observed when the entry is awaited in order.
+        entry.result.then(() => (entry.done = true), () => (entry.done = true));
+        inFlight.push(entry);
+        while (inFlight.length > 0 && (inFlight[0]!.done || inFlight.length >= window)) {
+          await write(await inFlight.shift()!.result);
+        }
       }
+      reports[s]!.bytes = counters.bytesRead - before;
+      reports[s]!.sha256 = own === hasher ? "" : own.hex();
     }
     while (inFlight.length > 0) await write(await inFlight.shift()!.result);
     checkAbort();
+    const corpusName = used.length === 1 ? used[0]!.corpus.name : used.map((u) => u.corpus.name).join("+");
     if (totals.instances === 0) {
-      throw new InvalidArgument(`corpus ${options.corpus.name} produced no instances (is it empty?)`);
+      throw new InvalidArgument(`corpus ${corpusName} produced no instances (is it empty?)`);
     }
+    const corpusSha = hasher.hex();
+    for (const report of reports) if (report.weight > 0 && report.sha256 === "") report.sha256 = corpusSha;
     const fields = {
       tokens: totals.tokens,
       maskedTokens: totals.maskedTokens,
@@ -759,13 +866,15 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
         padId: tokenizer.padId,
       },
       corpus: {
-        name: options.corpus.name,
-        sha256: hasher.hex(),
+        name: corpusName,
+        sha256: corpusSha,
         bytes: counters.bytesRead,
-        documents: totals.documents + evalDocuments,
+        // Documents read, each once (document uses, copies counted, are per source).
+        documents: reports.reduce((sum, r) => sum + r.documents, 0),
         sentences: totals.sentences,
-        files: options.corpus.files.map((f) => f.name),
+        files: files.map((f) => f.name),
       },
+      sources: reports,
       settings: { ...settings },
       builder: {
         name: "bertforge-sharding",
@@ -773,19 +882,19 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
       },
     };
     // The set carries its vocab (so it decodes without the vocab artifact) and its lineage, in the
-    // shape of the Lineage message of common.proto.
+    // shape of the Lineage message of common.proto: one corpus input per source that was read.
     const lineage = {
       artifact: { kind: "ARTIFACT_KIND_SHARDS", name: options.name, prefix: `shards/${options.name}/` },
       inputs: [
-        {
+        ...reports.filter((r) => r.weight > 0).map((r) => ({
           role: "corpus",
           ref: {
             kind: "ARTIFACT_KIND_CORPUS",
-            name: fields.corpus.name,
-            sha256: fields.corpus.sha256,
-            ...(fields.corpus.name.includes("/") ? {} : { prefix: `corpora/${fields.corpus.name}/` }),
+            name: r.name,
+            sha256: r.sha256,
+            ...(r.name.includes("/") ? {} : { prefix: `corpora/${r.name}/` }),
           },
-        },
+        })),
         {
           role: "vocab",
           ref: { kind: "ARTIFACT_KIND_VOCAB", name: options.vocab.name ?? "", sha256: fields.vocab.sha256 },

@@ -45,7 +45,8 @@ self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
     }
     await ready;
     if (!tokenizer || !settings || !workspace) throw new Error("build worker got a block before init");
-    const result = processBlock(message.index, documentsOf(message.block), tokenizer, settings, workspace);
+    const block = message.block;
+    const result = processBlock(message.index, documentsOf(block), tokenizer, settings, workspace, block);
     const reply: WorkerReply = { type: "result", result };
     self.postMessage(reply, [
       result.train.records.buffer as ArrayBuffer,

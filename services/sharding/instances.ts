@@ -269,11 +269,12 @@ export function assembleInstances(
       if (chunkLength === 1 || rng.random() < settings.randomNextProb) {
         isRandomNext = true;
         const targetBLength = targetSeqLength - a.size;
-        // Rarely more than one try on a large block; it keeps B out of the document A comes from.
+        // Rarely more than one try on a large block; it keeps B out of the document A comes from (by
+        // document, not list entry: a weighted source lists a document more than once).
         let randomDocumentIndex = documentIndex;
         for (let tries = 0; tries < 10; tries++) {
           randomDocumentIndex = rng.randint(0, documents.length - 1);
-          if (randomDocumentIndex !== documentIndex) break;
+          if (documents[randomDocumentIndex] !== document) break;
         }
         const randomDocument = documents[randomDocumentIndex]!;
         const randomFirst = set.documentStarts[randomDocument]!;
@@ -341,4 +342,73 @@ function assemble(
   x.wholeWord = masking.wholeWord;
   x.masked = maskInPlace(ids, at, wordStarts, masking, rng, x.positions, x.labels);
   return x;
+}
+
+/**
+ * Packed rows (`--packed`, manifest `settings.packed`): not a step of the reference but RoBERTa's
+ * FULL-SENTENCES input. Each row is `[CLS] t1 ... tn [SEP]` of exactly `maxSeqLength` tokens, filled
+ * with consecutive sentences of a document and going on into the next document after a `[SEP]`, so no
+ * compute goes to padding. A row is one segment (segmentALength = its length, token types all 0) and
+ * has no NSP label (isRandomNext false); tokens attend across the document boundaries inside a row,
+ * as RoBERTa's do. A sentence longer than a row goes on in the next row. A document ending exactly at
+ * a row's end needs no separator: the row's closing `[SEP]` is one. Only the row {@linkcode finish}
+ * emits may be short.
+ */
+export class RowPacker {
+  readonly #x: AssembledInstance;
+  /** Next free slot of the row being filled; slot 0 is `[CLS]`, slot `maxSeqLength - 1` the closing `[SEP]`. */
+  #at = 1;
+  #separatorDue = false;
+
+  constructor(
+    readonly maxSeqLength: number,
+    readonly masking: MaskingSettings,
+    readonly rng: Rng,
+    readonly out: (row: AssembledInstance) => void,
+  ) {
+    if (maxSeqLength < 3) throw new RangeError(`a packed row needs maxSeqLength >= 3: got ${maxSeqLength}`);
+    this.#x = new AssembledInstance(maxSeqLength);
+    this.#x.ids[0] = masking.clsId;
+    this.#x.wordStarts[0] = 1;
+  }
+
+  /** Appends the tokens of document `d` of `set`. */
+  addDocument(set: DocumentSet, d: number): void {
+    const from = set.sentenceStarts[set.documentStarts[d]!]!;
+    const to = set.sentenceStarts[set.documentStarts[d + 1]!]!;
+    if (from === to) return;
+    if (this.#separatorDue && this.#at > 1) this.#push(this.masking.sepId, 1);
+    const ids = set.ids, wordStarts = set.wordStarts;
+    for (let t = from; t < to; t++) this.#push(ids[t]!, wordStarts[t]!);
+    this.#separatorDue = true;
+  }
+
+  /** Emits the unfinished row, if any (the one short row of a stream). */
+  finish(): void {
+    if (this.#at > 1) this.#emit();
+    this.#separatorDue = false;
+  }
+
+  #push(id: number, wordStart: number): void {
+    const x = this.#x, at = this.#at;
+    x.ids[at] = id;
+    // A row cut inside a word still opens a word of its own (as a truncated segment does).
+    x.wordStarts[at] = at === 1 ? 1 : wordStart;
+    this.#at = at + 1;
+    if (this.#at === this.maxSeqLength - 1) this.#emit();
+  }
+
+  #emit(): void {
+    const x = this.#x, length = this.#at + 1;
+    x.ids[this.#at] = this.masking.sepId;
+    x.wordStarts[this.#at] = 1;
+    x.length = length;
+    x.segmentALength = length;
+    x.isRandomNext = false;
+    x.wholeWord = this.masking.wholeWord;
+    x.masked = maskInPlace(x.ids, length, x.wordStarts, this.masking, this.rng, x.positions, x.labels);
+    this.out(x);
+    // The next row starts fresh: [CLS] stays in slot 0, the rest is overwritten.
+    this.#at = 1;
+  }
 }

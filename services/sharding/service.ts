@@ -24,15 +24,24 @@ import {
 import { isPublished } from "../shared/store/publish.ts";
 import { validateName } from "../shared/store/names.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
-import { buildPretrainingShards, corpusFromStore, resolveSettings } from "./build.ts";
-import type { PretrainingSettings } from "../shared/shards/manifest.ts";
+import {
+  buildPretrainingShards,
+  checkWeight,
+  corpusFromStore,
+  resolveSettings,
+  type WeightedSource,
+} from "./build.ts";
+import type { PretrainingSettings, SourceReport } from "../shared/shards/manifest.ts";
 
 export const JOB_KIND = "build_pretraining";
 
 /** What StartBuildPretraining asked for, settings resolved; stored as the job's spec. */
 export interface BuildSpec {
   name: string;
+  /** The corpus, or the source names joined by `+` for a multi-source build. */
   corpus: string;
+  /** Several corpora with their weights (absent in single-corpus builds and in older specs). */
+  sources?: { corpus: string; weight: number }[];
   vocab: string;
   overwrite: boolean;
   settings: PretrainingSettings;
@@ -44,6 +53,8 @@ export interface BuildResult {
   evalInstances: number;
   shards: number;
   sizeBytes: number;
+  /** What each source gave (the manifest's `sources`). */
+  sources?: SourceReport[];
 }
 
 export interface SharderOptions {
@@ -66,7 +77,23 @@ function isSet(request: Message, field: string): boolean {
 /** StartBuildPretrainingRequest → the job spec: defaults of the proto applied, every range checked. */
 export function specFromRequest(request: Message): BuildSpec {
   const name = validateName(request.name, "name");
-  const corpus = validateName(request.corpus, "corpus");
+  const requested: Message[] = Array.isArray(request.sources) ? request.sources : [];
+  if (requested.length > 0 && typeof request.corpus === "string" && request.corpus !== "") {
+    throw new InvalidArgument("corpus and sources are both set: give one of them");
+  }
+  const sources = requested.map((source, i) => ({
+    corpus: validateName(source?.corpus, `sources[${i}].corpus`),
+    weight: checkWeight(isSet(source ?? {}, "weight") ? num(source.weight) : 1, `sources[${i}].weight`),
+  }));
+  const names = sources.map((source) => source.corpus);
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice !== undefined) {
+    throw new InvalidArgument(`sources: corpus '${twice}' is given twice (weight it instead)`);
+  }
+  if (sources.length > 0 && sources.every((source) => source.weight === 0)) {
+    throw new InvalidArgument("sources: every weight is 0, so nothing would be built");
+  }
+  const corpus = sources.length > 0 ? names.join("+") : validateName(request.corpus, "corpus");
   const vocab = validateName(request.vocab, "vocab");
   const maxSeqLength = num(request.max_seq_length) || 128;
   const maskedLmProb = isSet(request, "masked_lm_prob") ? num(request.masked_lm_prob) : 0.15;
@@ -83,11 +110,27 @@ export function specFromRequest(request: Message): BuildSpec {
     seed: isSet(request, "seed") ? num(request.seed) : 12345,
     wholeWordMask: !!request.whole_word_masking,
     evalFraction: isSet(request, "eval_fraction") ? num(request.eval_fraction) : 0.01,
+    packed: !!request.packed,
   };
   if (num(request.shard_size_bytes) > 0) partial.maxShardBytes = num(request.shard_size_bytes);
   // Same checks as the builder, so a bad setting fails the call rather than the job.
   const settings = resolveSettings(partial);
-  return { name, corpus, vocab, overwrite: !!request.overwrite, settings };
+  return {
+    name,
+    corpus,
+    ...(sources.length > 0 ? { sources } : {}),
+    vocab,
+    overwrite: !!request.overwrite,
+    settings,
+  };
+}
+
+/** The spec's corpora, resolved in the store (NOT_FOUND / FAILED_PRECONDITION naming the corpus). */
+async function sourcesFromStore(store: ObjectStore, spec: BuildSpec): Promise<WeightedSource[]> {
+  const wanted = spec.sources ?? [{ corpus: spec.corpus, weight: 1 }];
+  const out: WeightedSource[] = [];
+  for (const { corpus, weight } of wanted) out.push({ corpus: await corpusFromStore(store, corpus), weight });
+  return out;
 }
 
 /** The build's vocab: `vocabs/<name>/vocab.txt`, lower-casing from its tokenizer_config.json when present. */
@@ -121,18 +164,19 @@ export class Sharder {
       run: async (ctx) => {
         const spec = ctx.spec;
         const vocab = await loadVocab(this.store, spec.vocab);
-        const corpus = await corpusFromStore(this.store, spec.corpus);
+        const sources = await sourcesFromStore(this.store, spec);
+        const fileCount = sources.reduce((sum, source) => sum + source.corpus.files.length, 0);
         await ctx.emit({
           type: "log",
-          message:
-            `building shards '${spec.name}' from ${corpus.name} (${corpus.files.length} files) with vocab ` +
+          message: `building shards '${spec.name}' from ${spec.corpus} (${fileCount} files) with vocab ` +
             `'${spec.vocab}', seq ${spec.settings.maxSeqLength}, dupe ${spec.settings.dupeFactor}` +
-            (spec.settings.wholeWordMask ? ", whole-word masking" : ""),
+            (spec.settings.wholeWordMask ? ", whole-word masking" : "") +
+            (spec.settings.packed ? ", packed rows (no NSP)" : ""),
         });
         const manifest = await buildPretrainingShards({
           store: this.store,
           name: spec.name,
-          corpus,
+          ...(spec.sources ? { sources } : { corpus: sources[0]!.corpus }),
           vocab: { text: vocab.text, name: spec.vocab, lowercase: vocab.lowercase },
           settings: spec.settings,
           // A resumed job rebuilds over what its interrupted run left (never published).
@@ -155,12 +199,34 @@ export class Sharder {
             } shards`,
           data: { name: spec.name },
         });
+        // One event per source, its numbers as metrics, so a watcher sees the mix that was used.
+        for (const source of manifest.sources ?? []) {
+          await ctx.emit({
+            type: "log",
+            message: `source ${source.name} (weight ${source.weight}): ${source.documents} documents, ` +
+              `${source.characters} characters, ${source.instances} instances, ${source.tokens} tokens`,
+            data: {
+              source: source.name,
+              metrics: {
+                weight: source.weight,
+                bytes: source.bytes,
+                documents: source.documents,
+                characters: source.characters,
+                documents_used: source.documentsUsed,
+                instances: source.instances,
+                tokens: source.tokens,
+                eval_instances: source.evalInstances,
+              },
+            },
+          });
+        }
         return {
           name: spec.name,
           instances: manifest.instances,
           evalInstances: manifest.evalInstances,
           shards: manifest.shards.length + manifest.evalShards.length,
           sizeBytes: manifest.bytes,
+          sources: manifest.sources ?? [],
         };
       },
     });
@@ -182,7 +248,7 @@ export class Sharder {
       throw new AlreadyExists(`shard set '${spec.name}' already exists; pass overwrite to rebuild it`);
     }
     await loadVocab(this.store, spec.vocab);
-    await corpusFromStore(this.store, spec.corpus);
+    await sourcesFromStore(this.store, spec);
     return await this.manager.get(await this.manager.submit(JOB_KIND, spec));
   }
 
@@ -295,13 +361,30 @@ function shardSetMessage(m: ShardManifest): Message {
     size_bytes: String(m.bytes),
     id_bytes: m.idBytes,
     created_at: m.createdAt ?? "",
+    sources: (m.sources ?? []).map((r) => ({
+      corpus: r.name,
+      sha256: r.sha256,
+      weight: r.weight,
+      bytes: String(r.bytes),
+      documents: String(r.documents),
+      characters: String(r.characters),
+      documents_used: String(r.documentsUsed),
+      instances: String(r.instances),
+      tokens: String(r.tokens),
+      eval_instances: String(r.evalInstances),
+    })),
+    packed: m.settings.packed === true,
     lineage: {
       artifact: { kind: "ARTIFACT_KIND_SHARDS", name: m.name, prefix: `${shardSetPrefix(m.name)}/` },
       inputs: [
-        {
-          role: "corpus",
-          ref: { kind: "ARTIFACT_KIND_CORPUS", name: m.corpus.name, sha256: m.corpus.sha256 },
-        },
+        // One input per source read (older sets, without sources, name their one corpus).
+        ...(m.sources
+          ? m.sources.filter((r) => r.weight > 0)
+          : [{ name: m.corpus.name, sha256: m.corpus.sha256 }])
+          .map((r) => ({
+            role: "corpus",
+            ref: { kind: "ARTIFACT_KIND_CORPUS", name: r.name, sha256: r.sha256 },
+          })),
         {
           role: "vocab",
           ref: { kind: "ARTIFACT_KIND_VOCAB", name: m.vocab.name ?? "", sha256: m.vocab.sha256 },
@@ -321,5 +404,7 @@ function protoEvent(jobId: string, event: JobEvent, state: string, startedAt?: s
     const name = String(event.data.name);
     out.artifact = { kind: "ARTIFACT_KIND_SHARDS", name, prefix: `${shardSetPrefix(name)}/` };
   }
+  const metrics = event.data?.metrics;
+  if (metrics && typeof metrics === "object") out.metrics = { ...metrics };
   return out;
 }

@@ -31,6 +31,37 @@ export interface PretrainingSettings {
   maxShardBytes: number;
   /** Share of documents whose instances go to the held-out split (`eval-NNNNN.bin`) instead. */
   evalFraction: number;
+  /**
+   * Packed rows instead of NSP pairs: every instance is `[CLS] t1 ... tn [SEP]` of exactly
+   * `maxSeqLength` tokens (only the last row of a block may be shorter), filled with consecutive
+   * sentences of a document and going on into the next document after a `[SEP]`. One segment (token
+   * types all 0) and no NSP label: the trainer reads this field to turn NSP off. Tokens attend across
+   * document boundaries (RoBERTa's FULL-SENTENCES), so no compute goes to padding. Absent in sets
+   * built before packing existed, which means false.
+   */
+  packed?: boolean;
+}
+
+/** What one source corpus of a build gave (`sources` of the manifest, in request order). */
+export interface SourceReport {
+  /** The corpus' name (`corpora/<name>/` for stored corpora). */
+  name: string;
+  /** sha256 of its bytes as stored (compressed for `.gz`); empty when it was skipped (weight 0). */
+  sha256: string;
+  /** Multiplier on its documents: 0.5 uses a seeded half of them, 2 uses each twice, 0 skips it. */
+  weight: number;
+  /** Bytes read as stored. */
+  bytes: number;
+  /** Documents read, and their characters (Unicode code points of the trimmed lines). */
+  documents: number;
+  characters: number;
+  /** Document uses after the weight (a document used twice counts twice), both splits. */
+  documentsUsed: number;
+  /** Training instances made of its documents, and their tokens ([CLS]/[SEP] included). */
+  instances: number;
+  tokens: number;
+  /** Held-out instances made of its documents. */
+  evalInstances: number;
 }
 
 /** The training split (`shard-NNNNN.bin`) or the held-out one (`eval-NNNNN.bin`). */
@@ -80,6 +111,12 @@ export interface ShardManifest {
     sentences: number;
     files: string[];
   };
+  /**
+   * Per source, what the build used (absent in sets built before sources existed). With one source
+   * it repeats `corpus`; with several, `corpus` is their union (names joined by `+`, one sha256 over
+   * all their bytes in order) and `lineage.json` names each source with its own sha256.
+   */
+  sources?: SourceReport[];
   settings: PretrainingSettings;
   /** What built it (lineage): `bertforge` plus the git commit when known. */
   builder: { name: string; version?: string };

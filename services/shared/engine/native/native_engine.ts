@@ -1,6 +1,7 @@
 /**
- * The native CPU engine: post-LN BERT exactly as Hugging Face BertModel, with explicit forward and backward
- * passes over preallocated arenas, every GEMM on OpenBLAS (blas_ffi.ts), the rest in kernels.c (kernels.ts).
+ * The native CPU engine: post-LN BERT exactly as Hugging Face BertModel (or, with config
+ * `bertforge_layer_norm: "pre"`, the pre-LN variant of config.ts LayerNormPlacement), with explicit forward and
+ * backward passes over preallocated arenas, every GEMM on OpenBLAS (blas_ffi.ts), the rest in kernels.c (kernels.ts).
  * Modelled on karpathy/llm.c train_gpt2.c: forward saves what backward needs, backward adds into zeroed
  * parameter gradients, and the chain rule is spelled out where it is applied.
  *
@@ -21,7 +22,7 @@
  * getTrainState carries no gradients, so save between optimizer steps (microStep 0) for an exact resume.
  */
 import { InvalidArgument } from "../../errors.ts";
-import { type BertConfig, classifierDropout } from "../../model/config.ts";
+import { type BertConfig, classifierDropout, FINAL_LAYER_NORM, isPreLayerNorm } from "../../model/config.ts";
 import type {
   Batch,
   Engine,
@@ -94,19 +95,25 @@ interface LayerParams {
   ln2b: Buf; // (C)
 }
 
+/**
+ * One layer's saved activations. x is the layer input X[l]. Post-LN: pre1 = x + dropout(Attn(x)),
+ * x1 = LN1(pre1), pre2 = x1 + dropout(FFN(x1)), X[l+1] = LN2(pre2). Pre-LN: x1 = LN1(x),
+ * pre1 = x + dropout(Attn(x1)), x2 = LN2(pre1), X[l+1] = pre1 + dropout(FFN(x2)).
+ */
 interface LayerActs {
   qkv: Buf; // (NT, 3C)
   att: Buf; // (B, NH, T, T) attention probabilities before dropout
   attd: Buf; // (B, NH, T, T) after dropout (empty when attention dropout is off): the PV operand, kept for dV
   atty: Buf; // (NT, C) attention output, heads side by side
-  pre1: Buf; // (NT, C) x + dropout(atty Wo + bo), the input of LayerNorm 1
-  mean1: Buf; // (NT)
+  pre1: Buf; // (NT, C) x + dropout(atty Wo + bo)
+  mean1: Buf; // (NT) LN1 statistics (of pre1 post-LN, of x pre-LN)
   rstd1: Buf; // (NT)
-  x1: Buf; // (NT, C)
+  x1: Buf; // (NT, C) LN1 output: the FFN input post-LN, the attention input pre-LN
   h: Buf; // (NT, F) FFN pre-activation
   g: Buf; // (NT, F) gelu(h)
-  pre2: Buf; // (NT, C) x1 + dropout(g Wproj + bproj)
-  mean2: Buf; // (NT)
+  pre2: Buf; // (NT, C) post-LN only: x1 + dropout(g Wproj + bproj), the LN2 input
+  x2: Buf; // (NT, C) pre-LN only: LN2(pre1), the FFN input
+  mean2: Buf; // (NT) LN2 statistics (of pre2 post-LN, of pre1 pre-LN)
   rstd2: Buf; // (NT)
 }
 
@@ -119,6 +126,8 @@ interface Tensors {
   embLnW: Buf;
   embLnB: Buf;
   layers: LayerParams[];
+  lnfW: Buf; // (C) pre-LN only: the final LayerNorm on X[L]
+  lnfB: Buf;
   poolW: Buf; // (C, C)
   poolB: Buf;
   mlmW: Buf; // (C, C) transform dense
@@ -172,6 +181,8 @@ export class NativeEngine implements Engine {
   private readonly opt: OptimizerConfig;
   /** The head reads the mean of the last layer, not the pooler (HeadSpec.pooling). */
   private readonly meanPooling: boolean;
+  /** Pre-LN layers and a final LayerNorm (config bertforge_layer_norm "pre"). */
+  private readonly preLN: boolean;
   private readonly specs: ParamSpec[];
   private readonly specByName: Map<string, ParamSpec>;
   private readonly numParams: number;
@@ -220,6 +231,7 @@ export class NativeEngine implements Engine {
     this.head = { ...options.head };
     this.meanPooling = this.head.pooling === "mean";
     const c = this.config;
+    this.preLN = isPreLayerNorm(c);
     const task = validateHead(this.head).task;
     this.K = task === "pretrain" ? 2 : this.head.numLabels!;
     this.mode = engineMode(options.mode);
@@ -275,11 +287,17 @@ export class NativeEngine implements Engine {
       ar.plan(`qkv${l}`, NT * 3 * C);
       ar.plan(`att${l}`, NA);
       ar.plan(`attd${l}`, c.attention_probs_dropout_prob > 0 ? back(NA) : 0);
-      for (const n of ["atty", "pre1", "x1", "pre2"]) ar.plan(`${n}${l}`, NT * C);
+      for (const n of ["atty", "pre1", "x1"]) ar.plan(`${n}${l}`, NT * C);
+      ar.plan(`pre2${l}`, this.preLN ? 0 : NT * C);
+      ar.plan(`x2${l}`, this.preLN ? NT * C : 0);
       for (const n of ["mean1", "rstd1", "mean2", "rstd2"]) ar.plan(`${n}${l}`, NT);
       ar.plan(`h${l}`, NT * F);
       ar.plan(`g${l}`, NT * F);
     }
+    ar.plan("xf", this.preLN ? NT * C : 0); // (NT, C) pre-LN: LN_f(X[L]), the heads' input
+    ar.plan("xfMean", this.preLN ? NT : 0);
+    ar.plan("xfRstd", this.preLN ? NT : 0);
+    ar.plan("zeroC", C); // (C) zeros, never written: the bias of addInto
     // scratch shared by all layers
     ar.plan("tmp", NT * C);
     ar.plan("dX", back(NT * C));
@@ -324,6 +342,7 @@ export class NativeEngine implements Engine {
       h: ar.f32(`h${l}`),
       g: ar.f32(`g${l}`),
       pre2: ar.f32(`pre2${l}`),
+      x2: ar.f32(`x2${l}`),
       mean2: ar.f32(`mean2${l}`),
       rstd2: ar.f32(`rstd2${l}`),
     }));
@@ -332,6 +351,10 @@ export class NativeEngine implements Engine {
       "emb",
       "embMean",
       "embRstd",
+      "xf",
+      "xfMean",
+      "xfRstd",
+      "zeroC",
       "tmp",
       "dX",
       "dPre",
@@ -394,6 +417,8 @@ export class NativeEngine implements Engine {
       embLnW: view("bert.embeddings.LayerNorm.weight"),
       embLnB: view("bert.embeddings.LayerNorm.bias"),
       layers,
+      lnfW: view(`${FINAL_LAYER_NORM}.weight`),
+      lnfB: view(`${FINAL_LAYER_NORM}.bias`),
       poolW: view("bert.pooler.dense.weight"),
       poolB: view("bert.pooler.dense.bias"),
       mlmW: view("cls.predictions.transform.dense.weight"),
@@ -738,18 +763,20 @@ export class NativeEngine implements Engine {
     threadsInUse = this.threads;
   }
 
-  /** X[L] (NT, C) from the batch; with `train`, dropout on and counters recorded. */
+  /**
+   * The heads' input (NT, C) from the batch: X[L], or LN_f(X[L]) in A.xf for pre-LN; with `train`, dropout on and
+   * counters recorded.
+   */
   private encoderForward(batch: Batch, train: boolean): void {
     this.useThreads();
     const k = this.kernels, c = this.config, P = this.P, A = this.A;
     const { B, T } = batch;
-    const C = c.hidden_size, F = c.intermediate_size, NH = c.num_attention_heads, HS = C / NH;
-    const NT = B * T, C3 = 3 * C;
+    const C = c.hidden_size, F = c.intermediate_size, eps = c.layer_norm_eps;
+    const NT = B * T;
     const pH = train ? c.hidden_dropout_prob : 0, pA = train ? c.attention_probs_dropout_prob : 0;
     this.fwdDropH = pH;
     this.fwdDropA = pA;
     const seed = this.rngSeed;
-    const scale = 1 / Math.sqrt(HS);
     this.site = 0;
     this.lastMark = performance.now();
 
@@ -772,129 +799,153 @@ export class NativeEngine implements Engine {
     this.mark("embeddings");
 
     for (let l = 0; l < c.num_hidden_layers; l++) {
-      const W = P.layers[l], S = this.LA[l], x = this.X[l];
-      // qkv (NT, 3C) = x Wqkv^T + bqkv
-      this.gemm(false, true, NT, C3, C, x.p, C, W.qkvw.p, C, 0, S.qkv.p, C3);
-      this.mark("gemm_qkv");
-      k.biasAdd(S.qkv.a, W.qkvb.a, NT, C3);
-      this.mark("bias_add");
-      // scores (B, NH, T, T) = Q K^T per (b, h); Q and K of a head are strided columns of qkv
-      const TT = T * T, qkvB = T * C3;
-      this.perHead(
-        false,
-        true,
-        T,
-        T,
-        HS,
-        S.qkv.p,
-        C3,
-        qkvB,
-        HS,
-        S.qkv.p + 4 * C,
-        C3,
-        qkvB,
-        HS,
-        S.att.p,
-        T,
-        NH * TT,
-        TT,
-        B,
-        NH,
-      );
-      this.mark("gemm_attn_scores");
-      const nAtt = B * NH * T * T;
-      k.softmaxFwd(S.att.a, am, B, NH, T, scale);
-      this.mark("softmax");
-      let probs = S.att;
-      if (pA > 0) {
-        k.dropout(S.attd.a, S.att.a, nAtt, pA, seed, this.takeDropout(nAtt));
-        probs = S.attd;
-        this.mark("dropout");
+      const W = P.layers[l], S = this.LA[l], x = this.X[l], out = this.X[l + 1];
+      if (this.preLN) {
+        // x1 = LN1(x); pre1 = x + dropout(Attn(x1) Wo^T + bo)
+        k.layernormFwd(S.x1.a, S.mean1.a, S.rstd1.a, x.a, W.ln1w.a, W.ln1b.a, NT, C, eps);
+        this.mark("layernorm");
+        this.attentionForward(S, W, S.x1, B, T, pA);
+        this.projectAdd(S.pre1, S.atty, C, W.attow, W.attob, x, NT, pH, "gemm_attn_out");
+        // x2 = LN2(pre1); X[l+1] = pre1 + dropout(gelu(x2 W1^T + b1) W2^T + b2)
+        k.layernormFwd(S.x2.a, S.mean2.a, S.rstd2.a, S.pre1.a, W.ln2w.a, W.ln2b.a, NT, C, eps);
+        this.mark("layernorm");
+        this.ffnForward(S, W, S.x2, NT);
+        this.projectAdd(out, S.g, F, W.projw, W.projb, S.pre1, NT, pH, "gemm_ffn2");
+        continue;
       }
-      // atty (NT, C), head h in columns h*HS.. = P_bh (T, T) V_bh (T, HS)
-      const vBase = S.qkv.p + 4 * 2 * C;
-      this.perHead(
-        false,
-        false,
-        T,
-        HS,
-        T,
-        probs.p,
-        T,
-        NH * TT,
-        TT,
-        vBase,
-        C3,
-        qkvB,
-        HS,
-        S.atty.p,
-        C,
-        T * C,
-        HS,
-        B,
-        NH,
-      );
-      this.mark("gemm_attn_values");
-      // pre1 = x + dropout(atty Wo^T + bo); x1 = LayerNorm(pre1)
-      this.gemm(false, true, NT, C, C, S.atty.p, C, W.attow.p, C, 0, A.tmp.p, C);
-      this.mark("gemm_attn_out");
-      k.residualDropout(
-        S.pre1.a,
-        A.tmp.a,
-        W.attob.a,
-        x.a,
-        NT,
-        C,
-        pH,
-        seed,
-        pH > 0 ? this.takeDropout(NT * C) : 0,
-      );
-      this.mark("residual_dropout");
-      k.layernormFwd(S.x1.a, S.mean1.a, S.rstd1.a, S.pre1.a, W.ln1w.a, W.ln1b.a, NT, C, c.layer_norm_eps);
+      // pre1 = x + dropout(Attn(x) Wo^T + bo); x1 = LN1(pre1)
+      this.attentionForward(S, W, x, B, T, pA);
+      this.projectAdd(S.pre1, S.atty, C, W.attow, W.attob, x, NT, pH, "gemm_attn_out");
+      k.layernormFwd(S.x1.a, S.mean1.a, S.rstd1.a, S.pre1.a, W.ln1w.a, W.ln1b.a, NT, C, eps);
       this.mark("layernorm");
-      // h = x1 W1^T + b1 (NT, F); g = gelu(h)
-      this.gemm(false, true, NT, F, C, S.x1.p, C, W.fcw.p, C, 0, S.h.p, F);
-      this.mark("gemm_ffn1");
-      k.biasGeluFwd(S.h.a, S.g.a, W.fcb.a, NT, F);
-      this.mark("gelu");
-      // pre2 = x1 + dropout(g W2^T + b2); X[l+1] = LayerNorm(pre2)
-      this.gemm(false, true, NT, C, F, S.g.p, F, W.projw.p, F, 0, A.tmp.p, C);
-      this.mark("gemm_ffn2");
-      k.residualDropout(
-        S.pre2.a,
-        A.tmp.a,
-        W.projb.a,
-        S.x1.a,
-        NT,
-        C,
-        pH,
-        seed,
-        pH > 0 ? this.takeDropout(NT * C) : 0,
-      );
-      this.mark("residual_dropout");
-      k.layernormFwd(
-        this.X[l + 1].a,
-        S.mean2.a,
-        S.rstd2.a,
-        S.pre2.a,
-        W.ln2w.a,
-        W.ln2b.a,
-        NT,
-        C,
-        c.layer_norm_eps,
-      );
+      // pre2 = x1 + dropout(gelu(x1 W1^T + b1) W2^T + b2); X[l+1] = LN2(pre2)
+      this.ffnForward(S, W, S.x1, NT);
+      this.projectAdd(S.pre2, S.g, F, W.projw, W.projb, S.x1, NT, pH, "gemm_ffn2");
+      k.layernormFwd(out.a, S.mean2.a, S.rstd2.a, S.pre2.a, W.ln2w.a, W.ln2b.a, NT, C, eps);
+      this.mark("layernorm");
+    }
+    if (this.preLN) {
+      // the residual stream is never normalised inside a pre-LN stack: the heads read LN_f(X[L])
+      const XL = this.X[c.num_hidden_layers];
+      k.layernormFwd(A.xf.a, A.xfMean.a, A.xfRstd.a, XL.a, P.lnfW.a, P.lnfB.a, NT, C, eps);
       this.mark("layernorm");
     }
   }
 
-  /** From dX = dLoss/dX[L] (NT, C) down to the embedding tables. Replays the forward's dropout counters. */
+  /**
+   * Self-attention of one layer on `inp` (NT, C): S.qkv, S.att (and S.attd with dropout) and S.atty (NT, C), the
+   * heads side by side, before the output projection.
+   */
+  private attentionForward(S: LayerActs, W: LayerParams, inp: Buf, B: number, T: number, pA: number): void {
+    const k = this.kernels, c = this.config;
+    const C = c.hidden_size, NH = c.num_attention_heads, HS = C / NH;
+    const NT = B * T, C3 = 3 * C;
+    // qkv (NT, 3C) = inp Wqkv^T + bqkv
+    this.gemm(false, true, NT, C3, C, inp.p, C, W.qkvw.p, C, 0, S.qkv.p, C3);
+    this.mark("gemm_qkv");
+    k.biasAdd(S.qkv.a, W.qkvb.a, NT, C3);
+    this.mark("bias_add");
+    // scores (B, NH, T, T) = Q K^T per (b, h); Q and K of a head are strided columns of qkv
+    const TT = T * T, qkvB = T * C3;
+    this.perHead(
+      false,
+      true,
+      T,
+      T,
+      HS,
+      S.qkv.p,
+      C3,
+      qkvB,
+      HS,
+      S.qkv.p + 4 * C,
+      C3,
+      qkvB,
+      HS,
+      S.att.p,
+      T,
+      NH * TT,
+      TT,
+      B,
+      NH,
+    );
+    this.mark("gemm_attn_scores");
+    const nAtt = B * NH * T * T;
+    k.softmaxFwd(S.att.a, this.A.addmask.a, B, NH, T, 1 / Math.sqrt(HS));
+    this.mark("softmax");
+    let probs = S.att;
+    if (pA > 0) {
+      k.dropout(S.attd.a, S.att.a, nAtt, pA, this.rngSeed, this.takeDropout(nAtt));
+      probs = S.attd;
+      this.mark("dropout");
+    }
+    // atty (NT, C), head h in columns h*HS.. = P_bh (T, T) V_bh (T, HS)
+    const vBase = S.qkv.p + 4 * 2 * C;
+    this.perHead(
+      false,
+      false,
+      T,
+      HS,
+      T,
+      probs.p,
+      T,
+      NH * TT,
+      TT,
+      vBase,
+      C3,
+      qkvB,
+      HS,
+      S.atty.p,
+      C,
+      T * C,
+      HS,
+      B,
+      NH,
+    );
+    this.mark("gemm_attn_values");
+  }
+
+  /** h = inp W1^T + b1 (NT, F); g = gelu(h) */
+  private ffnForward(S: LayerActs, W: LayerParams, inp: Buf, NT: number): void {
+    const C = this.config.hidden_size, F = this.config.intermediate_size;
+    this.gemm(false, true, NT, F, C, inp.p, C, W.fcw.p, C, 0, S.h.p, F);
+    this.mark("gemm_ffn1");
+    this.kernels.biasGeluFwd(S.h.a, S.g.a, W.fcb.a, NT, F);
+    this.mark("gelu");
+  }
+
+  /**
+   * A branch joining the residual stream: out (NT, C) = residual + dropout(inp (NT, Kin) W^T + b). Takes the
+   * dropout site that backward replays.
+   */
+  private projectAdd(
+    out: Buf,
+    inp: Buf,
+    Kin: number,
+    w: Buf,
+    b: Buf,
+    residual: Buf,
+    NT: number,
+    pH: number,
+    gemmName: string,
+  ): void {
+    const C = this.config.hidden_size, tmp = this.A.tmp;
+    this.gemm(false, true, NT, C, Kin, inp.p, Kin, w.p, Kin, 0, tmp.p, C);
+    this.mark(gemmName);
+    const site = pH > 0 ? this.takeDropout(NT * C) : 0;
+    this.kernels.residualDropout(out.a, tmp.a, b.a, residual.a, NT, C, pH, this.rngSeed, site);
+    this.mark("residual_dropout");
+  }
+
+  /**
+   * From dX = dLoss/d(heads' input) (NT, C) down to the embedding tables. Replays the forward's dropout counters.
+   */
   private encoderBackward(batch: Batch): void {
     const k = this.kernels, c = this.config, P = this.P, G = this.G, A = this.A;
     const { B, T } = batch;
-    const C = c.hidden_size, F = c.intermediate_size, NH = c.num_attention_heads, HS = C / NH;
-    const NT = B * T, C3 = 3 * C, L = c.num_hidden_layers;
+    const C = c.hidden_size, F = c.intermediate_size;
+    const NT = B * T, L = c.num_hidden_layers;
     const pH = this.fwdDropH, pA = this.fwdDropA;
-    const seed = this.rngSeed, scale = 1 / Math.sqrt(HS);
+    const seed = this.rngSeed;
     // forward took sites in the order: emb, then per layer (att, attout, ffnout)
     const siteOf = (l: number, which: number) => {
       let i = pH > 0 ? 1 : 0;
@@ -904,148 +955,44 @@ export class NativeEngine implements Engine {
       i += pA > 0 ? 1 : 0;
       return this.siteOffsets[i + (which - 1)];
     };
-    const dX = A.dX, dPre = A.dPre, dTmp = A.dTmp, dQKV = A.dQKV, dH = A.dH, dAtt = A.dAtt;
+    const dX = A.dX, dPre = A.dPre, dTmp = A.dTmp, dH = A.dH;
+    if (this.preLN) {
+      // the heads read xf = LN_f(X[L]): dX = dLN_f(dxf), in place
+      const XL = this.X[L];
+      k.layernormBwd(dX.a, G.lnfW.a, G.lnfB.a, dX.a, XL.a, A.xfMean.a, A.xfRstd.a, P.lnfW.a, NT, C);
+      this.mark("layernorm_bwd");
+    }
 
     for (let l = L - 1; l >= 0; l--) {
       const W = P.layers[l], D = G.layers[l], S = this.LA[l], x = this.X[l];
-      // X[l+1] = LayerNorm(pre2): dPre = dLN(dX)
+      if (this.preLN) {
+        // X[l+1] = pre1 + dropout(g W2^T + b2): the branch sees dropout(dX), the residual sees dX
+        this.projectBackward(dX, siteOf(l, 2), S.g, F, W.projw, D.projw, D.projb, dH, NT); // dH = dg
+        this.ffnBackward(S, W, D, S.x2, dTmp, null, NT); // dTmp = dx2
+        // x2 = LN2(pre1): dPre = dX (residual) + dLN2(dx2)
+        k.layernormBwd(dPre.a, D.ln2w.a, D.ln2b.a, dTmp.a, S.pre1.a, S.mean2.a, S.rstd2.a, W.ln2w.a, NT, C);
+        this.addInto(dPre, dX, NT);
+        this.mark("layernorm_bwd");
+        // pre1 = x + dropout(atty Wo^T + bo)
+        this.projectBackward(dPre, siteOf(l, 1), S.atty, C, W.attow, D.attow, D.attob, dX, NT); // dX = datty
+        this.attentionBackward(S, W, D, S.x1, B, T, dTmp, null); // dTmp = dx1
+        // x1 = LN1(x): dX = dPre (residual) + dLN1(dx1)
+        k.layernormBwd(dX.a, D.ln1w.a, D.ln1b.a, dTmp.a, x.a, S.mean1.a, S.rstd1.a, W.ln1w.a, NT, C);
+        this.addInto(dX, dPre, NT);
+        this.mark("layernorm_bwd");
+        continue;
+      }
+      // X[l+1] = LN2(pre2): dPre = dLN2(dX)
       k.layernormBwd(dPre.a, D.ln2w.a, D.ln2b.a, dX.a, S.pre2.a, S.mean2.a, S.rstd2.a, W.ln2w.a, NT, C);
       this.mark("layernorm_bwd");
       // pre2 = x1 + dropout(g W2^T + b2): the branch sees dropout(dPre), the residual sees dPre
-      if (pH > 0) k.dropout(dTmp.a, dPre.a, NT * C, pH, seed, siteOf(l, 2));
-      else dTmp.a.set(dPre.a.subarray(0, NT * C));
-      this.mark("dropout");
-      k.biasGrad(D.projb.a, dTmp.a, NT, C);
-      this.mark("bias_grad");
-      this.gemm(true, false, C, F, NT, dTmp.p, C, S.g.p, F, 1, D.projw.p, F); // dW2 += dTmp^T g
-      this.mark("gemm_ffn2_dw");
-      this.gemm(false, false, NT, F, C, dTmp.p, C, W.projw.p, F, 0, dH.p, F); // dg = dTmp W2
-      this.mark("gemm_ffn2_dx");
-      k.geluBwd(dH.a, S.h.a, dH.a, NT * F); // dh = dg * gelu'(h)
-      this.mark("gelu_bwd");
-      k.biasGrad(D.fcb.a, dH.a, NT, F);
-      this.mark("bias_grad");
-      this.gemm(true, false, F, C, NT, dH.p, F, S.x1.p, C, 1, D.fcw.p, C); // dW1 += dh^T x1
-      this.mark("gemm_ffn1_dw");
-      dX.a.set(dPre.a.subarray(0, NT * C)); // dx1 = dPre (residual) + dh W1
-      this.gemm(false, false, NT, C, F, dH.p, F, W.fcw.p, C, 1, dX.p, C);
-      this.mark("gemm_ffn1_dx");
-      // x1 = LayerNorm(pre1), pre1 = x + dropout(atty Wo^T + bo)
+      this.projectBackward(dPre, siteOf(l, 2), S.g, F, W.projw, D.projw, D.projb, dH, NT); // dH = dg
+      this.ffnBackward(S, W, D, S.x1, dX, dPre, NT); // dX = dx1 = dPre + dh W1
+      // x1 = LN1(pre1), pre1 = x + dropout(atty Wo^T + bo)
       k.layernormBwd(dPre.a, D.ln1w.a, D.ln1b.a, dX.a, S.pre1.a, S.mean1.a, S.rstd1.a, W.ln1w.a, NT, C);
       this.mark("layernorm_bwd");
-      if (pH > 0) k.dropout(dTmp.a, dPre.a, NT * C, pH, seed, siteOf(l, 1));
-      else dTmp.a.set(dPre.a.subarray(0, NT * C));
-      this.mark("dropout");
-      k.biasGrad(D.attob.a, dTmp.a, NT, C);
-      this.mark("bias_grad");
-      this.gemm(true, false, C, C, NT, dTmp.p, C, S.atty.p, C, 1, D.attow.p, C); // dWo += dTmp^T atty
-      this.mark("gemm_attn_out_dw");
-      this.gemm(false, false, NT, C, C, dTmp.p, C, W.attow.p, C, 0, dX.p, C); // datty (in dX) = dTmp Wo
-      this.mark("gemm_attn_out_dx");
-      // attention: probs' = dropout(softmax(scale Q K^T + mask)), atty = probs' V
-      const probs = pA > 0 ? S.attd : S.att;
-      const TT = T * T, qkvB = T * C3;
-      const vBase = S.qkv.p + 4 * 2 * C;
-      // dprobs' (B, NH, T, T) = datty_bh V_bh^T ; dV_bh = probs'^T datty_bh
-      this.perHead(
-        false,
-        true,
-        T,
-        T,
-        HS,
-        dX.p,
-        C,
-        T * C,
-        HS,
-        vBase,
-        C3,
-        qkvB,
-        HS,
-        dAtt.p,
-        T,
-        NH * TT,
-        TT,
-        B,
-        NH,
-      );
-      this.perHead(
-        true,
-        false,
-        T,
-        HS,
-        T,
-        probs.p,
-        T,
-        NH * TT,
-        TT,
-        dX.p,
-        C,
-        T * C,
-        HS,
-        dQKV.p + 4 * 2 * C,
-        C3,
-        qkvB,
-        HS,
-        B,
-        NH,
-      );
-      this.mark("gemm_attn_values_bwd");
-      // dscores, with the 1/sqrt(HS) folded in; with dropout, dprobs = dprobs' * keep / (1 - p), keep read off attd
-      if (pA > 0) k.softmaxDropoutBwd(dAtt.a, dAtt.a, S.att.a, S.attd.a, B * NH * T, T, scale, 1 / (1 - pA));
-      else k.softmaxBwd(dAtt.a, dAtt.a, S.att.a, B * NH * T, T, scale);
-      this.mark("softmax_bwd");
-      // dQ = dS K ; dK = dS^T Q
-      const kBase = S.qkv.p + 4 * C;
-      this.perHead(
-        false,
-        false,
-        T,
-        HS,
-        T,
-        dAtt.p,
-        T,
-        NH * TT,
-        TT,
-        kBase,
-        C3,
-        qkvB,
-        HS,
-        dQKV.p,
-        C3,
-        qkvB,
-        HS,
-        B,
-        NH,
-      );
-      this.perHead(
-        true,
-        false,
-        T,
-        HS,
-        T,
-        dAtt.p,
-        T,
-        NH * TT,
-        TT,
-        S.qkv.p,
-        C3,
-        qkvB,
-        HS,
-        dQKV.p + 4 * C,
-        C3,
-        qkvB,
-        HS,
-        B,
-        NH,
-      );
-      this.mark("gemm_attn_scores_bwd");
-      k.biasGrad(D.qkvb.a, dQKV.a, NT, C3);
-      this.mark("bias_grad");
-      this.gemm(true, false, C3, C, NT, dQKV.p, C3, x.p, C, 1, D.qkvw.p, C); // dWqkv += dqkv^T x
-      this.mark("gemm_qkv_dw");
-      dX.a.set(dPre.a.subarray(0, NT * C)); // dx = dPre (residual) + dqkv Wqkv
-      this.gemm(false, false, NT, C, C3, dQKV.p, C3, W.qkvw.p, C, 1, dX.p, C);
-      this.mark("gemm_qkv_dx");
+      this.projectBackward(dPre, siteOf(l, 1), S.atty, C, W.attow, D.attow, D.attob, dX, NT); // dX = datty
+      this.attentionBackward(S, W, D, x, B, T, dX, dPre); // dX = dx = dPre + dqkv Wqkv
     }
     // X[0] = dropout(LayerNorm(word + position + type))
     if (pH > 0) k.dropout(dTmp.a, dX.a, NT * C, pH, seed, this.siteOffsets[0]);
@@ -1077,14 +1024,200 @@ export class NativeEngine implements Engine {
     this.mark("embeddings_bwd");
   }
 
+  /**
+   * Backward of projectAdd's branch: from dOut = dLoss/d(out), the branch sees dTmp = dropout(dOut) (the
+   * forward's site replayed), so db += colsum(dTmp), dW += dTmp^T inp, and dInp (NT, Kin) = dTmp W.
+   */
+  private projectBackward(
+    dOut: Buf,
+    site: number,
+    inp: Buf,
+    Kin: number,
+    w: Buf,
+    dw: Buf,
+    db: Buf,
+    dInp: Buf,
+    NT: number,
+  ): void {
+    const k = this.kernels, C = this.config.hidden_size, dTmp = this.A.dTmp, pH = this.fwdDropH;
+    if (pH > 0) k.dropout(dTmp.a, dOut.a, NT * C, pH, this.rngSeed, site);
+    else dTmp.a.set(dOut.a.subarray(0, NT * C));
+    this.mark("dropout");
+    k.biasGrad(db.a, dTmp.a, NT, C);
+    this.mark("bias_grad");
+    this.gemm(true, false, C, Kin, NT, dTmp.p, C, inp.p, Kin, 1, dw.p, Kin);
+    this.mark(Kin === C ? "gemm_attn_out_dw" : "gemm_ffn2_dw");
+    this.gemm(false, false, NT, Kin, C, dTmp.p, C, w.p, Kin, 0, dInp.p, Kin);
+    this.mark(Kin === C ? "gemm_attn_out_dx" : "gemm_ffn2_dx");
+  }
+
+  /**
+   * Backward of ffnForward from dg in A.dH: dh = dg * gelu'(h), db1 += colsum(dh), dW1 += dh^T inp, and
+   * dIn (NT, C) = dh W1, plus `residual` when given (the skip connection around the branch).
+   */
+  private ffnBackward(
+    S: LayerActs,
+    W: LayerParams,
+    D: LayerParams,
+    inp: Buf,
+    dIn: Buf,
+    residual: Buf | null,
+    NT: number,
+  ): void {
+    const k = this.kernels, C = this.config.hidden_size, F = this.config.intermediate_size, dH = this.A.dH;
+    k.geluBwd(dH.a, S.h.a, dH.a, NT * F);
+    this.mark("gelu_bwd");
+    k.biasGrad(D.fcb.a, dH.a, NT, F);
+    this.mark("bias_grad");
+    this.gemm(true, false, F, C, NT, dH.p, F, inp.p, C, 1, D.fcw.p, C);
+    this.mark("gemm_ffn1_dw");
+    if (residual) dIn.a.set(residual.a.subarray(0, NT * C));
+    this.gemm(false, false, NT, C, F, dH.p, F, W.fcw.p, C, residual ? 1 : 0, dIn.p, C);
+    this.mark("gemm_ffn1_dx");
+  }
+
+  /**
+   * Backward of attentionForward from datty in A.dX: probs' = dropout(softmax(scale Q K^T + mask)),
+   * atty = probs' V. Fills dQKV, adds the QKV weight and bias grads (dWqkv += dqkv^T inp), and writes
+   * dIn (NT, C) = dqkv Wqkv, plus `residual` when given. dIn may be A.dX: datty is consumed first.
+   */
+  private attentionBackward(
+    S: LayerActs,
+    W: LayerParams,
+    D: LayerParams,
+    inp: Buf,
+    B: number,
+    T: number,
+    dIn: Buf,
+    residual: Buf | null,
+  ): void {
+    const k = this.kernels, c = this.config, A = this.A;
+    const C = c.hidden_size, NH = c.num_attention_heads, HS = C / NH;
+    const NT = B * T, C3 = 3 * C, pA = this.fwdDropA, scale = 1 / Math.sqrt(HS);
+    const dX = A.dX, dQKV = A.dQKV, dAtt = A.dAtt;
+    const probs = pA > 0 ? S.attd : S.att;
+    const TT = T * T, qkvB = T * C3;
+    const vBase = S.qkv.p + 4 * 2 * C;
+    // dprobs' (B, NH, T, T) = datty_bh V_bh^T ; dV_bh = probs'^T datty_bh
+    this.perHead(
+      false,
+      true,
+      T,
+      T,
+      HS,
+      dX.p,
+      C,
+      T * C,
+      HS,
+      vBase,
+      C3,
+      qkvB,
+      HS,
+      dAtt.p,
+      T,
+      NH * TT,
+      TT,
+      B,
+      NH,
+    );
+    this.perHead(
+      true,
+      false,
+      T,
+      HS,
+      T,
+      probs.p,
+      T,
+      NH * TT,
+      TT,
+      dX.p,
+      C,
+      T * C,
+      HS,
+      dQKV.p + 4 * 2 * C,
+      C3,
+      qkvB,
+      HS,
+      B,
+      NH,
+    );
+    this.mark("gemm_attn_values_bwd");
+    // dscores, with the 1/sqrt(HS) folded in; with dropout, dprobs = dprobs' * keep / (1 - p), keep read off attd
+    if (pA > 0) k.softmaxDropoutBwd(dAtt.a, dAtt.a, S.att.a, S.attd.a, B * NH * T, T, scale, 1 / (1 - pA));
+    else k.softmaxBwd(dAtt.a, dAtt.a, S.att.a, B * NH * T, T, scale);
+    this.mark("softmax_bwd");
+    // dQ = dS K ; dK = dS^T Q
+    const kBase = S.qkv.p + 4 * C;
+    this.perHead(
+      false,
+      false,
+      T,
+      HS,
+      T,
+      dAtt.p,
+      T,
+      NH * TT,
+      TT,
+      kBase,
+      C3,
+      qkvB,
+      HS,
+      dQKV.p,
+      C3,
+      qkvB,
+      HS,
+      B,
+      NH,
+    );
+    this.perHead(
+      true,
+      false,
+      T,
+      HS,
+      T,
+      dAtt.p,
+      T,
+      NH * TT,
+      TT,
+      S.qkv.p,
+      C3,
+      qkvB,
+      HS,
+      dQKV.p + 4 * C,
+      C3,
+      qkvB,
+      HS,
+      B,
+      NH,
+    );
+    this.mark("gemm_attn_scores_bwd");
+    k.biasGrad(D.qkvb.a, dQKV.a, NT, C3);
+    this.mark("bias_grad");
+    this.gemm(true, false, C3, C, NT, dQKV.p, C3, inp.p, C, 1, D.qkvw.p, C); // dWqkv += dqkv^T inp
+    this.mark("gemm_qkv_dw");
+    if (residual) dIn.a.set(residual.a.subarray(0, NT * C));
+    this.gemm(false, false, NT, C, C3, dQKV.p, C3, W.qkvw.p, C, residual ? 1 : 0, dIn.p, C);
+    this.mark("gemm_qkv_dx");
+  }
+
+  /** out += a over NT rows of C (the skip connection of a pre-LN backward): residualDropout with a zero bias. */
+  private addInto(out: Buf, a: Buf, NT: number): void {
+    this.kernels.residualDropout(out.a, a.a, this.A.zeroC.a, out.a, NT, this.config.hidden_size, 0, 0, 0);
+  }
+
   // ------------------------------------------------------------------------------------------ heads
+
+  /** What the heads read (NT, C): the last layer's output, after the final LayerNorm for pre-LN. */
+  private headInput(): Buf {
+    return this.preLN ? this.A.xf : this.X[this.config.num_hidden_layers];
+  }
 
   /**
    * The sentence vector (B, C) in A.pooled: HF's pooler, tanh(X_L[:, 0] Wp^T + bp), or for a mean-pooling head
    * the mean of X_L over each row's real tokens.
    */
   private poolerForward(B: number, T: number, mask: Int32Array): void {
-    const C = this.config.hidden_size, XL = this.X[this.config.num_hidden_layers], pooled = this.A.pooled;
+    const C = this.config.hidden_size, XL = this.headInput(), pooled = this.A.pooled;
     if (this.meanPooling) {
       pooled.a.fill(0, 0, B * C);
       for (let b = 0; b < B; b++) {
@@ -1108,7 +1241,7 @@ export class NativeEngine implements Engine {
 
   /** dPooled (B, C) → pooler grads and dX[:, 0] (or every real token's dX for mean pooling) += ... */
   private poolerBackward(B: number, T: number, mask: Int32Array): void {
-    const C = this.config.hidden_size, XL = this.X[this.config.num_hidden_layers];
+    const C = this.config.hidden_size, XL = this.headInput();
     const dp = this.A.dPooled, pooled = this.A.pooled.a;
     if (this.meanPooling) {
       const dX = this.A.dX.a;
@@ -1173,7 +1306,7 @@ export class NativeEngine implements Engine {
     const k = this.kernels, c = this.config, A = this.A, P = this.P, G = this.G;
     const { B, T } = batch;
     const C = c.hidden_size, NT = B * T, K = this.K;
-    const XL = this.X[c.num_hidden_layers];
+    const XL = this.headInput();
     const headDrop = classifierDropout(c);
     const pH = train ? headDrop : 0;
     if (grad) k.fill(A.dX.a, NT * C, 0);
@@ -1366,7 +1499,7 @@ export class NativeEngine implements Engine {
   /** mz (M, C) = LayerNorm(gelu(X_L[idx] Wt^T + bt)) */
   private mlmTransform(M: number, idx: Int32Array): void {
     const k = this.kernels, c = this.config, A = this.A, P = this.P, C = c.hidden_size;
-    k.gatherRows(A.hm.a, this.X[c.num_hidden_layers].a, idx, M, C);
+    k.gatherRows(A.hm.a, this.headInput().a, idx, M, C);
     this.gemm(false, true, M, C, C, A.hm.p, C, P.mlmW.p, C, 0, A.mt.p, C);
     k.biasGeluFwd(A.mt.a, A.mg.a, P.mlmB.a, M, C);
     k.layernormFwd(A.mz.a, A.mMean.a, A.mRstd.a, A.mg.a, P.mlmLnW.a, P.mlmLnB.a, M, C, c.layer_norm_eps);
@@ -1448,7 +1581,7 @@ export class NativeEngine implements Engine {
     const c = this.config, A = this.A, P = this.P, k = this.kernels;
     const { B, T } = batch;
     const C = c.hidden_size, NT = B * T, K = this.K;
-    const XL = this.X[c.num_hidden_layers];
+    const XL = this.headInput();
     const out: ForwardOutput = { logits: new Float32Array(0) };
     const sentence = this.head.task !== "ner";
     if (sentence) this.poolerForward(B, T, batch.attentionMask);
