@@ -20,7 +20,7 @@ import {
   validateHead,
   type Weights,
 } from "../engine/engine.ts";
-import { type BertConfig, parseConfig } from "./config.ts";
+import { type BertConfig, FINAL_LAYER_NORM, isPreLayerNorm, parseConfig } from "./config.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 
 /** Tensors that HF ties to others and drops from safetensors; accepted on load, never written. */
@@ -37,7 +37,11 @@ export interface TensorSpec {
   init: InitKind;
 }
 
-/** Encoder tensors (embeddings + L layers), HF names → shapes. */
+/**
+ * Encoder tensors (embeddings + L layers), HF names → shapes. A pre-LN config (`bertforge_layer_norm: "pre"`)
+ * has the same per-layer tensors, with LN1/LN2 meaning, plus the final `bert.encoder.LayerNorm`: HF's BertModel
+ * has no such tensor and cannot run that model (config.ts, LayerNormPlacement).
+ */
 export function encoderTensors(config: BertConfig): Map<string, TensorSpec> {
   const V = config.vocab_size, C = config.hidden_size, F = config.intermediate_size;
   const P = config.max_position_embeddings, TV = config.type_vocab_size;
@@ -65,6 +69,7 @@ export function encoderTensors(config: BertConfig): Map<string, TensorSpec> {
     linear(`${p}.output.dense`, C, F);
     layerNorm(`${p}.output.LayerNorm`);
   }
+  if (isPreLayerNorm(config)) layerNorm(FINAL_LAYER_NORM);
   return specs;
 }
 

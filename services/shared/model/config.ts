@@ -27,8 +27,42 @@ export interface BertConfig {
   problem_type?: string;
   architectures?: string[];
   model_type?: "bert";
+  /**
+   * Where each encoder layer puts its LayerNorms (bertforge's own key; absent means "post"). See
+   * `LayerNormPlacement`: a "pre" model does not load correctly in Hugging Face's BertModel.
+   */
+  bertforge_layer_norm?: LayerNormPlacement;
   /** Anything else a config.json carried, kept so a round trip loses nothing. */
   [extra: string]: unknown;
+}
+
+/**
+ * "post" (the default, absent from config.json): BERT as Devlin et al. and HF `BertModel`,
+ * x = LN1(x + Attn(x)); x = LN2(x + FFN(x)).
+ *
+ * "pre": x = x + Attn(LN1(x)); x = x + FFN(LN2(x)) in every layer, then one more LayerNorm on the last layer's
+ * output before the heads (Cramming, GPT-2, `nn.TransformerEncoderLayer(norm_first=True)` + a final norm). Trains
+ * stably at higher learning rates and without warmup sensitivity. Tensor names: LN1 and LN2 keep HF's
+ * `bert.encoder.layer.<l>.attention.output.LayerNorm` and `bert.encoder.layer.<l>.output.LayerNorm` (same shapes,
+ * pre-LN meaning), the final one is `bert.encoder.LayerNorm` (see FINAL_LAYER_NORM); the embedding LayerNorm stays.
+ *
+ * Hugging Face transformers cannot run a "pre" model: `BertModel` is post-LN only and ignores the config key, so
+ * it would load every tensor but `bert.encoder.LayerNorm.*` (reported as unused) and compute a different function
+ * without an error. Exports to HF must refuse or warn; ONNX export (model/onnx/export.ts) writes the pre-LN graph.
+ */
+export type LayerNormPlacement = "pre" | "post";
+
+/** The extra LayerNorm of a pre-LN encoder, on the last layer's output (`.weight`, `.bias`, shape [C]). */
+export const FINAL_LAYER_NORM = "bert.encoder.LayerNorm";
+
+/** The config's LayerNorm placement, "post" when the key is absent. */
+export function layerNormPlacement(config: BertConfig): LayerNormPlacement {
+  return config.bertforge_layer_norm ?? "post";
+}
+
+/** True for a pre-LN encoder (bertforge_layer_norm "pre"). */
+export function isPreLayerNorm(config: BertConfig): boolean {
+  return layerNormPlacement(config) === "pre";
 }
 
 const COMMON = {
@@ -130,6 +164,14 @@ export function validateConfig(config: BertConfig): BertConfig {
       throw new InvalidArgument(`config ${key} must be in [0, 1): current value is ${p}`);
     }
   }
+  const placement: unknown = config.bertforge_layer_norm;
+  if (placement !== undefined && placement !== "pre" && placement !== "post") {
+    throw new InvalidArgument(
+      `config bertforge_layer_norm must be "pre" or "post" (absent means "post", HF BERT): current value is ${
+        JSON.stringify(placement)
+      }`,
+    );
+  }
   if (!(config.layer_norm_eps > 0)) {
     throw new InvalidArgument(
       `config layer_norm_eps must be positive: current value is ${config.layer_norm_eps}`,
@@ -151,7 +193,8 @@ export function parameterCount(c: BertConfig): number {
   const pooler = C * C + C;
   const mlmHead = C * C + C + 2 * C + c.vocab_size;
   const nsp = 2 * C + 2;
-  return embeddings + c.num_hidden_layers * layer + pooler + mlmHead + nsp;
+  const finalNorm = isPreLayerNorm(c) ? 2 * C : 0;
+  return embeddings + c.num_hidden_layers * layer + finalNorm + pooler + mlmHead + nsp;
 }
 
 /** The dropout on a fine-tuning head's input: HF's `classifier_dropout` when the config sets it, else the hidden dropout. */

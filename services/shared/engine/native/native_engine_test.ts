@@ -89,9 +89,14 @@ function lcgDirection(n: number, seed: number): Float32Array {
  * For every parameter tensor: the directional derivative along a random ±1 direction by central differences
  * against g·d from backward. eps is scaled so the step has norm ~0.05 whatever the tensor size.
  */
-function gradCheck(head: HeadSpec, kernels: "c" | "ts" = "c", dropout = false): void {
+function gradCheck(
+  head: HeadSpec,
+  kernels: "c" | "ts" = "c",
+  dropout = false,
+  config: BertConfig = tinyConfig(),
+): void {
   const engine = new NativeEngine({
-    config: tinyConfig(),
+    config,
     head,
     seed: 3,
     maxBatch: B,
@@ -166,6 +171,28 @@ for (
 
 Deno.test("native engine: gradients match finite differences with the TypeScript kernels", () => {
   gradCheck({ task: "pretrain" }, "ts");
+});
+
+const preLN = () => tinyConfig({ bertforge_layer_norm: "pre" });
+for (
+  const head of [
+    { task: "pretrain" },
+    { task: "classify", numLabels: K },
+    { task: "classify", numLabels: K, pooling: "mean" },
+    { task: "ner", numLabels: K, crf: true },
+  ] as HeadSpec[]
+) {
+  const what = `${head.task}${head.pooling ? " mean-pooling" : ""}${head.crf ? " CRF" : ""} head`;
+  Deno.test(`native engine: pre-LN gradients match finite differences, ${what}`, () => {
+    gradCheck(head, "c", false, preLN());
+  });
+}
+Deno.test("native engine: pre-LN gradients match finite differences with dropout masks held fixed", () => {
+  gradCheck({ task: "pretrain" }, "c", true, preLN());
+  gradCheck({ task: "ner", numLabels: K }, "c", true, preLN());
+});
+Deno.test("native engine: pre-LN gradients match finite differences with the TypeScript kernels", () => {
+  gradCheck({ task: "pretrain" }, "ts", true, preLN());
 });
 
 function trainRun(steps: number, kernels: "c" | "ts" = "c", resumeAt = -1): Float32Array {

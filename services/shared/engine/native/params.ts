@@ -6,7 +6,7 @@
  * calls over two contiguous ranges. Within a group the order of `paramSpecs` is kept, which puts the query,
  * key and value weights of a layer side by side: one fused (3C, C) QKV GEMM with no copies.
  */
-import type { BertConfig } from "../../model/config.ts";
+import { type BertConfig, FINAL_LAYER_NORM, isPreLayerNorm } from "../../model/config.ts";
 import { type HeadSpec, headUsesPooler } from "../engine.ts";
 
 export type InitKind = "normal" | "zeros" | "ones" | "crf";
@@ -60,6 +60,8 @@ export function paramSpecs(config: BertConfig, head: HeadSpec): ParamSpec[] {
     linear(`${p}.output.dense`, C, F);
     layerNorm(`${p}.output.LayerNorm`);
   }
+  // pre-LN: the per-layer LayerNorms above are LN1/LN2 on the branch inputs, and one more normalises X[L]
+  if (isPreLayerNorm(config)) layerNorm(FINAL_LAYER_NORM);
   if (headUsesPooler(head)) linear("bert.pooler.dense", C, C, true);
   if (head.task === "pretrain") {
     linear("cls.predictions.transform.dense", C, C, true);
