@@ -12,6 +12,9 @@ For each head it writes tests/parity/fixtures/<case>/:
                                               the optimizer settings, the learning rates used
   grads.safetensors                           d(loss)/d(every tensor) at the initial weights
   after.safetensors                           weights after STEPS AdamW steps (warmup, decay, clipping)
+pretrain_preln/ is the pretrain case with config `bertforge_layer_norm: "pre"`: every layer
+x = x + Attn(LN1(x)); x = x + FFN(LN2(x)), then the final `bert.encoder.LayerNorm` (nn.TransformerEncoderLayer
+with norm_first=True, plus the final norm of Cramming / GPT-2). HF transformers has no such BERT.
 plus accum/ (two micro-batches accumulated into one step) and hf_names_bert_base_chinese.json: the state_dict
 names and shapes of HF-layout models with the bert-base-chinese config (what our checkpoint.ts must produce).
 
@@ -154,14 +157,24 @@ class BertOutput(nn.Module):
         return s.LayerNorm(s.dense(h) + x)
 
 
+def pre_ln(c):
+    return c.get("bertforge_layer_norm", "post") == "pre"
+
+
 class BertLayer(nn.Module):
     def __init__(s, c):
         super().__init__()
         s.attention = BertAttention(c)
         s.intermediate = BertIntermediate(c)
         s.output = BertOutput(c)
+        s.pre_ln = pre_ln(c)
 
     def forward(s, x, mask_add):
+        if s.pre_ln:
+            # the post-LN modules' LayerNorms, applied to each branch's input instead of after the residual sum
+            ln1, ln2 = s.attention.output.LayerNorm, s.output.LayerNorm
+            x = x + s.attention.output.dense(s.attention.self(ln1(x), mask_add))
+            return x + s.output.dense(s.intermediate(ln2(x)))
         h = s.attention(x, mask_add)
         return s.output(s.intermediate(h), h)
 
@@ -170,11 +183,13 @@ class BertEncoder(nn.Module):
     def __init__(s, c):
         super().__init__()
         s.layer = nn.ModuleList([BertLayer(c) for _ in range(c["num_hidden_layers"])])
+        if pre_ln(c):
+            s.LayerNorm = nn.LayerNorm(c["hidden_size"], eps=c["layer_norm_eps"])  # bert.encoder.LayerNorm
 
     def forward(s, x, mask_add):
         for layer in s.layer:
             x = layer(x, mask_add)
-        return x
+        return s.LayerNorm(x) if hasattr(s, "LayerNorm") else x
 
 
 class BertPooler(nn.Module):
@@ -425,9 +440,10 @@ def optimizer_for(model, opt):
     return adamw, schedule
 
 
-def write_case(name, head, seed):
+def write_case(name, head, seed, arch=None):
     gen = torch.Generator().manual_seed(seed)
-    config = dict(TINY, architectures=[architecture(head["task"])], bertforge_task=head["task"])
+    tiny = dict(TINY, **(arch or {}))
+    config = dict(tiny, architectures=[architecture(head["task"])], bertforge_task=head["task"])
     K = head.get("numLabels", 0)
     if head["task"] != "pretrain":
         config["id2label"] = {str(i): f"L{i}" for i in range(K)}
@@ -438,7 +454,7 @@ def write_case(name, head, seed):
         config["bertforge_pooling"] = head["pooling"]
     if head["task"] == "multilabel":
         config["problem_type"] = "multi_label_classification"
-    model = build(TINY, head)
+    model = build(tiny, head)
     randomize(model, gen)
     batch = make_inputs(gen, head["task"], K)
     folder = os.path.join(OUT, name)
@@ -570,6 +586,9 @@ if __name__ == "__main__":
         check_saved(sys.argv[2])
         sys.exit(0)
     os.makedirs(OUT, exist_ok=True)
+    if len(sys.argv) == 3 and sys.argv[1] == "--only-preln":  # adds the pre-LN case without rewriting the others
+        write_case(sys.argv[2], {"task": "pretrain"}, 8, {"bertforge_layer_norm": "pre"})
+        sys.exit(0)
     write_case("pretrain", {"task": "pretrain"}, 1)
     write_case("classify", {"task": "classify", "numLabels": 3}, 2)
     write_case("multilabel", {"task": "multilabel", "numLabels": 4}, 3)
@@ -578,3 +597,4 @@ if __name__ == "__main__":
     write_accumulation_case(6)
     write_hf_names()
     write_case("classify_mean", {"task": "classify", "numLabels": 3, "pooling": "mean"}, 7)
+    write_case("pretrain_preln", {"task": "pretrain"}, 8, {"bertforge_layer_norm": "pre"})

@@ -1,8 +1,8 @@
 /**
  * Parity of bertforge's engines with an independent PyTorch BERT (fixtures written by make_fixtures.py, committed
  * under fixtures/): forward logits, losses, gradients of every tensor and weights after AdamW steps with warmup,
- * decay and clipping, for every head. Then native against tfjs on the same weights, when the native engine is
- * there.
+ * decay and clipping, for every head and for a pre-LN encoder, on both engines. Then native against tfjs on the
+ * same weights, when the native engine is there.
  *
  * Tolerances: 1e-4 absolute on logits, losses and weights (float32 on both sides); gradients 1e-4 relative to
  * the largest gradient of each tensor.
@@ -22,7 +22,8 @@ import { readSafetensors } from "../../services/shared/model/safetensors.ts";
 import type { HeadSpec } from "../../services/shared/engine/engine.ts";
 
 const FIXTURES = fromFileUrl(new URL("./fixtures/", import.meta.url));
-const CASES = ["pretrain", "classify", "multilabel", "ner", "ner_crf", "classify_mean"];
+// pretrain_preln: config bertforge_layer_norm "pre" (pre-LN layers + the final bert.encoder.LayerNorm)
+const CASES = ["pretrain", "classify", "multilabel", "ner", "ner_crf", "classify_mean", "pretrain_preln"];
 const TOLERANCE = 1e-4;
 
 interface Expected {
@@ -122,15 +123,20 @@ async function checkAgainstTorch(engine: Engine, fixture: Fixture, name: string)
   const evaluated = engine.evaluate(batch);
   assertClose([evaluated.loss], [expected.loss], `${name} loss`);
 
-  if ("gradients" in engine) {
-    const grads = (engine as TfjsEngine).gradients(batch);
-    const { weights: torchGrads } = await readSafetensors(join(fixture.dir, "grads.safetensors"));
-    for (const [tensor, g] of torchGrads) {
-      const mine = grads.get(tensor);
-      assert(mine, `${name}: no gradient for ${tensor}`);
-      const scale = Math.max(1e-3, ...g.data.map(Math.abs));
-      assertClose(mine.data, g.data, `${name} gradient of ${tensor}`, TOLERANCE * scale * 10);
-    }
+  // tfjs: gradients(); native: computeGradients() then getGradients()
+  const native = engine as unknown as { computeGradients?(b: Batch): unknown; getGradients?(): Weights };
+  const grads = "gradients" in engine
+    ? (engine as TfjsEngine).gradients(batch)
+    : native.computeGradients && native.getGradients
+    ? (native.computeGradients(batch), native.getGradients())
+    : undefined;
+  assert(grads, `${name}: the engine exposes no gradients to compare`);
+  const { weights: torchGrads } = await readSafetensors(join(fixture.dir, "grads.safetensors"));
+  for (const [tensor, g] of torchGrads) {
+    const mine = grads.get(tensor);
+    assert(mine, `${name}: no gradient for ${tensor}`);
+    const scale = Math.max(1e-3, ...g.data.map(Math.abs));
+    assertClose(mine.data, g.data, `${name} gradient of ${tensor}`, TOLERANCE * scale * 10);
   }
 
   for (let s = 0; s < expected.steps; s++) {

@@ -1,13 +1,13 @@
 /**
- * BERT in TensorFlow.js ops: post-LN encoder as in Devlin et al. 2019 and HF `BertModel`, plus the heads and
- * their losses. Pure functions of (parameters, inputs); the engine (mod.ts) owns variables, gradients and the
+ * BERT in TensorFlow.js ops: post-LN encoder as in Devlin et al. 2019 and HF `BertModel`, or pre-LN with config
+ * `bertforge_layer_norm: "pre"` (model/config.ts LayerNormPlacement), plus the heads and their losses. Pure functions of (parameters, inputs); the engine (mod.ts) owns variables, gradients and the
  * optimizer. Every function here runs inside a tf.tidy of the caller.
  *
  * Letters: B batch, T sequence length, C hidden, NH heads, HS head size (C/NH), F intermediate, V vocab,
  * K labels, M masked positions, N = B*T.
  */
 import type * as tfTypes from "@tensorflow/tfjs-core";
-import type { BertConfig } from "../../model/config.ts";
+import { type BertConfig, FINAL_LAYER_NORM, isPreLayerNorm } from "../../model/config.ts";
 import type { Batch, HeadSpec } from "../engine.ts";
 import { IGNORE_INDEX } from "../../model/batch.ts";
 
@@ -88,7 +88,7 @@ function wordEmbeddings(ctx: RunContext, ids: Int32Array): Tensor2D {
 }
 
 export interface EncoderOutput {
-  hidden: Tensor2D; // (N, C)
+  hidden: Tensor2D; // (N, C) the last layer's output (after the final LayerNorm for pre-LN): what the heads read
   pooled?: Tensor2D; // (B, C): the pooler's output, or the masked mean for a mean-pooling head; none for ner
 }
 
@@ -116,23 +116,37 @@ export function encode(ctx: RunContext, batch: Batch, head: HeadSpec): EncoderOu
   );
   const scale = 1 / Math.sqrt(HS);
   const heads = (t: Tensor2D) => tf.transpose(tf.reshape(t, [B, T, NH, HS]), [0, 2, 1, 3]); // (B, NH, T, HS)
-  for (let l = 0; l < config.num_hidden_layers; l++) {
-    const p = `bert.encoder.layer.${l}`;
-    const q = heads(linear(ctx, x, `${p}.attention.self.query`));
-    const k = heads(linear(ctx, x, `${p}.attention.self.key`));
-    const v = heads(linear(ctx, x, `${p}.attention.self.value`));
+  // Self-attention then output projection and dropout: the branch that joins the residual stream. (N, C)
+  const attention = (inp: Tensor2D, p: string): Tensor2D => {
+    const q = heads(linear(ctx, inp, `${p}.attention.self.query`));
+    const k = heads(linear(ctx, inp, `${p}.attention.self.key`));
+    const v = heads(linear(ctx, inp, `${p}.attention.self.value`));
     const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), scale), maskAdd); // (B, NH, T, T)
     const probs = ctx.dropout(tf.softmax(scores), config.attention_probs_dropout_prob);
     const context = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [N, C]) as Tensor2D; // (N, C)
-    const attended = ctx.dropout(
+    return ctx.dropout(
       linear(ctx, context, `${p}.attention.output.dense`),
       config.hidden_dropout_prob,
-    );
-    const h = layerNorm(ctx, tf.add(attended, x), `${p}.attention.output.LayerNorm`); // (N, C)
-    const inner = gelu(tf, linear(ctx, h, `${p}.intermediate.dense`)); // (N, F)
-    const out = ctx.dropout(linear(ctx, inner, `${p}.output.dense`), config.hidden_dropout_prob); // (N, C)
-    x = layerNorm(ctx, tf.add(out, h) as Tensor2D, `${p}.output.LayerNorm`);
+    ) as Tensor2D;
+  };
+  // GELU MLP then dropout: the other branch. (N, C)
+  const ffn = (inp: Tensor2D, p: string): Tensor2D => {
+    const inner = gelu(tf, linear(ctx, inp, `${p}.intermediate.dense`)); // (N, F)
+    return ctx.dropout(linear(ctx, inner, `${p}.output.dense`), config.hidden_dropout_prob) as Tensor2D;
+  };
+  const preLN = isPreLayerNorm(config);
+  for (let l = 0; l < config.num_hidden_layers; l++) {
+    const p = `bert.encoder.layer.${l}`;
+    if (preLN) {
+      // x = x + Attn(LN1(x)); x = x + FFN(LN2(x))
+      x = tf.add(x, attention(layerNorm(ctx, x, `${p}.attention.output.LayerNorm`), p)) as Tensor2D;
+      x = tf.add(x, ffn(layerNorm(ctx, x, `${p}.output.LayerNorm`), p)) as Tensor2D;
+    } else {
+      const h = layerNorm(ctx, tf.add(attention(x, p), x) as Tensor2D, `${p}.attention.output.LayerNorm`);
+      x = layerNorm(ctx, tf.add(ffn(h, p), h) as Tensor2D, `${p}.output.LayerNorm`);
+    }
   }
+  if (preLN) x = layerNorm(ctx, x, FINAL_LAYER_NORM);
   if (head.task === "ner") return { hidden: x };
   if (head.pooling === "mean") {
     const mask = tf.tensor3d(Float32Array.from(batch.attentionMask), [B, T, 1]);
