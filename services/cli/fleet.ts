@@ -1,7 +1,11 @@
 /**
- * `deno task fleet [--store DIR | --s3 URL] [--port-base N] [--only tokenizer,sharding]`: starts the four
+ * `deno task fleet [--store DIR | --s3 URL] [--port-base N|auto] [--only tokenizer,sharding]`: starts the four
  * services as separate processes (as the deployments run them), prefixes their logs, waits until each
  * reports SERVING on grpc.health.v1, and stops them all on Ctrl-C or SIGTERM.
+ *
+ * `--port-base auto` picks a base whose ports are free (freePortBase) and, should another program take one of
+ * them between the check and the bind, starts again on a fresh base; the ready line (`{"fleet":"ready",
+ * "port_base":N,...}` on stdout) names the base to give `bertctl --port-base`.
  *
  * No orphans: each service is told to stop when its stdin closes (BERTFORGE_STOP_ON_STDIN_EOF), so even a
  * fleet killed with SIGKILL takes its services down with it. Exit codes: 0 after a clean stop, 1 when a
@@ -44,6 +48,51 @@ export interface FleetOptions {
   startupTimeoutMs?: number;
   /** Receives every log line of every service, prefixed. @default stderr */
   output?: (line: string) => void;
+}
+
+/** How many of a service's last log lines a failed start shows. */
+const LAST_LINES = 15;
+
+/** A service exited before it was SERVING; `lastLines` are its last log lines, unprefixed. */
+export class FleetStartError extends Error {
+  constructor(readonly member: ServiceKey, readonly code: number, readonly lastLines: string[]) {
+    super(
+      `${member} exited while starting (exit code ${code}); its last log lines:\n` +
+        lastLines.map((line) => `  ${member.padEnd(9)}| ${line}`).join("\n"),
+    );
+    this.name = "FleetStartError";
+  }
+
+  /** Another program holds one of the fleet's ports: a fresh port base may succeed where a retry cannot. */
+  get portTaken(): boolean {
+    return this.lastLines.some((line) => /EADDRINUSE|address already in use/i.test(line));
+  }
+}
+
+/** Whether every port a fleet on `base` binds (N+1 .. N+5, conventions.md) can be bound on `host` now. */
+export function portsFree(base: number, host = "127.0.0.1"): boolean {
+  for (const offset of Object.values(PORT_OFFSETS)) {
+    try {
+      Deno.listen({ hostname: host, port: base + offset }).close();
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * A port base whose ports are free, drawn at random from [20000, 60000) in steps of 10: two fleets started
+ * at the same moment (two demos in two clones) then rarely probe the same base, and the one that loses a race
+ * for a port sees EADDRINUSE and draws again (`portTaken`).
+ */
+export function freePortBase(options: { host?: string; random?: () => number } = {}): number {
+  const random = options.random ?? Math.random;
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const base = 20000 + Math.floor(random() * 4000) * 10;
+    if (portsFree(base, options.host)) return base;
+  }
+  throw new Error("no free port base found in 200 tries between 20000 and 60000: pass --port-base N");
 }
 
 export interface FleetMember {
@@ -113,7 +162,11 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     : {};
 
   let stopping = false;
-  const members: (FleetMember & { child: Deno.ChildProcess; stdin: WritableStreamDefaultWriter })[] = [];
+  const members: (FleetMember & {
+    child: Deno.ChildProcess;
+    stdin: WritableStreamDefaultWriter;
+    lastLines: string[];
+  })[] = [];
   let reportDeath!: (member: FleetMember) => void;
   const died = new Promise<FleetMember>((resolve) => (reportDeath = resolve));
 
@@ -139,7 +192,13 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    const prefix = prefixer(key, output, color);
+    // Kept for the error of a failed start: the console may be a log file nobody reads (the demo's).
+    const lastLines: string[] = [];
+    const prefix = prefixer(key, (line) => {
+      output(line);
+      lastLines.push(line.slice(line.indexOf("|") + 2));
+      if (lastLines.length > LAST_LINES) lastLines.shift();
+    }, color);
     const logs = Promise.all([prefix(child.stdout), prefix(child.stderr)]).catch(() => {});
     const exited = child.status.then(async (status) => {
       await logs;
@@ -152,6 +211,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       exited,
       child,
       stdin: child.stdin.getWriter(),
+      lastLines,
     };
     members.push(member);
     exited.then(() => {
@@ -201,8 +261,9 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
           ...healthTls,
         })
       )),
-      died.then((member) => {
-        throw new Error(`${member.key} exited while starting (pid ${member.pid}); see its log lines above`);
+      died.then(async (member) => {
+        const code = await member.exited;
+        throw new FleetStartError(member.key, code, members.find((m) => m === member)?.lastLines ?? []);
       }),
     ]);
   } catch (error) {
@@ -213,17 +274,40 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
   return { members, stop, died };
 }
 
+/**
+ * `args` with `--port-base auto` (or `=auto`) replaced by `base`; undefined when the base is not `auto`, so the
+ * settings loader reads a number or the environment as before.
+ */
+export function resolveAutoPortBase(args: string[], base: () => number): string[] | undefined {
+  const at = args.findIndex((a, i) =>
+    (a === "--port-base" && args[i + 1] === "auto") || a === "--port-base=auto"
+  );
+  if (at < 0) return undefined;
+  const value = String(base());
+  return args[at] === "--port-base"
+    ? [...args.slice(0, at), "--port-base", value, ...args.slice(at + 2)]
+    : [...args.slice(0, at), `--port-base=${value}`, ...args.slice(at + 1)];
+}
+
+/** Fresh bases tried when `--port-base auto` lost a race for a port. */
+const AUTO_PORT_ATTEMPTS = 3;
+
 if (import.meta.main) {
+  const auto = resolveAutoPortBase(Deno.args, () => 0) !== undefined;
+  const settingsFor = (args: string[]) =>
+    loadSettings(undefined, {
+      args,
+      extraFlags: { string: ["only", "startup-timeout-ms"], boolean: ["help"] },
+    });
+  const freshArgs = () => resolveAutoPortBase(Deno.args, () => freePortBase()) ?? Deno.args;
   let settings: Settings;
   let only: ServiceKey[] | undefined;
   let startupTimeoutMs: number | undefined;
   try {
-    settings = loadSettings(undefined, {
-      extraFlags: { string: ["only", "startup-timeout-ms"], boolean: ["help"] },
-    });
+    settings = settingsFor(freshArgs());
     if (settings.flags.help) {
       console.log(
-        "usage: deno task fleet [--store DIR | --s3 URL] [--port-base N] [--host H] [--only tokenizer,sharding,...]\n" +
+        "usage: deno task fleet [--store DIR | --s3 URL] [--port-base N|auto] [--host H] [--only tokenizer,sharding,...]\n" +
           "       [--log-level debug|info|warn|error] [--auth-token T] [--startup-timeout-ms MS]",
       );
       Deno.exit(0);
@@ -268,16 +352,23 @@ if (import.meta.main) {
   const where = "dir" in settings.store
     ? `store ${resolve(settings.store.dir)}`
     : `S3 ${settings.store.s3.url}`;
-  log(`starting ${(only ?? SERVICE_KEYS).join(", ")} on port base ${settings.portBase} (${where})`);
-  try {
-    fleet = await startFleet({
-      settings,
-      ...(only ? { only } : {}),
-      ...(startupTimeoutMs ? { startupTimeoutMs } : {}),
-    });
-  } catch (error) {
-    log(`failed to start: ${(error as Error).message}`);
-    Deno.exit(1);
+  for (let attempt = 1; !fleet; attempt++) {
+    log(`starting ${(only ?? SERVICE_KEYS).join(", ")} on port base ${settings.portBase} (${where})`);
+    try {
+      fleet = await startFleet({
+        settings,
+        ...(only ? { only } : {}),
+        ...(startupTimeoutMs ? { startupTimeoutMs } : {}),
+      });
+    } catch (error) {
+      if (auto && error instanceof FleetStartError && error.portTaken && attempt < AUTO_PORT_ATTEMPTS) {
+        log(`port base ${settings.portBase} was taken while starting (${error.member}): drawing another`);
+        settings = settingsFor(freshArgs());
+        continue;
+      }
+      log(`failed to start: ${(error as Error).message}`);
+      Deno.exit(1);
+    }
   }
   if (stopRequested) await new Promise(() => {}); // the signal handler exits
   const table = fleet.members.map((m) => `${m.key}=${m.address}`).join(" ");

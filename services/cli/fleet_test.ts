@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { fromFileUrl } from "@std/path";
 import { client } from "../shared/rpc/client.ts";
+import { freePortBase, portsFree, resolveAutoPortBase } from "./fleet.ts";
 
 const REPO_ROOT = fromFileUrl(new URL("../..", import.meta.url));
 
@@ -122,11 +123,78 @@ Deno.test({
     const status = await fleet.child.status;
     await fleet.reading;
     assertEquals(status.code, 1, fleet.output().stderr);
-    assertStringIncludes(fleet.output().stderr, "sharding exited while starting");
+    const { stderr } = fleet.output();
+    assertStringIncludes(stderr, "sharding exited while starting");
+    // The failure itself names the cause, for a console that shows only the fleet's own lines (the demo's).
+    const failure = stderr.slice(stderr.indexOf("failed to start:"));
+    assertStringIncludes(failure, "its last log lines:");
+    assert(/sharding +\| .*(EADDRINUSE|in use)/i.test(failure), failure);
     assert(!(await portOpen(base + 1)), "the tokenizer that did start was stopped");
   } finally {
     blocker.close();
     await Deno.remove(store, { recursive: true });
+  }
+});
+
+Deno.test("freePortBase() skips a base whose ports are taken; resolveAutoPortBase() replaces only `auto`", () => {
+  const taken = randomPortBase();
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: taken + 5 });
+  try {
+    assert(!portsFree(taken), "the inference HTTP port of the base is taken");
+    // The first draw lands on the taken base, the second on the next one up.
+    const draws = [(taken - 20000) / 40000, (taken + 10 - 20000) / 40000];
+    const base = freePortBase({ random: () => draws.shift() ?? Math.random() });
+    assert(base !== taken, `${base} is not the taken base`);
+    assert(portsFree(base), `${base} is free`);
+  } finally {
+    blocker.close();
+  }
+  assertEquals(resolveAutoPortBase(["--store", "s", "--port-base", "auto"], () => 31230), [
+    "--store",
+    "s",
+    "--port-base",
+    "31230",
+  ]);
+  assertEquals(resolveAutoPortBase(["--port-base=auto", "--only", "tokenizer"], () => 31230), [
+    "--port-base=31230",
+    "--only",
+    "tokenizer",
+  ]);
+  assertEquals(resolveAutoPortBase(["--port-base", "50050"], () => 31230), undefined);
+});
+
+Deno.test({
+  name: "fleet --port-base auto: two fleets started at once each find a free base and serve on it",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const stores = [await Deno.makeTempDir(), await Deno.makeTempDir()];
+  const fleets = stores.map((store) =>
+    spawnFleet(["--port-base", "auto", "--store", store, "--only", "tokenizer"])
+  );
+  try {
+    const bases: number[] = [];
+    for (const fleet of fleets) {
+      const ready = await fleet.until(() => fleet.output().stdout.includes(`"fleet":"ready"`), 120_000);
+      assert(ready, `fleet did not become ready:\n${fleet.output().stderr}`);
+      const line = JSON.parse(fleet.output().stdout.trim().split("\n").at(-1)!);
+      assertEquals(line.services.tokenizer, `127.0.0.1:${line.port_base + 1}`);
+      assert(await portOpen(line.port_base + 1), `the tokenizer listens on ${line.port_base + 1}`);
+      bases.push(line.port_base);
+    }
+    assert(bases[0] !== bases[1], `two fleets, two bases: ${bases}`);
+    for (const fleet of fleets) {
+      fleet.child.kill("SIGINT");
+      assertEquals((await fleet.child.status).code, 0, fleet.output().stderr);
+      await fleet.reading;
+    }
+  } finally {
+    for (const fleet of fleets) {
+      try {
+        fleet.child.kill("SIGKILL");
+      } catch { /* already stopped */ }
+    }
+    for (const store of stores) await Deno.remove(store, { recursive: true });
   }
 });
 
