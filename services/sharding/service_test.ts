@@ -197,3 +197,86 @@ Deno.test({
       assertEquals(await Array.fromAsync(store.list("shards/", { recursive: true })), []);
     }),
 });
+
+Deno.test({
+  name: "ShardingService builds from weighted sources and reports each in events, manifest and lineage",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () =>
+    withService(async (rpc, store) => {
+      // A second corpus, stored gzipped as an upload of a .txt.gz keeps it.
+      const poems = JSON.parse(await Deno.readTextFile(POETRY)) as { paragraphs: string[] }[];
+      const text = poems.slice(0, 100).map((p) => p.paragraphs.join("\n")).join("\n\n");
+      const gz = new Uint8Array(
+        await new Response(new Blob([text]).stream().pipeThrough(new CompressionStream("gzip")))
+          .arrayBuffer(),
+      );
+      await publish(store, "corpora/few", { "few.txt.gz": gz });
+      const bad = (request: Message, message: string) =>
+        assertRejects(
+          () => rpc.unary("StartBuildPretraining", { name: "mix", vocab: "chars", ...request }),
+          InvalidArgument,
+          message,
+        );
+      await bad({ corpus: "poems", sources: [{ corpus: "few" }] }, "corpus and sources are both set");
+      await bad(
+        { sources: [{ corpus: "few", weight: -2 }] },
+        "sources[0].weight must be a number in [0, 1000]",
+      );
+      await bad({ sources: [{ corpus: "few" }, { corpus: "../x" }] }, "sources[1].corpus");
+      await bad({ sources: [{ corpus: "few", weight: 0 }] }, "every weight is 0");
+      await bad({ sources: [{ corpus: "few" }, { corpus: "few" }] }, "given twice");
+      await assertRejects(
+        () =>
+          rpc.unary("StartBuildPretraining", { name: "mix", vocab: "chars", sources: [{ corpus: "nope" }] }),
+        NotFound,
+        "corpus 'nope' not found",
+      );
+
+      const { job } = await rpc.unary("StartBuildPretraining", {
+        name: "mix",
+        vocab: "chars",
+        sources: [{ corpus: "poems", weight: 0.5 }, { corpus: "few" }],
+        max_seq_length: 32,
+        dupe_factor: 1,
+        packed: true,
+      });
+      const events = await watchToEnd(rpc, job.id);
+      assertEquals(events.at(-1)!.state, "JOB_STATE_SUCCEEDED", JSON.stringify(events.at(-1)));
+      const perSource = events.filter((e) => e.metrics && "documents_used" in e.metrics);
+      assertEquals(perSource.map((e) => e.message.split(" ")[1]), ["poems", "few"]);
+
+      const { shard_set, manifest_json } = await rpc.unary("GetShards", { name: "mix" });
+      const manifest = JSON.parse(manifest_json);
+      assertEquals(manifest.settings.packed, true);
+      assertEquals(shard_set.packed, true);
+      const [half, few] = manifest.sources;
+      assertEquals([half.name, half.weight, few.name, few.weight], ["poems", 0.5, "few", 1]);
+      // The share is rounded for the training and the held-out documents each.
+      assert(
+        Math.abs(half.documentsUsed - half.documents / 2) <= 1,
+        `${half.documentsUsed} of ${half.documents}`,
+      );
+      assertEquals(few.documents, 100);
+      assertEquals(few.bytes, gz.byteLength);
+      assertEquals(half.instances + few.instances, manifest.instances);
+      assertEquals(perSource[1]!.metrics.instances, few.instances);
+      assertEquals(
+        shard_set.sources.map((s: Message) => [s.corpus, Number(s.instances)]),
+        [["poems", half.instances], ["few", few.instances]],
+      );
+      assertEquals(
+        shard_set.lineage.inputs.filter((i: Message) => i.role === "corpus").map((i: Message) =>
+          i.ref.sha256
+        ),
+        [half.sha256, few.sha256],
+      );
+      // Packed rows: one segment, no NSP label.
+      const { instances } = await rpc.unary("InspectShards", { name: "mix", count: 3 });
+      for (const x of instances) {
+        assertEquals(x.tokens.length, 32);
+        assertEquals(x.is_random_next, false);
+        assert(x.segment_ids.every((t: number) => t === 0));
+      }
+    }),
+});
