@@ -5,9 +5,9 @@
  * progress bar (stderr) until it ends, unless `--detach`. `--json` prints JSON lines instead of bars and
  * tables. Exit codes: 0 ok, 1 failure, 2 usage error.
  */
-import { basename, extname } from "@std/path";
+import { basename, extname, join } from "@std/path";
 import { parseArgs } from "@std/cli";
-import { BertforgeError } from "../shared/errors.ts";
+import { BertforgeError, InvalidArgument } from "../shared/errors.ts";
 import { loadSettings, type ServiceKey, type Settings } from "../shared/config/settings.ts";
 import { client, type RpcClient, waitForServing } from "../shared/rpc/client.ts";
 import { fullServiceName, type ServiceName } from "../shared/rpc/load.ts";
@@ -15,6 +15,7 @@ import type { Message } from "../shared/rpc/serve.ts";
 import { localUploadSources, saveDownload, uploadRequests, watchJob } from "../shared/rpc/streams.ts";
 import { setupTelemetry, withSpan } from "../shared/telemetry/otel.ts";
 import { consoleOutput, JobProgress, type Output, table } from "./ui.ts";
+import { DEFAULT_DATA_DIR, runSuite, selectTasks, SUITE_TASKS, suiteTable } from "./suite.ts";
 
 /** Wrong use of the command line: exit code 2, with the usage of the command. */
 export class UsageError extends Error {
@@ -814,6 +815,38 @@ const COMMANDS: CommandSpec[] = [
         errors: Number(response.error_count),
         ...response.metrics,
       });
+    },
+  },
+  {
+    name: "eval-suite",
+    usage: "eval-suite --model MODEL[@VERSION] [--tasks a,b] [--out DIR] [--data-dir DIR] [--max-train N]\n" +
+      `        tasks: ${SUITE_TASKS.map((t) => t.name).join(", ")}; --out defaults to report/suite/<model>`,
+    strings: ["model", "tasks", "out", "data-dir", "max-train"],
+    service: "trainer",
+    async run(ctx) {
+      const ref = ctx.required("model");
+      const model = modelRef(ref, "--model");
+      let tasks;
+      try {
+        tasks = selectTasks(ctx.string("tasks"));
+      } catch (error) {
+        if (error instanceof InvalidArgument) throw new UsageError(error.message);
+        throw error;
+      }
+      const out = ctx.string("out") ?? join("report", "suite", ref.replace(/[^A-Za-z0-9._-]+/g, "-"));
+      const rows = await runSuite({
+        model,
+        tasks,
+        dataDir: ctx.string("data-dir") ?? DEFAULT_DATA_DIR,
+        outDir: out,
+        ...(ctx.int("max-train") !== undefined ? { maxTrain: ctx.int("max-train")! } : {}),
+        trainer: ctx.client("trainer"),
+        out: ctx.out,
+      });
+      if (ctx.out.json) rows.forEach((row) => ctx.out.jsonLine(row));
+      else ctx.out.line(suiteTable(rows));
+      ctx.out.note(`wrote ${join(out, "suite.jsonl")} and ${join(out, "index.html")}`);
+      return rows.some((row) => row.status === "failed") ? 1 : 0;
     },
   },
   {

@@ -4,6 +4,11 @@
  * process, so a bench's peak RSS is its own and not the sum of those before it.
  */
 const BENCHES = ["tokenize", "train", "shards", "trainer_job", "finetune", "inference"];
+/**
+ * Run only by name, never by `all`: each takes far longer than a benchmark run should (`suite` fine-tunes a
+ * model on six tasks: hours on 2 cores; `trainer_quality` pretrains first).
+ */
+const ON_DEMAND = ["suite", "trainer_quality"];
 
 async function run(name: string, args: string[]): Promise<void> {
   const url = new URL(`./${name}.ts`, import.meta.url);
@@ -20,7 +25,7 @@ async function run(name: string, args: string[]): Promise<void> {
 if (import.meta.main) {
   const [name, ...args] = Deno.args;
   if (!name) {
-    console.error(`usage: deno task bench <${BENCHES.join("|")}|all> [flags]`);
+    console.error(`usage: deno task bench <${[...BENCHES, ...ON_DEMAND].join("|")}|all> [flags]`);
     Deno.exit(2);
   }
   if (name === "all") {
