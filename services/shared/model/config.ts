@@ -79,7 +79,7 @@ const COMMON = {
 
 /** Presets by name (Turc et al. 2019 for mini/small; Devlin et al. 2019 for base). Parameter counts at V=21128. */
 export const PRESETS: Record<string, Omit<BertConfig, "vocab_size">> = {
-  // ~11.2M parameters at V=21128
+  // ~8.9M parameters at V=21128 (parameterCount, pretraining heads included; ~11.2M at V=30522)
   "bert-mini": {
     ...COMMON,
     hidden_size: 256,
@@ -87,7 +87,7 @@ export const PRESETS: Record<string, Omit<BertConfig, "vocab_size">> = {
     num_attention_heads: 4,
     intermediate_size: 1024,
   },
-  // ~28.5M parameters at V=21128
+  // ~24.2M parameters at V=21128 (~28.8M at V=30522)
   "bert-small": {
     ...COMMON,
     hidden_size: 512,
@@ -95,7 +95,7 @@ export const PRESETS: Record<string, Omit<BertConfig, "vocab_size">> = {
     num_attention_heads: 8,
     intermediate_size: 2048,
   },
-  // ~102M parameters at V=21128 (bert-base-chinese)
+  // ~102.9M parameters at V=21128 (bert-base-chinese)
   "bert-base": {
     ...COMMON,
     hidden_size: 768,
@@ -189,7 +189,8 @@ export function numLabels(config: BertConfig): number {
 export function parameterCount(c: BertConfig): number {
   const C = c.hidden_size, F = c.intermediate_size;
   const embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * C + 2 * C;
-  const layer = 4 * (C * C + C) + 2 * C + (C * F + F) + (F * C + C) + 2 * C + 2 * C;
+  // Q, K, V, attention output; two LayerNorms; the FFN's two linears
+  const layer = 4 * (C * C + C) + 2 * (2 * C) + (C * F + F) + (F * C + C);
   const pooler = C * C + C;
   const mlmHead = C * C + C + 2 * C + c.vocab_size;
   const nsp = 2 * C + 2;

@@ -452,3 +452,45 @@ Deno.test("native engine: a serving engine holds no gradients or moments, refuse
     "mode must be train|serve",
   );
 });
+
+Deno.test("native engine: pre-LN heads read the final LayerNorm; a post-LN checkpoint is refused; serving agrees; training learns", () => {
+  const head: HeadSpec = { task: "pretrain" };
+  const options = { config: preLN(), head, seed: 6, maxBatch: B, maxSeqLen: T };
+  const engine = new NativeEngine({ ...options, optimizer: { lr: 3e-3, totalSteps: 100 } });
+  const batch = tinyBatch(head);
+  // LN_f = 2 * xhat + 3: every row of the hidden states the heads see has mean 3 and variance 4
+  engine.parameterView("bert.encoder.LayerNorm.weight").fill(2);
+  engine.parameterView("bert.encoder.LayerNorm.bias").fill(3);
+  const C = 32, hidden = engine.forward(batch, { wantHidden: true }).hidden!;
+  for (let r = 0; r < B * T; r++) {
+    const row = hidden.subarray(r * C, (r + 1) * C);
+    const mean = row.reduce((a, x) => a + x, 0) / C;
+    const variance = row.reduce((a, x) => a + (x - mean) ** 2, 0) / C;
+    assert(
+      Math.abs(mean - 3) < 1e-4 && Math.abs(variance - 4) < 1e-3,
+      `row ${r}: mean ${mean} var ${variance}`,
+    );
+  }
+
+  const post = new NativeEngine({ ...options, config: tinyConfig() });
+  assert(!post.parameterNames().includes("bert.encoder.LayerNorm.weight"), "post-LN has no final LayerNorm");
+  assertThrows(() => engine.setWeights(post.getWeights()), InvalidArgument, "bert.encoder.LayerNorm.weight");
+  // the same shared tensors compute another function: the layout differs, not only the extra tensor
+  const shared = new Map([...engine.getWeights()].filter(([n]) => !n.startsWith("bert.encoder.LayerNorm")));
+  post.setWeights(shared);
+  const a = engine.forward(batch).nspLogits!, b = post.forward(batch).nspLogits!;
+  assert(a.some((x, i) => Math.abs(x - b[i]) > 1e-3), "pre-LN and post-LN outputs differ");
+  post.dispose();
+
+  const serve = new NativeEngine({ ...options, mode: "serve" });
+  serve.setWeights(engine.getWeights());
+  const want = { wantHidden: true, mlmLogits: true };
+  assertEquals(serve.forward(batch, want), engine.forward(batch, want));
+  serve.dispose();
+
+  const first = engine.evaluate(batch).loss;
+  for (let s = 0; s < 10; s++) engine.trainStep(batch);
+  const last = engine.evaluate(batch).loss;
+  assert(last < first - 0.5, `loss goes down on a repeated batch: ${first} -> ${last}`);
+  engine.dispose();
+});

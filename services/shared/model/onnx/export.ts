@@ -4,7 +4,8 @@
  * `logits` for the head (+ `nsp_logits` for pretraining), `last_hidden_state` and, where the model has a pooler,
  * `pooler_output`: the names ONNX Runtime users and transformers.js expect of an HF export.
  *
- * The graph is the same post-LN BERT as the engines: LayerNorm is spelled out in ReduceMean/Sub/Div (the
+ * The graph is the same BERT as the engines, post-LN or pre-LN (config `bertforge_layer_norm`, with the final
+ * `bert.encoder.LayerNorm` before `last_hidden_state`; ONNX Runtime runs either, transformers' BertModel only post-LN): LayerNorm is spelled out in ReduceMean/Sub/Div (the
  * LayerNormalization op needs opset 17), GELU is the exact erf form, padding keys get -10000 added. Linear
  * weights are stored transposed ([in, out]) so each projection is one MatMul; the MLM decoder reads the word
  * embeddings through a Transpose node that ONNX Runtime folds at load. A CRF head exports its emissions as
@@ -15,7 +16,7 @@
 import { InvalidArgument } from "../../errors.ts";
 import type { HeadSpec, Weights } from "../../engine/engine.ts";
 import { checkWeights } from "../checkpoint.ts";
-import type { BertConfig } from "../config.ts";
+import { type BertConfig, FINAL_LAYER_NORM, isPreLayerNorm } from "../config.ts";
 import { Message } from "./protobuf.ts";
 
 const OPSET = 14;
@@ -157,10 +158,13 @@ export function buildOnnxModel(config: BertConfig, head: HeadSpec, weights: Weig
   const maskAdd = g.node("Mul", [g.node("Sub", [g.floatScalar(1), mask]), g.floatScalar(-10000)]);
   const splitHeads = g.ints([0, 0, NH, HS]); // Reshape: 0 copies B and T
   const mergeHeads = g.ints([0, 0, C]);
+  const preLN = isPreLayerNorm(config);
   for (let l = 0; l < config.num_hidden_layers; l++) {
     const p = `bert.encoder.layer.${l}`;
+    // pre-LN: attention and FFN read LN1(x) and LN2(x) and add onto the un-normalised stream
+    const a = preLN ? layerNorm(x, `${p}.attention.output.LayerNorm`) : x;
     const heads = (prefix: string, perm: number[]) =>
-      g.node("Transpose", [g.node("Reshape", [linear(x, prefix), splitHeads])], { perm: { ints: perm } });
+      g.node("Transpose", [g.node("Reshape", [linear(a, prefix), splitHeads])], { perm: { ints: perm } });
     const q = heads(`${p}.attention.self.query`, [0, 2, 1, 3]); // (B, NH, T, HS)
     const kT = heads(`${p}.attention.self.key`, [0, 2, 3, 1]); // (B, NH, HS, T)
     const v = heads(`${p}.attention.self.value`, [0, 2, 1, 3]); // (B, NH, T, HS)
@@ -173,13 +177,17 @@ export function buildOnnxModel(config: BertConfig, head: HeadSpec, weights: Weig
       g.node("Transpose", [g.node("MatMul", [probs, v])], { perm: { ints: [0, 2, 1, 3] } }),
       mergeHeads,
     ]); // (B, T, C)
-    const h = layerNorm(
-      g.node("Add", [linear(context, `${p}.attention.output.dense`), x]),
-      `${p}.attention.output.LayerNorm`,
-    );
+    const attended = g.node("Add", [linear(context, `${p}.attention.output.dense`), x]);
+    if (preLN) {
+      const inner = gelu(linear(layerNorm(attended, `${p}.output.LayerNorm`), `${p}.intermediate.dense`)); // (B, T, F)
+      x = g.node("Add", [linear(inner, `${p}.output.dense`), attended]);
+      continue;
+    }
+    const h = layerNorm(attended, `${p}.attention.output.LayerNorm`);
     const inner = gelu(linear(h, `${p}.intermediate.dense`)); // (B, T, F)
     x = layerNorm(g.node("Add", [linear(inner, `${p}.output.dense`), h]), `${p}.output.LayerNorm`);
   }
+  if (preLN) x = layerNorm(x, FINAL_LAYER_NORM);
   g.node("Identity", [x], {}, "last_hidden_state");
 
   const outputs: Message[] = [valueInfo("last_hidden_state", FLOAT, ["batch", "sequence", C])];

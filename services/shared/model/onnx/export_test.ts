@@ -4,7 +4,7 @@ import * as ort from "onnxruntime-node";
 import type { Batch, HeadSpec } from "../../engine/engine.ts";
 import { createTfjsEngine } from "../../engine/tfjs/mod.ts";
 import { initWeights } from "../checkpoint.ts";
-import { parseConfig } from "../config.ts";
+import { type BertConfig, parseConfig } from "../config.ts";
 import { exportOnnx } from "./export.ts";
 
 const config = parseConfig({
@@ -34,20 +34,29 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return d;
 }
 
-const heads: HeadSpec[] = [
-  { task: "pretrain" },
-  { task: "classify", numLabels: 3 },
-  { task: "classify", numLabels: 3, pooling: "mean" },
-  { task: "ner", numLabels: 5, crf: true },
+const preLN = parseConfig({ ...config, bertforge_layer_norm: "pre" });
+
+const cases: Array<[HeadSpec, BertConfig]> = [
+  [{ task: "pretrain" }, config],
+  [{ task: "classify", numLabels: 3 }, config],
+  [{ task: "classify", numLabels: 3, pooling: "mean" }, config],
+  [{ task: "ner", numLabels: 5, crf: true }, config],
+  [{ task: "pretrain" }, preLN],
+  [{ task: "ner", numLabels: 5 }, preLN],
 ];
 
-for (const head of heads) {
-  Deno.test(`exportOnnx() '${head.task}'${head.pooling ? ` (${head.pooling} pooling)` : ""} loads in onnxruntime-node and matches tfjs to 1e-4 at two shapes`, async () => {
+for (const [head, config] of cases) {
+  const what = `'${head.task}'${head.pooling ? ` (${head.pooling} pooling)` : ""}${
+    config.bertforge_layer_norm === "pre" ? " pre-LN" : ""
+  }`;
+  Deno.test(`exportOnnx() ${what} loads in onnxruntime-node and matches tfjs to 1e-4 at two shapes`, async () => {
     const dir = await Deno.makeTempDir();
     const weights = initWeights(config, head, 4);
-    // Larger than BERT's init so the outputs are far from trivial.
+    // Larger than BERT's init so the outputs are far from trivial; LayerNorms away from 1 and 0, each its own,
+    // so a graph that swaps two of them (LN1/LN2 of a pre-LN layer) fails.
     for (const [name, t] of weights) {
       if (!name.includes("LayerNorm")) t.data.forEach((x, i) => (t.data[i] = x * 10));
+      else t.data.forEach((x, i) => (t.data[i] = x + 0.2 * Math.sin(i + 7 * name.length)));
     }
     const path = join(dir, "model.onnx");
     await exportOnnx(path, { config, head, weights });
