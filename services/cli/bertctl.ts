@@ -15,6 +15,7 @@ import type { Message } from "../shared/rpc/serve.ts";
 import { localUploadSources, saveDownload, uploadRequests, watchJob } from "../shared/rpc/streams.ts";
 import { setupTelemetry, withSpan } from "../shared/telemetry/otel.ts";
 import { consoleOutput, JobProgress, type Output, table } from "./ui.ts";
+import { corpusFilesIn, parseWeights } from "../shared/shards/sources.ts";
 import { DEFAULT_DATA_DIR, runSuite, selectTasks, SUITE_TASKS, suiteTable } from "./suite.ts";
 
 /** Wrong use of the command line: exit code 2, with the usage of the command. */
@@ -120,6 +121,8 @@ interface CommandSpec {
   usage: string;
   strings?: string[];
   booleans?: string[];
+  /** String flags that may repeat (each a string[]; also list them in `strings`). */
+  collects?: string[];
   /** Which service answers it, for the "not available yet" message. */
   service: ServiceKey | "several";
   run(ctx: Context): Promise<number | void>;
@@ -179,16 +182,102 @@ function formatBytes(bytes: number): string {
   return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
 }
 
-/** A corpus name, uploading a local path first. */
-async function resolveCorpus(ctx: Context, value: string): Promise<string> {
+/** A corpus name, uploading a local path first (as `name`, by default --corpus-name or the path's). */
+async function resolveCorpus(ctx: Context, value: string, name?: string): Promise<string> {
   if (!(await isLocalPath(value))) return value;
   return await upload(
     ctx,
     "tokenizer",
     "UploadCorpus",
     value,
-    ctx.string("corpus-name") ?? artifactNameFromPath(value),
+    name ?? ctx.string("corpus-name") ?? artifactNameFromPath(value),
   );
+}
+
+/**
+ * The sources of `shards build`: every `--corpus` in order, a local folder as each of its `*.txt` /
+ * `*.txt.gz` files (uploaded as a corpus of its own, named by the file name without that ending), a
+ * local file uploaded as one corpus, anything else a corpus name in the store; weights from `--mix`
+ * then `--source` (unknown names are a usage error listing the sources).
+ */
+async function resolveSources(ctx: Context): Promise<{ corpus: string; weight: number }[]> {
+  const given = ctx.flags.corpus as string[] | undefined;
+  if (!given || given.length === 0) throw new UsageError("--corpus is required");
+  const names: string[] = [];
+  for (const value of given) {
+    if (!(await isLocalPath(value))) {
+      names.push(value);
+      continue;
+    }
+    if ((await Deno.stat(value)).isDirectory) {
+      const files = await corpusFilesIn(value);
+      if (files.length === 0) throw new UsageError(`--corpus ${value} holds no *.txt or *.txt.gz files`);
+      for (const file of files) {
+        names.push(await upload(ctx, "tokenizer", "UploadCorpus", file.path, file.name));
+      }
+    } else {
+      const name = given.length === 1 ? ctx.string("corpus-name") : undefined;
+      names.push(await resolveCorpus(ctx, value, name ?? artifactNameFromPath(value)));
+    }
+  }
+  const twice = names.find((name, i) => names.indexOf(name) !== i);
+  if (twice !== undefined) {
+    throw new UsageError(`--corpus: source '${twice}' is given twice (weight it instead)`);
+  }
+  const entries: Parameters<typeof parseWeights>[0] = [];
+  const mix = ctx.string("mix");
+  if (mix !== undefined) {
+    try {
+      entries.push({ text: await Deno.readTextFile(mix), where: `--mix ${mix}`, form: "file" });
+    } catch (error) {
+      throw new UsageError(`--mix ${mix}: cannot read it (${(error as Error).message})`);
+    }
+  }
+  for (const flag of (ctx.flags.source as string[] | undefined) ?? []) {
+    entries.push({ text: flag, where: `--source ${flag}`, form: "flag" });
+  }
+  let weights: Map<string, number>;
+  try {
+    weights = parseWeights(entries, names);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (names.every((name) => weights.get(name) === 0)) {
+    throw new UsageError("--source/--mix: every source has weight 0, so nothing would be built");
+  }
+  return names.map((corpus) => ({ corpus, weight: weights.get(corpus) ?? 1 }));
+}
+
+/** What each source gave a shard set (GetShards' ShardSet.sources) as a table or JSON lines. */
+function printSources(ctx: Context, shardSet: Message): void {
+  const sources: Message[] = shardSet.sources ?? [];
+  if (ctx.out.json) return ctx.out.jsonLine({ name: shardSet.name, packed: !!shardSet.packed, sources });
+  const total = (field: string) => sources.reduce((sum, s) => sum + Number(s[field] ?? 0), 0);
+  ctx.out.line(table(
+    ["SOURCE", "WEIGHT", "DOCUMENTS", "USED", "CHARACTERS", "INSTANCES", "TOKENS", "SHA256"],
+    [
+      ...sources.map((s) => [
+        s.corpus,
+        s.weight,
+        s.documents,
+        s.documents_used,
+        s.characters,
+        s.instances,
+        s.tokens,
+        String(s.sha256 || "-").slice(0, 12),
+      ]),
+      [
+        "total",
+        "",
+        total("documents"),
+        total("documents_used"),
+        total("characters"),
+        total("instances"),
+        total("tokens"),
+        "",
+      ],
+    ],
+  ));
 }
 
 /** A dataset name, uploading a local file first. */
@@ -454,10 +543,16 @@ const COMMANDS: CommandSpec[] = [
   {
     name: "shards build",
     usage:
-      "shards build --corpus PATH|NAME --vocab VOCAB|DIR --seq-len N [--wwm] [--dupe-factor K] --name SHARDS\n" +
-      "             [--masked-lm-prob P] [--max-predictions N] [--short-seq-prob P] [--seed S] [--overwrite] [--detach]",
+      "shards build --corpus PATH|DIR|NAME [--corpus ...] --vocab VOCAB|DIR --seq-len N [--wwm] [--packed]\n" +
+      "             [--source NAME=WEIGHT ...] [--mix FILE] [--dupe-factor K] --name SHARDS\n" +
+      "             [--masked-lm-prob P] [--max-predictions N] [--short-seq-prob P] [--seed S] [--overwrite] [--detach]\n" +
+      "  DIR: each *.txt / *.txt.gz file is a source named by its file name without that ending;\n" +
+      "  WEIGHT multiplies a source's documents (0.5 a seeded half, 2 each twice, 0 skips it; default 1);\n" +
+      "  --mix FILE: 'name weight' lines; --packed: full rows of consecutive sentences, no NSP",
     strings: [
       "corpus",
+      "source",
+      "mix",
       "vocab",
       "seq-len",
       "dupe-factor",
@@ -469,22 +564,26 @@ const COMMANDS: CommandSpec[] = [
       "shard-size",
       "corpus-name",
     ],
-    booleans: ["wwm", "overwrite", "detach"],
+    booleans: ["wwm", "overwrite", "detach", "packed"],
+    collects: ["corpus", "source"],
     service: "sharding",
     async run(ctx) {
       const seqLen = ctx.int("seq-len", { min: 8 });
       if (seqLen === undefined) throw new UsageError("--seq-len is required");
       const name = ctx.required("name");
       const vocabArg = ctx.required("vocab");
-      const corpus = await resolveCorpus(ctx, ctx.required("corpus"));
+      const sources = await resolveSources(ctx);
       const vocab = await resolveVocab(ctx, vocabArg);
+      // One unweighted corpus keeps the single-corpus request; anything more names its sources.
+      const single = sources.length === 1 && sources[0]!.weight === 1;
       const optional = (
         key: string,
         value: number | undefined,
       ) => (value === undefined ? {} : { [key]: value });
       const { job } = await ctx.client("sharding").unary("StartBuildPretraining", {
         name,
-        corpus,
+        ...(single ? { corpus: sources[0]!.corpus } : { sources }),
+        ...(ctx.bool("packed") ? { packed: true } : {}),
         vocab,
         max_seq_length: seqLen,
         whole_word_masking: ctx.bool("wwm"),
@@ -496,7 +595,11 @@ const COMMANDS: CommandSpec[] = [
         ...optional("short_seq_prob", ctx.number("short-seq-prob")),
         ...optional("seed", ctx.int("seed", { min: 0 })),
       });
-      return await followJob(ctx, "sharding", job);
+      const code = await followJob(ctx, "sharding", job);
+      if (code === 0 && !ctx.bool("detach")) {
+        printSources(ctx, (await ctx.client("sharding").unary("GetShards", { name })).shard_set);
+      }
+      return code;
     },
   },
   {
@@ -531,6 +634,7 @@ const COMMANDS: CommandSpec[] = [
     async run(ctx) {
       const name = ctx.positional[0];
       if (!name) throw new UsageError("give the shard set's name");
+      printSources(ctx, (await ctx.client("sharding").unary("GetShards", { name })).shard_set);
       const { instances } = await ctx.client("sharding").unary("InspectShards", {
         name,
         count: ctx.int("n") ?? 0,
@@ -1237,6 +1341,7 @@ export async function run(args: string[], outputOverride?: Output): Promise<numb
   const flags = parseArgs(rest, {
     string: strings,
     boolean: booleans,
+    collect: spec.collects ?? [],
     unknown: (arg: string, key?: string) => {
       if (key !== undefined) unknown.push(arg);
       return true;
@@ -1246,7 +1351,10 @@ export async function run(args: string[], outputOverride?: Output): Promise<numb
   try {
     if (unknown.length > 0) throw new UsageError(`unknown flag ${unknown[0]}`);
     for (const name of strings) {
-      if (flags[name] === "") throw new UsageError(`--${name} needs a value`);
+      const value = flags[name] as unknown;
+      if (value === "" || (Array.isArray(value) && value.includes(""))) {
+        throw new UsageError(`--${name} needs a value`);
+      }
     }
     const settingsArgs = GLOBAL_STRINGS.flatMap((name) =>
       typeof flags[name] === "string" ? [`--${name}`, flags[name]] : []

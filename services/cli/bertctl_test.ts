@@ -388,3 +388,117 @@ Deno.test("bertctl eval --errors FILE writes the listed mistakes as JSON lines a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("bertctl shards build uploads a folder's files as weighted sources and prints what each gave", async () => {
+  const uploads = new Map<string, { files: string[]; bytes: number }>();
+  const starts: Message[] = [];
+  const tokenizer = await serve({
+    ...quiet,
+    service: "TokenizerService",
+    handlers: {
+      UploadCorpus: async (requests) => {
+        const upload = await receiveUpload(requests);
+        const entry = { files: [] as string[], bytes: 0 };
+        for await (const file of upload.files()) {
+          entry.files.push(file.path);
+          entry.bytes += (await new Response(file.stream).arrayBuffer()).byteLength;
+        }
+        uploads.set(upload.header.name, entry);
+        return { corpus: { name: upload.header.name } };
+      },
+    },
+  });
+  const source = (corpus: string, instances: number) => ({
+    corpus,
+    sha256: "ab".repeat(32),
+    weight: 1,
+    documents: "4",
+    documents_used: "4",
+    characters: "40",
+    instances: String(instances),
+    tokens: String(instances * 16),
+  });
+  const sharding = await serve({
+    ...quiet,
+    service: "ShardingService",
+    handlers: {
+      StartBuildPretraining: (request) => {
+        starts.push(request);
+        return { job: { id: "shards-1", kind: "build_pretraining", state: "JOB_STATE_RUNNING" } };
+      },
+      WatchJob: async function* ({ job_id }) {
+        yield { event: { job_id, seq: 1, type: "JOB_EVENT_TYPE_STATE", state: "JOB_STATE_SUCCEEDED" } };
+      },
+      GetJob: ({ job_id }) => ({ job: { id: job_id, state: "JOB_STATE_SUCCEEDED", outputs: [] } }),
+      GetShards: ({ name }) => ({
+        shard_set: { name, packed: true, sources: [source("a", 7), source("news", 1234)] },
+        manifest_json: "{}",
+      }),
+    },
+  });
+  const dir = await Deno.makeTempDir();
+  const addrs = ["--tokenizer-addr", tokenizer.address, "--sharding-addr", sharding.address];
+  const build = (...args: string[]) =>
+    bertctl(["shards", "build", ...args, "--vocab", "chars", "--seq-len", "16", "--name", "mix", ...addrs]);
+  try {
+    await Deno.mkdir(`${dir}/corpus`);
+    await Deno.writeTextFile(`${dir}/corpus/a.txt`, "甲乙\n\n丙丁\n");
+    const gz = new Uint8Array(
+      await new Response(new Blob(["新闻\n"]).stream().pipeThrough(new CompressionStream("gzip")))
+        .arrayBuffer(),
+    );
+    await Deno.writeFile(`${dir}/corpus/news.txt.gz`, gz);
+    await Deno.writeTextFile(`${dir}/corpus/README.md`, "not a source");
+    await Deno.writeTextFile(`${dir}/mix.txt`, "# weights\nnews 0.5\nwiki 3\n");
+
+    const result = await build(
+      "--corpus",
+      `${dir}/corpus/`,
+      "--corpus",
+      "wiki",
+      "--mix",
+      `${dir}/mix.txt`,
+      "--source",
+      "wiki=2",
+      "--packed",
+    );
+    assertEquals(result.code, 0, result.stderr);
+    // Each file its own corpus, stored as it is (the .gz stays compressed); README.md is no source.
+    assertEquals([...uploads.keys()].sort(), ["a", "news"]);
+    assertEquals(uploads.get("news"), { files: ["news.txt.gz"], bytes: gz.byteLength });
+    assertEquals(starts[0]!.sources.map(({ corpus, weight }: Message) => ({ corpus, weight })), [
+      { corpus: "a", weight: 1 },
+      { corpus: "news", weight: 0.5 },
+      { corpus: "wiki", weight: 2 }, // --source wins over --mix
+    ]);
+    assertEquals([starts[0]!.corpus, starts[0]!.packed], ["", true]);
+    const rows = result.stdout.split("\n").filter((line) => /^(a|news|total)\s/.test(line));
+    assertEquals(rows.length, 3, result.stdout);
+    assertStringIncludes(rows[1]!, "1234");
+    assertStringIncludes(rows[2]!, "1241");
+
+    // One unweighted corpus: the request is the single-corpus one, as before.
+    assertEquals((await build("--corpus", "poems")).code, 0);
+    assertEquals([starts[1]!.corpus, starts[1]!.sources, starts[1]!.packed], ["poems", [], false]);
+
+    const usage: [string[], string][] = [
+      [["--corpus", "wiki", "--source", "wikki=2"], "unknown source 'wikki' (the sources are: wiki)"],
+      [["--corpus", "wiki", "--corpus", "poems", "--source", "poems=-1"], "must be a number >= 0"],
+      [["--corpus", "wiki", "--source", "wiki"], "expected NAME=WEIGHT"],
+      [["--corpus", "wiki", "--source", "wiki=0"], "every source has weight 0"],
+      [["--corpus", "wiki", "--mix", `${dir}/none.txt`], `--mix ${dir}/none.txt: cannot read it`],
+      [["--corpus", "wiki", "--corpus", "wiki"], "source 'wiki' is given twice"],
+      [["--source", "wiki=1"], "--corpus is required"],
+    ];
+    for (const [args, message] of usage) {
+      const bad = await build(...args);
+      assertEquals(bad.code, 2, `${args.join(" ")}: ${bad.stderr}`);
+      assertStringIncludes(bad.stderr, message);
+    }
+    assertEquals(starts.length, 2);
+  } finally {
+    await tokenizer.shutdown();
+    await sharding.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
