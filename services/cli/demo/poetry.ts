@@ -4,13 +4,19 @@
  *
  * - a pretraining corpus in the google-research/bert format: one poem a document (blank line between documents),
  *   one line of the poem a sentence;
- * - a labelled task: the form of a regular poem (五言絕句, 七言絕句, 五言律詩, 七言律詩: 4 or 8 lines of 5 or 7
- *   characters), with a held-out split. The form is read from the poem's own structure, so the labels are exact,
- *   and a model has to see where lines break and how long they are, which a bag of character pairs cannot.
+ * - a labelled task: who wrote a 五言律詩 (eight lines of five characters), among four Tang poets (`POETS`), with a
+ *   held-out split. Every poem has the same form and length, so counting lines or characters says nothing: the
+ *   model has to read the words. (The earlier task, the form itself, was solved by counting; `formOf` still picks
+ *   the form, which is now held fixed.)
  */
 import { join } from "@std/path";
 
 export const FORMS = ["五言絕句", "七言絕句", "五言律詩", "七言律詩"] as const;
+
+/** The poets of the demo task: the four with the most 五言律詩 among the best known (李商隱 has 148). */
+export const POETS = ["杜甫", "白居易", "李白", "李商隱"] as const;
+/** The one form every labelled poem has. */
+export const TASK_FORM = "五言律詩";
 
 export interface Poem {
   title: string;
@@ -84,13 +90,13 @@ export interface DemoData {
 }
 
 /**
- * Writes corpus.txt, train.csv and eval.csv into `outDir`. Labelled poems are balanced across the four forms;
- * every 5th labelled poem is held out for evaluation.
+ * Writes corpus.txt, train.csv and eval.csv into `outDir`. Labelled poems are the 五言律詩 of the `POETS`, the
+ * same number from each (at most `labelledPerPoet`, fewer when a poet has fewer); every 5th is held out.
  */
 export async function buildDemoData(
   projectRoot: string,
   outDir: string,
-  sizes: { corpusPoems: number; labelledPerForm: number },
+  sizes: { corpusPoems: number; labelledPerPoet: number },
 ): Promise<DemoData> {
   await Deno.mkdir(outDir, { recursive: true });
   const dir = poetryDir(projectRoot);
@@ -98,31 +104,28 @@ export async function buildDemoData(
   const corpus = await Deno.open(corpusPath, { write: true, create: true, truncate: true });
   const encoder = new TextEncoder();
   let documents = 0, corpusBytes = 0;
-  const perForm = new Map<string, { text: string; label: string }[]>(FORMS.map((f) => [f, []]));
+  const perPoet = new Map<string, { text: string; label: string }[]>(POETS.map((p) => [p, []]));
   // Tang poems first, then Song, so a short corpus is still mostly the Tang classics.
   for (const dynasty of ["tang", "song"] as const) {
-    for await (const poem of readPoems(dir, dynasty, sizes.corpusPoems)) {
+    for await (const poem of readPoems(dir, dynasty)) {
       if (documents < sizes.corpusPoems) {
         const bytes = encoder.encode(documentText(poem) + "\n\n");
         await corpus.write(bytes);
         corpusBytes += bytes.length;
         documents++;
       }
-      const form = formOf(poem);
-      const bucket = form && perForm.get(form);
-      if (bucket && bucket.length < sizes.labelledPerForm) {
-        bucket.push({ text: poem.paragraphs.join(""), label: form! });
+      const bucket = dynasty === "tang" ? perPoet.get(poem.author) : undefined;
+      if (bucket && bucket.length < sizes.labelledPerPoet && formOf(poem) === TASK_FORM) {
+        bucket.push({ text: poem.paragraphs.join(""), label: poem.author });
       }
-      const labelledDone = [...perForm.values()].every((b) => b.length >= sizes.labelledPerForm);
-      if (documents >= sizes.corpusPoems && labelledDone) break;
+      if (documents >= sizes.corpusPoems && dynasty === "song") break;
     }
   }
   corpus.close();
-  // Round-robin over the forms, so both splits (and any prefix of them) hold every form in equal numbers.
-  const buckets = [...perForm.values()];
-  const labelled = Array.from({ length: sizes.labelledPerForm }, (_, i) => buckets.map((b) => b[i]))
-    .flat()
-    .filter((e): e is { text: string; label: string } => e !== undefined);
+  // As many from each poet, so the majority class is chance (25%), round-robin so any prefix is balanced too.
+  const buckets = [...perPoet.values()];
+  const each = Math.min(...buckets.map((b) => b.length));
+  const labelled = Array.from({ length: each }, (_, i) => buckets.map((b) => b[i]!)).flat();
   const train = labelled.filter((_, i) => i % 5 !== 0);
   const evalSet = labelled.filter((_, i) => i % 5 === 0);
   const csv = (rows: { text: string; label: string }[]) =>

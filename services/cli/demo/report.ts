@@ -14,6 +14,8 @@ export interface ReportInput {
   models: string[];
   artifacts: { kind: string; prefix: string }[];
   taskName: string;
+  /** The task's short id in summary.json, e.g. "poem-splice". */
+  taskId: string;
   evaluation: {
     examples: number;
     bertforge: Record<string, unknown>;
@@ -23,8 +25,10 @@ export interface ReportInput {
   predictions: { text: string; expected: string; got: Record<string, unknown> | undefined }[];
   /** The held-out examples the model gets wrong, most confident first (`bertctl eval --errors`). */
   mistakes: { text: string; gold: string[]; predicted: string[]; confidence?: number }[];
-  fillMask: { text: string; result: Record<string, unknown> };
-  zeroShot: { text: string; result: Record<string, unknown> };
+  /** Lines with one character masked, and whether the model put the true one in its top candidates. */
+  fillMask: { text: string; answer: string; candidates: { token: string; score: number }[] }[];
+  /** The pretrained model asked a cloze question per held-out text, without fine-tuning. */
+  zeroShot: { question: string; examples: number; correct: number; chance: number; sample?: string };
   http: { url: string; status: number; body: unknown };
   elapsedSeconds: number;
   quick: boolean;
@@ -98,6 +102,37 @@ function lineageLine(lineage: Record<string, unknown>): string {
   }).join(", ") || "(no recorded inputs)";
 }
 
+/** The headline figures, also written as report/summary.json. */
+export interface Summary {
+  task: string;
+  metric: "accuracy";
+  bertforge: number;
+  baselines: { linear: number; majority: number };
+  quick: boolean;
+  seconds: number;
+}
+
+/**
+ * One sentence on how the BERT stands against the baselines, never praise it has not earned: ahead only when
+ * above every baseline, and a quick run is called the smoke test it is.
+ */
+export function verdict(summary: Summary): { ahead: boolean; text: string } {
+  const { bertforge, baselines } = summary;
+  const points = (v: number) => `${Math.abs((bertforge - v) * 100).toFixed(1)} points`;
+  const ahead = bertforge > baselines.linear && bertforge > baselines.majority;
+  let text = ahead
+    ? `The BERT beats both baselines: ${points(baselines.linear)} above the linear model.`
+    : bertforge > baselines.majority
+    ? `The BERT is behind the linear model by ${points(baselines.linear)} ` +
+      `(${points(baselines.majority)} above always answering the majority class).`
+    : `The BERT has learned nothing useful: it is no better than always answering the majority class.`;
+  if (summary.quick) {
+    text += " This was the quick run, a smoke test of the pipeline with a model pretrained for a few dozen" +
+      " steps: run `make run` for a result worth comparing.";
+  }
+  return { ahead, text };
+}
+
 const percent = (v: unknown) => (typeof v === "number" ? `${(v * 100).toFixed(1)}%` : "n/a");
 const number = (v: unknown, digits = 0) => (typeof v === "number" ? v.toFixed(digits) : "n/a");
 
@@ -156,6 +191,15 @@ export async function writeReport(input: ReportInput): Promise<string> {
       `fine-tuning: ${classifier.metrics.steps} steps at ${number(classifier.metrics.tokens_per_s)} tokens/s`,
     );
   }
+  const headline: Summary = {
+    task: input.taskId,
+    metric: "accuracy",
+    bertforge: Number(ev.bertforge.accuracy ?? 0),
+    baselines: { linear: ev.linearAccuracy, majority: ev.majority.accuracy },
+    quick: input.quick,
+    seconds: Math.round(input.elapsedSeconds),
+  };
+  const { ahead, text: verdictText } = verdict(headline);
   lines.push(
     `${input.taskName}, ${ev.examples} held-out examples: accuracy bertforge ${
       percent(ev.bertforge.accuracy)
@@ -163,20 +207,36 @@ export async function writeReport(input: ReportInput): Promise<string> {
       `(macro F1 ${percent(ev.bertforge.macro_f1)}) | linear char-bigram ${percent(ev.linearAccuracy)} | ` +
       `majority class '${ev.majority.label}' ${percent(ev.majority.accuracy)}`,
   );
+  lines.push(verdictText);
   lines.push("predictions (gRPC):");
   for (const p of input.predictions) {
     lines.push(`  ${String(p.got?.label ?? "?").padEnd(6)} (expected ${p.expected})  ${p.text.slice(0, 40)}`);
   }
-  const candidates = ((input.fillMask.result.predictions as Record<string, unknown>[] | undefined)?.[0]
-    ?.candidates as { token: string; score: number }[] | undefined) ?? [];
+  const hits = input.fillMask.filter((f) => f.candidates.some((c) => c.token === f.answer)).length;
   lines.push(
-    `fill-mask: ${input.fillMask.text} → ${
-      candidates.map((c) => `${c.token} ${(c.score * 100).toFixed(1)}%`).join(", ") || "n/a"
+    `fill-mask: the masked character is among the top ${
+      input.fillMask[0]?.candidates.length ?? 0
+    } candidates in ${hits} of ${input.fillMask.length} held-out lines`,
+  );
+  for (const f of input.fillMask.slice(0, 3)) {
+    lines.push(
+      `  ${f.text} (was ${f.answer}) → ${
+        f.candidates.map((c) => `${c.token} ${(c.score * 100).toFixed(1)}%`).join(", ") || "n/a"
+      }`,
+    );
+  }
+  const zs = input.zeroShot;
+  lines.push(
+    `zero-shot (MLM head, no fine-tuning), ${zs.question}: ${zs.correct} of ${zs.examples} right ` +
+      `(${percent(zs.correct / Math.max(1, zs.examples))}; chance ${percent(zs.chance)})` +
+      (zs.correct / Math.max(1, zs.examples) <= zs.chance + 0.05 ? ": no better than chance" : ""),
+  );
+  lines.push(`HTTP: POST ${input.http.url} → ${input.http.status}`);
+  lines.push(
+    `total time ${input.elapsedSeconds.toFixed(0)} s${
+      input.quick ? " (quick mode: a smoke test, not a result)" : ""
     }`,
   );
-  lines.push(`zero-shot (MLM head, no fine-tuning): ${JSON.stringify(input.zeroShot.result).slice(0, 200)}`);
-  lines.push(`HTTP: POST ${input.http.url} → ${input.http.status}`);
-  lines.push(`total time ${input.elapsedSeconds.toFixed(0)} s${input.quick ? " (quick mode)" : ""}`);
   const summary = lines.join("\n");
 
   const figure = (m: ModelReport) =>
@@ -195,7 +255,8 @@ export async function writeReport(input: ReportInput): Promise<string> {
   table { border-collapse: collapse; } td, th { padding: .3rem .8rem; border-bottom: 1px solid #eee; text-align: left; }
   figure { display: inline-block; margin: .5rem; } img { max-width: 520px; border: 1px solid #eee; }
   pre { background: #f6f6f6; padding: 1rem; overflow-x: auto; }
-  .good { color: #0a7a2f; font-weight: 600; }
+  .good { color: #0a7a2f; font-weight: 600; } .behind { color: #a33; font-weight: 600; }
+  .verdict { font-size: 1.1rem; }
 </style>
 </head>
 <body>
@@ -204,12 +265,13 @@ export async function writeReport(input: ReportInput): Promise<string> {
     escapeXml(input.taskName)
   }, and served it over gRPC and HTTP.
 Generated ${new Date().toISOString()} in ${input.elapsedSeconds.toFixed(0)} s${
-    input.quick ? " (quick mode)" : ""
+    input.quick ? " (quick mode: a smoke test, not a result)" : ""
   }.</p>
 <h2>Results on ${ev.examples} held-out examples</h2>
+<p class="verdict ${ahead ? "good" : "behind"}">${escapeXml(verdictText)}</p>
 <table>
 <tr><th>model</th><th>accuracy</th><th>macro F1</th></tr>
-<tr><td>bertforge (${escapeXml(classifier?.prefix ?? "?")})</td><td class="good">${
+<tr><td>bertforge (${escapeXml(classifier?.prefix ?? "?")})</td><td class="${ahead ? "good" : "behind"}">${
     percent(ev.bertforge.accuracy)
   }</td><td>${percent(ev.bertforge.macro_f1)}</td></tr>
 <tr><td>linear model on character unigrams + bigrams</td><td>${percent(ev.linearAccuracy)}</td><td></td></tr>
@@ -230,5 +292,6 @@ ${
 `;
   await Deno.writeTextFile(join(input.reportDir, "index.html"), html);
   await Deno.writeTextFile(join(input.reportDir, "summary.txt"), summary + "\n");
+  await Deno.writeTextFile(join(input.reportDir, "summary.json"), JSON.stringify(headline, null, 2) + "\n");
   return summary;
 }
