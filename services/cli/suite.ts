@@ -194,6 +194,11 @@ const KINDS: Record<SuiteKind, KindSpec> = {
   },
 };
 
+/** The examples as the data set file the suite uploads for a task: its name and text, in the task's own format. */
+export function datasetFile(task: SuiteTask, examples: Examples): { file: string; text: string } {
+  return KINDS[task.kind].write(examples);
+}
+
 /** The metric a task is scored by (the `metric` of its rows). */
 export function metricOf(task: SuiteTask): string {
   return KINDS[task.kind].metric;

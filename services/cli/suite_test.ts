@@ -11,7 +11,7 @@ import { uploadRequests } from "../shared/rpc/streams.ts";
 import { LocalStore } from "../shared/store/local.ts";
 import { parseConfig } from "../shared/model/config.ts";
 import { initWeights } from "../shared/model/checkpoint.ts";
-import { parseTextExamples, type TextExample } from "../shared/data/formats.ts";
+import { parseNerExamples, parseTextExamples, type TextExample } from "../shared/data/formats.ts";
 import { trainEvalSplit } from "../shared/data/split.ts";
 import { majorityBaseline, trainLinearBaseline } from "../shared/baseline/linear.ts";
 import { Rng } from "../shared/shards/rng.ts";
@@ -19,7 +19,7 @@ import { start } from "../trainer/main.ts";
 import { publishModel } from "../trainer/models.ts";
 import { tinyConfigJson, tinyVocabText } from "../trainer/testing.ts";
 import { run } from "./bertctl.ts";
-import { capExamples, selectTasks, SUITE_TASKS, type SuiteRow } from "./suite.ts";
+import { capExamples, datasetFile, selectTasks, SUITE_TASKS, type SuiteRow, taskData } from "./suite.ts";
 import type { Output } from "./ui.ts";
 
 /** Runs bertctl in-process, capturing what it prints. */
@@ -217,7 +217,11 @@ Deno.test({
         assert(bars.startsWith("<svg "), `${task}-scores.svg is an SVG`);
         assertStringIncludes(await Deno.readTextFile(join(outDir, `${task}-loss.svg`)), "<svg");
       }
-      assertEquals(html.match(/<img src="[^"]+-scores\.svg"/g)?.length, 2, "one bar chart per scored task, none for ocnli");
+      assertEquals(
+        html.match(/<img src="[^"]+-scores\.svg"/g)?.length,
+        2,
+        "one bar chart per scored task, none for ocnli",
+      );
       assertStringIncludes(html, "skipped: no ");
 
       // The table, with --max-train: the first N of a seeded permutation train, the held-out 10% is unchanged.
@@ -308,4 +312,38 @@ Deno.test("selectTasks() keeps the order given; capExamples() is a seeded subsam
   assertEquals(capExamples(items, 10), kept, "the same ones every time");
   assert(capExamples(items, 10, 7).join() !== kept.join(), "another seed, another subsample");
   assertEquals(capExamples(items, 500), items);
+});
+
+Deno.test("taskData() and datasetFile(): what the suite uploads reads back as the very examples it scores", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bf-suite-data-" });
+  try {
+    await Deno.mkdir(join(dir, "peoples-daily-ner"), { recursive: true });
+    await Deno.writeTextFile(
+      join(dir, "peoples-daily-ner/train.bio"),
+      "张 B-PER\n三 I-PER\n去 O\n\n北 B-LOC\n京 I-LOC\n",
+    );
+    await Deno.writeTextFile(join(dir, "peoples-daily-ner/dev.bio"), "李 B-PER\n好 O\n");
+    await Deno.mkdir(join(dir, "tasks/bdci_car_multilabel"), { recursive: true });
+    const rows = 'label,text\n动力|操控,"引号""和,逗号"\n价格,便宜\n';
+    await Deno.writeTextFile(join(dir, "tasks/bdci_car_multilabel/train.csv"), rows);
+    await Deno.writeTextFile(join(dir, "tasks/bdci_car_multilabel/dev.csv"), "label,text\n外观,好看\n");
+    for (const name of ["peoples-daily-ner", "multilabel"]) {
+      const task = SUITE_TASKS.find((t) => t.name === name)!;
+      const data = await taskData(task, dir);
+      assert(!("missing" in data), name);
+      const file = datasetFile(task, data.train);
+      const back = task.kind === "ner"
+        ? parseNerExamples(file.text, { file: file.file, format: "bio" })
+        : parseTextExamples(file.text, { file: file.file, task: "multilabel" });
+      const strip = (examples: unknown[]) =>
+        examples.map((e) => ({ ...(e as Record<string, unknown>), source: 0 }));
+      assertEquals(strip(back), strip(data.train), name);
+    }
+    const ner = await taskData(SUITE_TASKS.find((t) => t.name === "peoples-daily-ner")!, dir);
+    assertEquals("missing" in ner ? [] : ner.train.length, 2);
+    const missing = await taskData(SUITE_TASKS.find((t) => t.name === "thucnews")!, dir);
+    assertEquals(missing, { missing: `no ${join(dir, "tasks/thucnews/train.csv")}` });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
