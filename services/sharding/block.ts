@@ -488,7 +488,8 @@ export function processBlock(
  * A source's weight applied to its documents (in corpus order): `floor(weight)` copies of all of
  * them, then one more copy of a seeded `weight - floor(weight)` share of them (exactly that share of
  * the block, rounded, kept in corpus order). So 0.5 uses half of the documents, 2 uses each twice (a
- * per-source dupe factor), 1.5 all once and half twice. Weight 1 returns `documents` itself and draws
+ * per-source dupe factor), 1.5 all once and half twice. The share is rounded per block and split (training,
+ * held out), so a source gets it to within a document or two a block. Weight 1 returns `documents` itself and draws
  * nothing, so an unweighted build stays byte for byte what it was.
  */
 export function weightDocuments(documents: Uint32Array, weight: number, rng: Rng): Uint32Array {

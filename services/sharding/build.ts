@@ -919,7 +919,7 @@ export async function buildPretrainingShards(options: BuildOptions): Promise<Sha
 
 /**
  * `deno run -A services/sharding/build.ts --store DIR --vocab vocab.txt --name NAME [--seq-len 128]
- * [--dupe-factor 10] [--wwm] [--seed N] [--workers N] [--max-shard-mb 64] [--overwrite] FILE...`:
+ * [--dupe-factor 10] [--wwm] [--packed] [--seed N] [--workers N] [--max-shard-mb 64] [--overwrite] FILE...`:
  * a build without the service, into a local store folder.
  */
 async function cli(args: string[]): Promise<void> {
@@ -937,11 +937,13 @@ async function cli(args: string[]): Promise<void> {
       "max-shard-mb",
       "block-kb",
     ],
-    boolean: ["wwm", "overwrite"],
+    boolean: ["wwm", "overwrite", "packed"],
   });
   const files = flags._.map(String);
   if (!flags.store || !flags.vocab || !flags.name || files.length === 0) {
-    console.error("usage: build.ts --store DIR --vocab vocab.txt --name NAME [--seq-len N] [--wwm] FILE...");
+    console.error(
+      "usage: build.ts --store DIR --vocab vocab.txt --name NAME [--seq-len N] [--wwm] [--packed] FILE...",
+    );
     Deno.exit(2);
   }
   const num = (value: string | undefined) => (value === undefined ? undefined : Number(value));
@@ -959,6 +961,7 @@ async function cli(args: string[]): Promise<void> {
         : {}),
       ...(flags["block-kb"] ? { blockBytes: Math.round(num(flags["block-kb"])! * 1024) } : {}),
       wholeWordMask: flags.wwm,
+      packed: flags.packed,
     },
     overwrite: flags.overwrite,
     ...(flags.workers ? { workers: num(flags.workers) } : {}),

@@ -11,10 +11,16 @@
  * target being >= 0.7), best of `--rounds` alternating rounds each since the machine is shared, and
  * tokenizes `--service-mb` MB through the tokenizer service over gRPC (`"impl":"tokenizer_service_grpc"`),
  * the alternative the build does not take.
+ *
+ * `deno task bench shards --corpus DIR [--packed] [--wwm] [--seq-len 128] [--workers 2] [--rounds 1]`
+ * builds from a folder of `*.txt` / `*.txt.gz` files instead, each a source (e.g.
+ * `../shared/data/zh-corpus`), and prints only the build's line, with `chars_per_s`, `text_mb_per_s`
+ * (UTF-8 of the characters read) and `stored_mb_per_s` (the files as stored, gzip for `.gz`).
  */
 import { parseArgs } from "@std/cli";
 import { join } from "@std/path";
 import { buildPretrainingShards, corpusFromFiles } from "../../services/sharding/build.ts";
+import { corpusFilesIn } from "../../services/shared/shards/sources.ts";
 import { documentText, type Poem, readPoems } from "../../services/cli/demo/poetry.ts";
 import { LocalStore } from "../../services/shared/store/local.ts";
 
@@ -100,24 +106,33 @@ async function peakRssMb(sampled: number): Promise<number> {
 }
 
 /** The build alone, in its own process so that its peak RSS is the build's (`--child`). */
-async function buildChild(flags: Record<string, string>, wwm: boolean): Promise<void> {
+async function buildChild(flags: Record<string, string>, wwm: boolean, packed: boolean): Promise<void> {
   const vocabText = await Deno.readTextFile(flags.vocab!);
   const store = new LocalStore(flags.store!);
   let sampled = Deno.memoryUsage().rss;
   const sampler = setInterval(() => (sampled = Math.max(sampled, Deno.memoryUsage().rss)), 100);
+  // A folder is one source per file, as `bertctl shards build --corpus DIR` makes it.
+  const sources = (await Deno.stat(flags.corpus!)).isDirectory
+    ? (await corpusFilesIn(flags.corpus!)).map((f) => ({
+      corpus: corpusFromFiles([f.path], f.name),
+      weight: 1,
+    }))
+    : null;
   const started = performance.now();
   const manifest = await buildPretrainingShards({
     store,
     name: "bench",
-    corpus: corpusFromFiles([flags.corpus!], "chinese-poetry"),
+    ...(sources ? { sources } : { corpus: corpusFromFiles([flags.corpus!], "chinese-poetry") }),
     vocab: { text: vocabText, name: flags["vocab-name"]! },
     settings: {
       maxSeqLength: Number(flags["seq-len"]),
       dupeFactor: Number(flags["dupe-factor"]),
       wholeWordMask: wwm,
+      packed,
     },
     workers: Number(flags.workers),
   });
+  const characters = (manifest.sources ?? []).reduce((sum, r) => sum + r.characters, 0);
   const seconds = (performance.now() - started) / 1000;
   clearInterval(sampler);
   console.log(
@@ -126,6 +141,10 @@ async function buildChild(flags: Record<string, string>, wwm: boolean): Promise<
       instances: manifest.instances,
       shards: manifest.shards.length,
       peakRssMb: await peakRssMb(sampled),
+      sources: manifest.sources?.length ?? 1,
+      characters,
+      storedBytes: manifest.corpus.bytes,
+      tokens: manifest.tokens,
     }),
   );
 }
@@ -183,6 +202,10 @@ interface BuildRun {
   instances: number;
   shards: number;
   peakRssMb: number;
+  sources: number;
+  characters: number;
+  storedBytes: number;
+  tokens: number;
 }
 
 export async function main(args: string[]): Promise<void> {
@@ -199,7 +222,7 @@ export async function main(args: string[]): Promise<void> {
       "rounds",
       "service-mb",
     ],
-    boolean: ["wwm", "keep", "child"],
+    boolean: ["wwm", "keep", "child", "packed"],
     default: {
       mb: "100",
       "seq-len": "128",
@@ -209,14 +232,16 @@ export async function main(args: string[]): Promise<void> {
       "service-mb": "2",
     },
   });
-  if (flags.child) return await buildChild(flags as unknown as Record<string, string>, flags.wwm);
+  if (flags.child) {
+    return await buildChild(flags as unknown as Record<string, string>, flags.wwm, flags.packed);
+  }
   const mb = Number(flags.mb), seqLen = Number(flags["seq-len"]), dupeFactor = Number(flags["dupe-factor"]);
   const workers = Number(flags.workers);
   const rounds = Math.max(1, Number(flags.rounds));
   const dir = await Deno.makeTempDir({ prefix: "bf-bench-shards-" });
   try {
-    const corpusPath = join(dir, "poems.txt");
-    const bytes = await writeCorpus(corpusPath, mb);
+    const corpusPath = flags.corpus ?? join(dir, "poems.txt");
+    const bytes = flags.corpus ? 0 : await writeCorpus(corpusPath, mb);
     let vocabPath = flags.vocab ?? SHARED_VOCAB;
     let vocabName = flags.vocab ?? "bert-base-chinese";
     try {
@@ -249,6 +274,7 @@ export async function main(args: string[]): Promise<void> {
           "--workers",
           String(workers),
           ...(flags.wwm ? ["--wwm"] : []),
+          ...(flags.packed ? ["--packed"] : []),
         ],
         stdout: "piped",
         stderr: "inherit",
@@ -257,6 +283,38 @@ export async function main(args: string[]): Promise<void> {
       await Deno.remove(join(dir, `store-${round}`), { recursive: true });
       return JSON.parse(new TextDecoder().decode(child.stdout).trim().split("\n").pop()!) as BuildRun;
     };
+    if (flags.corpus) {
+      // A given corpus: the build alone, best of `rounds`.
+      let best = null as BuildRun | null;
+      for (let round = 0; round < rounds; round++) {
+        const b = await buildOnce(round);
+        if (!best || b.seconds < best.seconds) best = b;
+      }
+      // The text read, as UTF-8: nearly all of these corpora are 3-byte CJK characters.
+      const textMb = new TextEncoder().encode("中").length * best!.characters / 1e6;
+      console.log(JSON.stringify({
+        bench: "shards_build",
+        impl: "bertforge",
+        corpus: flags.corpus,
+        sources: best!.sources,
+        stored_mb: +(best!.storedBytes / 1e6).toFixed(1),
+        characters: best!.characters,
+        seq_len: seqLen,
+        dupe_factor: dupeFactor,
+        wwm: flags.wwm,
+        packed: flags.packed,
+        threads: workers,
+        rounds,
+        seconds: +best!.seconds.toFixed(1),
+        chars_per_s: Math.round(best!.characters / best!.seconds),
+        text_mb_per_s: +(textMb / best!.seconds).toFixed(2),
+        stored_mb_per_s: +(best!.storedBytes / 1e6 / best!.seconds).toFixed(2),
+        instances: best!.instances,
+        tokens: best!.tokens,
+        peak_rss_mb: best!.peakRssMb,
+      }));
+      return;
+    }
     // Builds and tokenizer runs alternate, best of `rounds` each: the machine is shared and noisy.
     let build = null as BuildRun | null;
     let tokenizer = null as { tokens: number; seconds: number } | null;
