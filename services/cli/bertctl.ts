@@ -15,6 +15,8 @@ import type { Message } from "../shared/rpc/serve.ts";
 import { localUploadSources, saveDownload, uploadRequests, watchJob } from "../shared/rpc/streams.ts";
 import { setupTelemetry, withSpan } from "../shared/telemetry/otel.ts";
 import { consoleOutput, JobProgress, type Output, table } from "./ui.ts";
+import { parseDuration } from "../shared/report/duration.ts";
+import { PRETRAIN_OBJECTIVES } from "../shared/model/pretraining.ts";
 import { corpusFilesIn, parseWeights } from "../shared/shards/sources.ts";
 import { DEFAULT_DATA_DIR, runSuite, selectTasks, SUITE_TASKS, suiteTable } from "./suite.ts";
 
@@ -660,9 +662,10 @@ const COMMANDS: CommandSpec[] = [
   {
     name: "train pretrain",
     usage:
-      "train pretrain --shards SHARDS --arch bert-mini|bert-small|bert-base|CONFIG.json --steps N --batch B --name MODEL\n" +
-      "               [--init MODEL[@VERSION]] [--lr LR] [--warmup N] [--seed S] [--grad-accum K] [--checkpoint-every N]\n" +
-      "               [--eval-every N] [--dynamic-masking] [--detach]",
+      "train pretrain --shards SHARDS --arch bert-mini|bert-small|bert-base|CONFIG.json (--steps N | --budget 30m|2h|SECONDS)\n" +
+      "               --name MODEL [--batch B] [--objective mlm-nsp|mlm] [--mask-rate R] [--init MODEL[@VERSION]] [--lr LR]\n" +
+      "               [--warmup N | --warmup-fraction F] [--seed S] [--grad-accum K] [--checkpoint-every N] [--eval-every N]\n" +
+      "               [--dynamic-masking] [--detach]",
     strings: [
       "shards",
       "arch",
@@ -678,15 +681,33 @@ const COMMANDS: CommandSpec[] = [
       "init",
       "backend",
       "request-id",
+      "budget",
+      "warmup-fraction",
+      "objective",
+      "mask-rate",
     ],
     booleans: ["detach", "dynamic-masking"],
     service: "trainer",
     async run(ctx) {
       const arch = ctx.required("arch");
-      const steps = ctx.int("steps");
-      if (steps === undefined) throw new UsageError("--steps is required");
-      const batch = ctx.int("batch");
-      if (batch === undefined) throw new UsageError("--batch is required");
+      const budgetText = ctx.string("budget");
+      let budgetSeconds = 0;
+      if (budgetText !== undefined) {
+        try {
+          budgetSeconds = parseDuration(budgetText);
+        } catch (error) {
+          throw new UsageError(`--budget: ${(error as Error).message}`);
+        }
+      }
+      const steps = ctx.int("steps", { min: 1 });
+      if (steps === undefined && !budgetSeconds) throw new UsageError("--steps or --budget is required");
+      const batch = ctx.int("batch", { min: 1 });
+      const objective = ctx.string("objective");
+      if (objective !== undefined && !(PRETRAIN_OBJECTIVES as readonly string[]).includes(objective)) {
+        throw new UsageError(`--objective must be ${PRETRAIN_OBJECTIVES.join(" or ")}: got "${objective}"`);
+      }
+      const maskRate = ctx.number("mask-rate");
+      const warmupFraction = ctx.number("warmup-fraction");
       const name = ctx.required("name");
       const shards = ctx.required("shards");
       let architecture: Message;
@@ -711,8 +732,12 @@ const COMMANDS: CommandSpec[] = [
           shards,
           ...architecture,
           ...(initModel ? { init_model: initModel } : {}),
-          steps,
-          batch_size: batch,
+          steps: steps ?? 0,
+          batch_size: batch ?? 0,
+          budget_seconds: budgetSeconds,
+          ...(objective ? { objective } : {}),
+          ...(maskRate === undefined ? {} : { mask_rate: maskRate }),
+          ...(warmupFraction === undefined ? {} : { warmup_fraction: warmupFraction }),
           learning_rate: ctx.number("lr") ?? 0,
           grad_accum: ctx.int("grad-accum") ?? 0,
           checkpoint_every: ctx.int("checkpoint-every") ?? 0,

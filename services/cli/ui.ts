@@ -2,6 +2,9 @@
  * What bertctl shows: tables for lists, a progress bar with ETA for job watches (stderr, redrawn in place
  * on a terminal, one line every few seconds otherwise), and JSON lines when `--json` is given.
  */
+import { formatDuration } from "../shared/report/duration.ts";
+
+export { formatDuration };
 
 const encoder = new TextEncoder();
 
@@ -29,15 +32,6 @@ export function consoleOutput(json: boolean): Output {
     note: (text) => write(Deno.stderr, text + "\n"),
     tty: Deno.stderr.isTerminal(),
   };
-}
-
-/** `95` → `1m35s`; `3700` → `1h01m`. */
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return "?";
-  const s = Math.round(seconds);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
 }
 
 function formatNumber(value: number): string {

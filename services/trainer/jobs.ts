@@ -8,6 +8,7 @@ import type { ObjectStore } from "../shared/store/store.ts";
 import type { Manifest } from "../shared/store/publish.ts";
 import { lossCurveSvg, metricCurvesSvg, type Point } from "../shared/report/svg.ts";
 import type { LoopState, TrainerEvent } from "./loop.ts";
+import { formatDuration } from "../shared/report/duration.ts";
 
 /** What a job body gets from whoever runs it (the JobManager in the service, a test, a bench). */
 export interface TrainerJobContext {
@@ -19,6 +20,8 @@ export interface TrainerJobContext {
   backend?: string;
   /** Threads for the engine; undefined means BERTFORGE_THREADS or all cores. */
   threads?: number;
+  /** Seconds on a monotonic clock, for time budgets; a test injects a deterministic one. */
+  clock?: () => number;
 }
 
 /** What a finished job published. */
@@ -167,12 +170,19 @@ export function curvePictures(state: LoopState): Record<string, string> {
 export function formatEvent(event: TrainerEvent): string {
   switch (event.type) {
     case "step": {
-      const parts = [`step ${event.step}/${event.totalSteps}`, `loss ${event.loss.toFixed(4)}`];
+      const parts = [
+        `step ${event.step}/${event.budgetSeconds !== undefined ? "~" : ""}${event.totalSteps}`,
+        `loss ${event.loss.toFixed(4)}`,
+      ];
       if (event.mlmAccuracy !== undefined) parts.push(`mlm ${event.mlmAccuracy.toFixed(3)}`);
       if (event.nspAccuracy !== undefined) parts.push(`nsp ${event.nspAccuracy.toFixed(3)}`);
       if (event.accuracy !== undefined) parts.push(`acc ${event.accuracy.toFixed(3)}`);
       parts.push(`lr ${event.learningRate.toExponential(2)}`, `${Math.round(event.tokensPerSecond)} tok/s`);
-      parts.push(`eta ${Math.round(event.etaSeconds)}s`);
+      parts.push(
+        event.budgetSeconds !== undefined
+          ? `${formatDuration(event.etaSeconds)} left of ${formatDuration(event.budgetSeconds)}`
+          : `eta ${Math.round(event.etaSeconds)}s`,
+      );
       return parts.join(" ");
     }
     case "eval":

@@ -11,6 +11,7 @@
 import type { Batch, Engine, StepStats, Weights } from "../shared/engine/engine.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import { Cancelled, FailedPrecondition } from "../shared/errors.ts";
+import { budgetLearningRate } from "../shared/engine/schedule.ts";
 import type { Point } from "../shared/report/svg.ts";
 import { tracer } from "../shared/telemetry/otel.ts";
 import {
@@ -44,6 +45,9 @@ export type TrainerEvent =
     learningRate: number;
     tokensPerSecond: number;
     etaSeconds: number;
+    /** Time-budgeted jobs: the budget and the training time spent so far (seconds). */
+    budgetSeconds?: number;
+    trainSeconds?: number;
     mlmAccuracy?: number;
     nspAccuracy?: number;
     accuracy?: number;
@@ -68,8 +72,20 @@ export interface LoopOptions {
   store: ObjectStore;
   engine: Engine;
   source: BatchSource;
-  /** Optimizer steps to take (each `gradAccumSteps` micro-batches). */
+  /**
+   * Optimizer steps to take (each `gradAccumSteps` micro-batches). With `budget`, the most steps to take
+   * (Infinity: as many as the budget allows).
+   */
   totalSteps: number;
+  /**
+   * A time budget: the job trains until `seconds` of training time are spent, and the learning rate follows
+   * the time spent (`budgetLearningRate`: warmup over `warmupFraction` of the budget, then linear decay to 0 when
+   * it runs out) instead of the step count. Training time is the time of the steps themselves: evaluation,
+   * checkpoints and time the job was down do not count, and the time spent is saved in every checkpoint.
+   */
+  budget?: { seconds: number; peakLearningRate: number; warmupFraction: number };
+  /** Seconds on a monotonic clock; a test injects one that advances deterministically. @default performance.now()/1000 */
+  clock?: () => number;
   gradAccumSteps?: number;
   /** Steps between checkpoints; one is always written at the end. @default 100 */
   checkpointEvery?: number;
@@ -96,6 +112,8 @@ export interface LoopState {
   stoppedEarly: boolean;
   tokens: number;
   lastEval: Record<string, number> | null;
+  /** Seconds spent in training steps over every run of the job (what a time budget counts). */
+  trainSeconds?: number;
 }
 
 export interface LoopResult {
@@ -121,6 +139,7 @@ function freshState(): LoopState {
     stoppedEarly: false,
     tokens: 0,
     lastEval: null,
+    trainSeconds: 0,
   };
 }
 
@@ -168,8 +187,15 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
   const keep = options.keepCheckpoints ?? 2;
   const logEvery = Math.max(1, options.logEvery ?? 10);
   const evalEvery = options.evalEvery ?? 0;
-  if (!Number.isInteger(totalSteps) || totalSteps < 1) {
+  const budget = options.budget;
+  const clock = options.clock ?? (() => performance.now() / 1000);
+  if (!(totalSteps === Infinity && budget) && (!Number.isInteger(totalSteps) || totalSteps < 1)) {
     throw new FailedPrecondition(`totalSteps must be a positive integer: current value is ${totalSteps}`);
+  }
+  if (budget && !(budget.seconds > 0 && Number.isFinite(budget.seconds))) {
+    throw new FailedPrecondition(
+      `budget seconds must be a positive number: current value is ${budget.seconds}`,
+    );
   }
 
   let state = freshState();
@@ -257,9 +283,18 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
   // A span per optimizer step (a no-op unless OTEL_* configures tracing), so a trace shows the training; a long
   // job spans one step in `spanEvery` (at most ~MAX_STEP_SPANS), which keeps its trace readable and the
   // exporter's queue (2048 spans by default) from dropping spans when steps are fast.
-  const spanEvery = Math.max(1, Math.ceil(totalSteps / MAX_STEP_SPANS));
-  while (step < totalSteps && !state.stoppedEarly && !exhausted) {
+  // A budgeted job's step count is not known in advance: span every 20th step.
+  const spanEvery = Number.isFinite(totalSteps) ? Math.max(1, Math.ceil(totalSteps / MAX_STEP_SPANS)) : 20;
+  const spent = () => state.trainSeconds ?? 0;
+  const budgetLeft = () => budget ? budget.seconds - spent() : Infinity;
+  while (step < totalSteps && !state.stoppedEarly && !exhausted && budgetLeft() > 0) {
+    if (budget) {
+      engine.setLearningRate(
+        budgetLearningRate(budget.peakLearningRate, spent() / budget.seconds, budget.warmupFraction),
+      );
+    }
     const learningRate = engine.learningRate();
+    const stepStart = clock();
     const span = (step + 1) % spanEvery === 0 || step === 0
       ? spans.startSpan("trainer.step", {
         attributes: {
@@ -310,8 +345,10 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
     span?.end();
     if (micro < gradAccum) break; // a partial accumulation at the very end of the data is dropped
     step++;
+    state.trainSeconds = spent() + Math.max(0, clock() - stepStart);
+    const last = step === totalSteps || budgetLeft() <= 0;
 
-    if (step % logEvery === 0 || step === totalSteps) {
+    if (step % logEvery === 0 || last) {
       const w = state.window;
       const elapsed = (performance.now() - windowStart) / 1000;
       const tokensPerSecond = elapsed > 0 ? windowTokens / elapsed : 0;
@@ -327,6 +364,13 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
         tokensPerSecond,
         etaSeconds: secondsPerStep * (totalSteps - step),
       };
+      if (budget) {
+        // The steps the budget will hold at the pace so far; the time left is training time, as the budget counts.
+        event.totalSteps = Math.max(step, Math.min(totalSteps, Math.round(step * budget.seconds / spent())));
+        event.etaSeconds = Math.max(0, budgetLeft());
+        event.budgetSeconds = budget.seconds;
+        event.trainSeconds = spent();
+      }
       push(state.curves, "loss", [step, loss]);
       push(state.curves, "learning_rate", [step, learningRate]);
       const mlm = ratio(w.sums, "mlmCorrect", "mlmCount");
@@ -340,7 +384,6 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
       windowTokens = 0;
       await emit(event);
     }
-    const last = step === totalSteps;
     const pauseStart = performance.now();
     if ((evalEvery > 0 && step % evalEvery === 0) || last) await runEvaluation();
     if (step % checkpointEvery === 0 || last || state.stoppedEarly) await checkpoint();

@@ -26,6 +26,12 @@ import {
 import { validateName } from "../shared/model/registry.ts";
 import { loadModel, publishModel } from "./models.ts";
 import { publishTarget } from "./publish_target.ts";
+import { formatDuration } from "../shared/report/duration.ts";
+import {
+  MAX_BUDGET_SECONDS,
+  PRETRAIN_OBJECTIVES,
+  type PretrainObjective,
+} from "../shared/model/pretraining.ts";
 
 export interface PretrainJobSpec {
   /** Model name to publish. */
@@ -34,7 +40,26 @@ export interface PretrainJobSpec {
   /** A preset name, or absent when `configJson` is given. */
   arch?: string;
   configJson?: string;
+  /** Optimizer steps; with `budgetSeconds`, an optional cap (0 or absent: as many as the budget holds). */
   steps: number;
+  /**
+   * Train for this much training time (seconds) instead of a step count: the learning rate warms up over
+   * `warmupFraction` of the budget and decays to 0 as it runs out (`budgetLearningRate`), and the job ends
+   * when it is spent. Time the job was down does not count; resume continues the budget where it stopped.
+   */
+  budgetSeconds?: number;
+  /** Budgeted jobs: the share of the budget spent warming up. @default 0.05 */
+  warmupFraction?: number;
+  /**
+   * `mlm-nsp` (BERT's MLM + next-sentence prediction) or `mlm` (masked LM alone, as RoBERTa and Cramming found
+   * better: NSP costs a pooler forward and teaches little). @default `mlm` on packed shards, else `mlm-nsp`
+   */
+  objective?: PretrainObjective;
+  /**
+   * Share of tokens masked, re-drawn every time an instance is read (implies dynamic masking). Wettig et al.
+   * 2022 found 15% too low for small budgets. @default the shards' masked_lm_prob (static masks)
+   */
+  maskRate?: number;
   batchSize?: number;
   learningRate?: number;
   warmupSteps?: number;
@@ -53,14 +78,54 @@ export interface PretrainJobSpec {
 /** The spec with every default filled in, as recorded in lineage and used by the job. */
 export function resolvePretrainSpec(
   spec: PretrainJobSpec,
-): Required<Omit<PretrainJobSpec, "arch" | "configJson" | "initModel">> & PretrainJobSpec {
+):
+  & Required<
+    Omit<PretrainJobSpec, "arch" | "configJson" | "initModel" | "budgetSeconds" | "objective" | "maskRate">
+  >
+  & PretrainJobSpec {
   validateName(spec.name, "name");
   validateName(spec.shards, "pretrain.shards");
-  if (!Number.isInteger(spec.steps) || spec.steps < 1) {
-    throw new InvalidArgument(`pretrain.steps must be a positive integer: current value is ${spec.steps}`);
+  const budgeted = spec.budgetSeconds !== undefined && spec.budgetSeconds !== 0;
+  if (budgeted && !(spec.budgetSeconds! > 0 && spec.budgetSeconds! <= MAX_BUDGET_SECONDS)) {
+    throw new InvalidArgument(
+      `pretrain.budget_seconds must be in (0, ${MAX_BUDGET_SECONDS}] (30 days): current value is ${spec.budgetSeconds}`,
+    );
+  }
+  if (budgeted && (spec.steps === 0 || spec.steps === undefined)) {
+    // No cap: the budget decides.
+  } else if (!Number.isInteger(spec.steps) || spec.steps < 1) {
+    throw new InvalidArgument(
+      `pretrain.steps must be a positive integer (or 0 with budget_seconds): current value is ${spec.steps}`,
+    );
+  }
+  if (budgeted && spec.warmupSteps !== undefined) {
+    throw new InvalidArgument(
+      "pretrain.warmup_steps does not apply to a time budget: give warmup_fraction (a share of the budget) instead",
+    );
+  }
+  if (!budgeted && spec.warmupFraction !== undefined) {
+    throw new InvalidArgument(
+      "pretrain.warmup_fraction needs budget_seconds; without a budget give warmup_steps",
+    );
+  }
+  if (spec.warmupFraction !== undefined && !(spec.warmupFraction >= 0 && spec.warmupFraction < 1)) {
+    throw new InvalidArgument(
+      `pretrain.warmup_fraction must be in [0, 1): current value is ${spec.warmupFraction}`,
+    );
+  }
+  if (spec.objective !== undefined && !PRETRAIN_OBJECTIVES.includes(spec.objective)) {
+    throw new InvalidArgument(
+      `pretrain.objective must be ${PRETRAIN_OBJECTIVES.join(" or ")}: current value is ${
+        JSON.stringify(spec.objective)
+      }`,
+    );
+  }
+  if (spec.maskRate !== undefined && !(spec.maskRate >= 0.05 && spec.maskRate <= 0.8)) {
+    throw new InvalidArgument(`pretrain.mask_rate must be in [0.05, 0.8]: current value is ${spec.maskRate}`);
   }
   if (!spec.arch && !spec.configJson) throw new InvalidArgument("pretrain needs arch or config_json");
-  const steps = spec.steps;
+  const steps = budgeted && !spec.steps ? 0 : spec.steps;
+
   const positive = (field: string, v: number | undefined, fallback: number) => {
     if (v === undefined || v === 0) return fallback;
     if (!(v > 0)) throw new InvalidArgument(`pretrain.${field} must be positive: current value is ${v}`);
@@ -71,17 +136,27 @@ export function resolvePretrainSpec(
     batchSize: positive("batch_size", spec.batchSize, 32),
     learningRate: positive("learning_rate", spec.learningRate, 1e-4),
     warmupSteps: spec.warmupSteps ?? Math.round(steps * 0.1),
+    warmupFraction: spec.warmupFraction ?? (budgeted ? 0.05 : 0),
     seed: spec.seed ?? 42,
     gradAccum: positive("grad_accum", spec.gradAccum, 1),
-    checkpointEvery: positive("checkpoint_every", spec.checkpointEvery, Math.min(1000, steps)),
+    checkpointEvery: positive(
+      "checkpoint_every",
+      spec.checkpointEvery,
+      budgeted ? 500 : Math.min(1000, steps),
+    ),
     evalEvery: spec.evalEvery ?? 0,
     keepCheckpoints: positive("keep_checkpoints", spec.keepCheckpoints, 3),
     weightDecay: spec.weightDecay ?? 0.01,
-    dynamicMasking: spec.dynamicMasking ?? false,
-    logEvery: positive("log_every", spec.logEvery, Math.max(1, Math.round(steps / 200))),
+    dynamicMasking: spec.dynamicMasking ?? spec.maskRate !== undefined,
+    logEvery: positive("log_every", spec.logEvery, budgeted ? 10 : Math.max(1, Math.round(steps / 200))),
   };
   if (resolved.evalEvery === 0) resolved.evalEvery = resolved.checkpointEvery;
-  if (resolved.warmupSteps > steps) {
+  if (spec.maskRate !== undefined && spec.dynamicMasking === false) {
+    throw new InvalidArgument(
+      "pretrain.mask_rate re-draws masks as it reads (dynamic masking): it cannot be off",
+    );
+  }
+  if (steps && resolved.warmupSteps > steps) {
     throw new InvalidArgument(`pretrain.warmup_steps ${resolved.warmupSteps} exceeds steps ${steps}`);
   }
   return resolved;
@@ -136,6 +211,8 @@ class ShardBatchSource implements BatchSource {
     private readonly B: number,
     private readonly T: number,
     private readonly padId: number,
+    /** Without NSP the batch carries no next-sentence labels, which is what makes both engines skip that loss. */
+    private readonly nsp: boolean,
   ) {}
   async next(): Promise<Batch | null> {
     const instances: PretrainInstance[] = [];
@@ -145,7 +222,9 @@ class ShardBatchSource implements BatchSource {
       if (this.exclude.size && this.exclude.has(instanceKey(instance))) continue;
       instances.push(instance);
     }
-    return pretrainBatch(instances, this.T, this.padId);
+    const batch = pretrainBatch(instances, this.T, this.padId);
+    if (!this.nsp) delete batch.nspLabels;
+    return batch;
   }
   cursor(): unknown {
     return this.stream.cursor();
@@ -200,7 +279,8 @@ function evaluatePretrain(engine: Engine, batches: Batch[]): Record<string, numb
   return {
     loss: loss / batches.length,
     mlm_accuracy: mlmCount ? mlmCorrect / mlmCount : 0,
-    nsp_accuracy: nspCount ? nspCorrect / nspCount : 0,
+    // An MLM-only job has no NSP to score.
+    ...(nspCount ? { nsp_accuracy: nspCorrect / nspCount } : {}),
     perplexity: Math.exp(meanMlm),
   };
 }
@@ -213,6 +293,20 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
   const vocab = await readVocab(store, set);
   const T = manifest.settings.maxSeqLength;
   const B = spec.batchSize;
+  const packed = !!(manifest.settings as { packed?: boolean }).packed;
+  const objective: PretrainObjective = spec.objective ?? (packed ? "mlm" : "mlm-nsp");
+  if (objective === "mlm-nsp" && packed) {
+    throw new InvalidArgument(
+      `pretrain.objective mlm-nsp needs sentence pairs, and shards ${spec.shards} are packed (one segment per row, no NSP labels): use objective mlm, or shards built without --packed`,
+    );
+  }
+  const budget = spec.budgetSeconds
+    ? {
+      seconds: spec.budgetSeconds,
+      peakLearningRate: spec.learningRate,
+      warmupFraction: spec.warmupFraction,
+    }
+    : undefined;
 
   let config: BertConfig;
   if (spec.configJson) {
@@ -256,8 +350,9 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
     head,
     optimizer: {
       lr: spec.learningRate,
-      warmupSteps: spec.warmupSteps,
-      totalSteps: spec.steps,
+      warmupSteps: budget ? 0 : spec.warmupSteps,
+      // A budgeted job pins its rate from the time spent before every step; the step schedule goes unused.
+      totalSteps: spec.steps || 1,
       weightDecay: spec.weightDecay,
       gradAccumSteps: spec.gradAccum,
     },
@@ -275,7 +370,9 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
     const exclude = new Set(heldOutSet.exclude ? held.map(instanceKey) : []);
     const evalBatches: Batch[] = [];
     for (let i = 0; i + B <= held.length; i += B) {
-      evalBatches.push(pretrainBatch(held.slice(i, i + B), T, manifest.vocab.padId));
+      const batch = pretrainBatch(held.slice(i, i + B), T, manifest.vocab.padId);
+      if (objective !== "mlm-nsp") delete batch.nspLabels;
+      evalBatches.push(batch);
     }
     await ctx.emit({
       type: "message",
@@ -285,9 +382,26 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
         } L=${config.num_hidden_layers} C=${config.hidden_size}` +
         ` on ${manifest.instances} instances (${held.length} held out${
           heldOutSet.exclude ? ", skipped in training" : ""
-        }), B=${B} T=${T}, ${spec.steps} steps`,
+        }), B=${B} T=${T}, objective ${objective}${
+          spec.maskRate !== undefined ? `, mask rate ${spec.maskRate}` : ""
+        }, ${
+          budget
+            ? `a budget of ${formatDuration(budget.seconds)} of training time${
+              spec.steps ? ` (at most ${spec.steps} steps)` : ""
+            }`
+            : `${spec.steps} steps`
+        }`,
     });
-    const streamOptions = { seed: spec.seed, dynamicMasking: spec.dynamicMasking };
+    const streamOptions = {
+      seed: spec.seed,
+      dynamicMasking: spec.maskRate !== undefined
+        ? {
+          maskedLmProb: spec.maskRate,
+          // Room for the rate's share of a full row (as create_pretraining_data sizes max_predictions_per_seq).
+          maxPredictionsPerSeq: Math.max(1, Math.ceil(T * spec.maskRate)),
+        }
+        : spec.dynamicMasking,
+    };
     const source = new ShardBatchSource(
       InstanceStream.over(set, streamOptions),
       (cursor) => InstanceStream.over(set, { ...streamOptions, cursor }),
@@ -295,13 +409,16 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
       B,
       T,
       manifest.vocab.padId,
+      objective === "mlm-nsp",
     );
     const result = await runTrainingLoop({
       jobId: ctx.jobId,
       store,
       engine,
       source,
-      totalSteps: spec.steps,
+      totalSteps: spec.steps || Infinity,
+      ...(budget ? { budget } : {}),
+      ...(ctx.clock ? { clock: ctx.clock } : {}),
       gradAccumSteps: spec.gradAccum,
       checkpointEvery: spec.checkpointEvery,
       keepCheckpoints: spec.keepCheckpoints,
@@ -322,6 +439,7 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
       steps: result.step,
       tokens: result.state.tokens,
       tokens_per_s: result.tokensPerSecond,
+      train_seconds: result.state.trainSeconds ?? 0,
     };
     const lineage = await lineageJson({
       artifact: { name: spec.name, version: target.version, prefix: `models/${spec.name}/${target.version}` },
@@ -349,6 +467,8 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
         ...spec,
         backend: engine.backend,
         seq_len: T,
+        objective,
+        packed,
         held_out_instances: held.length,
       },
       jobId: ctx.jobId,

@@ -99,6 +99,10 @@ export function specFromRequest(request: Message): StoredSpec {
         ? { initModel: { name: p.init_model.name, version: p.init_model.version || undefined } }
         : {}),
       ...(p.dynamic_masking ? { dynamicMasking: true } : {}),
+      ...(p.budget_seconds ? { budgetSeconds: p.budget_seconds } : {}),
+      ...(opt(p.warmup_fraction) !== undefined ? { warmupFraction: p.warmup_fraction } : {}),
+      ...(p.objective ? { objective: p.objective } : {}),
+      ...(opt(p.mask_rate) !== undefined ? { maskRate: p.mask_rate } : {}),
     };
     if (spec.arch && spec.configJson) {
       throw new InvalidArgument("pretrain: give arch or config_json, not both");
@@ -186,6 +190,8 @@ export function protoEvent(jobId: string, event: JobEvent, state: string, starte
     if (data.mlmAccuracy !== undefined) out.mlm_accuracy = data.mlmAccuracy;
     if (data.nspAccuracy !== undefined) out.nsp_accuracy = data.nspAccuracy;
     if (data.accuracy !== undefined) out.metrics.accuracy = data.accuracy;
+    if (data.budgetSeconds !== undefined) out.metrics.budget_seconds = data.budgetSeconds;
+    if (data.trainSeconds !== undefined) out.metrics.train_seconds = data.trainSeconds;
   } else if (data.type === "eval") {
     out.step = String(data.step);
     const metrics = data.metrics as Record<string, number>;

@@ -33,6 +33,27 @@ export function tinyConfigJson(overrides: Record<string, unknown> = {}): string 
   });
 }
 
+/** A packed row: one segment of a continuing run, full length, no next-sentence pair. */
+function fakePackedInstance(rng: Rng, T: number): PretrainInstance {
+  const original = new Uint32Array(T);
+  const start = rng.randint(5, TINY_VOCAB_SIZE - 1);
+  for (let i = 0; i < T; i++) original[i] = 5 + ((start + i) % (TINY_VOCAB_SIZE - 5));
+  original[0] = 2;
+  original[T - 1] = 3;
+  const positions = Array.from({ length: T - 2 }, (_, i) => i + 1);
+  rng.shuffle(positions);
+  const masked = positions.slice(0, Math.round(T * 0.15)).sort((a, b) => a - b);
+  const inputIds = original.slice();
+  for (const p of masked) inputIds[p] = 4;
+  return {
+    inputIds,
+    segmentALength: T,
+    isRandomNext: false,
+    maskedPositions: Uint16Array.from(masked),
+    maskedLabels: Uint32Array.from(masked.map((p) => original[p]!)),
+  };
+}
+
 function fakeInstance(rng: Rng, T: number): PretrainInstance {
   const lengthA = rng.randint(2, Math.floor((T - 3) / 2));
   const lengthB = rng.randint(2, T - 3 - lengthA);
@@ -66,13 +87,22 @@ function fakeInstance(rng: Rng, T: number): PretrainInstance {
 export async function writeTinyShards(
   store: ObjectStore,
   name: string,
-  options: { count?: number; evalCount?: number; T?: number; seed?: number; maxShardBytes?: number } = {},
+  options: {
+    count?: number;
+    evalCount?: number;
+    T?: number;
+    seed?: number;
+    maxShardBytes?: number;
+    /** Full rows of one segment, as `shards build --packed` writes them (manifest settings.packed). */
+    packed?: boolean;
+  } = {},
 ): Promise<void> {
   const count = options.count ?? 256, T = options.T ?? 24;
   const vocabText = tinyVocabText();
   await publish(store, `vocabs/${name}`, { "vocab.txt": vocabText }, { overwrite: true });
   const rng = Rng.seeded(options.seed ?? 7);
-  const instances = Array.from({ length: count }, () => fakeInstance(rng, T));
+  const make = options.packed ? fakePackedInstance : fakeInstance;
+  const instances = Array.from({ length: count }, () => make(rng, T));
   const writer = await ShardSetWriter.create(store, name, {
     idBytes: 2,
     maxSeqLen: T,
@@ -80,7 +110,7 @@ export async function writeTinyShards(
     overwrite: true,
   });
   for (const instance of instances) await writer.addInstance(instance);
-  for (let i = 0; i < (options.evalCount ?? 0); i++) await writer.addInstance(fakeInstance(rng, T), "eval");
+  for (let i = 0; i < (options.evalCount ?? 0); i++) await writer.addInstance(make(rng, T), "eval");
   await writer.finish({
     tokens: instances.reduce((s, x) => s + x.inputIds.length, 0),
     maskedTokens: instances.reduce((s, x) => s + x.maskedPositions.length, 0),
@@ -114,6 +144,7 @@ export async function writeTinyShards(
       blockBytes: 1 << 20,
       evalFraction: 0,
       maxShardBytes: options.maxShardBytes ?? 4096,
+      ...(options.packed ? { packed: true } : {}),
     },
     builder: { name: "trainer-testing" },
   });

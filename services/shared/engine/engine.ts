@@ -163,8 +163,14 @@ export interface Engine {
   forward(batch: Batch, options?: { wantHidden?: boolean; mlmLogits?: boolean }): ForwardOutput;
   /** Evaluation loss/accuracy without updating weights (dropout off). */
   evaluate(batch: Batch): StepStats;
-  /** Learning rate the next optimizer step will use (warmup then linear decay). */
+  /** Learning rate the next optimizer step will use (warmup then linear decay, unless pinned). */
   learningRate(): number;
+  /**
+   * Pins the learning rate of the following optimizer steps; null returns to the step schedule. A time-budgeted
+   * job computes its rate from the time spent (`budgetLearningRate`) and pins it before every step. Not part of
+   * the train state: the caller pins it again before each step, also after a resume.
+   */
+  setLearningRate(lr: number | null): void;
   getWeights(): Weights;
   /** Loads weights by HF name; missing or unexpected tensors and shape mismatches throw InvalidArgument naming them. */
   setWeights(weights: Weights, options?: { allowMissingHead?: boolean }): void;
@@ -173,6 +179,15 @@ export interface Engine {
   /** Per-kernel time of the steps since the last call (the `--profile` flag of the bench). */
   profile?(): Record<string, number>;
   dispose(): void;
+}
+
+/** A pinned learning rate must be a finite number >= 0 (or null to unpin). */
+export function checkedLearningRate(lr: number | null): number | null {
+  if (lr === null) return null;
+  if (!(typeof lr === "number" && Number.isFinite(lr) && lr >= 0)) {
+    throw new InvalidArgument(`learning rate must be a finite number >= 0: current value is ${lr}`);
+  }
+  return lr;
 }
 
 /** `train`: everything. `serve`: forward and evaluate only (inference, evaluation). */

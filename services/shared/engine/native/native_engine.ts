@@ -35,7 +35,14 @@ import type {
   TrainState,
   Weights,
 } from "../engine.ts";
-import { DEFAULT_OPTIMIZER, engineMode, requireTraining, validateHead } from "../engine.ts";
+import {
+  checkedLearningRate,
+  DEFAULT_OPTIMIZER,
+  engineMode,
+  requireTraining,
+  validateHead,
+} from "../engine.ts";
+import { scheduledLearningRate } from "../schedule.ts";
 import { addressOf, type Blas, env, loadBlas } from "./blas_ffi.ts";
 import { type BatchedSgemm, draw32, type Kernels, loadKernels } from "./kernels.ts";
 import { canonicalName, isIgnorableName, type ParamSpec, paramSpecs } from "./params.ts";
@@ -208,6 +215,7 @@ export class NativeEngine implements Engine {
   private I: Record<string, Int32Array>;
   private step = 0;
   private microStep = 0;
+  private lrOverride: number | null = null;
   private rngSeed: number;
   private rngOffset = 0;
   /** dropout counter offsets of the current step's sites, replayed by backward */
@@ -554,10 +562,11 @@ export class NativeEngine implements Engine {
   }
 
   learningRate(): number {
-    const { lr, warmupSteps, totalSteps } = this.opt;
-    const s = this.step;
-    if (s < warmupSteps) return (lr * s) / Math.max(1, warmupSteps);
-    return lr * Math.max(0, (totalSteps - s) / Math.max(1, totalSteps - warmupSteps));
+    return this.lrOverride ?? scheduledLearningRate(this.opt, this.step);
+  }
+
+  setLearningRate(lr: number | null): void {
+    this.lrOverride = checkedLearningRate(lr);
   }
 
   // ------------------------------------------------------------------------------------------ profiling

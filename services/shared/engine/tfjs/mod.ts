@@ -23,7 +23,7 @@ import type {
   TrainState,
   Weights,
 } from "../engine.ts";
-import { engineMode, requireTraining } from "../engine.ts";
+import { checkedLearningRate, engineMode, requireTraining } from "../engine.ts";
 import type { BertConfig } from "../../model/config.ts";
 import { classifierDropout, validateConfig } from "../../model/config.ts";
 import { checkWeights, expectedTensors, initWeights } from "../../model/checkpoint.ts";
@@ -90,6 +90,7 @@ export class TfjsEngine implements Engine {
   /** Gradient sums of the micro-batches since the last optimizer step. */
   private accumulated = new Map<string, Tensor>();
   private step = 0;
+  private lrOverride: number | null = null;
   private microStep = 0;
   private rng: DropoutRng;
   private readonly maxBatch: number | undefined;
@@ -439,7 +440,11 @@ export class TfjsEngine implements Engine {
   }
 
   learningRate(): number {
-    return scheduledLearningRate(this.optimizer, this.step);
+    return this.lrOverride ?? scheduledLearningRate(this.optimizer, this.step);
+  }
+
+  setLearningRate(lr: number | null): void {
+    this.lrOverride = checkedLearningRate(lr);
   }
 
   getWeights(): Weights {

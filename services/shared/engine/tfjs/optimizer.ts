@@ -8,16 +8,8 @@ import { InvalidArgument } from "../../errors.ts";
 import type { OptimizerConfig } from "../engine.ts";
 import { DEFAULT_OPTIMIZER } from "../engine.ts";
 
-/**
- * Learning rate of the optimizer step that follows `stepsTaken` completed steps: linear warmup from 0 to `lr`
- * over `warmupSteps`, then linear decay to 0 at `totalSteps` (so with warmup the very first step uses 0, as HF's
- * LambdaLR does).
- */
-export function scheduledLearningRate(config: OptimizerConfig, stepsTaken: number): number {
-  const { lr, warmupSteps, totalSteps } = config;
-  if (stepsTaken < warmupSteps) return (lr * stepsTaken) / Math.max(1, warmupSteps);
-  return lr * Math.max(0, (totalSteps - stepsTaken) / Math.max(1, totalSteps - warmupSteps));
-}
+/** One schedule for every backend: `services/shared/engine/schedule.ts`. */
+export { scheduledLearningRate } from "../schedule.ts";
 
 /** BERT excludes biases and LayerNorm parameters from weight decay. */
 export function usesWeightDecay(name: string): boolean {
