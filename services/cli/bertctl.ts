@@ -756,8 +756,9 @@ const COMMANDS: CommandSpec[] = [
     name: "train finetune",
     usage:
       "train finetune --base MODEL --task classify|multilabel|pair|ner [--crf] --train PATH|DATASET [--eval PATH|DATASET]\n" +
-      "               --epochs E --name MODEL [--batch B] [--lr LR] [--max-length N] [--seed S] [--patience K]\n" +
-      "               [--reinit-layers K] [--windows] [--pooling cls|mean] [--detach]",
+      "               --name MODEL [--epochs E] [--batch B] [--lr LR] [--max-length N] [--pooling cls|mean] [--seed S]\n" +
+      "               [--patience K] [--reinit-layers K] [--windows] [--detach]\n" +
+      "               (settings left out fit the base model's size; the job's first event says what it chose)",
     strings: [
       "base",
       "task",
@@ -793,8 +794,7 @@ const COMMANDS: CommandSpec[] = [
           "--pooling goes with --task classify, multilabel or pair (ner tags every token)",
         );
       }
-      const epochs = ctx.int("epochs");
-      if (epochs === undefined) throw new UsageError("--epochs is required");
+      const epochs = ctx.int("epochs", { min: 1 }) ?? 0;
       const name = ctx.required("name");
       const base = modelRef(ctx.required("base"), "--base");
       const trainArg = ctx.required("train");
