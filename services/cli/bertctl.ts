@@ -665,7 +665,7 @@ const COMMANDS: CommandSpec[] = [
       "train pretrain --shards SHARDS --arch bert-mini|bert-small|bert-base|CONFIG.json (--steps N | --budget 30m|2h|SECONDS)\n" +
       "               --name MODEL [--batch B] [--objective mlm-nsp|mlm] [--mask-rate R] [--init MODEL[@VERSION]] [--lr LR]\n" +
       "               [--warmup N | --warmup-fraction F] [--seed S] [--grad-accum K] [--checkpoint-every N] [--eval-every N]\n" +
-      "               [--dynamic-masking] [--detach]",
+      "               [--dropout P] [--dynamic-masking] [--detach]",
     strings: [
       "shards",
       "arch",
@@ -685,6 +685,7 @@ const COMMANDS: CommandSpec[] = [
       "warmup-fraction",
       "objective",
       "mask-rate",
+      "dropout",
     ],
     booleans: ["detach", "dynamic-masking"],
     service: "trainer",
@@ -708,6 +709,7 @@ const COMMANDS: CommandSpec[] = [
       }
       const maskRate = ctx.number("mask-rate");
       const warmupFraction = ctx.number("warmup-fraction");
+      const dropout = ctx.number("dropout");
       const name = ctx.required("name");
       const shards = ctx.required("shards");
       let architecture: Message;
@@ -738,6 +740,7 @@ const COMMANDS: CommandSpec[] = [
           ...(objective ? { objective } : {}),
           ...(maskRate === undefined ? {} : { mask_rate: maskRate }),
           ...(warmupFraction === undefined ? {} : { warmup_fraction: warmupFraction }),
+          ...(dropout === undefined ? {} : { dropout }),
           learning_rate: ctx.number("lr") ?? 0,
           grad_accum: ctx.int("grad-accum") ?? 0,
           checkpoint_every: ctx.int("checkpoint-every") ?? 0,

@@ -307,3 +307,27 @@ Deno.test("resolvePretrainSpec() names the field of every bad budget, objective 
   assertEquals(budgeted.checkpointEvery, 500);
   assertEquals(resolvePretrainSpec({ ...base, maskRate: 0.3 }).dynamicMasking, true);
 });
+
+Deno.test("--dropout sets the encoder's dropout while pretraining; the published config keeps the architecture's", () =>
+  withStore(async (store) => {
+    await writeTinyShards(store, "tiny", { count: 320 });
+    const seen: number[][] = [];
+    setEngineFactory(async (options) => {
+      seen.push([options.config.hidden_dropout_prob, options.config.attention_probs_dropout_prob]);
+      return await createEngine({ ...options, backend: requestedBackend(options.backend || undefined) });
+    });
+    try {
+      const spec = { ...BUDGETED, budgetSeconds: 0, warmupFraction: undefined, steps: 2 };
+      const outcome = await runPretrainJob({ ...spec, dropout: 0 }, {
+        jobId: "job-d",
+        store,
+        emit: () => {},
+      });
+      assertEquals(seen, [[0, 0]]);
+      const config = await store.getJson<Record<string, number>>(`${outcome.model.prefix}/config.json`);
+      assertEquals([config.hidden_dropout_prob, config.attention_probs_dropout_prob], [0.1, 0.1]);
+      assertThrows(() => resolvePretrainSpec({ ...spec, dropout: 1 }), InvalidArgument, "pretrain.dropout");
+    } finally {
+      setEngineFactory(null);
+    }
+  }));

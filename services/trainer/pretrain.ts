@@ -60,6 +60,12 @@ export interface PretrainJobSpec {
    * 2022 found 15% too low for small budgets. @default the shards' masked_lm_prob (static masks)
    */
   maskRate?: number;
+  /**
+   * Dropout of the encoder while pretraining (hidden and attention), overriding the architecture's; the published
+   * config keeps the architecture's for fine-tuning. Cramming turns it off: within a budget that reads each token
+   * about once there is nothing to overfit, and dropout only slows learning. @default the architecture's (0.1)
+   */
+  dropout?: number;
   batchSize?: number;
   learningRate?: number;
   warmupSteps?: number;
@@ -80,7 +86,10 @@ export function resolvePretrainSpec(
   spec: PretrainJobSpec,
 ):
   & Required<
-    Omit<PretrainJobSpec, "arch" | "configJson" | "initModel" | "budgetSeconds" | "objective" | "maskRate">
+    Omit<
+      PretrainJobSpec,
+      "arch" | "configJson" | "initModel" | "budgetSeconds" | "objective" | "maskRate" | "dropout"
+    >
   >
   & PretrainJobSpec {
   validateName(spec.name, "name");
@@ -119,6 +128,9 @@ export function resolvePretrainSpec(
         JSON.stringify(spec.objective)
       }`,
     );
+  }
+  if (spec.dropout !== undefined && !(spec.dropout >= 0 && spec.dropout < 1)) {
+    throw new InvalidArgument(`pretrain.dropout must be in [0, 1): current value is ${spec.dropout}`);
   }
   if (spec.maskRate !== undefined && !(spec.maskRate >= 0.05 && spec.maskRate <= 0.8)) {
     throw new InvalidArgument(`pretrain.mask_rate must be in [0.05, 0.8]: current value is ${spec.maskRate}`);
@@ -345,8 +357,11 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
     initRef = { name: base.name, version: base.version, prefix: base.prefix };
   }
 
+  const trainConfig = spec.dropout === undefined
+    ? config
+    : { ...config, hidden_dropout_prob: spec.dropout, attention_probs_dropout_prob: spec.dropout };
   const engine = await createJobEngine({
-    config,
+    config: trainConfig,
     head,
     optimizer: {
       lr: spec.learningRate,

@@ -103,6 +103,7 @@ export function specFromRequest(request: Message): StoredSpec {
       ...(opt(p.warmup_fraction) !== undefined ? { warmupFraction: p.warmup_fraction } : {}),
       ...(p.objective ? { objective: p.objective } : {}),
       ...(opt(p.mask_rate) !== undefined ? { maskRate: p.mask_rate } : {}),
+      ...(opt(p.dropout) !== undefined ? { dropout: p.dropout } : {}),
     };
     if (spec.arch && spec.configJson) {
       throw new InvalidArgument("pretrain: give arch or config_json, not both");
@@ -560,6 +561,13 @@ export class Trainer {
       ),
     };
     if (format === "hf") {
+      if (config.bertforge_layer_norm === "pre") {
+        // HF's BertModel is post-LN only: it would load every tensor but the final LayerNorm and compute another
+        // function without an error, so this export would be wrong in a way nobody would notice.
+        throw new FailedPrecondition(
+          `model ${resolved.name}/${resolved.version} is pre-LayerNorm (config bertforge_layer_norm "pre"), which Hugging Face's BertModel cannot run: export it with --format onnx`,
+        );
+      }
       for (const part of manifest.parts) {
         const stream = await this.store.getStream(`${resolved.prefix}/${part.name}`);
         yield* fileChunks(part.name, stream, part.sha256, ctx.signal);
