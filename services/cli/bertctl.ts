@@ -17,7 +17,7 @@ import { setupTelemetry, withSpan } from "../shared/telemetry/otel.ts";
 import { consoleOutput, JobProgress, type Output, table } from "./ui.ts";
 import { parseDuration } from "../shared/report/duration.ts";
 import { PRETRAIN_OBJECTIVES } from "../shared/model/pretraining.ts";
-import { corpusFilesIn, parseWeights } from "../shared/shards/sources.ts";
+import { corpusFilesIn, parseWeights, sourceNameOf } from "../shared/shards/sources.ts";
 import { DEFAULT_DATA_DIR, runSuite, selectTasks, SUITE_TASKS, suiteTable } from "./suite.ts";
 
 /** Wrong use of the command line: exit code 2, with the usage of the command. */
@@ -162,8 +162,22 @@ async function upload(
   path: string,
   name: string,
   format?: string,
+  /** Keeps only the files of a folder this accepts (by path inside it); the rest are named as skipped. */
+  only?: (path: string) => boolean,
 ): Promise<string> {
-  const sources = await localUploadSources(path);
+  let sources = await localUploadSources(path);
+  if (only) {
+    const skipped = sources.filter((s) => !only(s.path));
+    sources = sources.filter((s) => only(s.path));
+    if (sources.length === 0) throw new UsageError(`${path} holds no *.txt or *.txt.gz files`);
+    if (skipped.length && !ctx.out.json) {
+      ctx.out.note(
+        `skipping ${skipped.length} file(s) that are not corpus text: ${
+          skipped.map((s) => s.path).join(", ")
+        }`,
+      );
+    }
+  }
   const bytes = (await Promise.all(sources.map(async (s) => (await Deno.stat(s.source as string)).size)))
     .reduce((a, b) => a + b, 0);
   if (!ctx.out.json) {
@@ -193,6 +207,9 @@ async function resolveCorpus(ctx: Context, value: string, name?: string): Promis
     "UploadCorpus",
     value,
     name ?? ctx.string("corpus-name") ?? artifactNameFromPath(value),
+    undefined,
+    // A folder of corpus files (README, SOURCES.md and the like beside them are not text to train on).
+    (path) => sourceNameOf(path.split("/").pop()!) !== null,
   );
 }
 

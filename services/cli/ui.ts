@@ -67,7 +67,8 @@ export function describeProgress(event: JobEvent, width = 24): string {
     parts.push(
       `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}%`,
     );
-    parts.push(`${formatNumber(step)}/${formatNumber(total)} ${event.unit || "steps"}`);
+    const estimated = event.metrics?.budget_seconds !== undefined ? "~" : "";
+    parts.push(`${formatNumber(step)}/${estimated}${formatNumber(total)} ${event.unit || "steps"}`);
   } else if (step > 0) {
     parts.push(`${formatNumber(step)} ${event.unit || "steps"}`);
   }
@@ -77,10 +78,18 @@ export function describeProgress(event: JobEvent, width = 24): string {
   if (event.nsp_accuracy !== undefined) parts.push(`nsp ${(event.nsp_accuracy * 100).toFixed(1)}%`);
   if (event.learning_rate !== undefined) parts.push(`lr ${Number(event.learning_rate).toExponential(1)}`);
   if (event.tokens_per_s !== undefined) parts.push(`${formatNumber(event.tokens_per_s)} tok/s`);
-  for (const [key, value] of Object.entries(event.metrics ?? {})) {
+  const { budget_seconds: budget, train_seconds: _spent, ...metrics } = event.metrics ?? {};
+  for (const [key, value] of Object.entries(metrics)) {
     parts.push(`${key} ${formatNumber(Number(value))}`);
   }
-  if (event.eta_seconds !== undefined) parts.push(`ETA ${formatDuration(event.eta_seconds)}`);
+  // A time-budgeted job's ETA is the training time left of its budget (its step total is an estimate).
+  if (event.eta_seconds !== undefined) {
+    parts.push(
+      budget !== undefined
+        ? `${formatDuration(event.eta_seconds)} left of ${formatDuration(Number(budget))}`
+        : `ETA ${formatDuration(event.eta_seconds)}`,
+    );
+  }
   return parts.join("  ");
 }
 
