@@ -109,7 +109,8 @@ Deno.test({
       "task",
     ]);
     assertEquals([summary.task, summary.metric, summary.quick], ["poet-of-a-wuyan-lushi", "accuracy", true]);
-    assertEquals(summary.baselines.majority, 0.25);
+    // Four poets in equal numbers (the held-out fifth is within one poem of balanced): the majority is chance.
+    assert(Math.abs(summary.baselines.majority - 0.25) < 0.01, JSON.stringify(summary));
     assert(summary.bertforge >= 0 && summary.bertforge <= 1 && summary.seconds > 0, JSON.stringify(summary));
     const ahead = summary.bertforge > summary.baselines.linear;
     assertStringIncludes(html, `<p class="verdict ${ahead ? "good" : "behind"}">`);
