@@ -22,6 +22,7 @@ import {
   LabelSet,
   type NerExample,
   type TextExample,
+  type TextFeature,
   trainEvalSplit,
 } from "../shared/data/mod.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
@@ -163,12 +164,14 @@ export function validateFinetuneSpec(spec: FinetuneJobSpec): FinetuneJobSpec {
  * Features in a per-epoch seeded order grouped by length (epochBatches), each batch padded to its longest row,
  * the last partial batch of an epoch dropped.
  */
-class FeatureBatchSource implements BatchSource {
+export class FeatureBatchSource implements BatchSource {
   #epoch = 0;
   #batch = 0;
   #order: Uint32Array[] = [];
   #orderEpoch = -1;
   readonly #lengths: Uint32Array;
+  /** classify/pair classes: length grouping then mixes them (else a class that tracks length fills whole batches). */
+  readonly #labels: Uint32Array | undefined;
   constructor(
     private readonly features: Feature[],
     private readonly head: HeadSpec,
@@ -179,6 +182,9 @@ class FeatureBatchSource implements BatchSource {
     private readonly ids: { cls: number; sep: number; pad: number },
   ) {
     this.#lengths = Uint32Array.from(features, (f) => f.ids.length);
+    this.#labels = features.every((f) => "label" in f && !(f as TextFeature).multiLabel)
+      ? Uint32Array.from(features, (f) => (f as TextFeature).label)
+      : undefined;
   }
   #ensureOrder() {
     if (this.#orderEpoch === this.#epoch) return;
@@ -187,6 +193,7 @@ class FeatureBatchSource implements BatchSource {
       epoch: this.#epoch,
       dropLast: true,
       lengths: this.#lengths,
+      ...(this.#labels ? { labels: this.#labels } : {}),
     });
     this.#orderEpoch = this.#epoch;
   }

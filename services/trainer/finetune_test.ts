@@ -12,7 +12,7 @@ import { InvalidArgument, NotFound } from "../shared/errors.ts";
 import { initWeights, saveModelDir } from "../shared/model/checkpoint.ts";
 import { parseConfig } from "../shared/model/config.ts";
 import { parseSafetensorsHeader } from "../shared/model/safetensors.ts";
-import { reinitTop, runFinetuneJob } from "./finetune.ts";
+import { FeatureBatchSource, reinitTop, runFinetuneJob } from "./finetune.ts";
 import { storeDataset } from "./datasets.ts";
 import { publishModel } from "./models.ts";
 import type { TrainerEvent } from "./loop.ts";
@@ -390,4 +390,30 @@ Deno.test("reinitTop() replaces the pooler and exactly the top K layers, and ref
     }
   }
   assertThrows(() => reinitTop(new Map(pretrained), config, head, L + 1, 9), InvalidArgument, "exceeds");
+});
+
+Deno.test("fine-tuning batches mix the classes even where the class is the length (the demo's poem forms)", async () => {
+  // Two classes, each exactly one length: grouping by length alone makes every batch one class.
+  const features = Array.from({ length: 64 }, (_, i) => ({
+    ids: Array.from({ length: i % 2 ? 20 : 12 }, () => 7),
+    typeIds: [],
+    label: i % 2,
+    source: { index: i, line: i + 2 },
+  }));
+  const source = new FeatureBatchSource(
+    features as never,
+    { task: "classify", numLabels: 2 },
+    8,
+    24,
+    1,
+    42,
+    { cls: 2, sep: 3, pad: 0 },
+  );
+  let batches = 0;
+  for (let batch = await source.next(); batch; batch = await source.next()) {
+    const ones = [...batch.labels!].filter((l) => l === 1).length;
+    assert(ones > 0 && ones < batch.B, `batch ${batches} holds ${ones} of class 1 in ${batch.B}`);
+    batches++;
+  }
+  assertEquals(batches, 8);
 });
