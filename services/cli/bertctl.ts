@@ -682,7 +682,7 @@ const COMMANDS: CommandSpec[] = [
       "train pretrain --shards SHARDS --arch bert-mini|bert-small|bert-base|CONFIG.json (--steps N | --budget 30m|2h|SECONDS)\n" +
       "               --name MODEL [--batch B] [--objective mlm-nsp|mlm] [--mask-rate R] [--init MODEL[@VERSION]] [--lr LR]\n" +
       "               [--warmup N | --warmup-fraction F] [--seed S] [--grad-accum K] [--checkpoint-every N] [--eval-every N]\n" +
-      "               [--dropout P] [--dynamic-masking] [--detach]",
+      "               [--dropout P] [--short-shards SHARDS [--short-fraction F]] [--dynamic-masking] [--detach]",
     strings: [
       "shards",
       "arch",
@@ -703,6 +703,8 @@ const COMMANDS: CommandSpec[] = [
       "objective",
       "mask-rate",
       "dropout",
+      "short-shards",
+      "short-fraction",
     ],
     booleans: ["detach", "dynamic-masking"],
     service: "trainer",
@@ -758,6 +760,10 @@ const COMMANDS: CommandSpec[] = [
           ...(maskRate === undefined ? {} : { mask_rate: maskRate }),
           ...(warmupFraction === undefined ? {} : { warmup_fraction: warmupFraction }),
           ...(dropout === undefined ? {} : { dropout }),
+          ...(ctx.string("short-shards") ? { short_shards: ctx.string("short-shards") } : {}),
+          ...(ctx.number("short-fraction") === undefined
+            ? {}
+            : { short_fraction: ctx.number("short-fraction") }),
           learning_rate: ctx.number("lr") ?? 0,
           grad_accum: ctx.int("grad-accum") ?? 0,
           checkpoint_every: ctx.int("checkpoint-every") ?? 0,

@@ -331,3 +331,83 @@ Deno.test("--dropout sets the encoder's dropout while pretraining; the published
       setEngineFactory(null);
     }
   }));
+
+Deno.test("a short-row phase comes first for its share of the job, then the main shards; resume keeps the phase", () =>
+  recordingBatches((batches) =>
+    withStore(async (store) => {
+      await writeTinyShards(store, "long", { count: 320, T: 24 });
+      await writeTinyShards(store, "short", { count: 640, T: 12 });
+      const spec: PretrainJobSpec = {
+        ...BUDGETED,
+        shards: "long",
+        shortShards: "short",
+        shortFraction: 0.5,
+        batchSize: 4,
+      };
+      const events: TrainerEvent[] = [];
+      const straight = await runPretrainJob({ ...spec, name: "straight" }, {
+        jobId: "job-s",
+        store,
+        emit: (e) => void events.push(e),
+        threads: 1,
+        clock: tickingClock(0.25),
+      });
+      // 12 steps of 0.25 s in a 3 s budget: the first 6 start before half of it is spent.
+      assertEquals(batches.map((b) => `${b.B}x${b.T}`), [...Array(6).fill("8x12"), ...Array(6).fill("4x24")]);
+      const messages = events.flatMap((e) => e.type === "message" ? [e.message] : []);
+      assert(
+        messages.some((m) => m.includes("first 50% of the budget on short (B=8 T=12")),
+        messages.join("\n"),
+      );
+      assert(messages.some((m) => m.startsWith("short phase done")));
+      const lineage = await store.getJson<{ inputs: { role: string }[] }>(
+        `${straight.model.prefix}/lineage.json`,
+      );
+      assert(lineage.inputs.some((i) => i.role === "short_shards"));
+
+      const controller = new AbortController();
+      await assertRejects(
+        () =>
+          runPretrainJob({ ...spec, name: "resumed" }, {
+            jobId: "job-r",
+            store,
+            emit: (e) => {
+              if (e.type === "step" && e.step === 4) controller.abort();
+            },
+            signal: controller.signal,
+            threads: 1,
+            clock: tickingClock(0.25),
+          }),
+        Cancelled,
+      );
+      const resumed = await runPretrainJob({ ...spec, name: "resumed" }, {
+        jobId: "job-r",
+        store,
+        emit: () => {},
+        threads: 1,
+        clock: tickingClock(0.25),
+      });
+      assertEquals(
+        await weightsHash(store, resumed.model.prefix),
+        await weightsHash(store, straight.model.prefix),
+      );
+
+      await writeTinyShards(store, "same", { count: 64, T: 24 });
+      await assertRejects(
+        () =>
+          runPretrainJob({ ...spec, shortShards: "same" }, {
+            jobId: "job-x",
+            store,
+            emit: () => {},
+            threads: 1,
+          }),
+        InvalidArgument,
+        "not shorter",
+      );
+      assertThrows(
+        () => resolvePretrainSpec({ ...spec, shortShards: undefined, shortFraction: 0.5 }),
+        InvalidArgument,
+        "pretrain.short_fraction needs short_shards",
+      );
+    })
+  ));

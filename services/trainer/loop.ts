@@ -32,6 +32,13 @@ export interface BatchSource {
   restore(cursor: unknown): Promise<void> | void;
   /** Epoch of the batch returned last (0-based). */
   epoch(): number;
+  /**
+   * Told before every optimizer step how far the job has come (0..1: training time over the budget, or steps
+   * over the total), so a source can change what it reads as the job goes on (a short-sequence phase first).
+   * Called again after a resume before the first batch, so it must depend on nothing but the fraction and the
+   * restored cursor.
+   */
+  setProgress?(fraction: number): void;
   close?(): Promise<void> | void;
 }
 
@@ -293,6 +300,7 @@ export async function runTrainingLoop(options: LoopOptions): Promise<LoopResult>
         budgetLearningRate(budget.peakLearningRate, spent() / budget.seconds, budget.warmupFraction),
       );
     }
+    source.setProgress?.(budget ? spent() / budget.seconds : step / totalSteps);
     const learningRate = engine.learningRate();
     const stepStart = clock();
     const span = (step + 1) % spanEvery === 0 || step === 0

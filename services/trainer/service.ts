@@ -104,6 +104,8 @@ export function specFromRequest(request: Message): StoredSpec {
       ...(p.objective ? { objective: p.objective } : {}),
       ...(opt(p.mask_rate) !== undefined ? { maskRate: p.mask_rate } : {}),
       ...(opt(p.dropout) !== undefined ? { dropout: p.dropout } : {}),
+      ...(p.short_shards ? { shortShards: p.short_shards } : {}),
+      ...(opt(p.short_fraction) !== undefined ? { shortFraction: p.short_fraction } : {}),
     };
     if (spec.arch && spec.configJson) {
       throw new InvalidArgument("pretrain: give arch or config_json, not both");
