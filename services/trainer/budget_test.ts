@@ -305,6 +305,14 @@ Deno.test("resolvePretrainSpec() names the field of every bad budget, objective 
   assertEquals(budgeted.steps, 0);
   assertEquals(budgeted.warmupFraction, 0.05);
   assertEquals(budgeted.checkpointEvery, 500);
+  // Budgeted small presets: a higher peak rate and no dropout; a step-count job keeps the old defaults.
+  assertEquals([budgeted.learningRate, budgeted.dropout], [5e-4, 0]);
+  const stepped = resolvePretrainSpec(base);
+  assertEquals([stepped.learningRate, stepped.dropout], [1e-4, undefined]);
+  assertEquals(
+    resolvePretrainSpec({ ...base, arch: "bert-base", steps: 0, budgetSeconds: 60 }).learningRate,
+    1e-4,
+  );
   assertEquals(resolvePretrainSpec({ ...base, maskRate: 0.3 }).dynamicMasking, true);
 });
 

@@ -72,7 +72,8 @@ export interface PretrainJobSpec {
   /**
    * Dropout of the encoder while pretraining (hidden and attention), overriding the architecture's; the published
    * config keeps the architecture's for fine-tuning. Cramming turns it off: within a budget that reads each token
-   * about once there is nothing to overfit, and dropout only slows learning. @default the architecture's (0.1)
+   * about once there is nothing to overfit, and dropout only slows learning. @default 0 with a budget, else the
+   * architecture's (0.1)
    */
   dropout?: number;
   batchSize?: number;
@@ -165,6 +166,7 @@ export function resolvePretrainSpec(
   }
   if (!spec.arch && !spec.configJson) throw new InvalidArgument("pretrain needs arch or config_json");
   const steps = budgeted && !spec.steps ? 0 : spec.steps;
+  const smallPreset = spec.arch === "bert-mini" || spec.arch === "bert-small";
 
   const positive = (field: string, v: number | undefined, fallback: number) => {
     if (v === undefined || v === 0) return fallback;
@@ -174,7 +176,8 @@ export function resolvePretrainSpec(
   const resolved = {
     ...spec,
     batchSize: positive("batch_size", spec.batchSize, 32),
-    learningRate: positive("learning_rate", spec.learningRate, 1e-4),
+    // A budget is a short schedule for a small model: its peak rate can be higher (measured: docs/results.md).
+    learningRate: positive("learning_rate", spec.learningRate, budgeted && smallPreset ? 5e-4 : 1e-4),
     warmupSteps: spec.warmupSteps ?? Math.round(steps * 0.1),
     warmupFraction: spec.warmupFraction ?? (budgeted ? 0.05 : 0),
     seed: spec.seed ?? 42,
@@ -188,6 +191,8 @@ export function resolvePretrainSpec(
     keepCheckpoints: positive("keep_checkpoints", spec.keepCheckpoints, 3),
     weightDecay: spec.weightDecay ?? 0.01,
     dynamicMasking: spec.dynamicMasking ?? spec.maskRate !== undefined,
+    // Within a budget that reads each token about once there is nothing to overfit (Cramming).
+    ...(budgeted && spec.dropout === undefined ? { dropout: 0 } : {}),
     logEvery: positive("log_every", spec.logEvery, budgeted ? 10 : Math.max(1, Math.round(steps / 200))),
   };
   if (resolved.evalEvery === 0) resolved.evalEvery = resolved.checkpointEvery;
