@@ -508,3 +508,52 @@ Deno.test("native engine: pre-LN heads read the final LayerNorm; a post-LN check
   assert(last < first - 0.5, `loss goes down on a repeated batch: ${first} -> ${last}`);
   engine.dispose();
 });
+
+Deno.test("native engine: a packed row's MLM loss is its own, whatever padding or other rows share the batch", () => {
+  // Packing's one short row (the end of a block) is padded to T; a full row is another text entirely. Either way
+  // the loss of a one-document row must equal the same row trained alone and unpadded.
+  const config = tinyConfig({ hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 });
+  const engine = new NativeEngine({
+    config,
+    head: { task: "pretrain" },
+    seed: 3,
+    maxBatch: 2,
+    maxSeqLen: 12,
+  });
+  const ids = Int32Array.from([2, 11, 4, 13, 14, 4, 16, 3]); // [CLS] ... [SEP], [MASK]s at 2 and 5
+  const labels = Int32Array.from([-100, -100, 12, -100, -100, 15, -100, -100]);
+  const row = (T: number, padded: number[]) => {
+    const out = {
+      inputIds: new Int32Array(T),
+      mask: new Int32Array(T),
+      labels: new Int32Array(T).fill(-100),
+    };
+    out.inputIds.set(padded.length ? padded : ids);
+    out.mask.fill(1, 0, ids.length);
+    out.labels.set(labels);
+    return out;
+  };
+  const alone = row(8, []);
+  const lossAlone = engine.evaluate({
+    B: 1,
+    T: 8,
+    inputIds: alone.inputIds,
+    tokenTypeIds: new Int32Array(8),
+    attentionMask: alone.mask,
+    mlmLabels: alone.labels,
+  }).loss;
+  // The same row padded to 12, beside a full row without predictions.
+  const padded = row(12, [...ids]);
+  const other = Int32Array.from({ length: 12 }, (_, i) => 20 + i);
+  const batch: Batch = {
+    B: 2,
+    T: 12,
+    inputIds: Int32Array.from([...padded.inputIds, ...other]),
+    tokenTypeIds: new Int32Array(24),
+    attentionMask: Int32Array.from([...padded.mask, ...new Int32Array(12).fill(1)]),
+    mlmLabels: Int32Array.from([...padded.labels, ...new Int32Array(12).fill(-100)]),
+  };
+  const lossPacked = engine.evaluate(batch).loss;
+  engine.dispose();
+  assert(Math.abs(lossPacked - lossAlone) < 1e-5, `${lossPacked} vs ${lossAlone}`);
+});
