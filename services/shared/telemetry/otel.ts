@@ -9,7 +9,7 @@
  * call ({@linkcode startServerSpan}), so one trace shows bertctl → a service → its job → the store. Work that
  * runs after its call returned (jobs, inference batches) starts from a context captured at the call
  * ({@linkcode captureTraceContext}); where that is lost (a job resumed by another process) it links back
- * through a stored `traceparent` instead. README "Deploying" lists every span and attribute.
+ * through a stored `traceparent` instead. docs/tracing.md lists every span and attribute.
  */
 import {
   type Attributes,
