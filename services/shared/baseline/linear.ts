@@ -120,6 +120,30 @@ export function softmaxInPlace(scores: Float64Array): Float64Array {
   return scores;
 }
 
+/**
+ * One AdaGrad step for label `k` of a hashed-feature linear model on the sparse example `x`, where `g` is the
+ * loss gradient at that label's logit (softmax for one-of-K, sigmoid for multi-label): the one update rule of
+ * every linear baseline here.
+ */
+export function adagradStep(
+  model: { weights: Float32Array; gradSq: Float32Array; bias: Float32Array },
+  x: Map<number, number>,
+  k: number,
+  K: number,
+  g: number,
+  lr: number,
+  l2: number,
+): void {
+  const { weights, gradSq, bias } = model;
+  bias[k]! -= 0.1 * lr * g;
+  for (const [f, v] of x) {
+    const w = f * K + k;
+    const grad = g * v + l2 * weights[w]!;
+    gradSq[w]! += grad * grad;
+    weights[w]! -= (lr * grad) / Math.sqrt(gradSq[w]!);
+  }
+}
+
 /** Fisher-Yates shuffle driven by `random` (a seeded mulberry32), so an epoch's order is reproducible. */
 export function shuffleInPlace<T>(items: T[], random: () => number): T[] {
   for (let i = items.length - 1; i > 0; i--) {
@@ -174,13 +198,7 @@ export function trainLinearBaseline(
       const p = score(x);
       for (let k = 0; k < K; k++) {
         const g = p[k]! - (k === y ? 1 : 0);
-        bias[k]! -= 0.1 * lr * g;
-        for (const [f, v] of x) {
-          const w = f * K + k;
-          const grad = g * v + l2 * weights[w]!;
-          gradSq[w]! += grad * grad;
-          weights[w]! -= (lr * grad) / Math.sqrt(gradSq[w]!);
-        }
+        adagradStep({ weights, gradSq, bias }, x, k, K, g, lr, l2);
       }
     }
   }

@@ -9,7 +9,13 @@
  * @module
  */
 import { multiLabelScores } from "../data/metrics.ts";
-import { exampleFeatures, type LinearBaselineOptions, mulberry32, shuffleInPlace } from "./linear.ts";
+import {
+  adagradStep,
+  exampleFeatures,
+  type LinearBaselineOptions,
+  mulberry32,
+  shuffleInPlace,
+} from "./linear.ts";
 
 export interface MultiLabelExample {
   text: string;
@@ -83,13 +89,7 @@ export function trainLinearMultiLabel(
       for (let k = 0; k < K; k++) {
         // The gradient of binary cross-entropy through the sigmoid: each label is its own logistic regression.
         const g = p[k]! - y[k]!;
-        bias[k]! -= 0.1 * lr * g;
-        for (const [f, v] of x) {
-          const w = f * K + k;
-          const grad = g * v + l2 * weights[w]!;
-          gradSq[w]! += grad * grad;
-          weights[w]! -= (lr * grad) / Math.sqrt(gradSq[w]!);
-        }
+        adagradStep({ weights, gradSq, bias }, x, k, K, g, lr, l2);
       }
     }
   }
