@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { escapeXml, formatTick, niceTicks } from "./svg.ts";
+import { chartOpening, escapeXml, FONT, formatTick, gridLine, niceTicks } from "./svg.ts";
 
 export interface Bar {
   name: string;
@@ -25,8 +25,6 @@ export interface BarChartOptions {
   format?: (value: number) => string;
 }
 
-const FONT = `font-family="Helvetica,Arial,sans-serif"`;
-
 export function barChartSvg(options: BarChartOptions): string {
   if (options.bars.length === 0) throw new RangeError("Cannot draw a bar chart without bars");
   const bad = options.bars.find((b) => !Number.isFinite(b.value));
@@ -42,22 +40,8 @@ export function barChartSvg(options: BarChartOptions): string {
   const format = options.format ?? formatTick;
   const slot = plotW / options.bars.length;
   const barW = Math.min(72, slot * 0.6);
-  const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
-    `<rect width="${width}" height="${height}" fill="#fff"/>`,
-    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" ${FONT}>${
-      escapeXml(options.title)
-    }</text>`,
-  ];
-  for (const t of ticks) {
-    const y = sy(t).toFixed(1);
-    parts.push(
-      `<line x1="${margin.left}" x2="${margin.left + plotW}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`,
-      `<text x="${margin.left - 6}" y="${y}" dy="4" text-anchor="end" font-size="11" ${FONT}>${
-        formatTick(t)
-      }</text>`,
-    );
-  }
+  const parts = chartOpening(width, height, options.title);
+  for (const t of ticks) parts.push(...gridLine(margin.left, plotW, sy(t).toFixed(1), formatTick(t)));
   const base = sy(Math.max(yLo, Math.min(yHi, 0)));
   options.bars.forEach((bar, i) => {
     const x = margin.left + slot * i + (slot - barW) / 2;

@@ -33,7 +33,24 @@ export interface LineChartOptions {
 }
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-const FONT = `font-family="Helvetica,Arial,sans-serif"`;
+export const FONT = `font-family="Helvetica,Arial,sans-serif"`;
+
+/** The opening of every chart here: the svg element, a white ground and the title (close it with `</svg>`). */
+export function chartOpening(width: number, height: number, title: string): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
+    `<rect width="${width}" height="${height}" fill="#fff"/>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" ${FONT}>${escapeXml(title)}</text>`,
+  ];
+}
+
+/** A horizontal grid line across the plot at `y` (pixels, as written), its tick label left of the plot. */
+export function gridLine(left: number, plotW: number, y: string, label: string): string[] {
+  return [
+    `<line x1="${left}" x2="${left + plotW}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`,
+    `<text x="${left - 6}" y="${y}" dy="4" text-anchor="end" font-size="11" ${FONT}>${label}</text>`,
+  ];
+}
 
 export function escapeXml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -140,22 +157,9 @@ export function lineChart(options: LineChartOptions): string {
   };
   const sy = scaleY(yTicks), sy2 = scaleY(y2Ticks);
 
-  const parts: string[] = [];
-  parts.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
-    `<rect width="${width}" height="${height}" fill="#fff"/>`,
-    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" ${FONT}>${
-      escapeXml(options.title)
-    }</text>`,
-  );
+  const parts: string[] = chartOpening(width, height, options.title);
   for (const t of yTicks) {
-    const y = sy(t).toFixed(1);
-    parts.push(
-      `<line x1="${margin.left}" x2="${margin.left + plotW}" y1="${y}" y2="${y}" stroke="#e5e5e5"/>`,
-      `<text x="${margin.left - 6}" y="${y}" dy="4" text-anchor="end" font-size="11" ${FONT}>${
-        formatTick(t)
-      }</text>`,
-    );
+    parts.push(...gridLine(margin.left, plotW, sy(t).toFixed(1), formatTick(t)));
   }
   for (const t of y2Ticks) {
     parts.push(
