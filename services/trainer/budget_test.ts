@@ -11,8 +11,14 @@ import { budgetLearningRate, scheduledLearningRate } from "../shared/engine/sche
 import { createEngine, requestedBackend } from "../shared/engine/select.ts";
 import type { Batch } from "../shared/engine/engine.ts";
 import { parseDuration } from "../shared/report/duration.ts";
+import { parseConfig } from "../shared/model/config.ts";
 import { IGNORE_INDEX } from "../shared/shards/batch.ts";
-import { type PretrainJobSpec, resolvePretrainSpec, runPretrainJob } from "./pretrain.ts";
+import {
+  type PretrainJobSpec,
+  resolvePretrainSpec,
+  runPretrainJob,
+  tilePositionEmbeddings,
+} from "./pretrain.ts";
 import { setEngineFactory } from "./jobs.ts";
 import type { TrainerEvent } from "./loop.ts";
 import { tinyConfigJson, writeTinyShards } from "./testing.ts";
@@ -419,3 +425,39 @@ Deno.test("a short-row phase comes first for its share of the job, then the main
       );
     })
   ));
+
+Deno.test("at the switch to long rows, positions the short phase never trained start as copies of trained ones", async () => {
+  const engine = await createEngine({
+    config: parseConfig(tinyConfigJson()),
+    head: { task: "pretrain" },
+    backend: requestedBackend(undefined),
+    log: () => {},
+  });
+  try {
+    const before = engine.getWeights();
+    const table = before.get("bert.embeddings.position_embeddings.weight")!;
+    const [rows, width] = table.shape as [number, number];
+    const row = (data: Float32Array, p: number) => Array.from(data.subarray(p * width, (p + 1) * width));
+    assert(rows > 12, "the tiny config must have room beyond the short rows");
+    // Random init: position 5 and 11 differ, so a copy is visible.
+    assert(row(table.data, 5).join() !== row(table.data, 11).join());
+    tilePositionEmbeddings(engine, 6, 12);
+    const after = engine.getWeights();
+    const tiled = after.get("bert.embeddings.position_embeddings.weight")!.data;
+    for (let p = 0; p < 6; p++) assertEquals(row(tiled, p), row(table.data, p), `trained position ${p} kept`);
+    for (let p = 6; p < 12; p++) {
+      assertEquals(row(tiled, p), row(table.data, p - 6), `position ${p} copies ${p - 6}`);
+    }
+    for (let p = 12; p < rows; p++) {
+      assertEquals(row(tiled, p), row(table.data, p), `position ${p} beyond the rows kept`);
+    }
+    // Nothing else moves.
+    for (const [name, tensor] of before) {
+      if (name !== "bert.embeddings.position_embeddings.weight") {
+        assertEquals(after.get(name)!.data, tensor.data, name);
+      }
+    }
+  } finally {
+    engine.dispose();
+  }
+});

@@ -315,6 +315,27 @@ class PhasedBatchSource implements BatchSource {
   }
 }
 
+const POSITIONS = "bert.embeddings.position_embeddings.weight";
+
+/**
+ * Positions `[trained, upTo)` take the embeddings of positions `p mod trained`. The short phase never trained
+ * them (they are still at their random init), and starting the long phase from random positions cost the
+ * 30-minute run most of what the short phase had learnt (training MLM 26% -> 17% at the switch, docs/results.md);
+ * copies keep what the model learnt about local order, as Longformer extends BERT's positions. Optimizer moments
+ * stay as they are (zero for rows no step has touched).
+ */
+export function tilePositionEmbeddings(engine: Engine, trained: number, upTo: number): void {
+  const weights = engine.getWeights();
+  const table = weights.get(POSITIONS);
+  if (!table) throw new Error(`the engine has no ${POSITIONS}`);
+  const [rows, width] = table.shape as [number, number];
+  const end = Math.min(upTo, rows);
+  for (let p = trained; p < end; p++) {
+    table.data.copyWithin(p * width, (p % trained) * width, (p % trained) * width + width);
+  }
+  engine.setWeights(weights);
+}
+
 async function readVocab(
   store: ObjectStore,
   set: ShardSet,
@@ -525,11 +546,15 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
       ? new PhasedBatchSource(
         [shardSource(short.set, short.B, short.T, new Set()), main],
         short.fraction,
-        () =>
+        () => {
+          tilePositionEmbeddings(engine, short!.T, T);
           void ctx.emit({
             type: "message",
-            message: `short phase done: ${spec.shards} from here on (B=${B} T=${T})`,
-          }),
+            message: `short phase done: ${spec.shards} from here on (B=${B} T=${T}); positions ${short!.T}-${
+              T - 1
+            } start as copies of 0-${short!.T - 1}`,
+          });
+        },
       )
       : main;
     if (short) {
