@@ -165,3 +165,20 @@ export async function readDataset(
   }
   return { info, examples: all as TextExample[] | NerExample[] };
 }
+
+/**
+ * What data set `name`'s manifest says (format, examples, labels) and its size in bytes, without reading the data:
+ * SubmitJob checks a job's task and labels against it. NotFound naming `field` when there is no such set.
+ */
+export async function datasetInfo(
+  store: ObjectStore,
+  name: string,
+  field = "dataset",
+): Promise<DatasetInfo & { bytes: number }> {
+  validateName(name, field);
+  const manifest = await readManifest(store, `${DATASETS_PREFIX}${name}`).catch((error) => {
+    if (error instanceof NotFound) throw new NotFound(`${field}: no data set named ${name} in the store`);
+    throw error;
+  });
+  return { ...infoOf(name, manifest), bytes: manifest.parts.reduce((sum, part) => sum + part.size, 0) };
+}
