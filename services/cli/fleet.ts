@@ -7,9 +7,14 @@
  * them between the check and the bind, starts again on a fresh base; the ready line (`{"fleet":"ready",
  * "port_base":N,...}` on stdout) names the base to give `bertctl --port-base`.
  *
+ * A service that dies once the fleet is up is restarted with backoff (RestartPolicy, like a Kubernetes
+ * `restartPolicy: Always`), the others untouched; each death and restart is a line on stderr (exit code or
+ * signal, last log lines, when it restarts) and a JSON line on stdout (`{"fleet":"died",...}`,
+ * `{"fleet":"restarted",...,"pid":N}`). The ready line names each service's pid.
+ *
  * No orphans: each service is told to stop when its stdin closes (BERTFORGE_STOP_ON_STDIN_EOF), so even a
  * fleet killed with SIGKILL takes its services down with it. Exit codes: 0 after a clean stop, 1 when a
- * service fails to start or dies, 2 for a usage error.
+ * service fails to start, 2 for a usage error.
  */
 import { fromFileUrl, resolve } from "@std/path";
 import { InvalidArgument } from "../shared/errors.ts";
@@ -46,8 +51,12 @@ export interface FleetOptions {
   only?: ServiceKey[];
   /** How long each service may take to report SERVING. @default 120000 */
   startupTimeoutMs?: number;
-  /** Receives every log line of every service, prefixed. @default stderr */
+  /** Receives every log line of every service, prefixed, and the fleet's own lines. @default stderr */
   output?: (line: string) => void;
+  /** Overrides parts of DEFAULT_RESTART_POLICY. */
+  restart?: Partial<RestartPolicy>;
+  /** Told of every death and restart after the start. */
+  onEvent?: (event: FleetEvent) => void;
 }
 
 /** How many of a service's last log lines a failed start shows. */
@@ -98,17 +107,85 @@ export function freePortBase(options: { host?: string; random?: () => number } =
 export interface FleetMember {
   key: ServiceKey;
   address: string;
+  /** The process now running the service; a restart changes it. */
   pid: number;
-  /** Resolves with the exit code when the process ends. */
+  /** Resolves with the exit code when the current process ends. */
   exited: Promise<number>;
+  /** How many times the fleet restarted this service. */
+  restarts: number;
 }
+
+/**
+ * When a service that was serving dies, the fleet starts it again, as a Kubernetes `restartPolicy: Always`
+ * does: the wait doubles with each death in a row (capped), and a service that ran for `resetAfterMs`
+ * before dying starts over at `initialBackoffMs`. `crashLoopFailures` deaths within `fastFailMs` of their
+ * start, inside `crashLoopWindowMs`, mark a crash loop: said loudly, retried at the cap, the others kept up.
+ */
+export interface RestartPolicy {
+  /** @default 1000 */
+  initialBackoffMs: number;
+  /** @default 30000 */
+  maxBackoffMs: number;
+  /** A run shorter than this is a fast failure. @default 10000 */
+  fastFailMs: number;
+  /** A run this long forgets the deaths before it. @default 60000 */
+  resetAfterMs: number;
+  /** @default 5 */
+  crashLoopFailures: number;
+  /** @default 120000 */
+  crashLoopWindowMs: number;
+}
+
+export const DEFAULT_RESTART_POLICY: RestartPolicy = {
+  initialBackoffMs: 1000,
+  maxBackoffMs: 30_000,
+  fastFailMs: 10_000,
+  resetAfterMs: 60_000,
+  crashLoopFailures: 5,
+  crashLoopWindowMs: 120_000,
+};
+
+/** What the fleet did to a service after it started; `fleet` prints each as a JSON line on stdout. */
+export type FleetEvent =
+  | {
+    fleet: "died";
+    service: ServiceKey;
+    pid: number;
+    exit_code: number;
+    signal: string | null;
+    ran_ms: number;
+    restart_in_ms: number;
+    crash_loop: boolean;
+  }
+  | { fleet: "restarted"; service: ServiceKey; pid: number; restarts: number };
 
 export interface Fleet {
   members: FleetMember[];
-  /** SIGTERM to every service, SIGKILL to those still running after the grace period. */
+  /** SIGTERM to every service, SIGKILL to those still running after the grace period; no more restarts. */
   stop(): Promise<void>;
-  /** Resolves with the first member that exited while the fleet was not stopping. */
-  died: Promise<FleetMember>;
+}
+
+/** "killed by SIGKILL" or "exit code 1": how a child process ended, for a person. */
+export function describeExit(status: Deno.CommandStatus): string {
+  return status.signal ? `killed by ${status.signal} (exit code ${status.code})` : `exit code ${status.code}`;
+}
+
+/**
+ * The wait before restarting a service that died `deathsInARow` times without a long run in between, and
+ * whether it is crash-looping given the times (ms) of its recent fast failures, this one included.
+ */
+export function restartDelay(
+  deathsInARow: number,
+  fastFailures: number[],
+  now: number,
+  policy: RestartPolicy,
+): { delayMs: number; crashLoop: boolean } {
+  const recent = fastFailures.filter((at) => now - at <= policy.crashLoopWindowMs);
+  const crashLoop = recent.length >= policy.crashLoopFailures;
+  const delayMs = crashLoop
+    ? policy.maxBackoffMs
+    : Math.min(policy.maxBackoffMs, policy.initialBackoffMs * 2 ** Math.max(0, deathsInARow - 1));
+  return { delayMs, crashLoop };
 }
 
 function prefixer(key: ServiceKey, output: (line: string) => void, color: boolean) {
@@ -133,11 +210,30 @@ function defaultOutput(line: string) {
   }
 }
 
-/** Starts the services and resolves once every one is SERVING; rejects (after stopping them) otherwise. */
+/** One service under the fleet: its current process and what the restart policy remembers of it. */
+interface Member extends FleetMember {
+  child: Deno.ChildProcess;
+  stdin: WritableStreamDefaultWriter;
+  /** The current process's last log lines, unprefixed. */
+  lastLines: string[];
+  startedAt: number;
+  deathsInARow: number;
+  fastFailures: number[];
+  /** Pending restart or health wait, cancelled by stop(). */
+  pending: AbortController | undefined;
+}
+
+/**
+ * Starts the services and resolves once every one is SERVING; rejects (after stopping them) otherwise.
+ * From then on a service that dies is restarted under `restart` (DEFAULT_RESTART_POLICY), and the others
+ * keep running.
+ */
 export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const { settings } = options;
   const only = options.only ?? [...SERVICE_KEYS];
   const output = options.output ?? defaultOutput;
+  const policy = { ...DEFAULT_RESTART_POLICY, ...options.restart };
+  const say = (line: string) => output(`fleet    | ${line}`);
   const color = options.output === undefined && Deno.stderr.isTerminal() && !Deno.env.get("NO_COLOR");
   const store = "dir" in settings.store ? { dir: resolve(settings.store.dir) } : settings.store;
   const env: Record<string, string> = {
@@ -151,6 +247,8 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     BERTFORGE_INFERENCE_ADDR: settings.peers.inference,
     BERTFORGE_INFERENCE_HTTP: settings.peers.inferenceHttp,
   };
+  // Through the environment, never argv: /proc/<pid>/environ is readable only by the same user, while
+  // every user sees the command lines in `ps`.
   if (settings.authToken) env.BERTFORGE_AUTH_TOKEN = settings.authToken;
   if (settings.tls?.certFile && settings.tls.keyFile) {
     env.BERTFORGE_TLS_CERT = resolve(settings.tls.certFile);
@@ -160,22 +258,28 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const healthTls = settings.tls?.certFile
     ? { tls: { caFile: resolve(settings.tls.caFile ?? settings.tls.certFile) } }
     : {};
+  const timeoutMs = options.startupTimeoutMs ?? 120_000;
+  const serving = (member: Member, signal: AbortSignal) =>
+    waitForServing(member.address, {
+      service: fullServiceName(SERVICE_NAMES[member.key]),
+      timeoutMs,
+      signal,
+      authToken: "",
+      ...healthTls,
+    });
 
   let stopping = false;
-  const members: (FleetMember & {
-    child: Deno.ChildProcess;
-    stdin: WritableStreamDefaultWriter;
-    lastLines: string[];
-  })[] = [];
-  let reportDeath!: (member: FleetMember) => void;
-  const died = new Promise<FleetMember>((resolve) => (reportDeath = resolve));
+  let started = false;
+  const members: Member[] = [];
+  let reportStartDeath!: (member: Member) => void;
+  const startDeath = new Promise<Member>((resolve) => (reportStartDeath = resolve));
 
-  for (const key of only) {
-    const port = settings.portBase + PORT_OFFSETS[key];
+  const spawn = (member: Member) => {
+    const port = settings.portBase + PORT_OFFSETS[member.key];
     const args = [
       "run",
       "-A",
-      `services/${key}/main.ts`,
+      `services/${member.key}/main.ts`,
       "--host",
       settings.host,
       "--port",
@@ -183,7 +287,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       "--port-base",
       String(settings.portBase),
     ];
-    if (key === "inference") args.push("--http-port", String(settings.httpPort));
+    if (member.key === "inference") args.push("--http-port", String(settings.httpPort));
     const child = new Deno.Command(Deno.execPath(), {
       args,
       cwd: REPO_ROOT,
@@ -192,36 +296,112 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    // Kept for the error of a failed start: the console may be a log file nobody reads (the demo's).
+    // Kept for the error of a failed start and the line of a death: the console may be a log file nobody
+    // reads (the demo's).
     const lastLines: string[] = [];
-    const prefix = prefixer(key, (line) => {
+    const prefix = prefixer(member.key, (line) => {
       output(line);
       lastLines.push(line.slice(line.indexOf("|") + 2));
       if (lastLines.length > LAST_LINES) lastLines.shift();
     }, color);
     const logs = Promise.all([prefix(child.stdout), prefix(child.stderr)]).catch(() => {});
-    const exited = child.status.then(async (status) => {
+    const status = child.status.then(async (status) => {
       await logs;
-      return status.code;
+      return status;
     });
+    Object.assign(member, {
+      child,
+      pid: child.pid,
+      stdin: child.stdin.getWriter(),
+      lastLines,
+      startedAt: Date.now(),
+      exited: status.then((s) => s.code),
+    });
+    status.then((s) => {
+      if (stopping) return;
+      if (!started) reportStartDeath(member);
+      else onDeath(member, s);
+    });
+  };
+
+  const onDeath = (member: Member, status: Deno.CommandStatus) => {
+    member.pending?.abort();
+    const now = Date.now();
+    const ranMs = now - member.startedAt;
+    member.deathsInARow = ranMs >= policy.resetAfterMs ? 1 : member.deathsInARow + 1;
+    if (ranMs < policy.fastFailMs) member.fastFailures.push(now);
+    member.fastFailures = member.fastFailures.filter((at) => now - at <= policy.crashLoopWindowMs);
+    const { delayMs, crashLoop } = restartDelay(member.deathsInARow, member.fastFailures, now, policy);
+    say(
+      `${member.key} (pid ${member.pid}) died after ${(ranMs / 1000).toFixed(1)} s, ${
+        describeExit(status)
+      }; ` +
+        `its last log lines:\n` +
+        member.lastLines.map((line) => `  ${member.key.padEnd(9)}| ${line}`).join("\n"),
+    );
+    if (crashLoop) {
+      say(
+        `!!! ${member.key} is crash-looping: ${member.fastFailures.length} deaths within ${
+          policy.fastFailMs / 1000
+        } s ` +
+          `of starting in the last ${policy.crashLoopWindowMs / 1000} s. The other services stay up; ` +
+          `retrying ${member.key} every ${policy.maxBackoffMs / 1000} s: read its log lines above !!!`,
+      );
+    }
+    say(`restarting ${member.key} in ${(delayMs / 1000).toFixed(1)} s (restart ${member.restarts + 1})`);
+    options.onEvent?.({
+      fleet: "died",
+      service: member.key,
+      pid: member.pid,
+      exit_code: status.code,
+      signal: status.signal,
+      ran_ms: ranMs,
+      restart_in_ms: delayMs,
+      crash_loop: crashLoop,
+    });
+    const pending = new AbortController();
+    member.pending = pending;
+    const timer = setTimeout(async () => {
+      if (stopping || pending.signal.aborted) return;
+      member.restarts++;
+      spawn(member);
+      try {
+        await serving(member, pending.signal);
+      } catch {
+        // Died again (its exit is handled there), stopped, or never SERVING: a hung service is the
+        // liveness probe's business, which the fleet does not have; say so and leave it running.
+        if (!pending.signal.aborted) say(`${member.key} (pid ${member.pid}) is not SERVING after restart`);
+        return;
+      }
+      say(`${member.key} is back (pid ${member.pid}, restart ${member.restarts})`);
+      options.onEvent?.({
+        fleet: "restarted",
+        service: member.key,
+        pid: member.pid,
+        restarts: member.restarts,
+      });
+    }, delayMs);
+    pending.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
+  };
+
+  for (const key of only) {
+    const port = settings.portBase + PORT_OFFSETS[key];
     const member = {
       key,
       address: `${settings.host === "0.0.0.0" ? "127.0.0.1" : settings.host}:${port}`,
-      pid: child.pid,
-      exited,
-      child,
-      stdin: child.stdin.getWriter(),
-      lastLines,
-    };
+      restarts: 0,
+      deathsInARow: 0,
+      fastFailures: [],
+      pending: undefined,
+    } as unknown as Member;
+    spawn(member);
     members.push(member);
-    exited.then(() => {
-      if (!stopping) reportDeath(member);
-    });
   }
 
   const stop = async () => {
     stopping = true;
     for (const member of members) {
+      member.pending?.abort();
       try {
         member.child.kill("SIGTERM");
       } catch {
@@ -248,22 +428,13 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     }));
   };
 
-  const timeoutMs = options.startupTimeoutMs ?? 120_000;
   const abort = new AbortController();
   try {
     await Promise.race([
-      Promise.all(members.map((member) =>
-        waitForServing(member.address, {
-          service: fullServiceName(SERVICE_NAMES[member.key]),
-          timeoutMs,
-          signal: abort.signal,
-          authToken: "",
-          ...healthTls,
-        })
-      )),
-      died.then(async (member) => {
+      Promise.all(members.map((member) => serving(member, abort.signal))),
+      startDeath.then(async (member) => {
         const code = await member.exited;
-        throw new FleetStartError(member.key, code, members.find((m) => m === member)?.lastLines ?? []);
+        throw new FleetStartError(member.key, code, member.lastLines);
       }),
     ]);
   } catch (error) {
@@ -271,7 +442,8 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     await stop();
     throw error;
   }
-  return { members, stop, died };
+  started = true;
+  return { members, stop };
 }
 
 /**
@@ -357,6 +529,7 @@ if (import.meta.main) {
     try {
       fleet = await startFleet({
         settings,
+        onEvent: (event) => console.log(JSON.stringify(event)),
         ...(only ? { only } : {}),
         ...(startupTimeoutMs ? { startupTimeoutMs } : {}),
       });
@@ -382,13 +555,8 @@ if (import.meta.main) {
       fleet: "ready",
       port_base: settings.portBase,
       services: Object.fromEntries(fleet.members.map((m) => [m.key, m.address])),
+      pids: Object.fromEntries(fleet.members.map((m) => [m.key, m.pid])),
     }),
   );
-  const dead = await fleet.died;
-  if (!stopRequested) {
-    log(`${dead.key} exited with code ${await dead.exited}: stopping the others`);
-    stopRequested = true;
-    await fleet.stop();
-    Deno.exit(1);
-  }
+  // From here the fleet restarts what dies and runs until a signal stops it.
 }

@@ -1,7 +1,14 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { fromFileUrl } from "@std/path";
 import { client } from "../shared/rpc/client.ts";
-import { freePortBase, portsFree, resolveAutoPortBase } from "./fleet.ts";
+import { healthClient } from "../shared/rpc/client.ts";
+import {
+  DEFAULT_RESTART_POLICY,
+  freePortBase,
+  portsFree,
+  resolveAutoPortBase,
+  restartDelay,
+} from "./fleet.ts";
 
 const REPO_ROOT = fromFileUrl(new URL("../..", import.meta.url));
 
@@ -196,6 +203,88 @@ Deno.test({
     }
     for (const store of stores) await Deno.remove(store, { recursive: true });
   }
+});
+
+/** The JSON lines the fleet printed on stdout. */
+function events(stdout: string): Record<string, unknown>[] {
+  return stdout.split("\n").filter((line) => line.startsWith("{")).map((line) => JSON.parse(line));
+}
+
+Deno.test({
+  name: "fleet restarts a service killed with SIGKILL, says so, and never stops the others",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  const store = await Deno.makeTempDir();
+  const fleet = spawnFleet(["--port-base", "auto", "--store", store, "--only", "tokenizer,sharding"]);
+  try {
+    const ready = await fleet.until(() => fleet.output().stdout.includes(`"fleet":"ready"`), 120_000);
+    assert(ready, `fleet did not become ready:\n${fleet.output().stderr}`);
+    const line = events(fleet.output().stdout).find((e) => e.fleet === "ready")!;
+    const pids = line.pids as Record<string, number>;
+    const services = line.services as Record<string, string>;
+    assert(pids.tokenizer! > 0 && pids.sharding! > 0, JSON.stringify(line));
+
+    Deno.kill(pids.sharding!, "SIGKILL");
+    const back = await fleet.until(
+      () => events(fleet.output().stdout).some((e) => e.fleet === "restarted" && e.service === "sharding"),
+      60_000,
+    );
+    assert(back, `sharding was not restarted:\n${fleet.output().stderr}`);
+    const died = events(fleet.output().stdout).find((e) => e.fleet === "died")!;
+    assertEquals([died.service, died.pid, died.signal], ["sharding", pids.sharding, "SIGKILL"]);
+    const { stderr } = fleet.output();
+    assert(
+      new RegExp(`sharding \\(pid ${pids.sharding}\\) died after .* killed by SIGKILL`).test(stderr),
+      stderr,
+    );
+    assertStringIncludes(stderr, "restarting sharding in 1.0 s (restart 1)");
+
+    const restarted = events(fleet.output().stdout).find((e) => e.fleet === "restarted")!;
+    assert(restarted.pid !== pids.sharding && alive(restarted.pid as number), JSON.stringify(restarted));
+    // The restarted service answers on its old address, and the tokenizer is the process it always was.
+    const health = healthClient(services.sharding!, { authToken: "" });
+    try {
+      const { status } = await health.unary<{ status: string }>("Check", { service: "" });
+      assertEquals(status, "SERVING");
+    } finally {
+      health.close();
+    }
+    assert(alive(pids.tokenizer!), "the tokenizer kept running");
+    assert(
+      !events(fleet.output().stdout).some((e) => e.service === "tokenizer"),
+      "no event for the tokenizer",
+    );
+
+    // Ctrl-C still stops everything, the restarted process included.
+    fleet.child.kill("SIGINT");
+    assertEquals((await fleet.child.status).code, 0, fleet.output().stderr);
+    await fleet.reading;
+    await new Promise((r) => setTimeout(r, 200));
+    for (const pid of [pids.tokenizer!, restarted.pid as number]) assert(!alive(pid), `${pid} still runs`);
+  } finally {
+    try {
+      fleet.child.kill("SIGKILL");
+    } catch { /* already stopped */ }
+    await Deno.remove(store, { recursive: true });
+  }
+});
+
+Deno.test("restartDelay() doubles the wait per death in a row up to the cap, and flags a crash loop", () => {
+  const policy = { ...DEFAULT_RESTART_POLICY, initialBackoffMs: 1000, maxBackoffMs: 8000 };
+  const now = 1_000_000;
+  assertEquals([1, 2, 3, 4, 5].map((n) => restartDelay(n, [], now, policy).delayMs), [
+    1000,
+    2000,
+    4000,
+    8000,
+    8000,
+  ]);
+  const fast = (n: number, apartMs: number) => Array.from({ length: n }, (_, i) => now - i * apartMs);
+  assertEquals(restartDelay(4, fast(4, 1000), now, policy), { delayMs: 8000, crashLoop: false });
+  assertEquals(restartDelay(5, fast(5, 1000), now, policy), { delayMs: 8000, crashLoop: true });
+  // Fast failures older than the window no longer count.
+  assertEquals(restartDelay(1, fast(5, policy.crashLoopWindowMs), now, policy).crashLoop, false);
 });
 
 Deno.test("fleet rejects a bad flag with exit code 2", async () => {
