@@ -5,6 +5,7 @@ import { Rng } from "../shards/rng.ts";
 import {
   accuracy,
   alignedTagSequences,
+  droppedSpans,
   encodeNerExamples,
   encodeTextExamples,
   entityScores,
@@ -169,6 +170,7 @@ Deno.test("CLUENER reader turns inclusive spans into BIO tags and checks the spa
         parseNerExamples(`{"text":"ok","label":{}}\n${JSON.stringify({ text: "我爱北京", label })}\n`, {
           file: "c.json",
           format: "cluener",
+          overlaps: "error",
         }),
       InvalidArgument,
       message,
@@ -180,10 +182,54 @@ Deno.test("CLUENER reader turns inclusive spans into BIO tags and checks the spa
   );
   bad({ a: { "北京": [[2, 3]] }, b: { "京": [[3, 3]] } }, "overlaps another entity at character 3");
   assertThrows(
+    () => parseNerExamples('{"text":"ok","label":{}}\n', { file: "c.json", overlaps: "inner" as "outer" }),
+    InvalidArgument,
+    "overlaps must be one of outer, first, error",
+  );
+  assertThrows(
     () => parseNerExamples('{"text":"ok"}\n', { file: "c.json" }),
     InvalidArgument,
     "c.json:1: label is missing",
   );
+});
+
+Deno.test("CLUENER nested and duplicate spans: outer keeps the longest, first keeps file order, each counted", () => {
+  // CLUENER's own training data nests a company inside a book title; the same span may also come twice.
+  const text = "读《招商银行年报》";
+  const label = {
+    company: { "招商银行": [[2, 5]] },
+    book: { "《招商银行年报》": [[1, 8]] },
+    name: { "读": [[0, 0], [0, 0]] },
+  };
+  const read = (overlaps?: "outer" | "first") =>
+    parseNerExamples(JSON.stringify({ text, label }) + "\n", {
+      file: "c.json",
+      ...(overlaps ? { overlaps } : {}),
+    })[0]!;
+  const outer = read();
+  assertEquals(outer.tags, ["B-name", "B-book", ...new Array(7).fill("I-book")]);
+  assertEquals(outer.droppedSpans, 2, "the nested company and the duplicate 读");
+  const first = read("first");
+  assertEquals(first.tags, [
+    "B-name",
+    "O",
+    "B-company",
+    "I-company",
+    "I-company",
+    "I-company",
+    "O",
+    "O",
+    "O",
+  ]);
+  assertEquals(first.droppedSpans, 2, "the book across the company, and the duplicate 读");
+  assertEquals(droppedSpans([outer, first, { ...outer, droppedSpans: undefined }]), 4);
+  const clean = parseNerExamples(
+    JSON.stringify({ text: "我爱北京", label: { loc: { "北京": [[2, 3]] } } }) + "\n",
+    {
+      file: "c.json",
+    },
+  )[0]!;
+  assertEquals(clean.droppedSpans, undefined);
 });
 
 Deno.test("LabelSet orders classes numerically or alphabetically, and NER tags O then B-/I- per type", () => {

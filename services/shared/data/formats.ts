@@ -16,6 +16,7 @@
  * @module
  */
 import { InvalidArgument } from "../errors.ts";
+import { invalidUtf8Offset } from "../text/input.ts";
 
 export type LabelledFormat = "csv" | "jsonl" | "bio" | "cluener";
 export type DataTask = "classify" | "multilabel" | "pair" | "ner";
@@ -40,7 +41,19 @@ export interface NerExample {
   units: string[];
   tags: string[];
   source: SourceRef;
+  /** Entity spans of this example that the overlap policy dropped (CLUENER files only). */
+  droppedSpans?: number;
 }
+
+/**
+ * What to do with entity spans that overlap (nested or duplicate): real annotated data has them (CLUENER's
+ * training file nests 招商银行 inside a book title), and BIO tags can carry only one of them.
+ * - `outer`: keep the longest span, drop the ones inside or across it (ties: the first in the file)
+ * - `first`: keep spans in file order, dropping any that overlaps one kept before it
+ * - `error`: refuse the file at the first overlap, naming it
+ */
+export type OverlapPolicy = "outer" | "first" | "error";
+export const OVERLAP_POLICIES: readonly OverlapPolicy[] = ["outer", "first", "error"];
 
 export interface ReadOptions {
   task: DataTask;
@@ -48,6 +61,15 @@ export interface ReadOptions {
   file: string;
   /** Overrides the guess from the file name. */
   format?: LabelledFormat;
+  /** Overlapping entity spans (CLUENER). @default "outer" */
+  overlaps?: OverlapPolicy;
+}
+
+/** The spans a whole data set's overlap policy dropped. */
+export function droppedSpans(examples: Iterable<NerExample>): number {
+  let n = 0;
+  for (const e of examples) n += e.droppedSpans ?? 0;
+  return n;
 }
 
 const TEXT_COLUMNS = ["text", "text_a", "sentence", "sentence1", "review", "content", "query"];
@@ -68,46 +90,150 @@ export function guessFormat(file: string, task: DataTask): LabelledFormat {
 
 /** Parses labelled data of a text-level task (classify, multilabel, pair). */
 export function parseTextExamples(content: string, options: ReadOptions): TextExample[] {
+  return parseLines(content, textExampleParser(options));
+}
+
+/** Parses labelled data of the ner task (BIO or CLUENER). */
+export function parseNerExamples(content: string, options: Omit<ReadOptions, "task">): NerExample[] {
+  return parseLines(content, nerExampleParser(options));
+}
+
+/**
+ * A reader fed one line at a time, so a string in memory and a stream of any length share one parser
+ * (a data set of millions of rows is never held as one string).
+ */
+export interface LineParser<T> {
+  /** Takes line `number` (1-based, without its "\n"); calls `emit` for each record the line completes. */
+  line(text: string, number: number, emit: (item: T) => void): void;
+  /** After the last line: completes the pending record, or refuses an unfinished one. */
+  end(emit: (item: T) => void): void;
+}
+
+/** The line parser of a text-level task's format (CSV or JSONL). */
+export function textExampleParser(options: ReadOptions): LineParser<TextExample> {
   if (options.task === "ner") throw new InvalidArgument(`task ner reads NER examples: use parseNerExamples`);
   const format = options.format ?? guessFormat(options.file, options.task);
-  if (format === "csv") return parseCsvExamples(content, options);
-  if (format === "jsonl") return parseJsonlExamples(content, options);
+  if (format === "csv") return csvExampleParser(options);
+  if (format === "jsonl") return jsonlExampleParser(options);
   throw new InvalidArgument(
     `${options.file}: format ${format} holds tags, not labels for task ${options.task}`,
   );
 }
 
-/** Parses labelled data of the ner task (BIO or CLUENER). */
-export function parseNerExamples(content: string, options: Omit<ReadOptions, "task">): NerExample[] {
+/** The line parser of an NER format (BIO or CLUENER). */
+export function nerExampleParser(options: Omit<ReadOptions, "task">): LineParser<NerExample> {
   const format = options.format ?? guessFormat(options.file, "ner");
-  if (format === "bio") return parseBio(content, options.file);
-  if (format === "cluener") return parseCluener(content, options.file);
+  if (format === "bio") return bioParser(options.file);
+  if (format === "cluener") return cluenerParser(options.file, options.overlaps ?? "outer");
   throw new InvalidArgument(
     `${options.file}: format ${format} has no tags for task ner (use bio or cluener)`,
   );
 }
 
-/** Reads a local file (`.gz` decompressed) and parses it for `task`. */
+/** Runs a line parser over text in memory. */
+export function parseLines<T>(content: string, parser: LineParser<T>): T[] {
+  const out: T[] = [];
+  const emit = (item: T) => void out.push(item);
+  let number = 0;
+  for (const line of splitLines(content)) parser.line(line, ++number, emit);
+  parser.end(emit);
+  return out;
+}
+
+/** Runs a line parser over a byte stream (UTF-8), yielding records as their lines arrive. */
+export async function* parseStream<T>(
+  chunks: AsyncIterable<Uint8Array>,
+  file: string,
+  parser: LineParser<T>,
+): AsyncGenerator<T> {
+  let ready: T[] = [];
+  const emit = (item: T) => void ready.push(item);
+  let number = 0;
+  for await (const line of streamLines(chunks, file)) {
+    parser.line(line, ++number, emit);
+    if (ready.length > 0) {
+      const batch = ready;
+      ready = [];
+      yield* batch;
+    }
+  }
+  parser.end(emit);
+  yield* ready;
+}
+
+/** The lines of a text (a leading byte-order mark dropped), found with indexOf: no array of every line. */
+function* splitLines(content: string): Generator<string> {
+  let at = content.charCodeAt(0) === 0xfeff ? 1 : 0;
+  while (at <= content.length) {
+    const next = content.indexOf("\n", at);
+    if (next < 0) {
+      if (at < content.length) yield content.slice(at);
+      return;
+    }
+    yield content.slice(at, next);
+    at = next + 1;
+  }
+}
+
+/**
+ * The lines of a UTF-8 byte stream (a leading byte-order mark dropped). Bytes that are not UTF-8 are an
+ * InvalidArgument naming the file and the byte offset, as the uploads of every service report them.
+ */
+export async function* streamLines(chunks: AsyncIterable<Uint8Array>, file: string): AsyncGenerator<string> {
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+  let pending = "";
+  let offset = 0;
+  // The last bytes of the previous chunk: a character cut by the chunk boundary began there.
+  let tail = new Uint8Array(0);
+  const decode = (chunk?: Uint8Array): string => {
+    try {
+      return chunk ? decoder.decode(chunk, { stream: true }) : decoder.decode();
+    } catch {
+      if (!chunk) throw new InvalidArgument(`${file}: not valid UTF-8: it ends inside a character`);
+      const joined = new Uint8Array(tail.length + chunk.length);
+      joined.set(tail);
+      joined.set(chunk, tail.length);
+      // Continuation bytes at the start finish a character begun before the tail.
+      let from = 0;
+      while (from < tail.length && ((joined[from] ?? 0) & 0xc0) === 0x80) from++;
+      const bad = Math.max(0, invalidUtf8Offset(joined, from));
+      throw new InvalidArgument(`${file}: not valid UTF-8 at byte ${offset - tail.length + bad}`);
+    }
+  };
+  const take = function* (text: string): Generator<string> {
+    pending += text;
+    let at = 0;
+    for (let next = pending.indexOf("\n"); next >= 0; next = pending.indexOf("\n", at)) {
+      yield pending.slice(at, next);
+      at = next + 1;
+    }
+    pending = pending.slice(at);
+  };
+  for await (const chunk of chunks) {
+    yield* take(decode(chunk));
+    offset += chunk.length;
+    tail = chunk.length >= 3 ? chunk.slice(-3) : Uint8Array.from([...tail, ...chunk].slice(-3));
+  }
+  yield* take(decode());
+  if (pending !== "") yield pending;
+}
+
+/** Reads a local file (`.gz` decompressed) as a stream and parses it for `task`. */
 export async function readLabelledFile(
   path: string,
   options: { task: DataTask; format?: LabelledFormat },
 ): Promise<TextExample[] | NerExample[]> {
-  const content = await readText(path);
   const read = { file: path, ...(options.format ? { format: options.format } : {}) };
-  return options.task === "ner"
-    ? parseNerExamples(content, read)
-    : parseTextExamples(content, { ...read, task: options.task });
-}
-
-async function readText(path: string): Promise<string> {
-  if (!path.endsWith(".gz")) return await Deno.readTextFile(path);
+  const parser: LineParser<TextExample | NerExample> = options.task === "ner"
+    ? nerExampleParser(read)
+    : textExampleParser({ ...read, task: options.task });
   using file = await Deno.open(path);
-  const text = file.readable.pipeThrough(new DecompressionStream("gzip")).pipeThrough(
-    new TextDecoderStream(),
-  );
-  let out = "";
-  for await (const chunk of text) out += chunk;
-  return out;
+  const bytes = path.endsWith(".gz")
+    ? file.readable.pipeThrough(new DecompressionStream("gzip"))
+    : file.readable;
+  const examples: Array<TextExample | NerExample> = [];
+  for await (const example of parseStream(bytes, path, parser)) examples.push(example);
+  return examples as TextExample[] | NerExample[];
 }
 
 // ---------------------------------------------------------------------------------------------- CSV
@@ -120,69 +246,85 @@ export interface CsvRecord {
 
 /** RFC 4180 records; blank lines between records are skipped. */
 export function parseCsv(content: string, file: string): CsvRecord[] {
-  const records: CsvRecord[] = [];
-  let i = content.charCodeAt(0) === 0xfeff ? 1 : 0;
-  let line = 1;
-  const n = content.length;
-  while (i < n) {
-    const startLine = line;
-    const fields: string[] = [];
-    let atRecordEnd = false;
-    // An empty line is no record.
-    if (content[i] === "\n" || (content[i] === "\r" && content[i + 1] === "\n")) {
-      i += content[i] === "\r" ? 2 : 1;
-      line++;
-      continue;
-    }
-    while (!atRecordEnd) {
-      let field = "";
-      if (content[i] === '"') {
-        i++;
-        for (;;) {
-          if (i >= n) throw new InvalidArgument(`${file}:${startLine}: quoted field is never closed`);
-          const c = content[i]!;
-          if (c === '"') {
-            if (content[i + 1] === '"') {
-              field += '"';
-              i += 2;
-              continue;
-            }
-            i++;
-            break;
-          }
-          if (c === "\n") line++;
-          field += c;
+  return parseLines(content, csvRecordParser(file));
+}
+
+/**
+ * RFC 4180 records, a line at a time: a quoted field may go on over several lines (its "\n" kept); a
+ * record ends at the end of a line outside quotes, or at a "\r" there (CRLF, or a lone CR).
+ */
+function csvRecordParser(file: string): LineParser<CsvRecord> {
+  let fields: string[] = [];
+  let field = "";
+  let quoted = false; // inside a quoted field that goes on past the end of the line
+  let startLine = 0;
+  return {
+    line(text, number, emit) {
+      let i = 0;
+      const n = text.length;
+      if (quoted) field += "\n";
+      else {
+        // An empty line is no record.
+        if (text === "" || text === "\r") return;
+        startLine = number;
+      }
+      for (;;) {
+        if (!quoted && text[i] === '"') {
+          quoted = true;
           i++;
         }
-        if (i < n && content[i] !== "," && content[i] !== "\n" && content[i] !== "\r") {
-          throw new InvalidArgument(
-            `${file}:${line}: unexpected ${
-              JSON.stringify(content[i])
-            } after a closing quote (quotes inside a field are doubled: "")`,
-          );
+        if (quoted) {
+          for (;;) {
+            if (i >= n) return; // the field goes on on the next line
+            const c = text[i]!;
+            if (c === '"') {
+              if (text[i + 1] === '"') {
+                field += '"';
+                i += 2;
+                continue;
+              }
+              i++;
+              quoted = false;
+              break;
+            }
+            field += c;
+            i++;
+          }
+          if (i < n && text[i] !== "," && text[i] !== "\r") {
+            throw new InvalidArgument(
+              `${file}:${number}: unexpected ${
+                JSON.stringify(text[i])
+              } after a closing quote (quotes inside a field are doubled: "")`,
+            );
+          }
+        } else {
+          const start = i;
+          while (i < n && text[i] !== "," && text[i] !== "\r") i++;
+          field = text.slice(start, i);
+          if (field.includes('"')) {
+            throw new InvalidArgument(
+              `${file}:${number}: a quote inside an unquoted field (quote the whole field)`,
+            );
+          }
         }
-      } else {
-        const start = i;
-        while (i < n && content[i] !== "," && content[i] !== "\n" && content[i] !== "\r") i++;
-        field = content.slice(start, i);
-        if (field.includes('"')) {
-          throw new InvalidArgument(
-            `${file}:${line}: a quote inside an unquoted field (quote the whole field)`,
-          );
+        fields.push(field);
+        field = "";
+        if (i < n && text[i] === ",") {
+          i++;
+          continue;
         }
+        emit({ fields, line: startLine });
+        fields = [];
+        // A "\r" ends the record: the line's end (CRLF) or, alone, a record boundary inside the line.
+        i++;
+        if (i >= n) return;
+        startLine = number;
       }
-      fields.push(field);
-      if (i >= n) atRecordEnd = true;
-      else if (content[i] === ",") i++;
-      else {
-        i += content[i] === "\r" && content[i + 1] === "\n" ? 2 : 1;
-        line++;
-        atRecordEnd = true;
-      }
-    }
-    records.push({ fields, line: startLine });
-  }
-  return records;
+    },
+    end() {
+      if (quoted) throw new InvalidArgument(`${file}:${startLine}: quoted field is never closed`);
+    },
+  };
 }
 
 function findColumn(header: string[], names: string[]): number {
@@ -193,37 +335,51 @@ function findColumn(header: string[], names: string[]): number {
   return -1;
 }
 
-function parseCsvExamples(content: string, options: ReadOptions): TextExample[] {
+function csvExampleParser(options: ReadOptions): LineParser<TextExample> {
   const { file, task } = options;
-  const records = parseCsv(content, file);
-  if (records.length === 0) throw new InvalidArgument(`${file}: empty (a header line is required)`);
-  const header = records[0]!.fields.map((name) => name.trim().toLowerCase());
-  const labelAt = findColumn(header, LABEL_COLUMNS);
-  const textAt = findColumn(header, TEXT_COLUMNS);
-  const textBAt = findColumn(header, TEXT_B_COLUMNS);
-  if (labelAt < 0 || textAt < 0) {
-    throw new InvalidArgument(
-      `${file}:1: header must name a label column (${LABEL_COLUMNS.join("|")}) and a text column (${
-        TEXT_COLUMNS.join("|")
-      }): got ${JSON.stringify(records[0]!.fields)}`,
-    );
-  }
-  checkPairColumns(file, task, textBAt >= 0);
-  const examples: TextExample[] = [];
-  for (const record of records.slice(1)) {
+  const records = csvRecordParser(file);
+  let header: string[] | undefined;
+  let labelAt = -1, textAt = -1, textBAt = -1;
+  const example = (record: CsvRecord): TextExample | undefined => {
+    if (!header) {
+      header = record.fields.map((name) => name.trim().toLowerCase());
+      labelAt = findColumn(header, LABEL_COLUMNS);
+      textAt = findColumn(header, TEXT_COLUMNS);
+      textBAt = findColumn(header, TEXT_B_COLUMNS);
+      if (labelAt < 0 || textAt < 0) {
+        throw new InvalidArgument(
+          `${file}:${record.line}: header must name a label column (${
+            LABEL_COLUMNS.join("|")
+          }) and a text column (${TEXT_COLUMNS.join("|")}): got ${JSON.stringify(record.fields)}`,
+        );
+      }
+      checkPairColumns(file, task, textBAt >= 0);
+      return undefined;
+    }
     const where = `${file}:${record.line}`;
     if (record.fields.length !== header.length) {
       throw new InvalidArgument(`${where}: ${record.fields.length} fields, the header has ${header.length}`);
     }
-    const example: TextExample = {
+    const out: TextExample = {
       text: requireText(record.fields[textAt]!, header[textAt]!, where),
       labels: splitLabels(record.fields[labelAt]!, task, where),
       source: { file, line: record.line },
     };
-    if (textBAt >= 0) example.textB = requireText(record.fields[textBAt]!, header[textBAt]!, where);
-    examples.push(example);
-  }
-  return examples;
+    if (textBAt >= 0) out.textB = requireText(record.fields[textBAt]!, header[textBAt]!, where);
+    return out;
+  };
+  return {
+    line(text, number, emit) {
+      records.line(text, number, (record) => {
+        const parsed = example(record);
+        if (parsed) emit(parsed);
+      });
+    },
+    end() {
+      records.end(() => {});
+      if (!header) throw new InvalidArgument(`${file}: empty (a header line is required)`);
+    },
+  };
 }
 
 function checkPairColumns(file: string, task: DataTask, hasTextB: boolean): void {
@@ -257,22 +413,20 @@ function splitLabels(value: string, task: DataTask, where: string): string[] {
 
 // -------------------------------------------------------------------------------------------- JSONL
 
-function* jsonLines(content: string, file: string): Generator<{ value: unknown; line: number }> {
-  const lines = content.split("\n");
-  for (let index = 0; index < lines.length; index++) {
-    const text = lines[index]!.replace(/^\ufeff/, "").trim();
-    if (text === "") continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch (error) {
-      throw new InvalidArgument(`${file}:${index + 1}: not valid JSON (${(error as Error).message})`);
-    }
-    if (value === null || typeof value !== "object" || Array.isArray(value)) {
-      throw new InvalidArgument(`${file}:${index + 1}: each line must be a JSON object`);
-    }
-    yield { value, line: index + 1 };
+/** One JSONL line as an object, or undefined for a blank line. */
+function jsonObject(text: string, file: string, number: number): Record<string, unknown> | undefined {
+  const trimmed = text.replace(/^\ufeff/, "").trim();
+  if (trimmed === "") return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(trimmed);
+  } catch (error) {
+    throw new InvalidArgument(`${file}:${number}: not valid JSON (${(error as Error).message})`);
   }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new InvalidArgument(`${file}:${number}: each line must be a JSON object`);
+  }
+  return value as Record<string, unknown>;
 }
 
 function pickField(object: Record<string, unknown>, names: string[]): [string, unknown] | undefined {
@@ -280,34 +434,38 @@ function pickField(object: Record<string, unknown>, names: string[]): [string, u
   return undefined;
 }
 
-function parseJsonlExamples(content: string, options: ReadOptions): TextExample[] {
+function jsonlExampleParser(options: ReadOptions): LineParser<TextExample> {
   const { file, task } = options;
-  const examples: TextExample[] = [];
-  for (const { value, line } of jsonLines(content, file)) {
-    const object = value as Record<string, unknown>;
-    const where = `${file}:${line}`;
-    const text = pickField(object, TEXT_COLUMNS);
-    const textB = pickField(object, TEXT_B_COLUMNS);
-    const label = pickField(object, LABEL_COLUMNS);
-    if (!text) throw new InvalidArgument(`${where}: no text field (${TEXT_COLUMNS.join("|")})`);
-    if (!label) throw new InvalidArgument(`${where}: no label field (${LABEL_COLUMNS.join("|")})`);
-    if (typeof text[1] !== "string") throw new InvalidArgument(`${where}: ${text[0]} must be a string`);
-    if (task === "pair" && !textB) {
-      throw new InvalidArgument(`${where}: task pair needs a second text (${TEXT_B_COLUMNS.join("|")})`);
-    }
-    if (task !== "pair" && textB) throw new InvalidArgument(`${where}: holds a sentence pair; use task pair`);
-    const example: TextExample = {
-      text: requireText(text[1], text[0], where),
-      labels: jsonLabels(label[1], task, where),
-      source: { file, line },
-    };
-    if (textB) {
-      if (typeof textB[1] !== "string") throw new InvalidArgument(`${where}: ${textB[0]} must be a string`);
-      example.textB = requireText(textB[1], textB[0], where);
-    }
-    examples.push(example);
-  }
-  return examples;
+  return {
+    line(line, number, emit) {
+      const object = jsonObject(line, file, number);
+      if (!object) return;
+      const where = `${file}:${number}`;
+      const text = pickField(object, TEXT_COLUMNS);
+      const textB = pickField(object, TEXT_B_COLUMNS);
+      const label = pickField(object, LABEL_COLUMNS);
+      if (!text) throw new InvalidArgument(`${where}: no text field (${TEXT_COLUMNS.join("|")})`);
+      if (!label) throw new InvalidArgument(`${where}: no label field (${LABEL_COLUMNS.join("|")})`);
+      if (typeof text[1] !== "string") throw new InvalidArgument(`${where}: ${text[0]} must be a string`);
+      if (task === "pair" && !textB) {
+        throw new InvalidArgument(`${where}: task pair needs a second text (${TEXT_B_COLUMNS.join("|")})`);
+      }
+      if (task !== "pair" && textB) {
+        throw new InvalidArgument(`${where}: holds a sentence pair; use task pair`);
+      }
+      const example: TextExample = {
+        text: requireText(text[1], text[0], where),
+        labels: jsonLabels(label[1], task, where),
+        source: { file, line: number },
+      };
+      if (textB) {
+        if (typeof textB[1] !== "string") throw new InvalidArgument(`${where}: ${textB[0]} must be a string`);
+        example.textB = requireText(textB[1], textB[0], where);
+      }
+      emit(example);
+    },
+    end() {},
+  };
 }
 
 function jsonLabels(value: unknown, task: DataTask, where: string): string[] {
@@ -332,101 +490,133 @@ function jsonLabels(value: unknown, task: DataTask, where: string): string[] {
 
 // ---------------------------------------------------------------------------------------------- BIO
 
-function parseBio(content: string, file: string): NerExample[] {
-  const examples: NerExample[] = [];
+function bioParser(file: string): LineParser<NerExample> {
   let units: string[] = [];
   let tags: string[] = [];
   let startLine = 0;
-  const lines = content.split("\n");
-  const flush = () => {
-    if (units.length > 0) examples.push({ units, tags, source: { file, line: startLine } });
+  const flush = (emit: (item: NerExample) => void) => {
+    if (units.length > 0) emit({ units, tags, source: { file, line: startLine } });
     units = [];
     tags = [];
   };
-  for (let index = 0; index < lines.length; index++) {
-    const raw = lines[index]!.replace(/\r$/, "").replace(/^\ufeff/, "");
-    if (raw.trim() === "") {
-      flush();
-      continue;
-    }
-    // The tag is the last field; the token is what precedes it (CoNLL files may carry more columns).
-    const match = /^(\S+)(?:\s+\S+)*\s+(\S+)\s*$/.exec(raw);
-    if (!match) {
-      throw new InvalidArgument(`${file}:${index + 1}: expected "token TAG": got ${JSON.stringify(raw)}`);
-    }
-    const tag = match[2]!;
-    if (!TAG.test(tag)) {
-      throw new InvalidArgument(
-        `${file}:${index + 1}: tag must be O or B-/I-/E-/S-TYPE: got ${JSON.stringify(tag)}`,
-      );
-    }
-    if (units.length === 0) startLine = index + 1;
-    units.push(match[1]!);
-    tags.push(tag);
-  }
-  flush();
-  return examples;
+  return {
+    line(text, number, emit) {
+      const raw = text.replace(/\r$/, "").replace(/^\ufeff/, "");
+      if (raw.trim() === "") return flush(emit);
+      // The tag is the last field; the token is what precedes it (CoNLL files may carry more columns).
+      const match = /^(\S+)(?:\s+\S+)*\s+(\S+)\s*$/.exec(raw);
+      if (!match) {
+        throw new InvalidArgument(`${file}:${number}: expected "token TAG": got ${JSON.stringify(raw)}`);
+      }
+      const tag = match[2]!;
+      if (!TAG.test(tag)) {
+        throw new InvalidArgument(
+          `${file}:${number}: tag must be O or B-/I-/E-/S-TYPE: got ${JSON.stringify(tag)}`,
+        );
+      }
+      if (units.length === 0) startLine = number;
+      units.push(match[1]!);
+      tags.push(tag);
+    },
+    end: flush,
+  };
 }
 
 // ------------------------------------------------------------------------------------------ CLUENER
 
-function parseCluener(content: string, file: string): NerExample[] {
-  const examples: NerExample[] = [];
-  for (const { value, line } of jsonLines(content, file)) {
-    const object = value as Record<string, unknown>;
-    const where = `${file}:${line}`;
-    if (typeof object.text !== "string" || object.text === "") {
-      throw new InvalidArgument(`${where}: text must be a non-empty string`);
-    }
-    if (!("label" in object)) {
-      throw new InvalidArgument(`${where}: label is missing (CLUENER test files carry no labels)`);
-    }
-    const units = [...object.text];
-    const tags = new Array<string>(units.length).fill("O");
-    const label = object.label;
-    if (label === null || typeof label !== "object" || Array.isArray(label)) {
-      throw new InvalidArgument(`${where}: label must be {"type": {"entity": [[start, end], ..]}}`);
-    }
-    for (const [type, entities] of Object.entries(label as Record<string, unknown>)) {
-      if (entities === null || typeof entities !== "object" || Array.isArray(entities)) {
-        throw new InvalidArgument(`${where}: label.${type} must map entity text to [[start, end], ..]`);
-      }
-      for (const [entity, spans] of Object.entries(entities as Record<string, unknown>)) {
-        if (!Array.isArray(spans)) {
-          throw new InvalidArgument(`${where}: label.${type}.${entity} must be a list of [start, end]`);
-        }
-        for (const span of spans) {
-          const [start, end] = Array.isArray(span) ? span : [];
-          if (
-            !Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start ||
-            end >= units.length
-          ) {
-            throw new InvalidArgument(
-              `${where}: label.${type}.${entity} span ${
-                JSON.stringify(span)
-              } is not [start, end] inside the text of ${units.length} characters`,
-            );
-          }
-          const covered = units.slice(start, end + 1).join("");
-          if (covered !== entity) {
-            throw new InvalidArgument(
-              `${where}: label.${type} span [${start}, ${end}] covers ${JSON.stringify(covered)}, not ${
-                JSON.stringify(entity)
-              } (CLUENER ends are inclusive)`,
-            );
-          }
-          for (let i = start; i <= end; i++) {
-            if (tags[i] !== "O") {
-              throw new InvalidArgument(
-                `${where}: label.${type} span [${start}, ${end}] overlaps another entity at character ${i}`,
-              );
-            }
-            tags[i] = (i === start ? "B-" : "I-") + type;
-          }
-        }
-      }
-    }
-    examples.push({ units, tags, source: { file, line } });
+function cluenerParser(file: string, overlaps: OverlapPolicy): LineParser<NerExample> {
+  if (!OVERLAP_POLICIES.includes(overlaps)) {
+    throw new InvalidArgument(
+      `overlaps must be one of ${OVERLAP_POLICIES.join(", ")}: got ${JSON.stringify(overlaps)}`,
+    );
   }
-  return examples;
+  return {
+    line(text, number, emit) {
+      const object = jsonObject(text, file, number);
+      if (object) emit(cluenerExample(object, file, number, overlaps));
+    },
+    end() {},
+  };
+}
+
+interface Span {
+  type: string;
+  start: number;
+  /** Inclusive, as CLUENER writes it. */
+  end: number;
+}
+
+function cluenerExample(
+  object: Record<string, unknown>,
+  file: string,
+  line: number,
+  overlaps: OverlapPolicy,
+): NerExample {
+  const where = `${file}:${line}`;
+  if (typeof object.text !== "string" || object.text === "") {
+    throw new InvalidArgument(`${where}: text must be a non-empty string`);
+  }
+  if (!("label" in object)) {
+    throw new InvalidArgument(`${where}: label is missing (CLUENER test files carry no labels)`);
+  }
+  const units = [...object.text];
+  const tags = new Array<string>(units.length).fill("O");
+  const found: Span[] = [];
+  const label = object.label;
+  if (label === null || typeof label !== "object" || Array.isArray(label)) {
+    throw new InvalidArgument(`${where}: label must be {"type": {"entity": [[start, end], ..]}}`);
+  }
+  for (const [type, entities] of Object.entries(label as Record<string, unknown>)) {
+    if (entities === null || typeof entities !== "object" || Array.isArray(entities)) {
+      throw new InvalidArgument(`${where}: label.${type} must map entity text to [[start, end], ..]`);
+    }
+    for (const [entity, spans] of Object.entries(entities as Record<string, unknown>)) {
+      if (!Array.isArray(spans)) {
+        throw new InvalidArgument(`${where}: label.${type}.${entity} must be a list of [start, end]`);
+      }
+      for (const span of spans) {
+        const [start, end] = Array.isArray(span) ? span : [];
+        if (
+          !Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start ||
+          end >= units.length
+        ) {
+          throw new InvalidArgument(
+            `${where}: label.${type}.${entity} span ${
+              JSON.stringify(span)
+            } is not [start, end] inside the text of ${units.length} characters`,
+          );
+        }
+        const covered = units.slice(start, end + 1).join("");
+        if (covered !== entity) {
+          throw new InvalidArgument(
+            `${where}: label.${type} span [${start}, ${end}] covers ${JSON.stringify(covered)}, not ${
+              JSON.stringify(entity)
+            } (CLUENER ends are inclusive)`,
+          );
+        }
+        found.push({ type, start, end });
+      }
+    }
+  }
+  // Longest first for `outer` (a stable sort keeps file order among equals); file order otherwise.
+  const order = overlaps === "outer"
+    ? [...found].sort((a, b) => (b.end - b.start) - (a.end - a.start))
+    : found;
+  let dropped = 0;
+  for (const { type, start, end } of order) {
+    const taken = tags.slice(start, end + 1).findIndex((t) => t !== "O");
+    if (taken >= 0) {
+      if (overlaps === "error") {
+        throw new InvalidArgument(
+          `${where}: label.${type} span [${start}, ${end}] overlaps another entity at character ${
+            start + taken
+          } (overlaps outer or first keeps one of them)`,
+        );
+      }
+      dropped++;
+      continue;
+    }
+    for (let i = start; i <= end; i++) tags[i] = (i === start ? "B-" : "I-") + type;
+  }
+  return { units, tags, source: { file, line }, ...(dropped ? { droppedSpans: dropped } : {}) };
 }
