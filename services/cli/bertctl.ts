@@ -1169,7 +1169,20 @@ const COMMANDS: CommandSpec[] = [
       const info = await Deno.stat(dir).catch(() => undefined);
       if (!info?.isDirectory) throw new UsageError(`${dir} is not a folder`);
       const name = ctx.required("name");
-      const sources = await localUploadSources(dir);
+      // The server reads the folder's top-level files by name: check them here, before a byte is sent, so a
+      // wrong folder (`/etc`) is refused at once instead of after uploading everything readable in it.
+      const sources = (await localUploadSources(dir)).filter((s) => !s.path.includes("/"));
+      const names = new Set(sources.map((s) => s.path));
+      const missing = ["config.json", "vocab.txt", "model.safetensors"].filter((n) => !names.has(n));
+      if (missing.length > 0) {
+        throw new UsageError(
+          `${dir} is not a Hugging Face BERT folder: ${missing.join(", ")} missing${
+            missing.includes("model.safetensors") && names.has("pytorch_model.bin")
+              ? " (pytorch_model.bin is not read: save the model with safe_serialization=True)"
+              : ""
+          }`,
+        );
+      }
       if (!ctx.out.json) {
         ctx.out.note(`importing ${sources.map((s) => s.path).join(", ")} as model "${name}"`);
       }

@@ -502,3 +502,54 @@ Deno.test("bertctl shards build uploads a folder's files as weighted sources and
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("bertctl models import-hf checks the folder holds an HF model before uploading a byte", async () => {
+  let imports = 0;
+  const server = await serve({
+    ...quiet,
+    service: "TrainerService",
+    handlers: {
+      ImportModel: async (requests) => {
+        imports++;
+        for await (const _ of requests) { /* drain */ }
+        return { model: { model: { name: "x", version: "1" } } };
+      },
+    },
+  });
+  const dir = await Deno.makeTempDir();
+  try {
+    // Like /etc: readable files, none of them a model.
+    await Deno.writeTextFile(`${dir}/passwd`, "root:x:0:0\n");
+    await Deno.writeTextFile(`${dir}/config.json`, "{}");
+    const result = await bertctl([
+      "models",
+      "import-hf",
+      dir,
+      "--name",
+      "x",
+      "--trainer-addr",
+      server.address,
+    ]);
+    assertEquals(result.code, 2, result.stderr);
+    assertStringIncludes(
+      result.stderr,
+      "is not a Hugging Face BERT folder: vocab.txt, model.safetensors missing",
+    );
+    await Deno.writeTextFile(`${dir}/vocab.txt`, "[PAD]\n");
+    await Deno.writeTextFile(`${dir}/pytorch_model.bin`, "");
+    const torch = await bertctl([
+      "models",
+      "import-hf",
+      dir,
+      "--name",
+      "x",
+      "--trainer-addr",
+      server.address,
+    ]);
+    assertStringIncludes(torch.stderr, "pytorch_model.bin is not read");
+    assertEquals(imports, 0);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
