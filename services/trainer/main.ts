@@ -14,8 +14,11 @@ import { Trainer } from "./service.ts";
 function trainerFor(settings: Settings): Trainer {
   return new Trainer({
     store: openConfiguredStore(settings),
+    // Jobs run in a worker thread, which opens its own store from the same settings.
+    storeSettings: settings.store,
     ...(settings.backend && settings.backend !== "auto" ? { backend: settings.backend } : {}),
     ...(settings.threads ? { threads: settings.threads } : {}),
+    ...(settings.maxUploadBytes ? { maxUploadBytes: settings.maxUploadBytes } : {}),
     log: createLogger("trainer", settings.logLevel),
   });
 }

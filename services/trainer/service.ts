@@ -10,6 +10,7 @@ import { jobHandlers } from "../shared/jobs/handlers.ts";
 import type { CallContext, Handlers, Message } from "../shared/rpc/serve.ts";
 import { pageOf } from "../shared/rpc/paging.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
+import type { StoreSettings } from "../shared/store/mod.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
 import { type Logger } from "../shared/config/log.ts";
 import { WordPieceTokenizer } from "../shared/wordpiece/mod.ts";
@@ -26,6 +27,7 @@ import { type HeadSpec, sentencePooling } from "../shared/engine/engine.ts";
 import { type PretrainJobSpec, resolvePretrainSpec, runPretrainJob } from "./pretrain.ts";
 import { type FinetuneJobSpec, type FinetuneTask, runFinetuneJob, validateFinetuneSpec } from "./finetune.ts";
 import { createJobEngine, formatEvent, type JobOutcome, type TrainerJobContext } from "./jobs.ts";
+import { runJobInWorker } from "./job_thread.ts";
 import type { TrainerEvent } from "./loop.ts";
 import { freshVersion, listModels, loadModel, publishModel, resolveModel } from "./models.ts";
 import { modelPrefix, validateName } from "../shared/model/registry.ts";
@@ -61,6 +63,15 @@ export interface TrainerOptions {
   concurrency?: number;
   /** Resumes of one job after crashes before it is failed instead. @default 100 */
   maxAttempts?: number;
+  /**
+   * Where jobs run. `worker` (the default when `storeSettings` is given): each job in its own thread, which
+   * opens the store from `storeSettings`, so a job's steps never stall this thread's RPCs. `in-process`: on
+   * this thread, for tests and benches that inject what cannot cross a thread (an engine factory through
+   * `setEngineFactory`, a store object of their own).
+   */
+  jobsIn?: "worker" | "in-process";
+  /** The settings `store` was opened from; a job worker opens its own store from them. */
+  storeSettings?: StoreSettings;
 }
 
 function opt<T>(value: T | null | undefined): T | undefined {
@@ -221,12 +232,19 @@ export class Trainer {
   readonly store: ObjectStore;
   readonly manager: JobManager;
   readonly #options: TrainerOptions;
+  readonly #inWorker: boolean;
   readonly #requestIds = new Map<string, string>();
   readonly #lastProgress = new Map<string, Message>();
 
   constructor(options: TrainerOptions) {
     this.store = options.store;
     this.#options = options;
+    this.#inWorker = (options.jobsIn ?? (options.storeSettings ? "worker" : "in-process")) === "worker";
+    if (this.#inWorker && !options.storeSettings) {
+      throw new TypeError(
+        'Cannot run trainer jobs in a worker without storeSettings: give them, or jobsIn "in-process"',
+      );
+    }
     this.manager = new JobManager(options.store, { concurrency: options.concurrency ?? 1 });
     const maxAttempts = options.maxAttempts ?? 100;
     this.manager.register<StoredSpec, JobOutcome>("pretrain", {
@@ -277,7 +295,17 @@ export class Trainer {
       ...(spec.backend || this.#options.backend ? { backend: spec.backend || this.#options.backend } : {}),
       ...(this.#options.threads ? { threads: this.#options.threads } : {}),
     };
-    const outcome = spec.kind === "pretrain"
+    const outcome = this.#inWorker
+      ? await runJobInWorker({
+        jobId,
+        spec,
+        store: this.#options.storeSettings!,
+        ...(ctx.backend ? { backend: ctx.backend } : {}),
+        ...(ctx.threads ? { threads: ctx.threads } : {}),
+        signal,
+        emit: async (event) => await ctx.emit(event),
+      })
+      : spec.kind === "pretrain"
       ? await runPretrainJob(spec.pretrain, ctx)
       : await runFinetuneJob(spec.finetune, ctx);
     await emit({

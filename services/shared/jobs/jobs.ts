@@ -26,6 +26,7 @@ import {
   ResourceExhausted,
 } from "../errors.ts";
 import type { ObjectStore } from "../store/store.ts";
+import { backoffMs, type RetryOptions } from "../rpc/client.ts";
 import {
   activeTraceparent,
   captureTraceContext,
@@ -79,6 +80,17 @@ export interface JobRecord {
   error?: { code: string; message: string };
   /** seq of the last event written. */
   lastSeq: number;
+  /**
+   * How the job's resumes went (kinds that resume): `stalled` counts the interrupted attempts in a row that
+   * got no further than the one before (the same way twice is a job that kills its process, not bad luck).
+   */
+  retries?: {
+    stalled: number;
+    /** Progress (`done`) when the current attempt started. */
+    startedAt?: number;
+    /** Why the last attempt ended. */
+    lastError?: string;
+  };
   /** W3C trace context of the submit call, when tracing was on: a resumed run links back to it. */
   traceparent?: string;
 }
@@ -124,6 +136,11 @@ export interface JobKind<Spec = unknown, Result = unknown> {
   onInterrupted?: "resume" | "fail";
   /** Resumes allowed before the job is failed instead (guards against a job that crashes its process). @default 3 */
   maxAttempts?: number;
+  /**
+   * Interrupted attempts in a row without progress past the previous one before the job is failed: a job that
+   * stops its process at the same point twice would otherwise be retried up to `maxAttempts` times. @default 2
+   */
+  maxStalledAttempts?: number;
 }
 
 export interface JobManagerOptions {
@@ -135,6 +152,17 @@ export interface JobManagerOptions {
   progressIntervalMs?: number;
   /** How often a watcher checks the store for events of a job run by another process. @default 500 */
   pollIntervalMs?: number;
+  /**
+   * Backoff before a resume that follows an attempt without progress (doubling per such attempt).
+   * @default {initialBackoffMs: 1000, maxBackoffMs: 60000}
+   */
+  resumeBackoff?: RetryOptions;
+  /**
+   * Retries of one job-event or state write that failed (a store briefly read-only, full or unreachable),
+   * with backoff, for at most `deadlineMs`; past it the job fails (its checkpoints stay) and the service runs on.
+   * @default {initialBackoffMs: 100, maxBackoffMs: 5000, deadlineMs: 60000}
+   */
+  writeRetry?: RetryOptions & { deadlineMs?: number };
 }
 
 export interface ListJobsOptions {
@@ -160,6 +188,13 @@ const SHUTDOWN = Symbol("job manager shutdown");
 interface RunningJob {
   controller: AbortController;
   done: Promise<void>;
+}
+
+/** Why a job was stopped when its events could no longer be stored (the abort reason, told apart from a cancel). */
+class EventWriteFault extends BertforgeError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("UNAVAILABLE", message, options);
+  }
 }
 
 /** Reads of one event that may fail as half-written before a watch gives up on it. */
@@ -194,6 +229,10 @@ export class JobManager {
   readonly #maxQueued: number;
   readonly #progressIntervalMs: number;
   readonly #pollIntervalMs: number;
+  readonly #resumeBackoff: Required<RetryOptions>;
+  readonly #writeRetry: Required<RetryOptions> & { deadlineMs: number };
+  /** Resumes waiting out their backoff, so close() can drop them. */
+  readonly #delayed = new Set<ReturnType<typeof setTimeout>>();
   readonly #queue: string[] = [];
   readonly #running = new Map<string, RunningJob>();
   readonly #logs = new Map<string, EventLog>();
@@ -210,6 +249,21 @@ export class JobManager {
     this.#maxQueued = positiveInteger("maxQueued", options.maxQueued ?? 1000);
     this.#progressIntervalMs = options.progressIntervalMs ?? 250;
     this.#pollIntervalMs = options.pollIntervalMs ?? 500;
+    this.#resumeBackoff = {
+      maxAttempts: Infinity,
+      initialBackoffMs: 1000,
+      maxBackoffMs: 60_000,
+      multiplier: 2,
+      ...options.resumeBackoff,
+    };
+    this.#writeRetry = {
+      maxAttempts: Infinity,
+      initialBackoffMs: 100,
+      maxBackoffMs: 5000,
+      multiplier: 2,
+      deadlineMs: 60_000,
+      ...options.writeRetry,
+    };
     this.instanceId = `${Deno.hostname?.() ?? "host"}-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
   }
 
@@ -341,8 +395,9 @@ export class JobManager {
     }
     const index = this.#queue.indexOf(id);
     const local = this.#records.get(id);
-    if (index !== -1 && local) {
-      this.#queue.splice(index, 1);
+    // Queued here, or a resume waiting out its backoff (its timer finds the record gone and drops it).
+    if (local && (index !== -1 || local.state === "QUEUED")) {
+      if (index !== -1) this.#queue.splice(index, 1);
       await this.#finish(local, "CANCELLED", {
         error: { code: "CANCELLED", message: "cancelled while queued" },
       });
@@ -421,23 +476,43 @@ export class JobManager {
         continue;
       }
       const maxAttempts = definition.maxAttempts ?? 3;
-      if ((definition.onInterrupted ?? "fail") === "resume" && record.attempt < maxAttempts) {
+      const maxStalled = definition.maxStalledAttempts ?? 2;
+      const resumable = (definition.onInterrupted ?? "fail") === "resume";
+      // Did the interrupted attempt get further than the one before it? Its last progress says (state.json's
+      // copy may be up to 20 events behind).
+      const lastProgress = (await this.#lastProgressEvent(record.id, lastSeq))?.progress;
+      if (lastProgress) record.progress = lastProgress;
+      const done = record.progress?.done ?? 0;
+      const retries = record.retries ?? { stalled: 0 };
+      const stalled = retries.startedAt !== undefined && done <= retries.startedAt ? retries.stalled + 1 : 0;
+      const interruption = `process ${previousOwner} exited while the job was RUNNING`;
+      record.retries = {
+        stalled,
+        lastError: `${interruption} (attempt ${record.attempt}, progress ${done})`,
+      };
+      if (resumable && record.attempt < maxAttempts && stalled < maxStalled) {
         record.attempt += 1;
+        const delay = stalled > 0 ? Math.round(backoffMs(stalled, this.#resumeBackoff)) : 0;
         await this.#transition(
           record,
           "QUEUED",
-          `process ${previousOwner} exited while the job was RUNNING; resuming (attempt ${record.attempt} of ${maxAttempts})`,
+          `${interruption} (progress ${done}); resuming${
+            delay ? ` in ${(delay / 1000).toFixed(1)}s (no progress since the attempt before)` : ""
+          } (attempt ${record.attempt} of ${maxAttempts})`,
         );
-        this.#queue.push(record.id);
+        this.#queueAfter(record.id, delay);
         outcome.resumed.push(record.id);
       } else {
-        const why = (definition.onInterrupted ?? "fail") === "resume"
-          ? `it was interrupted ${record.attempt} times (maxAttempts ${maxAttempts})`
-          : `jobs of kind ${record.kind} are not resumable`;
+        const why = !resumable
+          ? `jobs of kind ${record.kind} are not resumable`
+          : stalled >= maxStalled
+          ? `it stopped its process ${stalled} times in a row without getting past progress ${done} ` +
+            `(maxStalledAttempts ${maxStalled}): it may be what stops the process`
+          : `it was interrupted ${record.attempt} times (maxAttempts ${maxAttempts})`;
         await this.#finish(record, "FAILED", {
           error: {
             code: "ABORTED",
-            message: `process ${previousOwner} exited while the job was RUNNING and ${why}; submit it again`,
+            message: `${interruption} and ${why}; submit it again`,
           },
         });
         outcome.failed.push(record.id);
@@ -454,6 +529,8 @@ export class JobManager {
   async close(): Promise<void> {
     this.#closed = true;
     this.#queue.length = 0;
+    for (const timer of this.#delayed) clearTimeout(timer);
+    this.#delayed.clear();
     const done = [...this.#running.values()].map((job) => {
       job.controller.abort(SHUTDOWN);
       return job.done;
@@ -464,7 +541,7 @@ export class JobManager {
 
   /** Resolves when no job of this manager is queued or running (handy in tests and shutdown). */
   async idle(): Promise<void> {
-    while (this.#queue.length > 0 || this.#running.size > 0) {
+    while (this.#queue.length > 0 || this.#running.size > 0 || this.#delayed.size > 0) {
       await Promise.all([...this.#running.values()].map((job) => job.done));
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
@@ -476,6 +553,21 @@ export class JobManager {
     this.#lastIdTime = now;
     const stamp = new Date(now).toISOString().replace(/[-:TZ.]/g, ""); // yyyymmddhhmmssSSS
     return `${stamp}-${kind}-${crypto.randomUUID().slice(0, 6)}`;
+  }
+
+  /** Queues a job now or, for a resume under backoff, after `delayMs` (it stays QUEUED in the store meanwhile). */
+  #queueAfter(id: string, delayMs: number): void {
+    if (delayMs <= 0) {
+      this.#queue.push(id);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#delayed.delete(timer);
+      if (this.#closed || !this.#records.has(id)) return;
+      this.#queue.push(id);
+      this.#pump();
+    }, delayMs);
+    this.#delayed.add(timer);
   }
 
   #pump(): void {
@@ -545,7 +637,15 @@ export class JobManager {
         );
       }
       if (event.progress) record.progress = event.progress;
-      return this.#append(record, event).then(() => {});
+      const stored = this.#append(record, event).then(() => {}, (error) => {
+        // Events that cannot be stored even after retries: stop the job (its checkpoints stay), never the process.
+        if (error instanceof EventWriteFault) controller.abort(error);
+        throw error;
+      });
+      // A runner may emit without awaiting (log lines): its failure must not surface as an unhandled rejection,
+      // which ends the process; the abort above is how the job learns of it.
+      stored.catch(() => {});
+      return stored;
     };
     const ctx: JobContext = {
       jobId: id,
@@ -574,6 +674,7 @@ export class JobManager {
     try {
       ctx.spec = await this.getSpec(id);
       record.startedAt ??= new Date().toISOString();
+      if (record.retries) record.retries.startedAt = record.progress?.done ?? 0;
       await this.#transition(
         record,
         "RUNNING",
@@ -592,14 +693,28 @@ export class JobManager {
       await this.#finish(record, "SUCCEEDED", { result: result ?? null });
     } catch (error) {
       if (controller.signal.reason === SHUTDOWN) return; // left RUNNING for recover()
-      if (controller.signal.aborted) {
-        await this.#finish(record, "CANCELLED", {
-          error: { code: "CANCELLED", message: "cancelled by request" },
-        });
-      } else {
-        const code = error instanceof BertforgeError ? error.code : "INTERNAL";
-        const message = error instanceof Error ? error.message : String(error);
-        await this.#finish(record, "FAILED", { error: { code, message } });
+      const fault = controller.signal.reason instanceof EventWriteFault
+        ? controller.signal.reason
+        : undefined;
+      try {
+        if (controller.signal.aborted && !fault) {
+          await this.#finish(record, "CANCELLED", {
+            error: { code: "CANCELLED", message: "cancelled by request" },
+          });
+        } else {
+          const failure = fault ?? error;
+          const code = failure instanceof BertforgeError ? failure.code : "INTERNAL";
+          const message = failure instanceof Error ? failure.message : String(failure);
+          await this.#finish(record, "FAILED", { error: { code, message } });
+        }
+      } catch (finishError) {
+        // The final state could not be stored either: this manager answers FAILED/CANCELLED from memory, and
+        // the store keeps the job RUNNING, so the next start resumes it from its last checkpoint.
+        console.error(
+          `job ${id}: could not record its end (${record.state}): ${
+            (finishError as Error)?.message ?? finishError
+          }`,
+        );
       }
     }
   }
@@ -637,14 +752,50 @@ export class JobManager {
         ...(input.progress ? { progress: input.progress } : {}),
         ...(input.data ? { data: input.data } : {}),
       };
-      await this.store.putJson(eventKey(record.id, seq), event);
+      await this.#retryWrite(
+        `event ${seq} of job ${record.id}`,
+        () => this.store.putJson(eventKey(record.id, seq), event),
+      );
       stored();
       record.lastSeq = seq;
       // Progress-only events do not rewrite state.json each time; transitions always do.
-      if (state || seq % 20 === 0) await this.store.putJson(`${JOBS_PREFIX}${record.id}/state.json`, record);
+      if (state || seq % 20 === 0) {
+        await this.#retryWrite(
+          `state of job ${record.id}`,
+          () => this.store.putJson(`${JOBS_PREFIX}${record.id}/state.json`, record),
+        );
+      }
       this.#wake(record.id);
       return event;
     });
+  }
+
+  /**
+   * One store write, retried with backoff while `writeRetry.deadlineMs` allows: a store that is read-only,
+   * full or unreachable for a moment must not fail a job. Past the deadline it throws EventWriteFault, with
+   * the store's error as its cause. Invalid arguments are bugs, not weather: they are not retried.
+   */
+  async #retryWrite(what: string, write: () => Promise<unknown>): Promise<void> {
+    const started = Date.now();
+    for (let attempt = 1;; attempt++) {
+      try {
+        await write();
+        return;
+      } catch (error) {
+        if (error instanceof InvalidArgument) throw error;
+        const wait = backoffMs(attempt, this.#writeRetry);
+        const elapsed = Date.now() - started;
+        if (attempt >= this.#writeRetry.maxAttempts || elapsed + wait > this.#writeRetry.deadlineMs) {
+          throw new EventWriteFault(
+            `could not store the ${what} after ${attempt} tries over ${(elapsed / 1000).toFixed(1)}s: ${
+              (error as Error)?.message ?? error
+            }; the job's checkpoints are kept`,
+            { cause: error },
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
   }
 
   #wake(id: string): void {
@@ -676,6 +827,15 @@ export class JobManager {
     let seq = from;
     while (await this.store.exists(eventKey(id, seq + 1))) seq++;
     return seq;
+  }
+
+  /** The job's latest event that carries progress (of the last 50), to see how far an interrupted attempt got. */
+  async #lastProgressEvent(id: string, lastSeq: number): Promise<JobEvent | undefined> {
+    for (let seq = lastSeq; seq >= 1 && seq > lastSeq - 50; seq--) {
+      const event = await this.store.getJson<JobEvent>(eventKey(id, seq)).catch(() => undefined);
+      if (event?.progress) return event;
+    }
+    return undefined;
   }
 
   async #lastNonStateEvent(id: string, lastSeq: number): Promise<JobEvent | undefined> {

@@ -71,7 +71,12 @@ export function jobMessage(
     started_at: record.startedAt ?? "",
     finished_at: record.finishedAt ?? "",
     progress: options.progress !== undefined ? options.progress : jobProgressMessage(record, options.unit),
-    error: record.error ? `${record.error.code}: ${record.error.message}` : "",
+    // A job waiting to resume says why its last attempt ended, so `jobs get` shows what the retries are about.
+    error: record.error
+      ? `${record.error.code}: ${record.error.message}`
+      : record.retries?.lastError
+      ? `retrying (attempt ${record.attempt}): ${record.retries.lastError}`
+      : "",
     outputs: [],
     restarts: Math.max(0, record.attempt - 1),
   };
