@@ -3,21 +3,25 @@
  * manifest (store/publish.ts) whose metadata records the format, example count, labels and content hash.
  * Parsing goes through services/shared/data, so a malformed line is refused at upload naming file and line.
  */
-import { InvalidArgument, NotFound } from "../shared/errors.ts";
+import { AlreadyExists, InvalidArgument, NotFound } from "../shared/errors.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
-import { type Manifest, publish, readManifest } from "../shared/store/publish.ts";
+import { isPublished, type Manifest, publish, readManifest } from "../shared/store/publish.ts";
 import {
   type DataTask,
   guessFormat,
   type LabelledFormat,
+  type LineParser,
   type NerExample,
-  parseNerExamples,
-  parseTextExamples,
+  nerExampleParser,
+  parseStream,
   type TextExample,
+  textExampleParser,
 } from "../shared/data/formats.ts";
 import { validateName } from "../shared/model/registry.ts";
 
 export const DATASETS_PREFIX = "datasets/";
+/** Where an upload waits while it is checked; deleted whatever the outcome. */
+const STAGING_PREFIX = "uploads/";
 
 export interface DatasetInfo {
   name: string;
@@ -50,84 +54,149 @@ function isNerFormat(format: LabelledFormat): boolean {
   return format === "bio" || format === "cluener";
 }
 
-/** Parses a data file's text, for the task when known; JSONL with a label object is read as CLUENER. */
-export function parseDataset(
-  text: string,
+/** Opens a data file's bytes afresh (a stored object is read once per pass). */
+type Open = () => Promise<ReadableStream<Uint8Array>>;
+
+/**
+ * Calls `visit` with every example of a data file, read as a stream line by line, so a file of millions of
+ * rows costs the examples kept by the caller and no more. JSONL whose first lines carry a label object is
+ * read as CLUENER.
+ */
+async function forEachExample(
+  open: Open,
   file: string,
   format: LabelledFormat,
-  task?: DataTask,
-): { task: DataTask; examples: TextExample[] | NerExample[] } {
-  if (format === "jsonl" && (task === "ner" || (!task && /"label"\s*:\s*\{/.test(text.slice(0, 4096))))) {
+  task: DataTask,
+  visit: (example: TextExample | NerExample) => void,
+): Promise<void> {
+  const parser: LineParser<TextExample | NerExample> = task === "ner"
+    ? nerExampleParser({ file, format })
+    : textExampleParser({ file, format, task });
+  for await (const example of parseStream(await open(), file, parser)) visit(example);
+}
+
+/** The format to read a file in for `task`: checks that the two go together. */
+async function readableFormat(
+  open: Open,
+  file: string,
+  format: LabelledFormat,
+  task: DataTask | undefined,
+): Promise<LabelledFormat> {
+  if (format === "jsonl" && (task === "ner" || (!task && /"label"\s*:\s*\{/.test(await head(open))))) {
     format = "cluener";
   }
-  if (isNerFormat(format)) {
-    if (task && task !== "ner") {
-      throw new InvalidArgument(`${file}: ${format} data holds tags, usable for task ner only (not ${task})`);
-    }
-    return { task: "ner", examples: parseNerExamples(text, { file, format }) };
+  if (isNerFormat(format) && task && task !== "ner") {
+    throw new InvalidArgument(`${file}: ${format} data holds tags, usable for task ner only (not ${task})`);
   }
-  if (task === "ner") throw new InvalidArgument(`${file}: task ner needs BIO or CLUENER data, got ${format}`);
-  if (task) return { task, examples: parseTextExamples(text, { file, format, task }) };
-  // Unknown task (an upload): the data says which; the readers' messages name what they found.
-  let inferred: DataTask = "classify";
-  for (let attempt = 0; attempt < 3; attempt++) {
+  if (!isNerFormat(format) && task === "ner") {
+    throw new InvalidArgument(`${file}: task ner needs BIO or CLUENER data, got ${format}`);
+  }
+  return format;
+}
+
+/** The first 4 KiB of a file as text (enough to tell CLUENER from plain JSONL). */
+async function head(open: Open): Promise<string> {
+  const reader = (await open()).getReader();
+  let text = "";
+  const decoder = new TextDecoder();
+  try {
+    while (text.length < 4096) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return text.slice(0, 4096);
+}
+
+/**
+ * Reads an uploaded file once per guess to learn its task (an upload does not say it): classify, then
+ * multilabel when a label holds `|`, pair when a second text column is there. Keeps counts, not examples.
+ */
+async function scanDataset(
+  open: Open,
+  file: string,
+  format: LabelledFormat,
+): Promise<{ task: DataTask; format: LabelledFormat; examples: number; labels: Set<string> }> {
+  const readAs = await readableFormat(open, file, format, undefined);
+  let task: DataTask = isNerFormat(readAs) ? "ner" : "classify";
+  for (let attempt = 0;; attempt++) {
+    let examples = 0, multi = false;
+    const labels = new Set<string>();
     try {
-      const examples = parseTextExamples(text, { file, format, task: inferred });
-      if (inferred === "classify" && examples.some((e) => e.labels.some((l) => l.includes("|")))) {
-        inferred = "multilabel";
+      await forEachExample(open, file, readAs, task, (e) => {
+        examples++;
+        if ("tags" in e) { for (const t of e.tags) t !== "O" && labels.add(t.slice(2)); }
+        else {
+          for (const l of e.labels) {
+            labels.add(l);
+            if (l.includes("|")) multi = true;
+          }
+        }
+      });
+      if (task === "classify" && multi && attempt < 2) {
+        task = "multilabel";
         continue;
       }
-      return { task: inferred, examples };
+      return { task, format: readAs, examples, labels };
     } catch (error) {
       const message = (error as Error).message;
-      if (inferred === "classify" && /use task pair/.test(message)) inferred = "pair";
-      else if (inferred !== "multilabel" && /multilabel|label is empty/.test(message)) {
-        inferred = "multilabel";
+      if (attempt >= 2) throw error;
+      if (task === "classify" && /use task pair/.test(message)) task = "pair";
+      else if (task !== "multilabel" && task !== "ner" && /multilabel|label is empty/.test(message)) {
+        task = "multilabel";
       } else throw error;
     }
   }
-  return { task: inferred, examples: parseTextExamples(text, { file, format, task: inferred }) };
 }
 
-/** Checks and stores one data file as data set `name`. */
+/**
+ * Checks and stores one data file as data set `name`. The bytes (a stream for uploads) are first written
+ * to a staging object and read back as a stream for checking, so neither the file nor its examples are held
+ * in memory, and a refused file replaces nothing: the published data set is a copy made after the checks.
+ */
 export async function storeDataset(
   store: ObjectStore,
   options: {
     name: string;
     file: string;
-    bytes: Uint8Array;
+    bytes: Uint8Array | ReadableStream<Uint8Array>;
     format?: string;
     overwrite?: boolean;
     description?: string;
   },
-): Promise<DatasetInfo> {
+): Promise<DatasetInfo & { sizeBytes: number }> {
   validateName(options.name, "header.name");
   const format = formatOf(options.file, options.format);
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(options.bytes);
-  } catch {
-    throw new InvalidArgument(`${options.file}: not valid UTF-8`);
-  }
-  const parsed = parseDataset(text, options.file, format);
-  if (parsed.examples.length === 0) throw new InvalidArgument(`${options.file}: holds no examples`);
-  const labels = new Set<string>();
-  for (const e of parsed.examples) {
-    if ("tags" in e) { for (const t of e.tags) t !== "O" && labels.add(t.slice(2)); }
-    else for (const l of e.labels) labels.add(l);
+  const prefix = `${DATASETS_PREFIX}${options.name}`;
+  // Before a byte is staged: a name taken is refused at once, not after a long upload.
+  if (!options.overwrite && await isPublished(store, prefix)) {
+    if (options.bytes instanceof ReadableStream) await options.bytes.cancel().catch(() => {});
+    throw new AlreadyExists(`data set ${options.name} already exists; pass overwrite to replace it`);
   }
   const fileName = options.file.split("/").pop()!.replace(/[^A-Za-z0-9_.-]/g, "_") || `data.${format}`;
-  const manifest = await publish(store, `${DATASETS_PREFIX}${options.name}`, { [fileName]: options.bytes }, {
-    overwrite: options.overwrite ?? false,
-    metadata: {
-      kind: "dataset",
-      format: parsed.task === "ner" && format === "jsonl" ? "cluener" : format,
-      examples: parsed.examples.length,
-      labels: [...labels].sort(),
-      ...(options.description ? { description: options.description } : {}),
-    },
-  });
-  return infoOf(options.name, manifest);
+  const staging = `${STAGING_PREFIX}${crypto.randomUUID()}/${fileName}`;
+  try {
+    const staged = await store.put(staging, options.bytes);
+    const open = () => store.getStream(staging);
+    const scanned = await scanDataset(open, options.file, format);
+    if (scanned.examples === 0) throw new InvalidArgument(`${options.file}: holds no examples`);
+    const manifest = await publish(store, prefix, [[fileName, await open()]], {
+      overwrite: options.overwrite ?? false,
+      metadata: {
+        kind: "dataset",
+        format: scanned.format,
+        examples: scanned.examples,
+        labels: [...scanned.labels].sort(),
+        ...(options.description ? { description: options.description } : {}),
+      },
+    });
+    return { ...infoOf(options.name, manifest), sizeBytes: staged.size };
+  } finally {
+    await store.delete(staging).catch(() => {});
+  }
 }
 
 function infoOf(name: string, manifest: Manifest): DatasetInfo {
@@ -141,7 +210,10 @@ function infoOf(name: string, manifest: Manifest): DatasetInfo {
   };
 }
 
-/** Every example of data set `name` for `task`; NotFound naming the field when there is no such set. */
+/**
+ * Every example of data set `name` for `task`, each part read as a stream; NotFound naming the field when
+ * there is no such set.
+ */
 export async function readDataset(
   store: ObjectStore,
   name: string,
@@ -159,9 +231,16 @@ export async function readDataset(
   const info = infoOf(name, manifest);
   const all: Array<TextExample | NerExample> = [];
   for (const part of manifest.parts) {
-    const text = await store.getText(`${manifest.prefix}/${part.name}`);
-    const { examples } = parseDataset(text, `${name}/${part.name}`, info.format, task);
-    all.push(...examples);
+    const open = () => store.getStream(`${manifest.prefix}/${part.name}`);
+    const file = `${name}/${part.name}`;
+    // One push per example: spreading a part's examples as arguments overflows the stack past ~500 k.
+    await forEachExample(
+      open,
+      file,
+      await readableFormat(open, file, info.format, task),
+      task,
+      (e) => all.push(e),
+    );
   }
   return { info, examples: all as TextExample[] | NerExample[] };
 }

@@ -9,6 +9,7 @@ import { jobEventMessage, jobMessage, jobProgressMessage } from "../shared/jobs/
 import { jobHandlers } from "../shared/jobs/handlers.ts";
 import type { CallContext, Handlers, Message } from "../shared/rpc/serve.ts";
 import { pageOf } from "../shared/rpc/paging.ts";
+import { type ReceivedUpload, receiveUpload } from "../shared/rpc/streams.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 import type { StoreSettings } from "../shared/store/mod.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
@@ -33,7 +34,7 @@ import { freshVersion, listModels, loadModel, publishModel, resolveModel } from 
 import { modelPrefix, validateName } from "../shared/model/registry.ts";
 import { readDataset, storeDataset } from "./datasets.ts";
 import { evaluateFeatures, type ExampleOutcome, mistakesOf } from "./evaluate.ts";
-import { readManifest } from "../shared/store/publish.ts";
+import { deleteArtifact, readManifest } from "../shared/store/publish.ts";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 
@@ -63,6 +64,8 @@ export interface TrainerOptions {
   concurrency?: number;
   /** Resumes of one job after crashes before it is failed instead. @default 100 */
   maxAttempts?: number;
+  /** Largest upload (data set, model import), in bytes. @default DEFAULT_MAX_UPLOAD_BYTES (rpc/streams.ts) */
+  maxUploadBytes?: number;
   /**
    * Where jobs run. `worker` (the default when `storeSettings` is given): each job in its own thread, which
    * opens the store from `storeSettings`, so a job's steps never stall this thread's RPCs. `in-process`: on
@@ -232,6 +235,7 @@ export class Trainer {
   readonly store: ObjectStore;
   readonly manager: JobManager;
   readonly #options: TrainerOptions;
+  readonly #uploadLimits: { maxBytes?: number };
   readonly #inWorker: boolean;
   readonly #requestIds = new Map<string, string>();
   readonly #lastProgress = new Map<string, Message>();
@@ -239,6 +243,7 @@ export class Trainer {
   constructor(options: TrainerOptions) {
     this.store = options.store;
     this.#options = options;
+    this.#uploadLimits = options.maxUploadBytes ? { maxBytes: options.maxUploadBytes } : {};
     this.#inWorker = (options.jobsIn ?? (options.storeSettings ? "worker" : "in-process")) === "worker";
     if (this.#inWorker && !options.storeSettings) {
       throw new TypeError(
@@ -448,27 +453,31 @@ export class Trainer {
         };
       },
       UploadDataset: async (requests: AsyncIterable<Message>) => {
-        const upload = await collectUpload(requests);
-        const [file, bytes] = upload.files[0] ?? [];
-        if (!file || !bytes) throw new InvalidArgument("upload holds no file chunk");
-        if (upload.files.length > 1) {
-          throw new InvalidArgument(`a data set is one file: got ${upload.files.length}`);
-        }
+        // Streamed to the store as it arrives, bounded by the upload cap: never whole in memory.
+        const upload = await receiveUpload(requests, this.#uploadLimits);
+        const files = upload.files();
+        const first = await files.next();
+        if (first.done) throw new InvalidArgument("upload holds no file chunk");
         const info = await storeDataset(this.store, {
           name: upload.header.name ?? "",
-          file,
-          bytes,
+          file: first.value.path,
+          bytes: first.value.stream,
           ...(upload.header.format ? { format: upload.header.format } : {}),
           overwrite: !!upload.header.overwrite,
           ...(upload.header.description ? { description: upload.header.description } : {}),
         });
+        if (!(await files.next()).done) {
+          // The data set was stored from the first file; a second one makes the whole upload wrong.
+          await deleteArtifact(this.store, `datasets/${info.name}`).catch(() => {});
+          throw new InvalidArgument("a data set is one file: the upload holds more");
+        }
         return {
           dataset: {
             kind: "ARTIFACT_KIND_DATASET",
             name: info.name,
             prefix: `datasets/${info.name}/`,
             sha256: info.sha256,
-            size_bytes: String(bytes.length),
+            size_bytes: String(info.sizeBytes),
             version: "",
           },
           format: info.format,
@@ -477,25 +486,24 @@ export class Trainer {
         };
       },
       ImportModel: async (requests: AsyncIterable<Message>) => ({
-        model: await this.importModel(await collectUpload(requests)),
+        model: await this.importModel(await receiveUpload(requests, this.#uploadLimits)),
       }),
       ExportModel: (request: Message, ctx: CallContext) => this.exportModel(request, ctx),
       Evaluate: (request: Message) => this.evaluate(request),
     };
   }
 
-  async importModel(upload: Upload): Promise<Message> {
+  async importModel(upload: ReceivedUpload): Promise<Message> {
     const name = validateName(upload.header.name ?? "", "header.name");
     const dir = await Deno.makeTempDir({ prefix: "bertforge-import-" });
     try {
-      for (const [path, bytes] of upload.files) {
-        if (path.includes("..") || path.startsWith("/")) {
-          throw new InvalidArgument(`file path ${path} must be relative`);
-        }
-        const base = path.split("/").pop()!;
-        await Deno.writeFile(join(dir, base), bytes);
+      const names: string[] = [];
+      // receiveUpload checked each path (relative, no ".."); each file streams to disk, never whole in memory.
+      for await (const file of upload.files()) {
+        const base = file.path.split("/").pop()!;
+        names.push(base);
+        await Deno.writeFile(join(dir, base), file.stream);
       }
-      const names = upload.files.map(([p]) => p.split("/").pop()!);
       for (const required of ["config.json", "vocab.txt"]) {
         if (!names.includes(required)) {
           throw new InvalidArgument(`import: ${required} is missing from the upload`);
@@ -766,55 +774,6 @@ function modelSummary(
     max_position_embeddings: config.max_position_embeddings ?? 0,
     crf: !!config.bertforge_crf,
     pooling: sentencePooling(head),
-  };
-}
-
-interface Upload {
-  header: Message;
-  files: Array<[string, Uint8Array]>;
-}
-
-/** Reads a client-streamed upload: one header, then file chunks (checked against their sha256 when given). */
-async function collectUpload(requests: AsyncIterable<Message>): Promise<Upload> {
-  let header: Message | null = null;
-  const files = new Map<string, Uint8Array[]>();
-  const { Sha256 } = await import("../shared/store/hash.ts");
-  for await (const request of requests) {
-    const chunk = request.chunk ?? request;
-    if (chunk.header) {
-      if (header) throw new InvalidArgument("upload has more than one header");
-      header = chunk.header;
-      continue;
-    }
-    if (!chunk.file) continue;
-    if (!header) throw new InvalidArgument("upload must start with a header");
-    const { path, data, eof, sha256 } = chunk.file;
-    if (!path) throw new InvalidArgument("file.path must be set on every chunk");
-    const parts = files.get(path) ?? [];
-    parts.push(data instanceof Uint8Array ? data : new Uint8Array(data ?? []));
-    files.set(path, parts);
-    if (eof && sha256) {
-      const hasher = new Sha256();
-      for (const p of parts) hasher.update(p);
-      const digest = hasher.hex();
-      if (digest !== sha256) {
-        throw new InvalidArgument(`file ${path}: sha256 ${digest} does not match the sent ${sha256}`);
-      }
-    }
-  }
-  if (!header) throw new InvalidArgument("upload has no header");
-  return {
-    header,
-    files: [...files].map(([path, parts]) => {
-      const total = parts.reduce((a, p) => a + p.length, 0);
-      const out = new Uint8Array(total);
-      let at = 0;
-      for (const p of parts) {
-        out.set(p, at);
-        at += p.length;
-      }
-      return [path, out];
-    }),
   };
 }
 

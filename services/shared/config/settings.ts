@@ -19,6 +19,7 @@
  * | `--log-level`             | `BERTFORGE_LOG_LEVEL`               | `info`                  |
  * | `--backend`, `--threads`  | `BERTFORGE_BACKEND`, `BERTFORGE_THREADS` | `auto`, all cores  |
  * | `--shutdown-grace-ms`     | `BERTFORGE_SHUTDOWN_GRACE_MS`       | `10000`                 |
+ * | `--max-upload-bytes`      | `BERTFORGE_MAX_UPLOAD_BYTES`        | 8 GiB (rpc/streams.ts)  |
  *
  * `--s3 URL` may carry credentials and bucket: `http://KEY:SECRET@minio:9000/bucket`.
  */
@@ -84,6 +85,8 @@ export interface Settings {
   backend: string;
   threads: number | undefined;
   shutdownGraceMs: number;
+  /** Largest upload (corpus, data set, model import) a service takes; unset: DEFAULT_MAX_UPLOAD_BYTES. */
+  maxUploadBytes?: number;
   /** Every parsed flag, including the extra ones a service declared. */
   flags: Record<string, unknown>;
   /** Positional arguments. */
@@ -125,6 +128,7 @@ const STRING_FLAGS = [
   "backend",
   "threads",
   "shutdown-grace-ms",
+  "max-upload-bytes",
 ];
 
 const PEER_ENV: Record<ServiceKey, string> = {
@@ -288,6 +292,7 @@ export function loadSettings(service: ServiceKey | undefined, options: LoadSetti
   }
   const threadsRaw = str("threads") ?? env("BERTFORGE_THREADS");
   const graceRaw = str("shutdown-grace-ms") ?? env("BERTFORGE_SHUTDOWN_GRACE_MS");
+  const uploadRaw = str("max-upload-bytes") ?? env("BERTFORGE_MAX_UPLOAD_BYTES");
 
   return {
     host: str("host") ?? (env("BERTFORGE_HOST") || DEFAULT_HOST),
@@ -315,6 +320,14 @@ export function loadSettings(service: ServiceKey | undefined, options: LoadSetti
         str("shutdown-grace-ms") ? "--shutdown-grace-ms" : "BERTFORGE_SHUTDOWN_GRACE_MS",
       )
       : 10_000,
+    ...(uploadRaw
+      ? {
+        maxUploadBytes: parsePositiveInt(
+          uploadRaw,
+          str("max-upload-bytes") ? "--max-upload-bytes" : "BERTFORGE_MAX_UPLOAD_BYTES",
+        ),
+      }
+      : {}),
     flags,
     args: flags._.map(String),
   };

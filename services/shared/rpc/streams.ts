@@ -4,7 +4,7 @@
  * resumed after a disconnect from the last event's `seq`).
  */
 import { createHash } from "node:crypto";
-import { InvalidArgument } from "../errors.ts";
+import { InvalidArgument, ResourceExhausted } from "../errors.ts";
 import type { RpcClient } from "./client.ts";
 import type { Message } from "./serve.ts";
 import { GrpcStatus } from "./status.ts";
@@ -145,12 +145,34 @@ export interface ReceivedUpload {
   files(): AsyncGenerator<ReceivedFile>;
 }
 
+/** Largest upload a service takes unless configured (`--max-upload-bytes`): 8 GiB. */
+export const DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 ** 3;
+
+export interface ReceiveUploadOptions {
+  /** Most bytes over all files; past it the file's stream errors RESOURCE_EXHAUSTED. @default DEFAULT_MAX_UPLOAD_BYTES */
+  maxBytes?: number;
+}
+
+/** The refusal of an upload over the cap: names the cap and how to raise it. */
+function overCap(bytes: number | string, cap: number): ResourceExhausted {
+  return new ResourceExhausted(
+    `the upload is ${bytes === "more" ? "over" : `${bytes} bytes,`} the limit of ${cap} bytes (${
+      (cap / 2 ** 20).toFixed(0)
+    } MiB): raise it on the service with --max-upload-bytes N or BERTFORGE_MAX_UPLOAD_BYTES`,
+  );
+}
+
 /**
  * Server side of an upload RPC: reads the header (the first message must be one), then hands out the files
  * one at a time as streams, so a handler writes them to the store without holding them in memory.
  * Publish only after `files()` is exhausted without error, so a broken upload leaves nothing visible.
+ * Bytes are counted as they arrive, so an upload past `maxBytes` is refused whatever its header claims.
  */
-export async function receiveUpload(requests: AsyncIterable<Message>): Promise<ReceivedUpload> {
+export async function receiveUpload(
+  requests: AsyncIterable<Message>,
+  options: ReceiveUploadOptions = {},
+): Promise<ReceivedUpload> {
+  const cap = options.maxBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
   const iterator = requests[Symbol.asyncIterator]();
   const first = await iterator.next();
   if (first.done) throw new InvalidArgument("the upload stream is empty: send a chunk.header first");
@@ -161,6 +183,9 @@ export async function receiveUpload(requests: AsyncIterable<Message>): Promise<R
   if (typeof header.name !== "string" || header.name === "") {
     throw new InvalidArgument("chunk.header.name must name the artifact to create");
   }
+  const announced = Number(header.size_bytes ?? 0);
+  if (announced > cap) throw overCap(announced, cap);
+  let received = 0;
   let stashed: Message | undefined;
   const next = async (): Promise<Message | undefined> => {
     if (stashed) {
@@ -203,6 +228,8 @@ export async function receiveUpload(requests: AsyncIterable<Message>): Promise<R
               return controller.close();
             }
             const data = chunk.data instanceof Uint8Array ? chunk.data : new Uint8Array(chunk.data ?? []);
+            received += data.length;
+            if (received > cap) throw overCap("more", cap);
             hash.update(data);
             if (data.length > 0) controller.enqueue(data);
             if (chunk.eof) {
