@@ -9,7 +9,8 @@
  *
  * Letters: T tokens of one input, K labels, C hidden, V vocab, P masked positions.
  */
-import { FailedPrecondition, InvalidArgument, ResourceExhausted } from "../shared/errors.ts";
+import { FailedPrecondition, InvalidArgument } from "../shared/errors.ts";
+import { checkText, isBlank, PayloadTooLarge, TextBudget } from "../shared/text/input.ts";
 import { stitchWindows, type TokenSpan, tokenWindows, windowPass } from "../shared/data/windows.ts";
 import { headUsesPooler } from "../shared/engine/engine.ts";
 import { type CrfParams, viterbiAcrossWindows } from "../shared/model/crf.ts";
@@ -78,9 +79,17 @@ export function stringField(value: unknown, field: string): string {
   return value;
 }
 
-function textField(value: unknown, field: string): string {
-  const text = stringField(value, field);
-  if (text.trim() === "") throw new InvalidArgument(`${field} is empty: send the text to run the model on`);
+/**
+ * A text to run the model on, checked as every service checks texts (services/shared/text/input.ts): size,
+ * UTF-8, and not blank (whitespace and control characters alone leave the model nothing to read).
+ */
+function textField(value: unknown, field: string, budget: TextBudget): string {
+  const text = checkText(stringField(value, field), field, budget);
+  if (isBlank(text)) {
+    throw new InvalidArgument(
+      `${field} is empty (or only whitespace and control characters): send the text to run the model on`,
+    );
+  }
   return text;
 }
 
@@ -144,11 +153,17 @@ export function encodeInput(
   field: string,
   addSpecialTokens = true,
 ): Encoded {
-  const encoding = instance.tokenizer.encode(text, pair, { truncation: false, addSpecialTokens });
-  if (encoding.ids.length <= maxLength) return { encoding, truncated: false };
+  // The tokenizer stops after maxLength + 1 tokens, so a long text costs time in proportion to maxLength,
+  // not to its own length: one token past the limit is enough to know it must be cut.
+  const probe = instance.tokenizer.encode(text, pair, {
+    maxLength: maxLength + 1,
+    truncation: true,
+    addSpecialTokens,
+  });
+  if (probe.ids.length <= maxLength) return { encoding: probe, truncated: false };
   if (truncation === "TRUNCATION_NONE") {
     throw new InvalidArgument(
-      `${field} is ${encoding.ids.length} tokens but model ${instance.name} takes at most ${maxLength} ` +
+      `${field} is more than ${maxLength} tokens, the most model ${instance.name} takes ` +
         `(truncation is TRUNCATION_NONE; leave it unset to truncate)`,
     );
   }
@@ -159,6 +174,8 @@ export function encodeInput(
     const cut = instance.tokenizer.encode(text, pair, { maxLength, truncation: true, addSpecialTokens });
     return { encoding: cut, truncated: true };
   }
+  // only_first / only_second need the whole length of the segment kept: bounded by MAX_TEXT_BYTES.
+  const encoding = instance.tokenizer.encode(text, pair, { truncation: false, addSpecialTokens });
   const special = addSpecialTokens ? 3 : 0;
   const budget = maxLength - special;
   if (budget < 0) throw new InvalidArgument(`max_length ${maxLength} leaves no room for the special tokens`);
@@ -482,7 +499,7 @@ export class Inference {
   /** A single-text call: `text` validated, the run's one result answered as `result`. */
   async #answerOne(request: Message, run: (items: TextItem[]) => Promise<Run>): Promise<Answer> {
     const { instance, results, timing } = await run([{
-      text: textField(request.text, "text"),
+      text: textField(request.text, "text", new TextBudget()),
       field: "text",
     }]);
     return { response: { model: this.#modelRef(instance), result: results[0] }, timing };
@@ -490,8 +507,9 @@ export class Inference {
 
   /** A batch call: every `texts[i]` validated, all the run's results answered as `results`. */
   async #answerBatch(request: Message, run: (items: TextItem[]) => Promise<Run>): Promise<Answer> {
+    const budget = new TextBudget();
     const items = this.#batchList(request.texts, "texts").map((t, i) => ({
-      text: textField(t, `texts[${i}]`),
+      text: textField(t, `texts[${i}]`, budget),
       field: `texts[${i}]`,
     }));
     const { instance, results, timing } = await run(items);
@@ -506,23 +524,30 @@ export class Inference {
     return await this.#answerBatch(request, (items) => this.#classify(request, call, "ClassifyBatch", items));
   }
 
-  #pairInput(value: unknown, field: string): { text: string; pair: string; field: string } {
+  #pairInput(
+    value: unknown,
+    field: string,
+    budget: TextBudget,
+  ): { text: string; pair: string; field: string } {
     const pair = messageField(value, field);
     return {
-      text: textField(pair.text, `${field}.text`),
-      pair: textField(pair.text_pair, `${field}.text_pair`),
+      text: textField(pair.text, `${field}.text`, budget),
+      pair: textField(pair.text_pair, `${field}.text_pair`, budget),
       field,
     };
   }
 
   async classifyPair(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const input = this.#pairInput(request.pair, "pair");
+    const input = this.#pairInput(request.pair, "pair", new TextBudget());
     const { instance, results, timing } = await this.#classify(request, call, "ClassifyPair", [input]);
     return { response: { model: this.#modelRef(instance), result: results[0] }, timing };
   }
 
   async classifyPairBatch(request: Message, call: CallOptions = {}): Promise<Answer> {
-    const pairs = this.#batchList(request.pairs, "pairs").map((p, i) => this.#pairInput(p, `pairs[${i}]`));
+    const budget = new TextBudget();
+    const pairs = this.#batchList(request.pairs, "pairs").map((p, i) =>
+      this.#pairInput(p, `pairs[${i}]`, budget)
+    );
     const { instance, results, timing } = await this.#classify(request, call, "ClassifyPairBatch", pairs);
     return { response: { model: this.#modelRef(instance), results }, timing };
   }
@@ -701,11 +726,16 @@ export class Inference {
   // ---- Tokenize
 
   async tokenize(request: Message, _call: CallOptions = {}): Promise<Answer> {
+    const budget = new TextBudget();
     const inputs = this.#batchList(request.inputs, "inputs").map((value, i) => {
       const input = messageField(value, `inputs[${i}]`);
-      const pair = stringField(input.text_pair, `inputs[${i}].text_pair`);
+      const pair = checkText(
+        stringField(input.text_pair, `inputs[${i}].text_pair`),
+        `inputs[${i}].text_pair`,
+        budget,
+      );
       return {
-        text: textField(input.text, `inputs[${i}].text`),
+        text: textField(input.text, `inputs[${i}].text`, budget),
         ...(pair !== "" ? { pair } : {}),
         field: `inputs[${i}]`,
       };
@@ -868,8 +898,7 @@ export class Inference {
   }
 }
 
-/** RESOURCE_EXHAUSTED for a request that is too large (HTTP 413), as opposed to a full queue (429). */
-export class PayloadTooLarge extends ResourceExhausted {}
+export { PayloadTooLarge };
 
 /** Indices of the k largest values, largest first. */
 function topIndices(values: Float64Array, k: number): number[] {

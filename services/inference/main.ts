@@ -14,7 +14,7 @@
  * | `--memory-budget-mb`        | `BERTFORGE_MEMORY_BUDGET_MB`         | 4096    | resident models together; least recently used unloaded first |
  * | `--reload-interval-ms`      | `BERTFORGE_RELOAD_INTERVAL_MS`       | 10000   | store polling for new versions (hot reload); 0 turns it off |
  * | `--auto-load`               | `BERTFORGE_AUTO_LOAD`                | true    | a request for a model in the store loads it; false: only Load does |
- * | `--max-body-bytes`          | `BERTFORGE_MAX_BODY_BYTES`           | 2097152 | largest HTTP body; beyond it 413 |
+ * | `--max-body-bytes`          | `BERTFORGE_MAX_BODY_BYTES`           | 8388608 | largest HTTP body; beyond it 413 |
  * | `--engine-in-process`       | `BERTFORGE_ENGINE_IN_PROCESS`        | false   | the native engine runs on the event loop: no worker thread per model, but a forward pass stalls every connection and health check while it runs |
  */
 import { createLogger, type Settings } from "../shared/config/mod.ts";
@@ -29,6 +29,7 @@ import { Inference } from "./infer.ts";
 import { InferenceMetrics } from "./metrics.ts";
 import { Registry } from "./registry.ts";
 import { inferenceHandlers } from "./service.ts";
+import { MAX_REQUEST_TEXT_BYTES } from "../shared/text/input.ts";
 
 export const INFERENCE_FLAGS = [
   "models",
@@ -117,7 +118,9 @@ export function inferenceSettings(
     memoryBudgetMb: int("memory-budget-mb", 4096, 1),
     reloadIntervalMs: int("reload-interval-ms", 10_000, 0),
     autoLoad: bool("auto-load", true),
-    maxBodyBytes: int("max-body-bytes", 2 * 1024 * 1024, 1024),
+    // Room for the request text limit shared with gRPC (MAX_REQUEST_TEXT_BYTES) even \uXXXX-escaped: the text
+    // limit, not the body's, decides what a request may hold.
+    maxBodyBytes: int("max-body-bytes", 2 * MAX_REQUEST_TEXT_BYTES, 1024),
     engineInProcess: bool("engine-in-process", false),
   };
   return out;

@@ -12,6 +12,7 @@ import { LocalStore } from "../shared/store/mod.ts";
 import { type InferenceService, type InferenceSettings, startInference } from "./main.ts";
 import { publish } from "../shared/store/publish.ts";
 import { nextVersion, publishTinyModel, TINY_VOCAB } from "./testing.ts";
+import { MAX_REQUEST_TEXT_BYTES, MAX_TEXT_BYTES } from "../shared/text/input.ts";
 
 interface Fixture {
   store: LocalStore;
@@ -722,4 +723,103 @@ Deno.test("InferenceService honours gRPC deadlines: expired calls end DEADLINE_E
     assertEquals(svc.batcher.queueSize, 0);
     assertEquals((await rpc.unary("Classify", { text: "好" })).model.name, "sentiment");
   }, { maxConcurrentRequests: 10_000, maxBatchRequests: 4 });
+});
+
+Deno.test("InferenceService HTTP metrics label by route table: 3,000 random paths and verbs leave /metrics bounded", async () => {
+  await withService(
+    async ({ http }) => {
+      const authorized = { authorization: "Bearer s3cret" };
+      const ok = await fetch(`${http}/v1/models/sentiment:classify`, {
+        method: "POST",
+        headers: authorized,
+        body: JSON.stringify({ text: "好" }),
+      });
+      assertEquals(ok.status, 200);
+      await ok.body?.cancel();
+      const size = async () => (await (await fetch(`${http}/metrics`)).text()).length;
+      const before = await size();
+      const random = () => crypto.randomUUID().slice(0, 12);
+      // Unknown paths, unknown verbs, with and without the token: 401s, 404s and 405s, each path new.
+      const paths = Array.from(
+        { length: 3000 },
+        (_, i) =>
+          [
+            `/${random()}`,
+            `/v1/${random()}`,
+            `/v1/models/sentiment:${random().replace(/[^a-z]/g, "x")}`,
+          ][i % 3]!,
+      );
+      for (let i = 0; i < paths.length; i += 50) {
+        await Promise.all(
+          paths.slice(i, i + 50).map(async (path, k) => {
+            const response = await fetch(`${http}${path}`, {
+              method: "POST",
+              ...(k % 2 ? { headers: authorized } : {}),
+              body: "{}",
+            });
+            await response.body?.cancel();
+          }),
+        );
+      }
+      const metrics = await (await fetch(`${http}/metrics`)).text();
+      assert(metrics.length - before < 4096, `/metrics grew from ${before} to ${metrics.length} bytes`);
+      assert(!paths.some((p) => metrics.includes(p.split(":").pop()!)), "a raw path or verb became a label");
+      assert(/bertforge_requests_total\{code="200",method="classify",protocol="http"\} 1\b/.test(metrics));
+      assert(
+        /bertforge_requests_total\{code="401",method="other",protocol="http"\} 1500\b/.test(metrics),
+        metrics,
+      );
+    },
+    {},
+    true,
+    ["--auth-token", "s3cret"],
+  );
+});
+
+Deno.test("InferenceService refuses alike over gRPC and HTTP: invalid UTF-8 naming the byte, blank or control-only text, oversized texts", async () => {
+  await withService(async ({ rpc, http }) => {
+    const cases: Array<[Message, string, number, string]> = [
+      [{ text: "broken \uFFFD byte" }, "INVALID_ARGUMENT", 400, "not valid UTF-8 at byte 7"],
+      [{ text: "\0\0\0" }, "INVALID_ARGUMENT", 400, "only whitespace and control characters"],
+      [{ text: " \t\n" }, "INVALID_ARGUMENT", 400, "only whitespace and control characters"],
+      [
+        { text: "好".repeat(Math.floor(MAX_TEXT_BYTES / 3) + 1) },
+        "RESOURCE_EXHAUSTED",
+        413,
+        `at most ${MAX_TEXT_BYTES}`,
+      ],
+    ];
+    for (const [body, code, status, message] of cases) {
+      const error = await rpc.unary("Classify", { model: "sentiment", ...body }).then(
+        () => undefined,
+        (e) => e,
+      );
+      assertEquals(error?.code, code, `${message}: ${error}`);
+      assert(String(error.message).includes(message), error.message);
+      const answer = await post(http, "/v1/models/sentiment:classify", body);
+      assertEquals([answer.status, answer.json.error.code], [status, code]);
+      assert(answer.json.error.message.includes(message), answer.json.error.message);
+    }
+    // Per request: five texts each within the limit, together past MAX_REQUEST_TEXT_BYTES.
+    const texts = Array(5).fill("a".repeat(MAX_TEXT_BYTES - 1));
+    const batch = await rpc.unary("ClassifyBatch", { model: "sentiment", texts }).then(
+      () => undefined,
+      (e) => e,
+    );
+    assertEquals(batch?.code, "RESOURCE_EXHAUSTED");
+    assert(batch.message.includes(String(MAX_REQUEST_TEXT_BYTES)), batch.message);
+    const raw = await fetch(`${http}/v1/models/sentiment:classify`, {
+      method: "POST",
+      body: new Uint8Array([
+        ...new TextEncoder().encode('{"text":"ab'),
+        0xff,
+        ...new TextEncoder().encode('"}'),
+      ]),
+    });
+    const refused = await raw.json();
+    assertEquals([raw.status, refused.error.message], [
+      400,
+      "the request body is not valid UTF-8 at byte 11",
+    ]);
+  }, { maxBodyBytes: 8 * 1024 * 1024 });
 });

@@ -17,7 +17,11 @@ function serviceFor(settings: Settings): TokenizerService {
   // One training job at a time: it is CPU bound and the host's cores also serve Tokenize calls.
   const jobs = new JobManager(store, { concurrency: 1 });
   jobs.register(TRAIN_VOCAB_KIND, trainVocabJob());
-  return new TokenizerService({ store, jobs });
+  return new TokenizerService({
+    store,
+    jobs,
+    ...(settings.maxUploadBytes ? { maxUploadBytes: settings.maxUploadBytes } : {}),
+  });
 }
 
 /** The TokenizerService handlers by method name, over a service of their own. */

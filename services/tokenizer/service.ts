@@ -23,18 +23,19 @@ import {
   vocabPrefix,
   WordPieceTokenizer,
 } from "../shared/wordpiece/mod.ts";
+import { checkText, decodeUtf8, TextBudget } from "../shared/text/input.ts";
 import { checkTrainVocabInputs, corpusPrefix, TRAIN_VOCAB_KIND, trainVocabSpec } from "./vocab_job.ts";
 
-/** Request limits of Tokenize (tokenizer.proto): total text bytes and inputs per call. */
-export const MAX_TEXT_BYTES = 4 * 1024 * 1024;
+/** Inputs per Tokenize call; text sizes are bounded as in every service (services/shared/text/input.ts). */
 export const MAX_INPUTS = 4096;
 
 const num = (value: unknown) => Number(value ?? 0) || 0;
-const utf8 = new TextEncoder();
 
 export interface TokenizerServiceOptions {
   store: ObjectStore;
   jobs: JobManager;
+  /** Largest corpus upload in bytes. @default DEFAULT_MAX_UPLOAD_BYTES (rpc/streams.ts) */
+  maxUploadBytes?: number;
 }
 
 export class TokenizerService {
@@ -42,10 +43,12 @@ export class TokenizerService {
   readonly jobs: JobManager;
   /** Loaded vocabularies by name, checked against the manifest's hash so an overwrite is seen. */
   readonly #vocabs = new Map<string, { tokenizer: WordPieceTokenizer; info: VocabInfo }>();
+  readonly #uploadLimits: { maxBytes?: number };
 
   constructor(options: TokenizerServiceOptions) {
     this.store = options.store;
     this.jobs = options.jobs;
+    this.#uploadLimits = options.maxUploadBytes ? { maxBytes: options.maxUploadBytes } : {};
   }
 
   handlers(): Handlers {
@@ -85,15 +88,9 @@ export class TokenizerService {
         if (inputs.length > MAX_INPUTS) {
           throw new ResourceExhausted(`inputs: ${inputs.length} inputs, at most ${MAX_INPUTS} per request`);
         }
-        let bytes = 0;
-        for (const input of inputs) {
-          bytes += utf8.encode(input.text ?? "").length + utf8.encode(input.text_pair ?? "").length;
-        }
-        if (bytes > MAX_TEXT_BYTES) {
-          throw new ResourceExhausted(
-            `inputs: ${bytes} bytes of text, at most ${MAX_TEXT_BYTES} per request`,
-          );
-        }
+        // Every text is checked before any is tokenized: one oversized input costs nothing.
+        const budget = new TextBudget();
+        inputs.forEach((input, i) => checkInput(input, `inputs[${i}]`, budget));
         const { tokenizer, info } = await this.vocab(request.vocab);
         const options = encodeOptions(request.options ?? {});
         const encodings = inputs.map((input, i) => encodeInput(tokenizer, input, options, `inputs[${i}]`));
@@ -133,10 +130,7 @@ export class TokenizerService {
         const { tokenizer } = await this.vocab(request.vocab || vocabName);
         const itemOptions = request.options ?? options ?? {};
         const input = request.input ?? {};
-        const bytes = utf8.encode(input.text ?? "").length + utf8.encode(input.text_pair ?? "").length;
-        if (bytes > MAX_TEXT_BYTES) {
-          throw new ResourceExhausted(`input: ${bytes} bytes of text, at most ${MAX_TEXT_BYTES} per message`);
-        }
+        checkInput(input, "input", new TextBudget());
         const encoding = encodeInput(tokenizer, input, encodeOptions(itemOptions), "input");
         padBatch([encoding], tokenizer, itemOptions);
         yield { id, encoding: encodingMessage(encoding) };
@@ -149,14 +143,14 @@ export class TokenizerService {
 
   async importVocab(request: Message): Promise<Message> {
     const name = validateName(request.name, "name");
-    const text = decodeUtf8(request.vocab_txt, "vocab_txt");
+    const text = decodeUtf8(request.vocab_txt ?? new Uint8Array(), "vocab_txt");
     if (text.trim() === "") {
       throw new InvalidArgument("vocab_txt: empty; send the contents of a BERT vocab.txt");
     }
     const vocab = parseVocabText(text, "vocab_txt");
     let options: { lowercase?: boolean; stripAccents?: boolean; tokenizeChineseChars?: boolean } = {};
     const json = request.tokenizer_json && request.tokenizer_json.length > 0
-      ? decodeUtf8(request.tokenizer_json, "tokenizer_json")
+      ? decodeUtf8(request.tokenizer_json ?? new Uint8Array(), "tokenizer_json")
       : "";
     if (json) {
       const fromJson = WordPieceTokenizer.fromTokenizerJson(json);
@@ -208,7 +202,7 @@ export class TokenizerService {
 
   /** Stores the uploaded text files under corpora/<name>/ (atomically), counting lines and documents. */
   async uploadCorpus(requests: AsyncIterable<Message>): Promise<Message> {
-    const upload = await receiveUpload(requests);
+    const upload = await receiveUpload(requests, this.#uploadLimits);
     const name = validateName(upload.header.name, "chunk.header.name");
     const writer = await ArtifactWriter.begin(this.store, corpusPrefix(name, "chunk.header.name"), {
       overwrite: upload.header.overwrite === true,
@@ -322,12 +316,13 @@ function vocabMessage(info: VocabInfo): Message {
   };
 }
 
-function decodeUtf8(bytes: Uint8Array | undefined, field: string): string {
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes ?? new Uint8Array());
-  } catch {
-    throw new InvalidArgument(`${field}: not valid UTF-8`);
-  }
+/**
+ * Size and UTF-8 of one input's texts, as every service checks them (protobuf decodes invalid UTF-8 to
+ * U+FFFD, which BERT's clean-up would drop silently: refused, naming the byte).
+ */
+function checkInput(input: Message, field: string, budget: TextBudget): void {
+  checkText(String(input.text ?? ""), `${field}.text`, budget);
+  checkText(String(input.text_pair ?? ""), `${field}.text_pair`, budget);
 }
 
 /** TokenizeOptions (proto) → EncodeOptions. */
@@ -363,10 +358,6 @@ function encodeInput(
 ): Encoding {
   const text = String(input.text ?? "");
   const pair = input.text_pair ? String(input.text_pair) : undefined;
-  // Protobuf decodes invalid UTF-8 to U+FFFD; BERT's clean-up would drop it silently, so refuse it instead.
-  if (text.includes("\uFFFD") || pair?.includes("\uFFFD")) {
-    throw new InvalidArgument(`${field}: the text is not valid UTF-8 (it holds U+FFFD)`);
-  }
   const encoding = tokenizer.encode(text, pair, options);
   if (options.rejectLonger !== undefined && encoding.ids.length > options.rejectLonger) {
     throw new InvalidArgument(

@@ -276,3 +276,65 @@ Deno.test("ImportVocab without a case setting reads an uncased vocabulary uncase
     assertEquals(casedEncodings[0].tokens, ["[CLS]", "Bert", "bert", "!", "[SEP]"]);
   });
 });
+
+Deno.test("TokenizerService survives random bytes on every method, uploads included: never INTERNAL, never a crash", async () => {
+  await withService(async (rpc) => {
+    await importChinese(rpc);
+    // From a client in its own process (see tests/support/raw_grpc_fuzz.ts for why).
+    const fuzzer = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-check=remote",
+        new URL("../../tests/support/raw_grpc_fuzz.ts", import.meta.url).pathname,
+        rpc.address,
+        "777",
+        "48",
+        "TokenizerService",
+        "Tokenize,ImportVocab,GetVocab,ListVocabs,StartTrainVocab,GetJob,ListJobs,CancelJob,stream:UploadCorpus",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert(fuzzer.success, new TextDecoder().decode(fuzzer.stderr));
+    const calls: { method: string; code: number; details: string }[] = JSON.parse(
+      new TextDecoder().decode(fuzzer.stdout),
+    );
+    assertEquals(calls.length, 48);
+    for (const { method, code, details } of calls) {
+      // 13 INTERNAL is allowed only where grpc-js could not parse the bytes, before any handler ran; 14 never.
+      assert(
+        code !== 14 && (code !== 13 || /pars|deserializ/i.test(details)),
+        `${method} → ${code} ${details}`,
+      );
+    }
+    // Structured uploads with random paths and bytes: refused with a status naming the problem, or stored.
+    let seed = 99;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const paths = [
+      "a.txt",
+      "dir/",
+      "/abs.txt",
+      "../x.txt",
+      "a//b.txt",
+      "x.gz",
+      "b.bin",
+      "",
+      "c\u0000.txt",
+      "ok",
+    ];
+    for (let i = 0; i < 20; i++) {
+      const path = paths[i % paths.length]!;
+      const data = Uint8Array.from({ length: Math.floor(random() * 200) }, () => Math.floor(random() * 256));
+      const code = await rpc.clientStream(
+        "UploadCorpus",
+        (async function* () {
+          yield { chunk: { header: { name: `fuzz-${i}` } } };
+          yield { chunk: { file: { path, data, eof: true } } };
+        })(),
+      ).then(() => "OK", (e) => e.code);
+      assert(["OK", "INVALID_ARGUMENT"].includes(code), `${JSON.stringify(path)} → ${code}`);
+    }
+    assertEquals((await rpc.unary("GetVocab", { name: "zh" })).vocab.size, 21128);
+  });
+});

@@ -227,6 +227,7 @@ export function splitWords(
   originBase: number,
   word: WordBuffer,
   sink: WordSink,
+  stopped?: () => boolean,
 ): void {
   const { cleanText, tokenizeChineseChars } = normalizer.options;
   word.length = 0;
@@ -253,7 +254,11 @@ export function splitWords(
     // Clean text drops controls before it maps whitespace: \v, \f and U+0085 vanish rather than split.
     if ((flags & REMOVED) && cleanText) continue;
     if (flags & WHITESPACE) {
-      if (word.length > 0) flush(word, sink);
+      if (word.length > 0) {
+        flush(word, sink);
+        // Checked at word ends only (not per character): the sink has all the words it can keep.
+        if (stopped?.()) return;
+      }
       continue;
     }
     const isolated = (flags & CJK) !== 0 && tokenizeChineseChars;
@@ -270,6 +275,7 @@ export function splitWords(
       word.push(cp, origin);
     }
     if (isolated && word.length > 0) flush(word, sink);
+    if ((isolated || (flags & PUNCTUATION)) && stopped?.()) return;
   }
   if (word.length > 0) flush(word, sink);
 }

@@ -132,6 +132,7 @@ export class WordPieceTokenizer {
   private wordsOut: TokenizedWord[] | null = null;
   /** A sequence stops after the word that brings it to `tokenLimit` pieces (see encode). */
   private tokenLimit = Infinity;
+  private readonly isStopped = () => this.stopped;
   private stopped = false;
   private readonly onWord: (chars: Int32Array, origins: Int32Array, length: number) => void;
 
@@ -328,7 +329,10 @@ export class WordPieceTokenizer {
       const match = this.nextAddedToken(text, from);
       const to = match ? match.index : text.length;
       if (to > from) {
-        splitWords(this.normalizer, text, from, to, origin, this.word, this.onWord);
+        // Stops reading at the word that reaches tokenLimit, so a long text truncated to a few tokens costs
+        // time in proportion to the tokens kept, not to its length.
+        splitWords(this.normalizer, text, from, to, origin, this.word, this.onWord, this.isStopped);
+        if (this.stopped) break;
         origin += countCodePoints(text, from, to);
       }
       if (!match) break;
