@@ -181,3 +181,69 @@ Deno.test("UploadDataset streams a 200 MiB CSV to the store: memory grows far le
     assert(sent > 180 * 2 ** 20, `sent ${sent}`);
     assert(growth < sent / 3, `RSS grew ${growth} bytes while streaming ${sent}`);
   }));
+
+Deno.test("UploadDataset and ImportModel survive random bytes and random files: never INTERNAL, never a crash", () =>
+  withTrainer([], async (rpc, dir) => {
+    // Raw bytes from a client in its own process (see tests/support/raw_grpc_fuzz.ts for why).
+    const fuzzer = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-check=remote",
+        new URL("../../tests/support/raw_grpc_fuzz.ts", import.meta.url).pathname,
+        rpc.address,
+        "4242",
+        "24",
+        "TrainerService",
+        "stream:UploadDataset,stream:ImportModel",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert(fuzzer.success, new TextDecoder().decode(fuzzer.stderr));
+    const calls: { method: string; code: number; details: string }[] = JSON.parse(
+      new TextDecoder().decode(fuzzer.stdout),
+    );
+    assertEquals(calls.length, 24);
+    for (const { method, code, details } of calls) {
+      // 13 INTERNAL only where grpc-js could not parse the bytes, before any handler ran; 14 never.
+      assert(
+        code !== 14 && (code !== 13 || /pars|deserializ/i.test(details)),
+        `${method} → ${code} ${details}`,
+      );
+    }
+    // Well-formed messages around random data: refused naming the problem, or stored.
+    let seed = 7;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const files = ["d.csv", "d.jsonl", "d.bio", "d.json", "x/", "d.bin", "d.txt"];
+    for (let i = 0; i < 21; i++) {
+      const data = Uint8Array.from(
+        { length: Math.floor(random() * 300) },
+        () =>
+          i % 2
+            ? Math.floor(random() * 256)
+            : 'label,text\n"a,1|好\n{}B-X O\r'[Math.floor(random() * 24)]!.charCodeAt(0),
+      );
+      const method = i % 3 === 2 ? "ImportModel" : "UploadDataset";
+      const code = await rpc.clientStream(
+        method,
+        (async function* () {
+          yield { chunk: { header: { name: `fuzz-${i}` } } };
+          yield {
+            chunk: {
+              file: {
+                path: method === "ImportModel" ? "config.json" : files[i % files.length]!,
+                data,
+                eof: true,
+              },
+            },
+          };
+        })(),
+      ).then(() => "OK", (e) => e.code);
+      assert(["OK", "INVALID_ARGUMENT", "ALREADY_EXISTS"].includes(code), `${method} ${i} → ${code}`);
+    }
+    const left = (await storeFiles(dir)).filter((f) =>
+      f.startsWith("uploads/") || f.includes(".bf-partial-")
+    );
+    assertEquals(left, []);
+  }));
