@@ -7,7 +7,7 @@
  * next start picks it up.
  */
 import { createLogger, openConfiguredStore, type Settings } from "../shared/config/mod.ts";
-import { type Handlers, type RunningServer, serve } from "../shared/rpc/mod.ts";
+import { fullServiceName, type Handlers, type RunningServer, serve } from "../shared/rpc/mod.ts";
 import { runMain } from "../shared/rpc/main.ts";
 import { Trainer } from "./service.ts";
 
@@ -41,7 +41,11 @@ export async function start(settings: Settings): Promise<RunningServer> {
       await trainer.store.close();
     },
   });
+  // Readiness (the TrainerService entry) waits for the previous run's jobs to be taken over; liveness (the
+  // server's "" entry) says only that the process answers, so the probes never restart a trainer for recovering.
+  server.health.setStatus(fullServiceName("TrainerService"), "NOT_SERVING");
   const recovered = await trainer.recover();
+  server.health.setStatus(fullServiceName("TrainerService"), "SERVING");
   if (recovered.resumed.length || recovered.requeued.length || recovered.failed.length) {
     log.info("recovered jobs of a previous run", recovered);
   }

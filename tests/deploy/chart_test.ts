@@ -176,14 +176,23 @@ Deno.test({
 });
 
 Deno.test({
-  name: "probes: grpc probes on the gRPC port, grpc_health_probe over TLS when TLS is on",
+  name: "probes: liveness asks the server, readiness the service; grpc_health_probe over TLS when TLS is on",
   ignore,
   async fn() {
+    const serviceOf = (d: Manifest) => {
+      const component = d.metadata.name.split("-").at(-1)!; // <fullname>-<component>
+      return `bertforge.v1.${component[0]!.toUpperCase()}${component.slice(1)}Service`;
+    };
     for (const d of deployments(await render(HELM!))) {
       const port = container(d).ports.find((p: { name: string }) => p.name === "grpc").containerPort;
-      for (const p of ["readinessProbe", "livenessProbe", "startupProbe"]) {
+      for (const p of ["livenessProbe", "startupProbe"]) {
         assertEquals(container(d)[p].grpc, { port }, `${d.metadata.name} ${p}`);
       }
+      assertEquals(
+        container(d).readinessProbe.grpc,
+        { port, service: serviceOf(d) },
+        `${d.metadata.name} readiness`,
+      );
     }
     for (const d of deployments(await render(HELM!, ["ci/gpu-values.yaml"]))) {
       const c = container(d);
@@ -195,6 +204,8 @@ Deno.test({
         "-tls",
         "-tls-no-verify",
       ]);
+      assertEquals(c.readinessProbe.exec.command.at(-1), `-service=${serviceOf(d)}`);
+      assertEquals(c.livenessProbe.exec.command.some((a: string) => a.startsWith("-service")), false);
       assertEquals(envOf(d).get("BERTFORGE_TLS_CERT"), "/etc/bertforge/tls/tls.crt");
       assertEquals(envOf(d).get("BERTFORGE_TLS_KEY"), "/etc/bertforge/tls/tls.key");
       const vol = podSpec(d).volumes.find((v: { name: string }) => v.name === "tls");

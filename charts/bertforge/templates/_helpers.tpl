@@ -182,27 +182,35 @@ tolerations:
 {{- end -}}
 
 {{/* Readiness, liveness and startup probes on the gRPC health service of the container's gRPC port.
+     Liveness asks about the server ("": the process answers), readiness about the service itself
+     (bertforge.v1.<Component>Service: it can take work), so a trainer busy with a job, or one recovering its jobs,
+     is never restarted for it, and a service that cannot take work leaves its Service without a restart.
      Kubernetes' grpc probe has no TLS, so with TLS the image's grpc_health_probe runs instead. */}}
 {{- define "bertforge.probes" -}}
 {{- $p := .root.Values.probes -}}
-{{- $check := "" -}}
+{{- $service := printf "bertforge.v1.%sService" (title .component) -}}
+{{- $live := "" -}}
+{{- $ready := "" -}}
 {{- if .root.Values.tls.enabled -}}
-{{- $check = printf "exec:\n  command: [grpc_health_probe, -addr=127.0.0.1:%d, -tls, -tls-no-verify, -connect-timeout=2s, -rpc-timeout=2s]" (int .values.port) -}}
+{{- $probe := printf "exec:\n  command: [grpc_health_probe, -addr=127.0.0.1:%d, -tls, -tls-no-verify, -connect-timeout=2s, -rpc-timeout=2s" (int .values.port) -}}
+{{- $live = printf "%s]" $probe -}}
+{{- $ready = printf "%s, -service=%s]" $probe $service -}}
 {{- else -}}
-{{- $check = printf "grpc:\n  port: %d" (int .values.port) -}}
+{{- $live = printf "grpc:\n  port: %d" (int .values.port) -}}
+{{- $ready = printf "grpc:\n  port: %d\n  service: %s" (int .values.port) $service -}}
 {{- end -}}
 startupProbe:
-  {{- $check | nindent 2 }}
+  {{- $live | nindent 2 }}
   periodSeconds: {{ $p.startup.periodSeconds }}
   failureThreshold: {{ $p.startup.failureThreshold }}
 readinessProbe:
-  {{- $check | nindent 2 }}
+  {{- $ready | nindent 2 }}
   initialDelaySeconds: {{ $p.readiness.initialDelaySeconds }}
   periodSeconds: {{ $p.readiness.periodSeconds }}
   timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
   failureThreshold: {{ $p.readiness.failureThreshold }}
 livenessProbe:
-  {{- $check | nindent 2 }}
+  {{- $live | nindent 2 }}
   initialDelaySeconds: {{ $p.liveness.initialDelaySeconds }}
   periodSeconds: {{ $p.liveness.periodSeconds }}
   timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
