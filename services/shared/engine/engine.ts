@@ -9,12 +9,16 @@ import type { BertConfig } from "../model/config.ts";
 
 export type BackendName = "native" | "tensorflow" | "wasm" | "cpu";
 
-/** Which head sits on the encoder. `pretrain` = MLM (tied decoder) + NSP. `ner` = token classification. */
-export type TaskKind = "pretrain" | "classify" | "multilabel" | "pair" | "ner";
+/**
+ * Which head sits on the encoder. `pretrain` = MLM (tied decoder) + NSP. `ner` = token classification. `qa` =
+ * extractive question answering: HF's BertForQuestionAnswering, `qa_outputs` (2, C) giving a start and an end
+ * logit per token, no pooler.
+ */
+export type TaskKind = "pretrain" | "classify" | "multilabel" | "pair" | "ner" | "qa";
 
 export interface HeadSpec {
   task: TaskKind;
-  /** K, for classify/multilabel/pair/ner. */
+  /** K, for classify/multilabel/pair/ner (qa has its two outputs, start and end: none to give). */
   numLabels?: number;
   /** Linear-chain CRF over the token-classification logits (ner only). */
   crf?: boolean;
@@ -29,13 +33,18 @@ export interface HeadSpec {
 /** Checks a head: a known task, K >= 1 labels where it has labels, crf and pooling only where they apply. */
 export function validateHead(head: HeadSpec): HeadSpec {
   const { task } = head;
-  if (!["pretrain", "classify", "multilabel", "pair", "ner"].includes(task)) {
+  if (!["pretrain", "classify", "multilabel", "pair", "ner", "qa"].includes(task)) {
     throw new InvalidArgument(
-      `head task must be pretrain|classify|multilabel|pair|ner: current value is ${task}`,
+      `head task must be pretrain|classify|multilabel|pair|ner|qa: current value is ${task}`,
     );
   }
   const K = head.numLabels ?? 0;
-  if (task !== "pretrain" && !(Number.isInteger(K) && K >= 1)) {
+  if (task === "qa" && head.numLabels !== undefined && head.numLabels !== 2) {
+    throw new InvalidArgument(
+      `head numLabels of task 'qa' is 2 (start and end) or absent: current value is ${head.numLabels}`,
+    );
+  }
+  if (task !== "pretrain" && task !== "qa" && !(Number.isInteger(K) && K >= 1)) {
     throw new InvalidArgument(
       `head numLabels must be a positive integer for task '${task}': current value is ${K}`,
     );
@@ -48,7 +57,7 @@ export function validateHead(head: HeadSpec): HeadSpec {
       `head pooling must be "mean" or absent (the pooler): current value is ${head.pooling}`,
     );
   }
-  if (head.pooling && (task === "pretrain" || task === "ner")) {
+  if (head.pooling && (task === "pretrain" || task === "ner" || task === "qa")) {
     throw new InvalidArgument(
       `head pooling is for tasks classify, multilabel and pair (the sentence-level heads): task is '${task}'`,
     );
@@ -56,15 +65,15 @@ export function validateHead(head: HeadSpec): HeadSpec {
   return head;
 }
 
-/** ModelSummary.pooling: "cls" or "mean" for a sentence-level head, "" for ner, pretraining or no head. */
+/** ModelSummary.pooling: "cls" or "mean" for a sentence-level head, "" for ner, qa, pretraining or no head. */
 export function sentencePooling(head: HeadSpec | undefined): string {
-  if (!head || head.task === "ner" || head.task === "pretrain") return "";
+  if (!head || head.task === "ner" || head.task === "qa" || head.task === "pretrain") return "";
   return head.pooling ?? "cls";
 }
 
-/** True where the head reads the HF pooler (not ner, which HF builds without one, nor mean pooling). */
+/** True where the head reads the HF pooler (not ner or qa, which HF builds without one, nor mean pooling). */
 export function headUsesPooler(head: HeadSpec): boolean {
-  return head.task !== "ner" && head.pooling !== "mean";
+  return head.task !== "ner" && head.task !== "qa" && head.pooling !== "mean";
 }
 
 /** A named tensor in Hugging Face layout (torch.nn.Linear weights are [out, in]). */
@@ -90,6 +99,10 @@ export interface Batch {
   multiLabels?: Float32Array;
   /** ner: (B, T) tag index, -100 for ignored positions (specials, padding, continuation pieces). */
   tokenLabels?: Int32Array;
+  /** qa: (B) token position of the answer's first token, 0 ([CLS]) where the row holds no answer. */
+  startPositions?: Int32Array;
+  /** qa: (B) token position of the answer's last token, 0 ([CLS]) where the row holds no answer. */
+  endPositions?: Int32Array;
 }
 
 export interface StepStats {
@@ -107,8 +120,14 @@ export interface StepStats {
 }
 
 export interface ForwardOutput {
-  /** classify/pair/multilabel: (B, K); ner: (B, T, K); pretrain: MLM logits (B, T, V) only when asked. */
+  /**
+   * classify/pair/multilabel: (B, K); ner: (B, T, K); qa: (B, T, 2), start and end logit of each token (HF's
+   * qa_outputs before its split); pretrain: MLM logits (B, T, V) only when asked.
+   */
   logits: Float32Array;
+  /** qa: (B, T) start logits, and (B, T) end logits: the two columns of `logits`. */
+  startLogits?: Float32Array;
+  endLogits?: Float32Array;
   /** pretrain: NSP logits (B, 2). */
   nspLogits?: Float32Array;
   /** ner with CRF: Viterbi best path (B, T). */

@@ -93,5 +93,14 @@ export function validateBatch(batch: Batch, config: BertConfig, head: HeadSpec, 
       checkLength("tokenLabels", batch.tokenLabels, BT, "B*T");
       if (batch.tokenLabels) checkRange("tokenLabels", batch.tokenLabels, 0, K, true);
       break;
+    case "qa":
+      // positions in the row: HF ignores (clamps to T) out-of-range ones, bertforge's features never make any
+      need("startPositions");
+      checkLength("startPositions", batch.startPositions, B, "B");
+      if (batch.startPositions) checkRange("startPositions", batch.startPositions, 0, T, false);
+      need("endPositions");
+      checkLength("endPositions", batch.endPositions, B, "B");
+      if (batch.endPositions) checkRange("endPositions", batch.endPositions, 0, T, false);
+      break;
   }
 }

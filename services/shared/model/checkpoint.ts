@@ -6,7 +6,8 @@
  *
  * Heads map to HF classes: pretrain → BertForPreTraining (MLM transform + decoder tied to the word embeddings,
  * NSP on the pooler), classify/pair/multilabel → BertForSequenceClassification, ner →
- * BertForTokenClassification (no pooler, as HF builds it) plus the pytorch-crf tensors `crf.*` when `crf`.
+ * BertForTokenClassification (no pooler, as HF builds it) plus the pytorch-crf tensors `crf.*` when `crf`, qa →
+ * BertForQuestionAnswering (no pooler; `qa_outputs` (2, C): a start and an end logit per token).
  *
  * Letters: V vocab, C hidden, F intermediate, L layers, K labels, P max positions, TV token types.
  */
@@ -91,6 +92,11 @@ export function headTensors(config: BertConfig, head: HeadSpec): Map<string, Ten
     specs.set("cls.predictions.bias", { shape: [V], init: "zeros" });
     specs.set("cls.seq_relationship.weight", { shape: [2, C], init: "normal" });
     specs.set("cls.seq_relationship.bias", { shape: [2], init: "zeros" });
+    return specs;
+  }
+  if (head.task === "qa") {
+    specs.set("qa_outputs.weight", { shape: [2, C], init: "normal" });
+    specs.set("qa_outputs.bias", { shape: [2], init: "zeros" });
     return specs;
   }
   if (headUsesPooler(head)) pooler();
@@ -265,6 +271,8 @@ export function architectureFor(head: HeadSpec): string {
       return "BertForPreTraining";
     case "ner":
       return "BertForTokenClassification";
+    case "qa":
+      return "BertForQuestionAnswering";
     default:
       return "BertForSequenceClassification";
   }
@@ -283,9 +291,10 @@ export function headFromConfig(config: BertConfig): HeadSpec | undefined {
     ...(t === "ner" && config.bertforge_crf ? { crf: true } : {}),
     ...(t !== "ner" && config.bertforge_pooling === "mean" ? { pooling: "mean" as const } : {}),
   });
-  if (task) return task === "pretrain" ? { task } : withLabels(task);
+  if (task) return task === "pretrain" || task === "qa" ? { task } : withLabels(task);
   const arch = config.architectures?.[0];
   if (arch === "BertForPreTraining") return { task: "pretrain" };
+  if (arch === "BertForQuestionAnswering") return { task: "qa" };
   if (arch === "BertForTokenClassification") return withLabels("ner");
   if (arch === "BertForSequenceClassification") {
     return withLabels(config.problem_type === "multi_label_classification" ? "multilabel" : "classify");
@@ -301,7 +310,8 @@ export function configForHead(config: BertConfig, head: HeadSpec, labels?: strin
     model_type: "bert",
     bertforge_task: head.task,
   };
-  if (head.task === "pretrain") {
+  // no labels: pretraining predicts tokens, qa positions (HF's default num_labels 2 is what qa_outputs has)
+  if (head.task === "pretrain" || head.task === "qa") {
     delete out.id2label;
     delete out.label2id;
     delete out.problem_type;

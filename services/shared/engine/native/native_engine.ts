@@ -241,7 +241,7 @@ export class NativeEngine implements Engine {
     const c = this.config;
     this.preLN = isPreLayerNorm(c);
     const task = validateHead(this.head).task;
-    this.K = task === "pretrain" ? 2 : this.head.numLabels!;
+    this.K = task === "pretrain" || task === "qa" ? 2 : this.head.numLabels!;
     this.mode = engineMode(options.mode);
     this.opt = checkOptimizer({ ...DEFAULT_OPTIMIZER, ...(options.optimizer ?? {}) });
     const envThreads = Number(env("BERTFORGE_THREADS") ?? "");
@@ -324,6 +324,7 @@ export class NativeEngine implements Engine {
     ar.plan("losses", NT);
     ar.plan("preds", NT);
     ar.plan("labelsI", NT); // int32 labels of the CE in flight
+    ar.plan("qaSplit", task === "qa" ? 2 * NT : 0); // (2, B, T) qa: start logits, then end logits
     if (task === "pretrain") {
       ar.plan("mlmIdx", NT); // int32 (M) flat positions with a label
       ar.plan("mlmLabels", NT); // int32 (M)
@@ -376,6 +377,7 @@ export class NativeEngine implements Engine {
       "headX",
       "smallLogits",
       "dEmit",
+      "qaSplit",
       "losses",
       "preds",
     ];
@@ -436,8 +438,9 @@ export class NativeEngine implements Engine {
       decB: view("cls.predictions.bias"),
       nspW: view("cls.seq_relationship.weight"),
       nspB: view("cls.seq_relationship.bias"),
-      clsW: view("classifier.weight"),
-      clsB: view("classifier.bias"),
+      // qa: HF's qa_outputs (2, C) is the classifier of the span head
+      clsW: view(this.head.task === "qa" ? "qa_outputs.weight" : "classifier.weight"),
+      clsB: view(this.head.task === "qa" ? "qa_outputs.bias" : "classifier.bias"),
       crfT: view("crf.transitions"),
       crfS: view("crf.start_transitions"),
       crfE: view("crf.end_transitions"),
@@ -663,6 +666,12 @@ export class NativeEngine implements Engine {
       case "ner":
         len("tokenLabels", batch.tokenLabels, NT, "B*T");
         range("tokenLabels", batch.tokenLabels!, K, true);
+        break;
+      case "qa":
+        len("startPositions", batch.startPositions, B, "B");
+        range("startPositions", batch.startPositions!, T, false);
+        len("endPositions", batch.endPositions, B, "B");
+        range("endPositions", batch.endPositions!, T, false);
         break;
     }
   }
@@ -1373,6 +1382,7 @@ export class NativeEngine implements Engine {
       this.mark("head");
       return stats;
     }
+    if (task === "qa") return this.qaForwardBackward(batch, grad, scale);
     // ner: logits (NT, K) = dropout(X_L) Wc^T + bc
     const hx = A.headX;
     const site = pH > 0 ? this.takeDropout(NT * C) : 0;
@@ -1416,6 +1426,51 @@ export class NativeEngine implements Engine {
       this.gemm(true, false, K, C, NT, logits.p, K, hx.p, C, 1, G.clsW.p, C);
       this.gemm(false, false, NT, C, K, logits.p, K, P.clsW.p, C, 0, A.dTmp.p, C);
       k.dropout(A.dX.a, A.dTmp.a, NT * C, pH, this.rngSeed, site);
+    }
+    this.mark("head");
+    return stats;
+  }
+
+  /**
+   * The span head (HF BertForQuestionAnswering): logits (NT, 2) = X_L Wq^T + bq, no dropout (HF applies none
+   * there); column 0 is the start and column 1 the end logit of each token. Each row's start logits (T) are a
+   * softmax over its positions (padding included, as HF's CrossEntropyLoss sees them), likewise the end
+   * logits; loss = (mean start CE + mean end CE) / 2. correct/count: positions predicted exactly, of 2B.
+   */
+  private qaForwardBackward(batch: Batch, grad: boolean, scale: number): StepStats {
+    const k = this.kernels, A = this.A, P = this.P, G = this.G;
+    const { B, T } = batch;
+    const C = this.config.hidden_size, NT = B * T;
+    const XL = this.headInput();
+    const logits = A.smallLogits; // (NT, 2)
+    this.gemm(false, true, NT, 2, C, XL.p, C, P.clsW.p, C, 0, logits.p, 2);
+    k.biasAdd(logits.a, P.clsB.a, NT, 2);
+    const split = A.qaSplit.a; // (2, B, T): the columns of logits as rows of T
+    for (let i = 0; i < NT; i++) {
+      split[i] = logits.a[2 * i];
+      split[NT + i] = logits.a[2 * i + 1];
+    }
+    const stats: StepStats = { loss: 0, correct: 0, count: 0 };
+    const ends: Array<[number, Int32Array]> = [[0, batch.startPositions!], [1, batch.endPositions!]];
+    for (const [half, positions] of ends) {
+      const rows = split.subarray(half * NT, (half + 1) * NT); // (B, T)
+      const labels = this.I.labelsI.subarray(0, B);
+      labels.set(positions);
+      // each CE is half the loss, so its gradient carries half the scale
+      const ce = this.crossEntropy({ a: rows, p: addressOf(rows) }, labels, B, T, scale / 2, grad);
+      stats.loss += ce.loss / 2;
+      stats.correct! += ce.correct;
+      stats.count! += ce.count;
+    }
+    if (grad) {
+      // in the forward pass split held the two columns of logits, so d(logits) is split put back as columns
+      for (let i = 0; i < NT; i++) {
+        logits.a[2 * i] = split[i];
+        logits.a[2 * i + 1] = split[NT + i];
+      }
+      k.biasGrad(G.clsB.a, logits.a, NT, 2);
+      this.gemm(true, false, 2, C, NT, logits.p, 2, XL.p, C, 1, G.clsW.p, C); // dWq (2, C) += dL^T X_L
+      this.gemm(false, false, NT, C, 2, logits.p, 2, P.clsW.p, C, 0, A.dX.p, C); // dX (NT, C) = dL Wq
     }
     this.mark("head");
     return stats;
@@ -1592,14 +1647,24 @@ export class NativeEngine implements Engine {
     const C = c.hidden_size, NT = B * T, K = this.K;
     const XL = this.headInput();
     const out: ForwardOutput = { logits: new Float32Array(0) };
-    const sentence = this.head.task !== "ner";
-    if (sentence) this.poolerForward(B, T, batch.attentionMask);
     const task = this.head.task;
+    const sentence = task !== "ner" && task !== "qa";
+    if (sentence) this.poolerForward(B, T, batch.attentionMask);
     if (task === "pretrain") {
       this.gemm(false, true, B, 2, C, A.pooled.p, C, P.nspW.p, C, 0, A.smallLogits.p, 2);
       k.biasAdd(A.smallLogits.a, P.nspB.a, B, 2);
       out.nspLogits = A.smallLogits.a.slice(0, B * 2);
       if (options?.mlmLogits) out.logits = this.fullMlmLogits(NT);
+    } else if (task === "qa") {
+      this.gemm(false, true, NT, 2, C, XL.p, C, P.clsW.p, C, 0, A.smallLogits.p, 2);
+      k.biasAdd(A.smallLogits.a, P.clsB.a, NT, 2);
+      out.logits = A.smallLogits.a.slice(0, NT * 2); // (B, T, 2)
+      out.startLogits = new Float32Array(NT);
+      out.endLogits = new Float32Array(NT);
+      for (let i = 0; i < NT; i++) {
+        out.startLogits[i] = out.logits[2 * i];
+        out.endLogits[i] = out.logits[2 * i + 1];
+      }
     } else if (task === "ner") {
       this.gemm(false, true, NT, K, C, XL.p, C, P.clsW.p, C, 0, A.smallLogits.p, K);
       k.biasAdd(A.smallLogits.a, P.clsB.a, NT, K);

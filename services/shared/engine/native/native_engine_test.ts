@@ -73,6 +73,11 @@ export function tinyBatch(head: HeadSpec, seed = 7): Batch {
         return i % 5 === 3 ? -100 : r[i] % K; // a continuation piece now and then
       });
       break;
+    case "qa":
+      // an answer span, a one-token answer, and [CLS] (no answer in the window) in the padded row
+      batch.startPositions = new Int32Array([2, 5, 0]);
+      batch.endPositions = new Int32Array([4, 5, 0]);
+      break;
   }
   return batch;
 }
@@ -171,6 +176,55 @@ Deno.test("native engine: gradients match finite differences, ner head", () => {
 });
 Deno.test("native engine: gradients match finite differences, ner head with CRF", () => {
   gradCheck({ task: "ner", numLabels: K, crf: true });
+});
+Deno.test("native engine: gradients match finite differences, qa head (start and end cross-entropies)", () => {
+  const grads = gradCheck({ task: "qa" });
+  // BertForQuestionAnswering has no pooler, and its span head is qa_outputs (2, C)
+  assertEquals([...grads.keys()].filter((n) => n.startsWith("bert.pooler")), []);
+  assertEquals(grads.get("qa_outputs.weight")!.data.length, 2 * tinyConfig().hidden_size);
+});
+Deno.test("native engine: qa gradients with dropout masks held fixed, with TypeScript kernels, and pre-LN", () => {
+  gradCheck({ task: "qa" }, "c", true);
+  gradCheck({ task: "qa" }, "ts");
+  gradCheck({ task: "qa" }, "c", false, tinyConfig({ bertforge_layer_norm: "pre" }));
+});
+Deno.test("native engine: qa forward gives (B, T, 2) logits split into start and end; the loss is their mean CE", () => {
+  const engine = new NativeEngine({
+    config: tinyConfig(),
+    head: { task: "qa" },
+    seed: 5,
+    maxBatch: B,
+    maxSeqLen: T,
+  });
+  const batch = tinyBatch({ task: "qa" });
+  const out = engine.forward(batch);
+  assertEquals(out.logits.length, B * T * 2);
+  for (let i = 0; i < B * T; i++) {
+    assertEquals(out.startLogits![i], out.logits[2 * i]);
+    assertEquals(out.endLogits![i], out.logits[2 * i + 1]);
+  }
+  // the loss by hand from the logits: log-softmax over each row's T positions, padding included (as HF)
+  const ce = (logits: Float32Array, b: number, label: number) => {
+    const row = Array.from(logits.subarray(b * T, (b + 1) * T));
+    const max = Math.max(...row);
+    return Math.log(row.reduce((a, x) => a + Math.exp(x - max), 0)) + max - row[label]!;
+  };
+  let expected = 0;
+  for (let b = 0; b < B; b++) {
+    expected +=
+      (ce(out.startLogits!, b, batch.startPositions![b]!) + ce(out.endLogits!, b, batch.endPositions![b]!)) /
+      (2 * B);
+  }
+  const stats = engine.evaluate(batch);
+  assert(Math.abs(stats.loss - expected) < 1e-5, `loss ${stats.loss} vs ${expected}`);
+  assertEquals(stats.count, 2 * B);
+  // a position past the row is refused, naming the field
+  assertThrows(
+    () => engine.evaluate({ ...batch, endPositions: new Int32Array([1, 2, T]) }),
+    Error,
+    "endPositions[2] must be in [0, " + T + ")",
+  );
+  engine.dispose();
 });
 for (
   const head of [{ task: "pretrain" }, { task: "classify", numLabels: K }, {
@@ -369,6 +423,42 @@ Deno.test("native engine: a mean-pooling head reads the mean of the real tokens'
     InvalidArgument,
     "head pooling is for tasks classify, multilabel and pair",
   );
+});
+
+Deno.test("native engine: the qa head agrees with tfjs on logits, loss, every gradient and two AdamW steps", async () => {
+  const head: HeadSpec = { task: "qa" };
+  const optimizer = { lr: 1e-3, warmupSteps: 0, totalSteps: 10 };
+  const config = tinyConfig({ hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 });
+  const engine = new NativeEngine({ config, head, seed: 6, maxBatch: B, maxSeqLen: T, optimizer });
+  const tfjs = await createTfjsEngine({ config, head, backend: "cpu", optimizer });
+  tfjs.setWeights(engine.getWeights());
+  const batch = tinyBatch(head);
+  const close = (a: ArrayLike<number>, b: ArrayLike<number>, what: string, tolerance = 1e-4) => {
+    assertEquals(a.length, b.length, what);
+    for (let i = 0; i < a.length; i++) {
+      assert(Math.abs(a[i]! - b[i]!) <= tolerance, `${what} [${i}]: native ${a[i]} tfjs ${b[i]}`);
+    }
+  };
+  const [mine, theirs] = [engine.forward(batch), tfjs.forward(batch)];
+  close(mine.logits, theirs.logits, "logits (B, T, 2)");
+  close(mine.startLogits!, theirs.startLogits!, "start logits");
+  close(mine.endLogits!, theirs.endLogits!, "end logits");
+  close([engine.evaluate(batch).loss], [tfjs.evaluate(batch).loss], "loss");
+  engine.computeGradients(batch);
+  const grads = engine.getGradients(), other = tfjs.gradients(batch);
+  assertEquals([...grads.keys()].sort(), [...other.keys()].sort());
+  for (const [name, g] of grads) {
+    if (name.includes("attention.self.key.bias")) continue; // shifts whole softmax rows: its true gradient is 0
+    const scale = Math.max(1e-3, ...Array.from(g.data, Math.abs));
+    close(g.data, other.get(name)!.data, `gradient of ${name}`, 1e-3 * scale);
+  }
+  for (let s = 0; s < 2; s++) {
+    close([engine.trainStep(batch).loss], [tfjs.trainStep(batch).loss], `step ${s} loss`);
+  }
+  const after = tfjs.getWeights();
+  for (const [name, w] of engine.getWeights()) close(w.data, after.get(name)!.data, `${name} after 2 steps`);
+  tfjs.dispose();
+  engine.dispose();
 });
 
 Deno.test("native engine: more labels than hidden units (K > C) with a CRF", () => {

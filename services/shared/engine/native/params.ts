@@ -68,6 +68,8 @@ export function paramSpecs(config: BertConfig, head: HeadSpec): ParamSpec[] {
     layerNorm("cls.predictions.transform.LayerNorm", true);
     list.push(["cls.predictions.bias", [V], "zeros", true]);
     linear("cls.seq_relationship", 2, C, true);
+  } else if (head.task === "qa") {
+    linear("qa_outputs", 2, C, true); // start and end logit per token (HF BertForQuestionAnswering)
   } else {
     const K = head.numLabels ?? 0;
     linear("classifier", K, C, true);
@@ -102,7 +104,8 @@ export function paramSpecs(config: BertConfig, head: HeadSpec): ParamSpec[] {
 /** Tensors of the other BERT heads and HF buffers: accepted and ignored by setWeights (not "unexpected"). */
 export function isIgnorableName(name: string): boolean {
   return name.startsWith("cls.") || name.startsWith("bert.pooler.") || name.startsWith("classifier.") ||
-    name.startsWith("crf.") || name.endsWith(".position_ids") || name === "cls.predictions.decoder.weight" ||
+    name.startsWith("crf.") || name.startsWith("qa_outputs.") || name.endsWith(".position_ids") ||
+    name === "cls.predictions.decoder.weight" ||
     name === "cls.predictions.decoder.bias";
 }
 

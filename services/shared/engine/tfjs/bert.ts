@@ -147,7 +147,7 @@ export function encode(ctx: RunContext, batch: Batch, head: HeadSpec): EncoderOu
     }
   }
   if (preLN) x = layerNorm(ctx, x, FINAL_LAYER_NORM);
-  if (head.task === "ner") return { hidden: x };
+  if (head.task === "ner" || head.task === "qa") return { hidden: x }; // HF builds both without a pooler
   if (head.pooling === "mean") {
     const mask = tf.tensor3d(Float32Array.from(batch.attentionMask), [B, T, 1]);
     const summed = tf.sum(tf.mul(tf.reshape(x, [B, T, C]), mask), 1); // (B, C)

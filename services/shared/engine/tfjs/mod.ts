@@ -73,7 +73,7 @@ interface StatTensors {
   mlmPred?: Tensor; // (M) argmax at masked positions
   nspPred?: Tensor; // (B)
   pred?: Tensor; // classify/pair: (B) argmax
-  logits?: Tensor; // multilabel (B, K) / ner (B, T, K) for accuracy and Viterbi
+  logits?: Tensor; // multilabel (B, K) / ner (B, T, K) for accuracy and Viterbi / qa (B, T, 2)
 }
 
 export class TfjsEngine implements Engine {
@@ -225,7 +225,27 @@ export class TfjsEngine implements Engine {
           : tf.scalar(0);
         return { loss, logits: keep(tf.reshape(logits, [B, T, K])) };
       }
+      case "qa": {
+        // HF BertForQuestionAnswering: qa_outputs on the last layer, no dropout; loss = (start CE + end CE) / 2
+        const { start, end } = this.spanLogits(hidden, B, T);
+        const loss = tf.div(
+          tf.add(
+            crossEntropy(tf, start, Int32Array.from(batch.startPositions!)),
+            crossEntropy(tf, end, Int32Array.from(batch.endPositions!)),
+          ),
+          2,
+        ) as tfTypes.Scalar;
+        return { loss, logits: keep(tf.stack([start, end], 2)) };
+      }
     }
+  }
+
+  /** qa_outputs over every token (N, 2), split into start and end logits, each (B, T). */
+  private spanLogits(hidden: tfTypes.Tensor2D, B: number, T: number) {
+    const tf = this.tf;
+    const logits = tf.reshape(this.linear(hidden, "qa_outputs"), [B, T, 2]) as tfTypes.Tensor3D;
+    const [start, end] = tf.split(logits, 2, 2).map((t) => tf.reshape(t, [B, T]) as tfTypes.Tensor2D);
+    return { start: start!, end: end! };
   }
 
   private linear(x: tfTypes.Tensor2D, prefix: string): tfTypes.Tensor2D {
@@ -268,6 +288,21 @@ export class TfjsEngine implements Engine {
       const logits = read(t.logits)!;
       stats.count = B * K;
       stats.correct = batch.multiLabels!.reduce((n, z, i) => n + ((logits[i]! > 0 ? 1 : 0) === z ? 1 : 0), 0);
+    } else if (this.head.task === "qa") {
+      const logits = read(t.logits)! as Float32Array; // (B, T, 2)
+      const argmax = (b: number, column: number) => {
+        let best = 0;
+        for (let i = 1; i < T; i++) {
+          if (logits[(b * T + i) * 2 + column]! > logits[(b * T + best) * 2 + column]!) best = i;
+        }
+        return best;
+      };
+      stats.count = 2 * B;
+      stats.correct = 0;
+      for (let b = 0; b < B; b++) {
+        if (argmax(b, 0) === batch.startPositions![b]) stats.correct++;
+        if (argmax(b, 1) === batch.endPositions![b]) stats.correct++;
+      }
     } else {
       const logits = read(t.logits)! as Float32Array; // (B, T, K)
       const predicted = this.head.crf
@@ -427,6 +462,13 @@ export class TfjsEngine implements Engine {
         case "ner":
           result.logits = this.linear(hidden, "classifier").dataSync() as Float32Array; // (B, T, K)
           break;
+        case "qa": {
+          const { start, end } = this.spanLogits(hidden, B, T);
+          result.logits = tf.stack([start, end], 2).dataSync() as Float32Array; // (B, T, 2)
+          result.startLogits = start.dataSync() as Float32Array; // (B, T)
+          result.endLogits = end.dataSync() as Float32Array; // (B, T)
+          break;
+        }
       }
     });
     if (this.head.task === "ner") {
