@@ -8,6 +8,7 @@ import { InvalidArgument } from "../errors.ts";
 import type { Batch } from "../engine/engine.ts";
 import { permutation, Rng } from "../shards/rng.ts";
 import { IGNORE_INDEX, type NerFeature, type TextFeature } from "./encode.ts";
+import type { QaFeature } from "./qa_encode.ts";
 
 function checkLength(length: number, T: number, b: number): void {
   if (length > T) {
@@ -52,6 +53,25 @@ export function nerBatch(features: readonly NerFeature[], T: number, padId: numb
     tokenLabels.set(feature.tokenLabels, b * T);
   });
   return { B, T, inputIds, tokenTypeIds, attentionMask, tokenLabels };
+}
+
+/** qa: `startPositions`/`endPositions` (B), token positions in the row ([CLS] = 0 where the window holds no answer). */
+export function qaBatch(features: readonly QaFeature[], T: number, padId: number): Batch {
+  const B = features.length;
+  const inputIds = new Int32Array(B * T).fill(padId); // (B, T)
+  const tokenTypeIds = new Int32Array(B * T); // (B, T)
+  const attentionMask = new Int32Array(B * T); // (B, T)
+  const startPositions = new Int32Array(B); // (B)
+  const endPositions = new Int32Array(B); // (B)
+  features.forEach((feature, b) => {
+    checkLength(feature.ids.length, T, b);
+    inputIds.set(feature.ids, b * T);
+    tokenTypeIds.set(feature.typeIds, b * T);
+    attentionMask.fill(1, b * T, b * T + feature.ids.length);
+    startPositions[b] = feature.startPosition;
+    endPositions[b] = feature.endPosition;
+  });
+  return { B, T, inputIds, tokenTypeIds, attentionMask, startPositions, endPositions };
 }
 
 /**
