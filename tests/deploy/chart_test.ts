@@ -309,5 +309,21 @@ Deno.test({
     assertStringIncludes(notes, "(2 x nvidia.com/gpu per pod)");
     assertStringIncludes(notes, "get secret bertforge-token -o jsonpath='{.data.bearer}'");
     assertStringIncludes(notes, "--tls-ca");
+    assert(!notes.includes("WARNING"), "auth and TLS are on: nothing to warn about");
+  },
+});
+
+Deno.test({
+  name:
+    "NOTES.txt says plainly at install that auth and TLS are off by default, with the values to turn them on",
+  ignore,
+  async fn() {
+    const r = await helm(HELM!, ["install", "bf", CHART, "-n", "ml", "--dry-run=client"]);
+    assert(r.ok, r.stderr);
+    const notes = r.stdout.slice(r.stdout.indexOf("NOTES:"));
+    assertStringIncludes(notes, "WARNING: authentication is OFF");
+    assertStringIncludes(notes, "TLS is OFF");
+    assertStringIncludes(notes, "--set auth.enabled=true");
+    assertStringIncludes(notes, "--set tls.enabled=true");
   },
 });
