@@ -15,6 +15,7 @@ For each head it writes tests/parity/fixtures/<case>/:
 pretrain_preln/ is the pretrain case with config `bertforge_layer_norm: "pre"`: every layer
 x = x + Attn(LN1(x)); x = x + FFN(LN2(x)), then the final `bert.encoder.LayerNorm` (nn.TransformerEncoderLayer
 with norm_first=True, plus the final norm of Cramming / GPT-2). HF transformers has no such BERT.
+qa/ is BertForQuestionAnswering (start/end positions in inputs.json; `--only-qa` writes it alone).
 plus accum/ (two micro-batches accumulated into one step) and hf_names_bert_base_chinese.json: the state_dict
 names and shapes of HF-layout models with the bert-base-chinese config (what our checkpoint.ts must produce).
 
@@ -347,6 +348,26 @@ class BertForTokenClassification(nn.Module):
         return torch.stack(losses).mean(), {"logits": logits, "paths": paths}
 
 
+class BertForQuestionAnswering(nn.Module):
+    """HF's class: no pooler, qa_outputs (2, C) on the last layer with no dropout, loss the mean of the start and
+    end cross-entropies over each row's T positions (padding included); out-of-row positions clamp to T and are
+    ignored, as HF does."""
+
+    def __init__(s, c):
+        super().__init__()
+        s.bert = BertModel(c, pooler=False)
+        s.qa_outputs = nn.Linear(c["hidden_size"], 2)
+
+    def forward(s, batch):
+        h, _ = s.bert(batch["ids"], batch["types"], batch["mask"])
+        logits = s.qa_outputs(h)  # (B, T, 2)
+        start, end = (t.squeeze(-1) for t in logits.split(1, dim=-1))  # (B, T) each
+        ignored = start.shape[1]
+        ce = nn.CrossEntropyLoss(ignore_index=ignored)
+        loss = (ce(start, batch["start"].clamp(0, ignored)) + ce(end, batch["end"].clamp(0, ignored))) / 2
+        return loss, {"logits": logits}
+
+
 # ---------------------------------------------------------------- fixtures
 
 def randomize(model, gen):
@@ -396,6 +417,9 @@ def make_inputs(gen, task, K):
             tokens[b, 0] = tokens[b, n - 1] = -100  # [CLS], [SEP]
         tokens[0, 3] = -100  # a continuation word piece inside the sentence
         batch["tokens"] = tokens
+    elif task == "qa":
+        # a span in the second segment, a one-token answer, and [CLS] for a window without the answer
+        batch["start"], batch["end"] = torch.tensor([4, 3, 0]), torch.tensor([5, 3, 0])
     return batch
 
 
@@ -410,6 +434,8 @@ def batch_json(batch, K):
         out["multiLabels"] = batch["multi"].flatten().tolist()
     if "tokens" in batch:
         out["tokenLabels"] = batch["tokens"].flatten().tolist()
+    if "start" in batch:
+        out["startPositions"], out["endPositions"] = batch["start"].tolist(), batch["end"].tolist()
     return out
 
 
@@ -419,11 +445,14 @@ def build(config, head):
         return BertForPreTraining(config)
     if task == "ner":
         return BertForTokenClassification(config, K, head.get("crf", False))
+    if task == "qa":
+        return BertForQuestionAnswering(config)
     return BertForSequenceClassification(config, K, task == "multilabel", head.get("pooling"))
 
 
 def architecture(task):
-    return {"pretrain": "BertForPreTraining", "ner": "BertForTokenClassification"}.get(
+    return {"pretrain": "BertForPreTraining", "ner": "BertForTokenClassification",
+            "qa": "BertForQuestionAnswering"}.get(
         task, "BertForSequenceClassification")
 
 
@@ -445,7 +474,7 @@ def write_case(name, head, seed, arch=None):
     tiny = dict(TINY, **(arch or {}))
     config = dict(tiny, architectures=[architecture(head["task"])], bertforge_task=head["task"])
     K = head.get("numLabels", 0)
-    if head["task"] != "pretrain":
+    if head["task"] not in ("pretrain", "qa"):  # qa predicts positions: no labels
         config["id2label"] = {str(i): f"L{i}" for i in range(K)}
         config["label2id"] = {f"L{i}": i for i in range(K)}
     if head.get("crf"):
@@ -563,7 +592,7 @@ def check_saved(folder):
     """Loads a bertforge-saved model folder into the torch model with strict=True and runs it once."""
     with open(os.path.join(folder, "config.json")) as f:
         config = json.load(f)
-    head = {"pretrain": {"task": "pretrain"}}.get(config.get("bertforge_task"), None)
+    head = {"pretrain": {"task": "pretrain"}, "qa": {"task": "qa"}}.get(config.get("bertforge_task"), None)
     if head is None:
         task = config.get("bertforge_task", "classify")
         head = {"task": task, "numLabels": len(config.get("id2label", {})), "crf": bool(config.get("bertforge_crf")),
@@ -589,6 +618,9 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--only-preln":  # adds the pre-LN case without rewriting the others
         write_case(sys.argv[2], {"task": "pretrain"}, 8, {"bertforge_layer_norm": "pre"})
         sys.exit(0)
+    if len(sys.argv) == 2 and sys.argv[1] == "--only-qa":  # adds the qa case without rewriting the others
+        write_case("qa", {"task": "qa"}, 9)
+        sys.exit(0)
     write_case("pretrain", {"task": "pretrain"}, 1)
     write_case("classify", {"task": "classify", "numLabels": 3}, 2)
     write_case("multilabel", {"task": "multilabel", "numLabels": 4}, 3)
@@ -598,3 +630,4 @@ if __name__ == "__main__":
     write_hf_names()
     write_case("classify_mean", {"task": "classify", "numLabels": 3, "pooling": "mean"}, 7)
     write_case("pretrain_preln", {"task": "pretrain"}, 8, {"bertforge_layer_norm": "pre"})
+    write_case("qa", {"task": "qa"}, 9)

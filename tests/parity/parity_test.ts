@@ -55,7 +55,9 @@ function toBatch(raw: Record<string, unknown>): Batch {
     tokenTypeIds: ints("tokenTypeIds")!,
     attentionMask: ints("attentionMask")!,
   };
-  for (const k of ["mlmLabels", "nspLabels", "labels", "tokenLabels"] as const) {
+  for (
+    const k of ["mlmLabels", "nspLabels", "labels", "tokenLabels", "startPositions", "endPositions"] as const
+  ) {
     const v = ints(k);
     if (v) batch[k] = v;
   }
