@@ -17,8 +17,19 @@ import { setupTelemetry, withSpan } from "../shared/telemetry/otel.ts";
 import { consoleOutput, JobProgress, type Output, table } from "./ui.ts";
 import { parseDuration } from "../shared/report/duration.ts";
 import { PRETRAIN_OBJECTIVES } from "../shared/model/pretraining.ts";
+import {
+  checkReal,
+  COUNT_LIMITS,
+  formatRange,
+  type IntRange,
+  RATE_LIMITS,
+  type RealRange,
+} from "../shared/model/limits.ts";
 import { corpusFilesIn, parseWeights, sourceNameOf } from "../shared/shards/sources.ts";
 import { DEFAULT_DATA_DIR, runSuite, selectTasks, SUITE_TASKS, suiteTable } from "./suite.ts";
+
+/** The largest value of a uint32 proto field: a flag past it would wrap silently on the wire. */
+const UINT32_MAX = 0xffff_ffff;
 
 /** Wrong use of the command line: exit code 2, with the usage of the command. */
 export class UsageError extends Error {
@@ -79,22 +90,35 @@ export class Context {
     return this.flags[name] === true;
   }
 
-  /** A positive integer flag, or undefined when absent. */
-  int(name: string, { min = 1 }: { min?: number } = {}): number | undefined {
+  /**
+   * An integer flag in `range` (digits only: `1e12`, `-5` and `abc` are refused), or undefined when absent. The
+   * default bound is the uint32 a proto field holds, so no value wraps on its way to a server.
+   */
+  int(name: string, range: Partial<IntRange> = {}): number | undefined {
+    const { min = 1, max = UINT32_MAX } = range;
     const raw = this.string(name);
     if (raw === undefined) return undefined;
     const value = Number(raw);
-    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(value) || value < min) {
-      throw new UsageError(`--${name} must be an integer >= ${min}: got "${raw}"`);
+    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(value) || value < min || value > max) {
+      const rule = range.max === undefined ? `>= ${min} (at most ${max})` : `in [${min}, ${max}]`;
+      throw new UsageError(`--${name} must be an integer ${rule}: got "${raw}"`);
     }
     return value;
   }
 
-  number(name: string): number | undefined {
+  /** A finite number flag, within `range` when given (the server's limits, limits.ts), or undefined when absent. */
+  number(name: string, range?: RealRange): number | undefined {
     const raw = this.string(name);
     if (raw === undefined) return undefined;
     const value = Number(raw);
     if (!Number.isFinite(value)) throw new UsageError(`--${name} must be a number: got "${raw}"`);
+    if (range) {
+      try {
+        checkReal(`--${name}`, value, range);
+      } catch {
+        throw new UsageError(`--${name} must be a number in ${formatRange(range)}: got "${raw}"`);
+      }
+    }
     return value;
   }
 
@@ -719,16 +743,18 @@ const COMMANDS: CommandSpec[] = [
           throw new UsageError(`--budget: ${(error as Error).message}`);
         }
       }
-      const steps = ctx.int("steps", { min: 1 });
+      const steps = ctx.int("steps", COUNT_LIMITS.steps);
       if (steps === undefined && !budgetSeconds) throw new UsageError("--steps or --budget is required");
-      const batch = ctx.int("batch", { min: 1 });
+      const batch = ctx.int("batch", COUNT_LIMITS.batchSize);
       const objective = ctx.string("objective");
       if (objective !== undefined && !(PRETRAIN_OBJECTIVES as readonly string[]).includes(objective)) {
         throw new UsageError(`--objective must be ${PRETRAIN_OBJECTIVES.join(" or ")}: got "${objective}"`);
       }
-      const maskRate = ctx.number("mask-rate");
-      const warmupFraction = ctx.number("warmup-fraction");
-      const dropout = ctx.number("dropout");
+      const maskRate = ctx.number("mask-rate", { min: 0.05, max: 0.8 });
+      const warmupFraction = ctx.number("warmup-fraction", RATE_LIMITS.warmupFraction);
+      const dropout = ctx.number("dropout", { min: 0, max: 1, open: "max" });
+      const shortFraction = ctx.number("short-fraction", { min: 0, max: 1, open: "both" });
+      const lr = ctx.number("lr", RATE_LIMITS.learningRate);
       const name = ctx.required("name");
       const shards = ctx.required("shards");
       let architecture: Message;
@@ -742,8 +768,11 @@ const COMMANDS: CommandSpec[] = [
       else {throw new UsageError(
           `--arch must be bert-mini, bert-small, bert-base or a CONFIG.json: got "${arch}"`,
         );}
-      const warmup = ctx.int("warmup", { min: 0 });
-      const seed = ctx.int("seed", { min: 0 });
+      const warmup = ctx.int("warmup", { ...COUNT_LIMITS.steps, min: 0 });
+      const seed = ctx.int("seed", COUNT_LIMITS.seed);
+      const gradAccum = ctx.int("grad-accum", COUNT_LIMITS.gradAccum);
+      const checkpointEvery = ctx.int("checkpoint-every", COUNT_LIMITS.interval);
+      const evalEvery = ctx.int("eval-every", COUNT_LIMITS.interval);
       // Continue from a model's weights: a second phase at a longer sequence length, or more steps.
       const init = ctx.string("init");
       const initModel = init === undefined ? undefined : modelRef(init, "--init");
@@ -761,13 +790,11 @@ const COMMANDS: CommandSpec[] = [
           ...(warmupFraction === undefined ? {} : { warmup_fraction: warmupFraction }),
           ...(dropout === undefined ? {} : { dropout }),
           ...(ctx.string("short-shards") ? { short_shards: ctx.string("short-shards") } : {}),
-          ...(ctx.number("short-fraction") === undefined
-            ? {}
-            : { short_fraction: ctx.number("short-fraction") }),
-          learning_rate: ctx.number("lr") ?? 0,
-          grad_accum: ctx.int("grad-accum") ?? 0,
-          checkpoint_every: ctx.int("checkpoint-every") ?? 0,
-          eval_every: ctx.int("eval-every") ?? 0,
+          ...(shortFraction === undefined ? {} : { short_fraction: shortFraction }),
+          learning_rate: lr ?? 0,
+          grad_accum: gradAccum ?? 0,
+          checkpoint_every: checkpointEvery ?? 0,
+          eval_every: evalEvery ?? 0,
           dynamic_masking: ctx.bool("dynamic-masking"),
           ...(warmup === undefined ? {} : { warmup_steps: warmup }),
           ...(seed === undefined ? {} : { seed }),
@@ -820,14 +847,19 @@ const COMMANDS: CommandSpec[] = [
           "--pooling goes with --task classify, multilabel or pair (ner tags every token)",
         );
       }
-      const epochs = ctx.int("epochs", { min: 1 }) ?? 0;
+      const epochs = ctx.int("epochs", COUNT_LIMITS.epochs) ?? 0;
+      const batch = ctx.int("batch", COUNT_LIMITS.batchSize) ?? 0;
+      const lr = ctx.number("lr", RATE_LIMITS.learningRate) ?? 0;
+      const maxLength = ctx.int("max-length", COUNT_LIMITS.maxLength) ?? 0;
+      const patience = ctx.int("patience", { ...COUNT_LIMITS.patience, min: 0 }) ?? 0;
+      const reinitLayers = ctx.int("reinit-layers", { min: 0 }) ?? 0;
       const name = ctx.required("name");
       const base = modelRef(ctx.required("base"), "--base");
       const trainArg = ctx.required("train");
       const evalArg = ctx.string("eval");
       const train = await resolveDataset(ctx, trainArg, `${name}-train`);
       const evalSet = evalArg ? await resolveDataset(ctx, evalArg, `${name}-eval`) : "";
-      const seed = ctx.int("seed", { min: 0 });
+      const seed = ctx.int("seed", COUNT_LIMITS.seed);
       const { job } = await ctx.client("trainer").unary("SubmitJob", {
         name,
         finetune: {
@@ -837,11 +869,11 @@ const COMMANDS: CommandSpec[] = [
           train_dataset: train,
           eval_dataset: evalSet,
           epochs,
-          batch_size: ctx.int("batch") ?? 0,
-          learning_rate: ctx.number("lr") ?? 0,
-          max_length: ctx.int("max-length") ?? 0,
-          early_stopping_patience: ctx.int("patience", { min: 0 }) ?? 0,
-          reinit_layers: ctx.int("reinit-layers", { min: 0 }) ?? 0,
+          batch_size: batch,
+          learning_rate: lr,
+          max_length: maxLength,
+          early_stopping_patience: patience,
+          reinit_layers: reinitLayers,
           long_text_windows: ctx.bool("windows"),
           pooling,
           ...(seed === undefined ? {} : { seed }),
@@ -935,19 +967,21 @@ const COMMANDS: CommandSpec[] = [
       const task = parseTask(ctx);
       const { name, version } = modelRef(ctx.required("model"), "--model");
       const errorsPath = ctx.string("errors");
-      const maxErrors = ctx.int("max-errors");
+      const maxErrors = ctx.int("max-errors", { ...COUNT_LIMITS.maxErrors, min: 1 });
+      const maxLength = ctx.int("max-length", COUNT_LIMITS.maxLength);
+      const batch = ctx.int("batch", COUNT_LIMITS.batchSize);
       if (maxErrors !== undefined && errorsPath === undefined) {
         throw new UsageError("--max-errors needs --errors FILE (where the mistakes are written)");
       }
       const dataArg = ctx.required("data");
       const dataset = await resolveDataset(ctx, dataArg, `${name}-eval-${artifactNameFromPath(dataArg)}`);
-      const threshold = ctx.number("threshold");
+      const threshold = ctx.number("threshold", { min: 0, max: 1, open: "both" });
       const response = await ctx.client("trainer").unary("Evaluate", {
         model: { name, version },
         task,
         dataset,
-        max_length: ctx.int("max-length") ?? 0,
-        batch_size: ctx.int("batch") ?? 0,
+        max_length: maxLength ?? 0,
+        batch_size: batch ?? 0,
         ...(threshold === undefined ? {} : { threshold }),
         max_errors: errorsPath === undefined ? 0 : maxErrors ?? 1000,
       }, { deadlineMs: 0 });

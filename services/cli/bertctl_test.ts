@@ -86,6 +86,80 @@ Deno.test("bertctl usage errors exit 2 and name the problem", async () => {
   assertEquals((await bertctl(["--help"])).code, 0);
 });
 
+Deno.test("bertctl refuses a job setting out of its limits before sending anything (no wrapping, no NaN)", async () => {
+  const submitted: Message[] = [];
+  const server = await serve({
+    ...quiet,
+    service: "TrainerService",
+    handlers: {
+      SubmitJob: (request) => {
+        submitted.push(request);
+        return {
+          job: { id: "20261208010000000-pretrain-abc123", kind: "pretrain", state: "JOB_STATE_QUEUED" },
+        };
+      },
+      Evaluate: (request) => {
+        submitted.push(request);
+        return { metrics: {} };
+      },
+    },
+  });
+  const pretrain = ["train", "pretrain", "--shards", "s", "--arch", "bert-mini", "--name", "m"];
+  const finetune = ["train", "finetune", "--base", "b", "--task", "classify", "--train", "t", "--name", "f"];
+  const cases: [string[], string][] = [
+    // 1e12 steps wrapped to 3,567,587,328 in the uint32 field, and bertctl exited 0.
+    [
+      [...pretrain, "--steps", "1000000000000"],
+      '--steps must be an integer in [1, 10000000]: got "1000000000000"',
+    ],
+    [[...pretrain, "--steps", "1e12"], '--steps must be an integer in [1, 10000000]: got "1e12"'],
+    [[...pretrain, "--steps", "abc"], '--steps must be an integer in [1, 10000000]: got "abc"'],
+    [
+      [...pretrain, "--steps", "10", "--batch", "100000"],
+      '--batch must be an integer in [1, 4096]: got "100000"',
+    ],
+    [
+      [...pretrain, "--steps", "10", "--grad-accum", "1000000000"],
+      "--grad-accum must be an integer in [1, 1024]",
+    ],
+    [[...pretrain, "--steps", "10", "--lr", "nan"], '--lr must be a number: got "nan"'],
+    [[...pretrain, "--steps", "10", "--lr", "1e308"], '--lr must be a number in (0, 1]: got "1e308"'],
+    [[...pretrain, "--steps", "10", "--lr=-0.001"], '--lr must be a number in (0, 1]: got "-0.001"'],
+    [[...pretrain, "--steps", "10", "--seed", "4294967296"], "--seed must be an integer in [0, 4294967295]"],
+    [[...finetune, "--epochs", "4294967295"], '--epochs must be an integer in [1, 1000]: got "4294967295"'],
+    [[...finetune, "--max-length", "1"], '--max-length must be an integer in [8, 8192]: got "1"'],
+    [[...finetune, "--lr", "Infinity"], '--lr must be a number: got "Infinity"'],
+    [
+      ["eval", "--model", "m", "--task", "classify", "--data", "d", "--batch", "0"],
+      "--batch must be an integer in [1, 4096]",
+    ],
+  ];
+  try {
+    for (const [args, message] of cases) {
+      const result = await bertctl([...args, "--detach", "--trainer-addr", server.address]);
+      assertEquals(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assertStringIncludes(result.stderr, message);
+    }
+    assertEquals(submitted, [], "a usage error sends nothing");
+    assertEquals(
+      (await bertctl([
+        ...pretrain,
+        "--steps",
+        "10000000",
+        "--lr",
+        "1",
+        "--detach",
+        "--trainer-addr",
+        server.address,
+      ])).code,
+      0,
+    );
+    assertEquals([submitted[0]!.pretrain.steps, submitted[0]!.pretrain.learning_rate], ["10000000", 1]);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("bertctl prints '<command> is not available yet' for an unimplemented service, and names an unreachable one", async () => {
   const server = await serve({ ...quiet, service: "TrainerService", handlers: {} });
   try {
@@ -324,7 +398,7 @@ Deno.test("bertctl eval --errors FILE writes the listed mistakes as JSON lines a
         const errors = [
           { line: 7, text: "房间很旧", text_b: "", gold: ["1"], predicted: ["0"], confidence: 0.97 },
           { line: 3, text: "还行", text_b: "", gold: ["0"], predicted: ["1"], confidence: 0.61 },
-        ].slice(0, request.max_errors);
+        ].slice(0, Number(request.max_errors));
         return {
           model: { name: "senti", version: "v1" },
           task: "TASK_TYPE_CLASSIFY",
@@ -353,7 +427,7 @@ Deno.test("bertctl eval --errors FILE writes the listed mistakes as JSON lines a
     const path = `${dir}/mistakes.jsonl`;
     const listed = await bertctl(args("--errors", path));
     assertEquals(listed.code, 0, listed.stderr);
-    assertEquals(asked[0]!.max_errors, 1000, "--errors alone asks for up to 1,000");
+    assertEquals(Number(asked[0]!.max_errors), 1000, "--errors alone asks for up to 1,000");
     assertEquals(JSON.parse(listed.stdout), {
       model: { name: "senti", version: "v1" },
       task: "TASK_TYPE_CLASSIFY",
@@ -369,19 +443,19 @@ Deno.test("bertctl eval --errors FILE writes the listed mistakes as JSON lines a
     assertStringIncludes(listed.stderr, `2 of 2 mistakes written to ${path} (most confident first)`);
 
     const capped = await bertctl(args("--errors", path, "--max-errors", "1"));
-    assertEquals([capped.code, asked[1]!.max_errors], [0, 1]);
+    assertEquals([capped.code, Number(asked[1]!.max_errors)], [0, 1]);
     assertEquals((await Deno.readTextFile(path)).trimEnd().split("\n").length, 1);
     assertEquals([...Deno.readDirSync(dir)].map((e) => e.name), ["mistakes.jsonl"], "no partial file left");
 
     const plain = await bertctl(args());
-    assertEquals([plain.code, asked[2]!.max_errors], [0, 0], "no --errors: counted, not listed");
+    assertEquals([plain.code, Number(asked[2]!.max_errors)], [0, 0], "no --errors: counted, not listed");
 
     const orphan = await bertctl(args("--max-errors", "5"));
     assertEquals(orphan.code, 2);
     assertStringIncludes(orphan.stderr, "--max-errors needs --errors FILE");
     const zero = await bertctl(args("--errors", path, "--max-errors", "0"));
     assertEquals(zero.code, 2);
-    assertStringIncludes(zero.stderr, "--max-errors must be an integer >= 1");
+    assertStringIncludes(zero.stderr, "--max-errors must be an integer in [1, 10000]");
     assertEquals(asked.length, 3, "a usage error sends nothing");
   } finally {
     await server.shutdown();

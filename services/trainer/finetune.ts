@@ -42,23 +42,35 @@ import {
 } from "./jobs.ts";
 import { validateName } from "../shared/model/registry.ts";
 import { loadModel, publishModel, resolveModel } from "./models.ts";
-import { readDataset } from "./datasets.ts";
+import { datasetInfo, readDataset } from "./datasets.ts";
 import { publishTarget } from "./publish_target.ts";
 import { type BaseFacts, finetuneDefaults } from "./defaults.ts";
+import {
+  checkCount,
+  checkFitsMemory,
+  checkMaxLength,
+  checkReal,
+  COUNT_LIMITS,
+  type IntRange,
+  RATE_LIMITS,
+} from "../shared/model/limits.ts";
 import type { ObjectStore } from "../shared/store/store.ts";
 
 /**
  * What the defaults need to know of a base model, from its config.json and lineage.json alone (the weights are
  * loaded later, once the head is known).
  */
-async function baseFacts(store: ObjectStore, ref: { name: string; version?: string }): Promise<BaseFacts> {
-  const resolved = await resolveModel(store, ref, "finetune.base");
-  const config = parseConfig(await store.getText(`${resolved.prefix}/config.json`));
+async function baseFacts(
+  store: ObjectStore,
+  ref: { name: string; version?: string },
+): Promise<BaseFacts & { config: BertConfig; model: { name: string; version: string; prefix: string } }> {
+  const model = await resolveModel(store, ref, "finetune.base");
+  const config = parseConfig(await store.getText(`${model.prefix}/config.json`));
   const lineage = await store.getJson<{ settings?: { task?: string; objective?: string } }>(
-    `${resolved.prefix}/lineage.json`,
+    `${model.prefix}/lineage.json`,
   ).catch(() => null);
   // A Hugging Face import has no lineage and a pooler trained with NSP; bertforge records the objective.
-  return { config, pretrainedPooler: lineage?.settings?.objective !== "mlm" };
+  return { config, pretrainedPooler: lineage?.settings?.objective !== "mlm", model };
 }
 
 export type FinetuneTask = Exclude<TaskKind, "pretrain">;
@@ -135,29 +147,139 @@ export function validateFinetuneSpec(spec: FinetuneJobSpec): FinetuneJobSpec {
       `finetune.pooling is for tasks classify, multilabel and pair (ner tags every token): task is ner`,
     );
   }
-  const checkPositive = (field: string, v: number | undefined) => {
-    if (v !== undefined && v !== 0 && !(v > 0)) {
-      throw new InvalidArgument(`finetune.${field} must be positive: current value is ${v}`);
-    }
+  // 0 or absent: the default (proto3 cannot tell 0 from unset); anything else within its limits (limits.ts).
+  const count = (field: string, v: number | undefined, range: IntRange) => {
+    if (v !== undefined && v !== 0) checkCount(`finetune.${field}`, v, range);
   };
-  checkPositive("epochs", spec.epochs);
-  checkPositive("batch_size", spec.batchSize);
-  checkPositive("learning_rate", spec.learningRate);
-  checkPositive("max_length", spec.maxLength);
+  count("epochs", spec.epochs, COUNT_LIMITS.epochs);
+  count("batch_size", spec.batchSize, COUNT_LIMITS.batchSize);
+  count("max_length", spec.maxLength, COUNT_LIMITS.maxLength);
+  count("early_stopping_patience", spec.earlyStoppingPatience, COUNT_LIMITS.patience);
+  count("eval_every", spec.evalEvery, COUNT_LIMITS.interval);
+  count("checkpoint_every", spec.checkpointEvery, COUNT_LIMITS.interval);
+  count("keep_checkpoints", spec.keepCheckpoints, COUNT_LIMITS.keepCheckpoints);
+  count("log_every", spec.logEvery, COUNT_LIMITS.interval);
+  if (spec.seed !== undefined) checkCount("finetune.seed", spec.seed, COUNT_LIMITS.seed);
+  if (spec.learningRate !== undefined && spec.learningRate !== 0) {
+    checkReal("finetune.learning_rate", spec.learningRate, RATE_LIMITS.learningRate);
+  }
+  if (spec.weightDecay !== undefined) {
+    checkReal("finetune.weight_decay", spec.weightDecay, RATE_LIMITS.weightDecay);
+  }
   if (spec.reinitLayers !== undefined && !(Number.isInteger(spec.reinitLayers) && spec.reinitLayers >= 0)) {
     throw new InvalidArgument(
       `finetune.reinit_layers must be a non-negative integer: current value is ${spec.reinitLayers}`,
     );
   }
-  if (spec.warmupRatio !== undefined && !(spec.warmupRatio >= 0 && spec.warmupRatio < 1)) {
-    throw new InvalidArgument(
-      `finetune.warmup_ratio must be in [0, 1): current value is ${spec.warmupRatio}`,
-    );
+  if (spec.warmupRatio !== undefined) {
+    checkReal("finetune.warmup_ratio", spec.warmupRatio, RATE_LIMITS.warmupFraction);
   }
+  if (spec.labels?.length) checkLabels(spec.task, spec.labels);
   if (spec.threshold !== undefined && !(spec.threshold > 0 && spec.threshold < 1)) {
     throw new InvalidArgument(`finetune.threshold must be in (0, 1): current value is ${spec.threshold}`);
   }
   return spec;
+}
+
+/** Labels given in a spec: distinct, non-empty, of a sane length and number (at least 2 for one-of-K tasks). */
+function checkLabels(task: FinetuneTask, labels: readonly string[]): void {
+  const oneOfK = task === "classify" || task === "pair";
+  checkCount("finetune.labels count", labels.length, {
+    ...COUNT_LIMITS.labels,
+    min: oneOfK ? COUNT_LIMITS.labels.min : 1,
+  });
+  labels.forEach((label, i) => {
+    if (label.trim() === "") throw new InvalidArgument(`finetune.labels[${i}] must not be empty`);
+    if (label.length > COUNT_LIMITS.labelChars.max) {
+      throw new InvalidArgument(
+        `finetune.labels[${i}] must be at most ${COUNT_LIMITS.labelChars.max} characters: it has ${label.length}`,
+      );
+    }
+  });
+  const twice = labels.find((label, i) => labels.indexOf(label) !== i);
+  if (twice !== undefined) {
+    throw new InvalidArgument(`finetune.labels must be distinct: ${JSON.stringify(twice)} is given twice`);
+  }
+}
+
+/**
+ * Data sets up to this size are parsed at submit for the job's task, exactly as the job will read them, so an
+ * empty label or a missing second text fails the call instead of the job. Larger sets are checked from their
+ * manifest (format, labels) only: parsing a few hundred MB would hold SubmitJob for seconds and the memory twice.
+ */
+const PARSE_AT_SUBMIT_BYTES = 8 << 20;
+
+/**
+ * What SubmitJob checks before a fine-tuning job is created, so a job that cannot run fails the call instead of
+ * becoming a failed (and retried) job: the settings' limits, the base model (max_length, reinit_layers, its vocab),
+ * each data set's format against the task and its labels (at least 2 for classify and pair), and the engine
+ * against the node's memory.
+ */
+export async function checkFinetuneInputs(store: ObjectStore, spec: FinetuneJobSpec): Promise<void> {
+  validateFinetuneSpec(spec);
+  const facts = await baseFacts(store, spec.base);
+  const { config, model } = facts;
+  const base = `${model.name}/${model.version}`;
+  const vocabLines =
+    (await store.getText(`${model.prefix}/vocab.txt`)).split("\n").filter((l) => l !== "").length;
+  if (vocabLines > config.vocab_size) {
+    throw new InvalidArgument(
+      `finetune.base ${base}: vocab.txt has ${vocabLines} tokens but config.json vocab_size is ${config.vocab_size}`,
+    );
+  }
+  const defaults = finetuneDefaults(spec.task, facts);
+  const maxLength = checkMaxLength(
+    "finetune.max_length",
+    spec.maxLength || defaults.maxLength,
+    config.max_position_embeddings,
+    base,
+  );
+  checkReinitLayers(spec.reinitLayers ?? 0, config.num_hidden_layers);
+  const found = new Set<string>();
+  for (
+    const [field, name] of [["finetune.train_dataset", spec.trainDataset], [
+      "finetune.eval_dataset",
+      spec.evalDataset,
+    ]]
+  ) {
+    if (!name) continue;
+    const info = await datasetInfo(store, name, field!);
+    const ner = info.format === "bio" || info.format === "cluener";
+    if (ner !== (spec.task === "ner")) {
+      throw new InvalidArgument(
+        spec.task === "ner"
+          ? `${field} ${name} is ${info.format} data: task ner needs BIO or CLUENER data`
+          : `${field} ${name} is ${info.format} data, which holds tags: usable for task ner only (not ${spec.task})`,
+      );
+    }
+    if (info.bytes <= PARSE_AT_SUBMIT_BYTES) await readDataset(store, name, spec.task, field);
+    for (const label of info.labels) found.add(label);
+  }
+  if (!spec.labels?.length) {
+    const needed = spec.task === "classify" || spec.task === "pair" ? 2 : 1;
+    if (found.size < needed) {
+      throw new InvalidArgument(
+        `finetune.train_dataset ${spec.trainDataset} has ${
+          found.size === 0 ? "no label" : `one label (${[...found][0]})`
+        }: task ${spec.task} needs at least ${needed}`,
+      );
+    }
+  }
+  const labels = spec.labels?.length || found.size;
+  checkFitsMemory("finetune", config, {
+    batch: spec.batchSize || defaults.batchSize,
+    seqLen: maxLength,
+    task: "finetune",
+    labels: spec.task === "ner" ? 2 * labels + 1 : labels,
+    training: true,
+  });
+}
+
+/** Re-initialising more layers than the base model has is a typo, not a request. */
+function checkReinitLayers(layers: number, L: number): void {
+  if (layers > L) {
+    throw new InvalidArgument(`finetune.reinit_layers ${layers} exceeds the base model's ${L} layers`);
+  }
 }
 
 /**
@@ -235,9 +357,7 @@ export function reinitTop(
 ): string {
   if (layers === 0) return "";
   const L = config.num_hidden_layers;
-  if (layers > L) {
-    throw new InvalidArgument(`finetune.reinit_layers ${layers} exceeds the base model's ${L} layers`);
-  }
+  checkReinitLayers(layers, L);
   const fresh = initWeights(config, head, seed);
   const prefixes = ["bert.pooler."];
   for (let l = L - layers; l < L; l++) prefixes.push(`bert.encoder.layer.${l}.`);
@@ -329,11 +449,12 @@ export async function runFinetuneJob(rawSpec: FinetuneJobSpec, ctx: TrainerJobCo
   const base = await loadModel(store, spec.base, { head, seed, field: "finetune.base" });
   const config = { ...base.config };
   const reinitialized = reinitTop(base.weights, config, head, spec.reinitLayers ?? 0, seed);
-  if (maxLength > config.max_position_embeddings) {
-    throw new InvalidArgument(
-      `finetune.max_length ${maxLength} exceeds the base model's max_position_embeddings ${config.max_position_embeddings}`,
-    );
-  }
+  checkMaxLength(
+    "finetune.max_length",
+    maxLength,
+    config.max_position_embeddings,
+    `${base.name}/${base.version}`,
+  );
   const tokenizer = base.tokenizerJson
     ? WordPieceTokenizer.fromTokenizerJson(base.tokenizerJson)
     : WordPieceTokenizer.fromVocabText(base.vocabText);

@@ -24,9 +24,17 @@ import {
   type TrainerJobContext,
 } from "./jobs.ts";
 import { validateName } from "../shared/model/registry.ts";
-import { loadModel, publishModel } from "./models.ts";
+import { loadModel, publishModel, resolveModel } from "./models.ts";
 import { publishTarget } from "./publish_target.ts";
 import { formatDuration } from "../shared/report/duration.ts";
+import {
+  checkCount,
+  checkFitsMemory,
+  checkReal,
+  COUNT_LIMITS,
+  type IntRange,
+  RATE_LIMITS,
+} from "../shared/model/limits.ts";
 import {
   MAX_BUDGET_SECONDS,
   PRETRAIN_OBJECTIVES,
@@ -120,11 +128,9 @@ export function resolvePretrainSpec(
   }
   if (budgeted && (spec.steps === 0 || spec.steps === undefined)) {
     // No cap: the budget decides.
-  } else if (!Number.isInteger(spec.steps) || spec.steps < 1) {
-    throw new InvalidArgument(
-      `pretrain.steps must be a positive integer (or 0 with budget_seconds): current value is ${spec.steps}`,
-    );
-  }
+  } else if (spec.steps === 0 || spec.steps === undefined) {
+    throw new InvalidArgument("pretrain.steps is required (> 0) unless budget_seconds is set");
+  } else checkCount("pretrain.steps", spec.steps, COUNT_LIMITS.steps);
   if (budgeted && spec.warmupSteps !== undefined) {
     throw new InvalidArgument(
       "pretrain.warmup_steps does not apply to a time budget: give warmup_fraction (a share of the budget) instead",
@@ -135,10 +141,8 @@ export function resolvePretrainSpec(
       "pretrain.warmup_fraction needs budget_seconds; without a budget give warmup_steps",
     );
   }
-  if (spec.warmupFraction !== undefined && !(spec.warmupFraction >= 0 && spec.warmupFraction < 1)) {
-    throw new InvalidArgument(
-      `pretrain.warmup_fraction must be in [0, 1): current value is ${spec.warmupFraction}`,
-    );
+  if (spec.warmupFraction !== undefined) {
+    checkReal("pretrain.warmup_fraction", spec.warmupFraction, RATE_LIMITS.warmupFraction);
   }
   if (spec.objective !== undefined && !PRETRAIN_OBJECTIVES.includes(spec.objective)) {
     throw new InvalidArgument(
@@ -168,32 +172,42 @@ export function resolvePretrainSpec(
   const steps = budgeted && !spec.steps ? 0 : spec.steps;
   const smallPreset = spec.arch === "bert-mini" || spec.arch === "bert-small";
 
-  const positive = (field: string, v: number | undefined, fallback: number) => {
-    if (v === undefined || v === 0) return fallback;
-    if (!(v > 0)) throw new InvalidArgument(`pretrain.${field} must be positive: current value is ${v}`);
-    return v;
-  };
+  // 0 or absent: the default (proto3 cannot tell 0 from unset); anything else within its limits (limits.ts).
+  const count = (field: string, v: number | undefined, range: IntRange, fallback: number) =>
+    v === undefined || v === 0 ? fallback : checkCount(`pretrain.${field}`, v, range);
   const resolved = {
     ...spec,
-    batchSize: positive("batch_size", spec.batchSize, 32),
+    batchSize: count("batch_size", spec.batchSize, COUNT_LIMITS.batchSize, 32),
     // A budget is a short schedule for a small model: its peak rate can be higher (measured: docs/results.md).
-    learningRate: positive("learning_rate", spec.learningRate, budgeted && smallPreset ? 5e-4 : 1e-4),
-    warmupSteps: spec.warmupSteps ?? Math.round(steps * 0.1),
+    learningRate: spec.learningRate === undefined || spec.learningRate === 0
+      ? budgeted && smallPreset ? 5e-4 : 1e-4
+      : checkReal("pretrain.learning_rate", spec.learningRate, RATE_LIMITS.learningRate),
+    warmupSteps: spec.warmupSteps === undefined
+      ? Math.round(steps * 0.1)
+      : checkCount("pretrain.warmup_steps", spec.warmupSteps, { ...COUNT_LIMITS.steps, min: 0 }),
     warmupFraction: spec.warmupFraction ?? (budgeted ? 0.05 : 0),
-    seed: spec.seed ?? 42,
-    gradAccum: positive("grad_accum", spec.gradAccum, 1),
-    checkpointEvery: positive(
+    seed: spec.seed === undefined ? 42 : checkCount("pretrain.seed", spec.seed, COUNT_LIMITS.seed),
+    gradAccum: count("grad_accum", spec.gradAccum, COUNT_LIMITS.gradAccum, 1),
+    checkpointEvery: count(
       "checkpoint_every",
       spec.checkpointEvery,
+      COUNT_LIMITS.interval,
       budgeted ? 500 : Math.min(1000, steps),
     ),
-    evalEvery: spec.evalEvery ?? 0,
-    keepCheckpoints: positive("keep_checkpoints", spec.keepCheckpoints, 3),
-    weightDecay: spec.weightDecay ?? 0.01,
+    evalEvery: count("eval_every", spec.evalEvery, COUNT_LIMITS.interval, 0),
+    keepCheckpoints: count("keep_checkpoints", spec.keepCheckpoints, COUNT_LIMITS.keepCheckpoints, 3),
+    weightDecay: spec.weightDecay === undefined
+      ? 0.01
+      : checkReal("pretrain.weight_decay", spec.weightDecay, RATE_LIMITS.weightDecay),
     dynamicMasking: spec.dynamicMasking ?? spec.maskRate !== undefined,
     // Within a budget that reads each token about once there is nothing to overfit (Cramming).
     ...(budgeted && spec.dropout === undefined ? { dropout: 0 } : {}),
-    logEvery: positive("log_every", spec.logEvery, budgeted ? 10 : Math.max(1, Math.round(steps / 200))),
+    logEvery: count(
+      "log_every",
+      spec.logEvery,
+      COUNT_LIMITS.interval,
+      budgeted ? 10 : Math.max(1, Math.round(steps / 200)),
+    ),
   };
   if (resolved.evalEvery === 0) resolved.evalEvery = resolved.checkpointEvery;
   if (spec.maskRate !== undefined && spec.dynamicMasking === false) {
@@ -205,6 +219,61 @@ export function resolvePretrainSpec(
     throw new InvalidArgument(`pretrain.warmup_steps ${resolved.warmupSteps} exceeds steps ${steps}`);
   }
   return resolved;
+}
+
+/** The job's config (a preset at the shards' vocab size, or config_json), checked against the shards. */
+function pretrainConfig(spec: PretrainJobSpec, set: ShardSet): BertConfig {
+  const { vocab, settings } = set.manifest;
+  const config = spec.configJson ? parseConfig(spec.configJson) : presetConfig(spec.arch!, vocab.size);
+  if (config.vocab_size !== vocab.size) {
+    throw new InvalidArgument(
+      `pretrain.config_json vocab_size ${config.vocab_size} does not match the vocab of shards ${spec.shards} (${vocab.size} entries)`,
+    );
+  }
+  if (settings.maxSeqLength > config.max_position_embeddings) {
+    throw new InvalidArgument(
+      `shards ${spec.shards} have seq_len ${settings.maxSeqLength}, more than the config's max_position_embeddings ${config.max_position_embeddings}`,
+    );
+  }
+  return config;
+}
+
+/**
+ * What SubmitJob checks before a pretraining job is created, so a typo or a job the node cannot hold fails the
+ * call (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED) instead of becoming a failed (and retried) job: the
+ * settings' limits, the shards and short shards exist and fit the config, the init model fits, and the engine
+ * fits the node's memory. Reads manifests and config.json only.
+ */
+export async function checkPretrainInputs(store: ObjectStore, spec: PretrainJobSpec): Promise<void> {
+  const resolved = resolvePretrainSpec(spec);
+  const open = (shards: string, field: string) =>
+    ShardSet.open(store, shards).catch((error) => {
+      if (error instanceof NotFound) throw new NotFound(`${field}: no shard set named ${shards}`);
+      throw error;
+    });
+  const set = await open(spec.shards, "pretrain.shards");
+  const config = pretrainConfig(spec, set);
+  if (spec.shortShards) await open(spec.shortShards, "pretrain.short_shards");
+  if (spec.initModel) {
+    const init = await resolveModel(store, spec.initModel, "pretrain.init_model");
+    const initConfig = await store.getJson<BertConfig>(`${init.prefix}/config.json`);
+    for (const key of ["vocab_size", "hidden_size", "num_hidden_layers"] as const) {
+      if (initConfig[key] !== config[key]) {
+        throw new InvalidArgument(
+          `pretrain.init_model ${init.name}/${init.version} has ${key} ${initConfig[key]}, the job's config ${
+            config[key]
+          }`,
+        );
+      }
+    }
+  }
+  // A short phase holds as many tokens per step in shorter rows: the long rows size the engine.
+  checkFitsMemory("pretrain", config, {
+    batch: resolved.batchSize,
+    seqLen: set.manifest.settings.maxSeqLength,
+    task: "pretrain",
+    training: true,
+  });
 }
 
 /** A cheap content hash of an instance's original tokens, to keep held-out instances out of training. */
@@ -434,22 +503,7 @@ export async function runPretrainJob(rawSpec: PretrainJobSpec, ctx: TrainerJobCo
     }
     : undefined;
 
-  let config: BertConfig;
-  if (spec.configJson) {
-    config = parseConfig(spec.configJson);
-    if (config.vocab_size !== manifest.vocab.size) {
-      throw new InvalidArgument(
-        `pretrain.config_json vocab_size ${config.vocab_size} does not match the vocab of shards ${spec.shards} (${manifest.vocab.size} entries)`,
-      );
-    }
-  } else {
-    config = presetConfig(spec.arch!, manifest.vocab.size);
-  }
-  if (T > config.max_position_embeddings) {
-    throw new InvalidArgument(
-      `shards ${spec.shards} have seq_len ${T}, more than the config's max_position_embeddings ${config.max_position_embeddings}`,
-    );
-  }
+  let config = pretrainConfig(spec, set);
   const head: HeadSpec = { task: "pretrain" };
   let initial = initWeights(config, head, spec.seed);
   let initRef: { name: string; version: string; prefix: string; sha256?: string } | undefined;

@@ -1,8 +1,10 @@
-import { assert, assertEquals, assertGreater, assertRejects } from "@std/assert";
+import { assert, assertEquals, assertGreater, assertRejects, assertThrows } from "@std/assert";
 import { LocalStore } from "../shared/store/local.ts";
 import { Cancelled, FailedPrecondition, InvalidArgument, NotFound, Unavailable } from "../shared/errors.ts";
 import { readManifest } from "../shared/store/publish.ts";
-import { runPretrainJob } from "./pretrain.ts";
+import { resolvePretrainSpec, runPretrainJob } from "./pretrain.ts";
+import { setEngineFactory } from "./jobs.ts";
+import { createEngine, requestedBackend } from "../shared/engine/select.ts";
 import type { TrainerEvent } from "./loop.ts";
 import { tinyConfigJson, writeTinyShards } from "./testing.ts";
 import { listCheckpointSteps, loadLatestCheckpoint } from "./checkpoint.ts";
@@ -163,17 +165,30 @@ Deno.test("runPretrainJob() refuses unknown shards, a config that does not fit t
         }),
       Cancelled,
     );
-    const events: TrainerEvent[] = [];
-    await assertRejects(
-      () =>
-        runPretrainJob({ ...SPEC, learningRate: 1e30, steps: 8 }, {
-          ...ctx,
-          jobId: "job-nan",
-          emit: (e) => void events.push(e),
-        }),
-      FailedPrecondition,
-      "diverged",
+    // SubmitJob and the spec refuse a rate past 1 (limits.ts), so the rate that blows up goes to the engine.
+    assertThrows(() => resolvePretrainSpec({ ...SPEC, learningRate: 1e30 }), InvalidArgument, "(0, 1]");
+    setEngineFactory((options) =>
+      createEngine({
+        ...options,
+        backend: requestedBackend(options.backend || undefined),
+        optimizer: { ...options.optimizer, lr: 1e30 },
+      })
     );
+    const events: TrainerEvent[] = [];
+    try {
+      await assertRejects(
+        () =>
+          runPretrainJob({ ...SPEC, steps: 8 }, {
+            ...ctx,
+            jobId: "job-nan",
+            emit: (e) => void events.push(e),
+          }),
+        FailedPrecondition,
+        "diverged",
+      );
+    } finally {
+      setEngineFactory(null);
+    }
     const diverged = events.find((e) => e.type === "diverged");
     assert(diverged && diverged.type === "diverged");
     assertEquals(diverged.lastCheckpointStep, 4);

@@ -23,10 +23,20 @@ import {
   type TextExample,
 } from "../shared/data/mod.ts";
 import { headFromConfig, loadModelDir } from "../shared/model/checkpoint.ts";
-import { type BertConfig, parseConfig, presetConfig } from "../shared/model/config.ts";
 import { type HeadSpec, sentencePooling } from "../shared/engine/engine.ts";
-import { type PretrainJobSpec, resolvePretrainSpec, runPretrainJob } from "./pretrain.ts";
-import { type FinetuneJobSpec, type FinetuneTask, runFinetuneJob, validateFinetuneSpec } from "./finetune.ts";
+import {
+  checkPretrainInputs,
+  type PretrainJobSpec,
+  resolvePretrainSpec,
+  runPretrainJob,
+} from "./pretrain.ts";
+import {
+  checkFinetuneInputs,
+  type FinetuneJobSpec,
+  type FinetuneTask,
+  runFinetuneJob,
+  validateFinetuneSpec,
+} from "./finetune.ts";
 import { createJobEngine, formatEvent, type JobOutcome, type TrainerJobContext } from "./jobs.ts";
 import { runJobInWorker } from "./job_thread.ts";
 import type { TrainerEvent } from "./loop.ts";
@@ -35,6 +45,7 @@ import { modelPrefix, validateName } from "../shared/model/registry.ts";
 import { readDataset, storeDataset } from "./datasets.ts";
 import { evaluateFeatures, type ExampleOutcome, mistakesOf } from "./evaluate.ts";
 import { deleteArtifact, readManifest } from "../shared/store/publish.ts";
+import { checkCount, checkFitsMemory, checkMaxLength, COUNT_LIMITS } from "../shared/model/limits.ts";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 
@@ -85,6 +96,15 @@ function num(value: unknown): number {
   return typeof value === "string" ? Number(value) : (value as number) ?? 0;
 }
 
+/**
+ * A proto3 number that 0 leaves to the default: undefined for 0 (and unset), else the value as sent. NaN stays
+ * NaN, so the limits refuse it; a test for truthiness turned it into the default.
+ */
+function given(value: unknown): number | undefined {
+  const n = num(value);
+  return n === 0 ? undefined : n;
+}
+
 /** SubmitJobRequest → the spec the job will run with (defaults left to the job, validated now). */
 export function specFromRequest(request: Message): StoredSpec {
   const name = request.name ?? "";
@@ -101,7 +121,7 @@ export function specFromRequest(request: Message): StoredSpec {
       ...(p.arch ? { arch: p.arch } : {}),
       ...(p.config_json ? { configJson: p.config_json } : {}),
       ...(num(p.batch_size) ? { batchSize: num(p.batch_size) } : {}),
-      ...(p.learning_rate ? { learningRate: p.learning_rate } : {}),
+      ...(given(p.learning_rate) !== undefined ? { learningRate: given(p.learning_rate) } : {}),
       ...(opt(p.warmup_steps) !== undefined ? { warmupSteps: num(p.warmup_steps) } : {}),
       ...(opt(p.seed) !== undefined ? { seed: num(p.seed) } : {}),
       ...(num(p.grad_accum) ? { gradAccum: num(p.grad_accum) } : {}),
@@ -113,7 +133,7 @@ export function specFromRequest(request: Message): StoredSpec {
         ? { initModel: { name: p.init_model.name, version: p.init_model.version || undefined } }
         : {}),
       ...(p.dynamic_masking ? { dynamicMasking: true } : {}),
-      ...(p.budget_seconds ? { budgetSeconds: p.budget_seconds } : {}),
+      ...(given(p.budget_seconds) !== undefined ? { budgetSeconds: given(p.budget_seconds) } : {}),
       ...(opt(p.warmup_fraction) !== undefined ? { warmupFraction: p.warmup_fraction } : {}),
       ...(p.objective ? { objective: p.objective } : {}),
       ...(opt(p.mask_rate) !== undefined ? { maskRate: p.mask_rate } : {}),
@@ -142,7 +162,7 @@ export function specFromRequest(request: Message): StoredSpec {
       ...(f.eval_dataset ? { evalDataset: f.eval_dataset } : {}),
       ...(num(f.epochs) ? { epochs: num(f.epochs) } : {}),
       ...(num(f.batch_size) ? { batchSize: num(f.batch_size) } : {}),
-      ...(f.learning_rate ? { learningRate: f.learning_rate } : {}),
+      ...(given(f.learning_rate) !== undefined ? { learningRate: given(f.learning_rate) } : {}),
       ...(num(f.max_length) ? { maxLength: num(f.max_length) } : {}),
       ...(opt(f.seed) !== undefined ? { seed: num(f.seed) } : {}),
       ...(opt(f.warmup_ratio) !== undefined ? { warmupRatio: f.warmup_ratio } : {}),
@@ -322,76 +342,14 @@ export class Trainer {
     return outcome;
   }
 
-  /** Checks what a spec names exists, so a typo fails SubmitJob with NOT_FOUND instead of a failed job. */
-  async #checkInputs(spec: StoredSpec): Promise<void> {
-    if (spec.kind === "pretrain") {
-      const { ShardSet } = await import("../shared/shards/reader.ts");
-      const set = await ShardSet.open(this.store, spec.pretrain.shards).catch((error) => {
-        if (error instanceof NotFound) {
-          throw new NotFound(`pretrain.shards: no shard set named ${spec.pretrain.shards}`);
-        }
-        throw error;
-      });
-      const vocabSize = set.manifest.vocab.size;
-      const config = spec.pretrain.configJson
-        ? parseConfig(spec.pretrain.configJson)
-        : presetConfig(spec.pretrain.arch!, vocabSize);
-      if (config.vocab_size !== vocabSize) {
-        throw new InvalidArgument(
-          `pretrain.config_json vocab_size ${config.vocab_size} does not match the vocab of shards ${spec.pretrain.shards} (${vocabSize} entries)`,
-        );
-      }
-      const T = set.manifest.settings.maxSeqLength;
-      if (T > config.max_position_embeddings) {
-        throw new InvalidArgument(
-          `shards ${spec.pretrain.shards} have seq_len ${T}, more than max_position_embeddings ${config.max_position_embeddings}`,
-        );
-      }
-      if (spec.pretrain.initModel) {
-        const init = await resolveModel(this.store, spec.pretrain.initModel, "pretrain.init_model");
-        const initConfig = await this.store.getJson<BertConfig>(`${init.prefix}/config.json`);
-        for (const key of ["vocab_size", "hidden_size", "num_hidden_layers"] as const) {
-          if (initConfig[key] !== config[key]) {
-            throw new InvalidArgument(
-              `pretrain.init_model ${init.name}/${init.version} has ${key} ${
-                initConfig[key]
-              }, the job's config ${config[key]}`,
-            );
-          }
-        }
-      }
-      return;
-    }
-    const f = spec.finetune;
-    const base = await resolveModel(this.store, f.base, "finetune.base");
-    const config = await this.store.getJson<{ max_position_embeddings?: number; vocab_size?: number }>(
-      `${base.prefix}/config.json`,
-    );
-    const vocabLines =
-      (await this.store.getText(`${base.prefix}/vocab.txt`)).split("\n").filter((l) => l !== "")
-        .length;
-    if (config.vocab_size && vocabLines > config.vocab_size) {
-      throw new InvalidArgument(
-        `finetune.base ${base.name}/${base.version}: vocab.txt has ${vocabLines} tokens but config.json vocab_size is ${config.vocab_size}`,
-      );
-    }
-    if (f.maxLength && config.max_position_embeddings && f.maxLength > config.max_position_embeddings) {
-      throw new InvalidArgument(
-        `finetune.max_length ${f.maxLength} exceeds max_position_embeddings ${config.max_position_embeddings} of ${base.name}/${base.version}`,
-      );
-    }
-    for (
-      const [field, name] of [["finetune.train_dataset", f.trainDataset], [
-        "finetune.eval_dataset",
-        f.evalDataset,
-      ]]
-    ) {
-      if (!name) continue;
-      await readManifest(this.store, `datasets/${name}`).catch((error) => {
-        if (error instanceof NotFound) throw new NotFound(`${field}: no data set named ${name}`);
-        throw error;
-      });
-    }
+  /**
+   * Checks what a spec names exists and fits (limits, data, memory), so a typo or an impossible job fails SubmitJob
+   * instead of becoming a failed job.
+   */
+  #checkInputs(spec: StoredSpec): Promise<void> {
+    return spec.kind === "pretrain"
+      ? checkPretrainInputs(this.store, spec.pretrain)
+      : checkFinetuneInputs(this.store, spec.finetune);
   }
 
   async submit(request: Message): Promise<JobRecord> {
@@ -661,11 +619,16 @@ export class Trainer {
         `model ${resolved.name}/${resolved.version} has a ${modelHead.task} head, not ${task}`,
       );
     }
-    const maxErrors = num(request.max_errors);
     // The list travels in one response: long texts times an unbounded count could outgrow the message limit.
-    if (maxErrors > MAX_LISTED_ERRORS) {
-      throw new InvalidArgument(`max_errors must be at most ${MAX_LISTED_ERRORS}: got ${maxErrors}`);
-    }
+    const maxErrors = checkCount("max_errors", num(request.max_errors), COUNT_LIMITS.maxErrors);
+    const askedBatch = given(request.batch_size);
+    if (askedBatch !== undefined) checkCount("batch_size", askedBatch, COUNT_LIMITS.batchSize);
+    const maxLength = checkMaxLength(
+      "max_length",
+      num(request.max_length) || num(config.bertforge_max_length) || 128,
+      num(config.max_position_embeddings),
+      `${resolved.name}/${resolved.version}`,
+    );
     const data = await readDataset(this.store, request.dataset ?? "", task, "dataset");
     const model = await loadModel(this.store, { name: resolved.name, version: resolved.version }, {
       head: modelHead,
@@ -674,12 +637,6 @@ export class Trainer {
     const tokenizer = model.tokenizerJson
       ? WordPieceTokenizer.fromTokenizerJson(model.tokenizerJson)
       : WordPieceTokenizer.fromVocabText(model.vocabText);
-    const maxLength = num(request.max_length) || num(model.config.bertforge_max_length) || 128;
-    if (maxLength > model.config.max_position_embeddings) {
-      throw new InvalidArgument(
-        `max_length ${maxLength} exceeds max_position_embeddings ${model.config.max_position_embeddings}`,
-      );
-    }
     const features = task === "ner"
       ? encodeNerExamples(data.examples as NerExample[], tokenizer, labels, { maxLength }).features
       : encodeTextExamples(data.examples as TextExample[], tokenizer, labels, {
@@ -687,7 +644,14 @@ export class Trainer {
         maxLength,
         windows: model.config.bertforge_long_text === "windows",
       }).features;
-    const B = Math.max(1, Math.min(num(request.batch_size) || 64, features.length));
+    const B = Math.max(1, Math.min(askedBatch ?? 64, features.length));
+    checkFitsMemory("evaluate", model.config, {
+      batch: B,
+      seqLen: maxLength,
+      task: "finetune",
+      labels: labels.size,
+      training: false,
+    });
     const engine = await createJobEngine({
       config: model.config,
       head: modelHead,
@@ -739,9 +703,6 @@ export class Trainer {
     await this.manager.close();
   }
 }
-
-/** The most mistakes one Evaluate lists (EvaluateRequest.max_errors). */
-const MAX_LISTED_ERRORS = 10_000;
 
 /** Where an idempotency key's job id is kept (hashed: request ids are free-form client strings). */
 function requestKey(requestId: string): string {

@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertGreater, assertRejects } from "@std/assert";
 import { loadSettings } from "../shared/config/mod.ts";
 import { client, type Message } from "../shared/rpc/mod.ts";
-import { FailedPrecondition, InvalidArgument, NotFound } from "../shared/errors.ts";
+import { FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted } from "../shared/errors.ts";
 import { LocalStore } from "../shared/store/local.ts";
 import { start } from "./main.ts";
 import { tinyConfigJson, writeTinyShards } from "./testing.ts";
@@ -171,7 +171,7 @@ Deno.test("TrainerService: pretrain then fine-tune over gRPC, watch events, publ
     await assertRejects(
       () => rpc.unary("Evaluate", { model: { name: "tiny-senti" }, dataset: "flipped", max_errors: 10_001 }),
       InvalidArgument,
-      "max_errors must be at most 10000: got 10001",
+      "max_errors must be an integer in [0, 10000]: current value is 10001",
     );
 
     const files = new Map<string, number>();
@@ -273,10 +273,11 @@ Deno.test("TrainerService: error codes name the problem", () =>
       "vocab_size 500",
     );
 
-    // A job failing at run time (its loss turns NaN) ends FAILED with the reason in an event and in the job.
+    // A job failing at run time (its loss turns NaN) ends FAILED with the reason in an event and in the job. (A
+    // learning rate of 1e30 did it before SubmitJob refused rates past 1: weights drawn 1e30 wide still pass.)
     const { job } = await rpc.unary("SubmitJob", {
       ...PRETRAIN,
-      pretrain: { ...PRETRAIN.pretrain, learning_rate: 1e30 },
+      pretrain: { ...PRETRAIN.pretrain, config_json: tinyConfigJson({ initializer_range: 1e30 }) },
     });
     const events = await watchToEnd(rpc, job.id);
     assertEquals(events.at(-1)!.state, "JOB_STATE_FAILED");
@@ -368,4 +369,183 @@ Deno.test("TrainerService: ImportModel takes an HF folder, refuses an incomplete
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
+  }));
+
+Deno.test("TrainerService: SubmitJob and Evaluate refuse every setting out of its limits, naming field and limit; no job is made", () =>
+  withTrainer(async (rpc, store) => {
+    const { initWeights } = await import("../shared/model/checkpoint.ts");
+    const { parseConfig } = await import("../shared/model/config.ts");
+    const { publishModel } = await import("./models.ts");
+    const { tinyVocabText } = await import("./testing.ts");
+    const config = parseConfig(tinyConfigJson());
+    for (
+      const [name, head] of [["base", { task: "pretrain" }], ["clf", {
+        task: "classify",
+        numLabels: 2,
+      }]] as const
+    ) {
+      await publishModel(store, {
+        name,
+        config,
+        head,
+        ...(head.task === "classify" ? { labels: ["0", "1"] } : {}),
+        weights: initWeights(config, head, 3),
+        vocabText: tinyVocabText(),
+      });
+    }
+    await rpc.clientStream("UploadDataset", upload("senti", "senti.csv", sentimentCsv(64)));
+    await rpc.clientStream("UploadDataset", upload("one", "one.csv", "label,text\n1,丁七\n1,七丁\n1,丁\n"));
+    // A row without a label reads as multi-label data (an empty label set): a classify job cannot use it.
+    await rpc.clientStream("UploadDataset", upload("gap", "gap.csv", "label,text\n0,丁七\n,七丁\n1,丁\n"));
+    const pretrain = (change: Record<string, unknown>) => ({
+      ...PRETRAIN,
+      pretrain: { ...PRETRAIN.pretrain, ...change },
+    });
+    const finetune = (change: Record<string, unknown>) => ({
+      name: "ft",
+      finetune: {
+        base: { name: "base" },
+        task: "TASK_TYPE_CLASSIFY",
+        train_dataset: "senti",
+        max_length: 16,
+        ...change,
+      },
+    });
+    const huge = tinyConfigJson({
+      hidden_size: 8192,
+      num_attention_heads: 64,
+      intermediate_size: 32768,
+      num_hidden_layers: 48,
+    });
+    const cases: Array<[string, Message, typeof InvalidArgument, string]> = [
+      // uint32 wrapped 1e12 to 3,567,587,328 steps and 2^32+8 to a batch of 8, silently.
+      [
+        "SubmitJob",
+        pretrain({ steps: 1e12 }),
+        InvalidArgument,
+        "pretrain.steps must be an integer in [1, 10000000]: current value is 1000000000000",
+      ],
+      [
+        "SubmitJob",
+        pretrain({ batch_size: 2 ** 32 + 8 }),
+        InvalidArgument,
+        "pretrain.batch_size must be an integer in [1, 4096]: current value is 4294967304",
+      ],
+      [
+        "SubmitJob",
+        pretrain({ batch_size: 100_000 }),
+        InvalidArgument,
+        "pretrain.batch_size must be an integer in [1, 4096]",
+      ],
+      [
+        "SubmitJob",
+        pretrain({ grad_accum: 1e9 }),
+        InvalidArgument,
+        "pretrain.grad_accum must be an integer in [1, 1024]",
+      ],
+      [
+        "SubmitJob",
+        pretrain({ checkpoint_every: 2 ** 32 + 1 }),
+        InvalidArgument,
+        "pretrain.checkpoint_every must be an integer in [1, 10000000]",
+      ],
+      [
+        "SubmitJob",
+        pretrain({ learning_rate: NaN }),
+        InvalidArgument,
+        "pretrain.learning_rate must be in (0, 1]: current value is NaN",
+      ],
+      [
+        "SubmitJob",
+        pretrain({ learning_rate: 1e308 }),
+        InvalidArgument,
+        "pretrain.learning_rate must be in (0, 1]: current value is 1e+308",
+      ],
+      [
+        "SubmitJob",
+        pretrain({ weight_decay: -0.1 }),
+        InvalidArgument,
+        "pretrain.weight_decay must be in [0, 1]: current value is -0.1",
+      ],
+      [
+        "SubmitJob",
+        pretrain({ seed: 2 ** 32 }),
+        InvalidArgument,
+        "pretrain.seed must be an integer in [0, 4294967295]",
+      ],
+      ["SubmitJob", pretrain({ config_json: huge }), ResourceExhausted, "GiB of memory, and this node has"],
+      [
+        "SubmitJob",
+        finetune({ epochs: 4294967295 }),
+        InvalidArgument,
+        "finetune.epochs must be an integer in [1, 1000]: current value is 4294967295",
+      ],
+      [
+        "SubmitJob",
+        finetune({ batch_size: 100_000 }),
+        InvalidArgument,
+        "finetune.batch_size must be an integer in [1, 4096]",
+      ],
+      [
+        "SubmitJob",
+        finetune({ learning_rate: NaN }),
+        InvalidArgument,
+        "finetune.learning_rate must be in (0, 1]: current value is NaN",
+      ],
+      [
+        "SubmitJob",
+        finetune({ max_length: 1 }),
+        InvalidArgument,
+        "finetune.max_length must be an integer in [8, 8192]: current value is 1",
+      ],
+      [
+        "SubmitJob",
+        finetune({ max_length: 64 }),
+        InvalidArgument,
+        "finetune.max_length 64 exceeds max_position_embeddings 32",
+      ],
+      [
+        "SubmitJob",
+        finetune({ reinit_layers: 99 }),
+        InvalidArgument,
+        "finetune.reinit_layers 99 exceeds the base model's 1 layers",
+      ],
+      [
+        "SubmitJob",
+        finetune({ task: "TASK_TYPE_NER" }),
+        InvalidArgument,
+        "finetune.train_dataset senti is csv data: task ner needs BIO or CLUENER",
+      ],
+      ["SubmitJob", finetune({ labels: ["0", ""] }), InvalidArgument, "finetune.labels[1] must not be empty"],
+      [
+        "SubmitJob",
+        finetune({ train_dataset: "one" }),
+        InvalidArgument,
+        "finetune.train_dataset one has one label (1): task classify needs at least 2",
+      ],
+      ["SubmitJob", finetune({ train_dataset: "gap" }), InvalidArgument, "gap.csv:3: label is empty"],
+      [
+        "Evaluate",
+        { model: { name: "clf" }, dataset: "senti", max_length: 1 },
+        InvalidArgument,
+        "max_length must be an integer in [8, 8192]: current value is 1",
+      ],
+      [
+        "Evaluate",
+        { model: { name: "clf" }, dataset: "senti", batch_size: 100_000 },
+        InvalidArgument,
+        "batch_size must be an integer in [1, 4096]",
+      ],
+    ];
+    const wrong: string[] = [];
+    for (const [method, request, type, message] of cases) {
+      const outcome = await rpc.unary(method, request).then(
+        (response) => `accepted (${response.job?.id ?? "evaluated"})`,
+        (error) =>
+          error instanceof type && error.message.includes(message) ? "" : `${error.name}: ${error.message}`,
+      );
+      if (outcome) wrong.push(`${message}\n    got ${outcome}`);
+    }
+    assertEquals(wrong, [], `\n  ${wrong.join("\n  ")}`);
+    assertEquals((await rpc.unary("ListJobs", {})).jobs, [], "no refused submit made a job");
   }));

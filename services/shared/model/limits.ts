@@ -100,6 +100,20 @@ export function formatRange(range: RealRange): string {
   return `${lowOpen ? "(" : "["}${range.min}, ${range.max}${highOpen ? ")" : "]"}`;
 }
 
+/**
+ * A max_length within its limits and within the model's positions (`model` names it in the message): a longer
+ * sequence has no position embedding to read.
+ */
+export function checkMaxLength(field: string, value: number, maxPositions: number, model: string): number {
+  checkCount(field, value, COUNT_LIMITS.maxLength);
+  if (value > maxPositions) {
+    throw new InvalidArgument(
+      `${field} ${value} exceeds max_position_embeddings ${maxPositions} of ${model}`,
+    );
+  }
+  return value;
+}
+
 /** What a training (or evaluation) engine is sized for. */
 export interface EngineShape {
   /** Sequences per micro-batch. */
