@@ -480,7 +480,8 @@ if (import.meta.main) {
     if (settings.flags.help) {
       console.log(
         "usage: deno task fleet [--store DIR | --s3 URL] [--port-base N|auto] [--host H] [--only tokenizer,sharding,...]\n" +
-          "       [--log-level debug|info|warn|error] [--auth-token T] [--startup-timeout-ms MS]",
+          "       [--log-level debug|info|warn|error] [--auth-token-file F] [--startup-timeout-ms MS]\n" +
+          "       (the token also from BERTFORGE_AUTH_TOKEN; --auth-token T works but shows it in the process list)",
       );
       Deno.exit(0);
     }

@@ -14,6 +14,7 @@
  * | `--tokenizer-addr` ...    | `BERTFORGE_TOKENIZER_ADDR` ...      | `127.0.0.1:<base+n>`    |
  * | `--inference-http`        | `BERTFORGE_INFERENCE_HTTP`          | `http://127.0.0.1:<base+5>` |
  * | `--auth-token`            | `BERTFORGE_AUTH_TOKEN`              | none (no auth)          |
+ * | `--auth-token-file`       | `BERTFORGE_AUTH_TOKEN_FILE`         | none; keeps it out of `ps` |
  * | `--tls-cert`, `--tls-key` | `BERTFORGE_TLS_CERT`, `BERTFORGE_TLS_KEY` | none (plaintext)  |
  * | `--tls-ca`                | `BERTFORGE_TLS_CA` (clients)        | system roots            |
  * | `--log-level`             | `BERTFORGE_LOG_LEVEL`               | `info`                  |
@@ -121,6 +122,7 @@ const STRING_FLAGS = [
   "inference-addr",
   "inference-http",
   "auth-token",
+  "auth-token-file",
   "tls-cert",
   "tls-key",
   "tls-ca",
@@ -307,7 +309,10 @@ export function loadSettings(service: ServiceKey | undefined, options: LoadSetti
       inference: peer("inference"),
       inferenceHttp,
     },
-    authToken: str("auth-token") ?? (env("BERTFORGE_AUTH_TOKEN") || undefined),
+    authToken: readAuthToken(
+      str("auth-token") ?? (env("BERTFORGE_AUTH_TOKEN") || undefined),
+      str("auth-token-file") ?? (env("BERTFORGE_AUTH_TOKEN_FILE") || undefined),
+    ),
     tls,
     logLevel,
     backend: str("backend") ?? (env("BERTFORGE_BACKEND") || "auto"),
@@ -345,4 +350,26 @@ export function storeEnv(store: StoreSettings): Record<string, string> {
     };
   }
   return { BERTFORGE_STORE_DIR: store.dir };
+}
+
+/**
+ * The bearer token, given directly or as a file (first line, trimmed). A file keeps the token out of the
+ * process list, where `--auth-token T` shows it to every user of the machine; giving both is ambiguous.
+ */
+function readAuthToken(token: string | undefined, file: string | undefined): string | undefined {
+  if (file === undefined) return token;
+  if (token !== undefined) {
+    throw new InvalidArgument(
+      "give the auth token once: --auth-token (BERTFORGE_AUTH_TOKEN) or --auth-token-file",
+    );
+  }
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch (error) {
+    throw new InvalidArgument(`--auth-token-file ${file} cannot be read: ${(error as Error).message}`);
+  }
+  const read = text.split("\n")[0]!.trim();
+  if (read === "") throw new InvalidArgument(`--auth-token-file ${file} is empty: it must hold the token`);
+  return read;
 }

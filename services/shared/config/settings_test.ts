@@ -115,3 +115,30 @@ Deno.test("createLogger() filters by level and formats fields", () => {
   assertEquals(lines[0]!.replace(/^\S+ /, ""), `INFO  svc: listening port=50051 path="a b"`);
   assertEquals(lines[1]!.replace(/^\S+ /, ""), `ERROR svc.jobs: failed error="boom"`);
 });
+
+Deno.test("loadSettings() reads the auth token from a file, keeping it out of the process list", () => {
+  const file = Deno.makeTempFileSync();
+  try {
+    Deno.writeTextFileSync(file, "s3cret-token\n");
+    const none = () => undefined;
+    assertEquals(
+      loadSettings("trainer", { args: ["--auth-token-file", file], env: none }).authToken,
+      "s3cret-token",
+    );
+    const env = (name: string) => (name === "BERTFORGE_AUTH_TOKEN_FILE" ? file : undefined);
+    assertEquals(loadSettings("trainer", { args: [], env }).authToken, "s3cret-token");
+    assertThrows(
+      () => loadSettings("trainer", { args: ["--auth-token", "t", "--auth-token-file", file], env: none }),
+      InvalidArgument,
+      "give the auth token once",
+    );
+    Deno.writeTextFileSync(file, "\n");
+    assertThrows(
+      () => loadSettings("trainer", { args: ["--auth-token-file", file], env: none }),
+      InvalidArgument,
+      "is empty",
+    );
+  } finally {
+    Deno.removeSync(file);
+  }
+});
