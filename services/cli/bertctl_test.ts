@@ -136,7 +136,8 @@ Deno.test("bertctl refuses a job setting out of its limits before sending anythi
   ];
   try {
     for (const [args, message] of cases) {
-      const result = await bertctl([...args, "--detach", "--trainer-addr", server.address]);
+      const detach = args[0] === "train" ? ["--detach"] : []; // eval always waits for its answer
+      const result = await bertctl([...args, ...detach, "--trainer-addr", server.address]);
       assertEquals(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
       assertStringIncludes(result.stderr, message);
     }
