@@ -3,7 +3,7 @@
  * `deno task bench all` runs every benchmark with its default arguments, one after another, each in its own
  * process, so a bench's peak RSS is its own and not the sum of those before it.
  */
-const BENCHES = ["tokenize", "train", "shards", "trainer_job", "finetune", "inference"];
+const BENCHES = ["tokenize", "train", "shards", "trainer_job", "trainer_responsive", "finetune", "inference"];
 /**
  * Run only by name, never by `all`: each takes far longer than a benchmark run should (`suite` fine-tunes a
  * model on six tasks: hours on 2 cores; `trainer_quality` pretrains first).
