@@ -327,3 +327,55 @@ Deno.test("InstanceStream fetches the next shard while the current one is being 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("InstanceStream shuffles `mix` shards together, so the first batch already draws from several", async () => {
+  await withStore(async (store) => {
+    const instances = await writeSet(store, "m", 60, 400);
+    const stream0 = await InstanceStream.open(store, "m", { seed: 3, mix: 1 });
+    const shards = stream0.manifest.shards;
+    assert(shards.length >= 4, `want several shards, got ${shards.length}`);
+    // Which stored shard each instance lives in (stored order fills shards one after the other).
+    const shardOf = new Map<string, number>();
+    let at = 0;
+    shards.forEach((s, i) => {
+      for (let j = 0; j < s.instances; j++) shardOf.set(key(instances[at++]!), i);
+    });
+    // How often consecutive instances of an epoch come from different stored shards.
+    const switches = async (options: { mix?: number }) => {
+      const stream = await InstanceStream.open(store, "m", { seed: 3, maxEpochs: 1, ...options });
+      const all: string[] = [];
+      for await (const instance of stream) all.push(key(instance));
+      assertEquals([...all].sort(), instances.map(key).sort(), "every instance once");
+      return all.filter((k, i) => i > 0 && shardOf.get(k) !== shardOf.get(all[i - 1]!)).length;
+    };
+    // One shard at a time: one switch per shard boundary, so a run of batches sees one shard only.
+    assertEquals(await switches({ mix: 1 }), shards.length - 1);
+    // Mixed (the default mixes 4; here all of them): consecutive instances mostly come from different shards.
+    assert((await switches({})) > 2 * shards.length);
+    assert((await switches({ mix: shards.length })) > 2 * shards.length);
+  });
+});
+
+Deno.test("InstanceStream: a cursor carries its mix; a cursor without one (older checkpoints) resumes shard by shard", async () => {
+  await withStore(async (store) => {
+    await writeSet(store, "c", 60, 400);
+    const read = async (options: Parameters<typeof InstanceStream.open>[2], n: number) => {
+      const stream = await InstanceStream.open(store, "c", options);
+      const out: string[] = [];
+      for (let i = 0; i < n; i++) out.push(key((await stream.next())!));
+      return { out, cursor: stream.cursor() };
+    };
+    const mixed = await read({ seed: 4, mix: 3 }, 60);
+    assertEquals(mixed.cursor.mix, 3);
+    const first = await read({ seed: 4, mix: 3 }, 25);
+    // The cursor's mix wins over the option's, so a job resumes in the order it began.
+    const rest = await read({ seed: 4, mix: 1, cursor: first.cursor }, 35);
+    assertEquals([...first.out, ...rest.out], mixed.out);
+    const old = await read({ seed: 4, mix: 1 }, 60);
+    const oldFirst = await read({ seed: 4, mix: 1 }, 10);
+    const { mix: _, ...withoutMix } = oldFirst.cursor;
+    const oldRest = await read({ seed: 4, cursor: withoutMix as ShardCursor }, 50);
+    assertEquals([...oldFirst.out, ...oldRest.out], old.out);
+    await assertRejects(() => read({ seed: 4, mix: 0 }, 1), InvalidArgument, "mix must be an integer >= 1");
+  });
+});
