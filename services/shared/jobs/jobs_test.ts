@@ -384,6 +384,7 @@ Deno.test("JobManager: an event whose write fails once is written again, with no
     const id = await manager.submit("blink", {});
     // Bounded, so a gap fails the test instead of hanging it.
     const events = await collect(manager.watch(id, { signal: AbortSignal.timeout(60_000) }));
+    await manager.idle(); // the final state.json is written after the last event a watcher sees
     assert.deepEqual(
       events.map((e) => e.seq),
       events.map((_, i) => i + 1),
