@@ -2,7 +2,7 @@
  * What every store derives from the primitives (put/get/stat/list/delete): JSON and text helpers,
  * `exists`, `deletePrefix`, and the data plumbing both backends share. Private to the store folder.
  */
-import { FailedPrecondition, InvalidArgument } from "../errors.ts";
+import { FailedPrecondition, InvalidArgument, Unavailable } from "../errors.ts";
 import type { ListOptions, ObjectInfo, ObjectStore, PutData, PutOptions, RangeOptions } from "./store.ts";
 import { validatePrefix } from "./store.ts";
 
@@ -65,6 +65,49 @@ export abstract class BaseStore implements ObjectStore {
     }
     return deleted;
   }
+}
+
+/** How a store retries a request that failed for a transient reason. */
+export interface StoreRetry {
+  /** Attempts in all, the first included. */
+  maxAttempts: number;
+  /** First backoff delay, doubled after each failed attempt (with jitter). */
+  retryBaseMs: number;
+}
+
+/**
+ * Runs one store request, retrying the failures `isTransient` accepts with exponential backoff and jitter;
+ * after the last attempt the caller gets an `Unavailable` naming the store, the request and the cause.
+ * Anything else (NotFound, InvalidArgument, FailedPrecondition) is thrown at once: retrying cannot help.
+ */
+export async function withRetry<T>(
+  location: string,
+  what: string,
+  request: () => Promise<T>,
+  isTransient: (error: unknown) => boolean,
+  retry: StoreRetry,
+): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await request();
+    } catch (error) {
+      if (!isTransient(error)) throw error;
+      if (attempt >= retry.maxAttempts) {
+        throw new Unavailable(
+          `object store ${location} unavailable (${what}, ${attempt} attempts): ${describeError(error)}`,
+          { cause: error },
+        );
+      }
+      const delay = retry.retryBaseMs * 2 ** (attempt - 1) * (0.5 + Math.random());
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
+/** `CODE: message` of an I/O or S3 error. */
+export function describeError(error: unknown): string {
+  const e = error as { code?: string; message?: string };
+  return e?.code ? `${e.code}: ${e.message}` : String(e?.message ?? error);
 }
 
 /** The chunks of what `put` was given, as bytes. */

@@ -7,6 +7,11 @@
  * skip them and keys may not contain it. Content type and hash are not kept on disk (manifests hold
  * the hashes of artifact parts).
  *
+ * A write that fails for a reason that may pass (the folder read-only for a moment, the disk full, EIO) is
+ * retried with backoff, then reported as `Unavailable`; NotFound and conflicts are reported at once.
+ * Temporary files left by a process killed mid-write are swept on the first write, once they are older
+ * than any write still in flight could be (`partialMaxAgeMs`): the services of a fleet share one folder.
+ *
  * A folder cannot hold both a file `a` and a folder `a/`, so unlike S3 the keys `a` and `a/b` cannot
  * coexist here; writing one while the other exists is a `FailedPrecondition`.
  *
@@ -14,23 +19,96 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { FailedPrecondition, NotFound } from "../errors.ts";
-import { BaseStore, chunksOf, compareKeys, resolveRange } from "./_base.ts";
+import { BaseStore, chunksOf, compareKeys, resolveRange, type StoreRetry, withRetry } from "./_base.ts";
 import { Sha256 } from "./hash.ts";
 import type { ListOptions, ObjectInfo, PutData, PutOptions, RangeOptions } from "./store.ts";
 import { TEMP_MARKER, validateKey, validatePrefix } from "./store.ts";
 
 const READ_CHUNK_BYTES = 256 * 1024;
 
+export interface LocalStoreOptions {
+  /** Attempts per write or delete before giving up with `Unavailable`. @default 6 */
+  maxAttempts?: number;
+  /** First backoff delay, doubled after each failed attempt (with jitter): 6 attempts span ~6 s. @default 200 */
+  retryBaseMs?: number;
+  /** Temporary files older than this are leftovers of a killed writer and are swept. @default 1 hour */
+  partialMaxAgeMs?: number;
+}
+
+/**
+ * Failures of the filesystem that may pass on their own. PermissionDenied is among them: a folder made
+ * read-only (a remount, an operator's chmod) is the usual way a store stops taking writes for a while.
+ */
+function isTransient(error: unknown): boolean {
+  if (
+    error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.Interrupted ||
+    error instanceof Deno.errors.TimedOut || error instanceof Deno.errors.Busy ||
+    error instanceof Deno.errors.WouldBlock
+  ) return true;
+  const code = (error as { code?: string })?.code ?? "";
+  return ["EIO", "ENOSPC", "EDQUOT", "EROFS", "EBUSY", "EAGAIN", "EMFILE", "ENFILE"].includes(code);
+}
+
 export class LocalStore extends BaseStore {
   readonly kind = "local";
   readonly location: string;
   readonly #root: string;
+  readonly #retry: StoreRetry;
+  readonly #partialMaxAgeMs: number;
+  #swept: Promise<unknown> | undefined;
 
   /** @param root the folder holding the objects; created on the first write. */
-  constructor(root: string) {
+  constructor(root: string, options: LocalStoreOptions = {}) {
     super();
     this.#root = resolve(root);
     this.location = this.#root;
+    this.#retry = { maxAttempts: options.maxAttempts ?? 6, retryBaseMs: options.retryBaseMs ?? 200 };
+    if (!(this.#retry.maxAttempts >= 1) || !(this.#retry.retryBaseMs >= 0)) {
+      throw new RangeError(
+        `LocalStore needs maxAttempts >= 1 and retryBaseMs >= 0: current values are ` +
+          `${this.#retry.maxAttempts}, ${this.#retry.retryBaseMs}`,
+      );
+    }
+    this.#partialMaxAgeMs = options.partialMaxAgeMs ?? 60 * 60 * 1000;
+  }
+
+  #io<T>(what: string, request: () => Promise<T>): Promise<T> {
+    return withRetry(this.location, what, request, isTransient, this.#retry);
+  }
+
+  /**
+   * Removes temporary files (`*.bf-partial-*`) older than `olderThanMs` anywhere under the root: what a
+   * writer killed mid-write left. Younger ones may belong to a write in flight in another process.
+   * Returns how many it removed.
+   */
+  async sweepPartials(olderThanMs = this.#partialMaxAgeMs): Promise<number> {
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    const walk = async (dir: string) => {
+      let entries: Deno.DirEntry[];
+      try {
+        entries = await Array.fromAsync(Deno.readDir(dir));
+      } catch {
+        return; // not there yet, or vanished
+      }
+      for (const entry of entries) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory) await walk(path);
+        else if (entry.isFile && entry.name.includes(TEMP_MARKER)) {
+          try {
+            const { mtime } = await Deno.stat(path);
+            if (mtime && mtime.getTime() < cutoff) {
+              await Deno.remove(path);
+              removed++;
+            }
+          } catch {
+            // renamed or removed by its writer meanwhile
+          }
+        }
+      }
+    };
+    await walk(this.#root);
+    return removed;
   }
 
   #path(key: string): string {
@@ -42,7 +120,10 @@ export class LocalStore extends BaseStore {
     const path = this.#path(key);
     const temp = `${path}${TEMP_MARKER}${crypto.randomUUID().slice(0, 8)}`;
     const hasher = new Sha256();
-    const file = await this.#createTemp(key, path, temp);
+    // Once per store: a sweep that fails must not fail the write.
+    await (this.#swept ??= this.sweepPartials().catch(() => 0));
+    // The data may be a stream that can be read once, so only the steps before and after it are retried.
+    const file = await this.#io(`create ${key}`, () => this.#createTemp(key, path, temp));
     try {
       try {
         for await (const chunk of chunksOf(data)) {
@@ -55,7 +136,7 @@ export class LocalStore extends BaseStore {
         file.close();
       }
       try {
-        await Deno.rename(temp, path);
+        await this.#io(`rename into ${key}`, () => Deno.rename(temp, path));
       } catch (error) {
         if (error instanceof Deno.errors.IsADirectory || (await isDirectory(path))) {
           throw new FailedPrecondition(
@@ -232,7 +313,7 @@ export class LocalStore extends BaseStore {
     try {
       const info = await Deno.stat(path);
       if (!info.isFile) throw new Deno.errors.NotFound();
-      await Deno.remove(path);
+      await this.#io(`delete ${key}`, () => Deno.remove(path));
     } catch (error) {
       throw this.#notFoundOr(key, error);
     }

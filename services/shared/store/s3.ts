@@ -15,8 +15,8 @@
 import * as Minio from "minio";
 import { Buffer } from "node:buffer";
 import type { Readable } from "node:stream";
-import { InvalidArgument, NotFound, Unavailable } from "../errors.ts";
-import { BaseStore, chunksOf, compareKeys, resolveRange } from "./_base.ts";
+import { InvalidArgument, NotFound } from "../errors.ts";
+import { BaseStore, chunksOf, compareKeys, resolveRange, withRetry } from "./_base.ts";
 import { Sha256 } from "./hash.ts";
 import type { ListOptions, ObjectInfo, PutData, PutOptions, RangeOptions } from "./store.ts";
 import { validateKey, validatePrefix } from "./store.ts";
@@ -122,22 +122,11 @@ export class S3Store extends BaseStore {
   }
 
   /** Runs one request, retrying transient failures with exponential backoff and jitter. */
-  async #retry<T>(what: string, request: () => Promise<T>): Promise<T> {
-    for (let attempt = 1;; attempt++) {
-      try {
-        return await request();
-      } catch (error) {
-        if (!isTransient(error)) throw error;
-        if (attempt >= this.#maxAttempts) {
-          throw new Unavailable(
-            `object store ${this.location} unavailable (${what}, ${attempt} attempts): ${describe(error)}`,
-            { cause: error },
-          );
-        }
-        const delay = this.#retryBaseMs * 2 ** (attempt - 1) * (0.5 + Math.random());
-        await new Promise((resolve) => setTimeout(resolve, delay));
-      }
-    }
+  #retry<T>(what: string, request: () => Promise<T>): Promise<T> {
+    return withRetry(this.location, what, request, isTransient, {
+      maxAttempts: this.#maxAttempts,
+      retryBaseMs: this.#retryBaseMs,
+    });
   }
 
   async put(key: string, data: PutData, options: PutOptions = {}): Promise<ObjectInfo> {
@@ -354,9 +343,4 @@ function isTransient(error: unknown): boolean {
   // Deno surfaces some socket failures as its own error classes rather than Node codes.
   return error instanceof Deno.errors.ConnectionRefused || error instanceof Deno.errors.ConnectionReset ||
     error instanceof Deno.errors.TimedOut || error instanceof Deno.errors.BrokenPipe;
-}
-
-function describe(error: unknown): string {
-  const e = error as { code?: string; message?: string };
-  return e?.code ? `${e.code}: ${e.message}` : String(e?.message ?? error);
 }
