@@ -16,7 +16,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
-import { timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { createLogger, type Logger } from "../config/log.ts";
 import type { Settings } from "../config/settings.ts";
@@ -132,12 +132,15 @@ function isAuthExempt(path: string): boolean {
   return path.startsWith(`/${HEALTH_SERVICE}/`) || path.startsWith("/grpc.reflection.");
 }
 
+/**
+ * Compares SHA-256 digests, not the tokens: digests always have the same length, so neither an early
+ * return on a length mismatch nor the comparison's time tells a caller how long the token is.
+ */
 function tokenMatches(header: string, token: string): boolean {
   const match = /^Bearer\s+(.+)$/i.exec(header.trim());
-  if (!match) return false;
-  const given = Buffer.from(match[1]!);
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  const given = createHash("sha256").update(match?.[1] ?? "").digest();
+  const expected = createHash("sha256").update(token).digest();
+  return timingSafeEqual(given, expected) && match !== null;
 }
 
 function authInterceptor(token: string): grpc.ServerInterceptor {
