@@ -506,7 +506,7 @@ Deno.test("JobManager: a store read-only for a while during a job delays its eve
     const id = await manager.submit("steady", {});
     await manager.idle();
     const record = await manager.get(id);
-    assert.equal(record.state, "SUCCEEDED", record.error?.message);
+    assert.equal(record.state, "SUCCEEDED", record.error?.message ?? "");
     const events = await collect(manager.watch(id));
     assert.deepEqual(events.filter((e) => e.type === "progress").map((e) => e.progress!.done), [
       1,
