@@ -11,11 +11,18 @@ import { fullServiceName, type Handlers, type RunningServer, serve } from "../sh
 import { runMain } from "../shared/rpc/main.ts";
 import { Trainer } from "./service.ts";
 
+function tracingConfigured(): boolean {
+  const env = (name: string) => Deno.env.get(name) ?? "";
+  return !!(env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || env("OTEL_EXPORTER_OTLP_ENDPOINT") ||
+    (env("OTEL_TRACES_EXPORTER") && env("OTEL_TRACES_EXPORTER") !== "none"));
+}
+
 function trainerFor(settings: Settings): Trainer {
   return new Trainer({
     store: openConfiguredStore(settings),
-    // Jobs run in a worker thread, which opens its own store from the same settings.
-    storeSettings: settings.store,
+    // Jobs run in a worker thread, which opens its own store from the same settings. With a trace exporter set,
+    // they stay in-process for now: the worker has no exporter, and a job's step spans would be lost.
+    ...(tracingConfigured() ? {} : { storeSettings: settings.store }),
     ...(settings.backend && settings.backend !== "auto" ? { backend: settings.backend } : {}),
     ...(settings.threads ? { threads: settings.threads } : {}),
     ...(settings.maxUploadBytes ? { maxUploadBytes: settings.maxUploadBytes } : {}),
